@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Shared core of the virtio video mem2mem nodes: request submission on
+ * virtqueues, the split (hard/threaded) completion path, the per-request
+ * watchdog and the "device dead" state.
+ *
+ * Contexts:
+ *
+ * - The virtqueue callback (hard half) may run in hard interrupt context. It
+ *   only harvests used buffers into a list under a raw spinlock and queues
+ *   the threaded half.
+ * - The threaded half is an ordered, high-priority workqueue owned by the
+ *   core. Every &vvm_request.complete callback and every &vvm_core_ops
+ *   callback runs there, one at a time, in process context: it may take
+ *   mutexes and call vb2_buffer_done(), v4l2_m2m_job_finish() and
+ *   v4l2_m2m_buf_done_and_job_finish(). It must not wait for another
+ *   request (vvm_core_call() from it would deadlock); hand such work to
+ *   another workqueue.
+ *
+ * Ownership: vdev->priv must point at the &struct vvm_core (embed it in the
+ * node's state and use container_of()).
+ */
+#ifndef VVM_CORE_H
+#define VVM_CORE_H
+
+#include <linux/completion.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
+#include <linux/scatterlist.h>
+#include <linux/spinlock.h>
+#include <linux/types.h>
+#include <linux/virtio.h>
+#include <linux/workqueue.h>
+
+#define VVM_MAX_VQS 2
+
+struct vvm_core;
+struct vvm_request;
+
+/**
+ * typedef vvm_complete_t - completion of a request, called exactly once
+ * @req: the request; the core no longer references it, it may be freed.
+ * @status: 0 when the device answered (@req->used_len holds the number of
+ *	bytes it wrote); -ETIMEDOUT for the request whose watchdog fired;
+ *	-EIO for every other request failed because the device was declared
+ *	dead; -ENODEV when the device is being removed.
+ *
+ * Runs in the threaded half (process context, may sleep).
+ */
+typedef void (*vvm_complete_t)(struct vvm_request *req, int status);
+
+/**
+ * struct vvm_request - one descriptor chain handed to the device
+ * @complete: called once, in the threaded half, when the request ends.
+ * @priv: owner's cookie, untouched by the core.
+ * @used_len: bytes the device wrote, valid when the status is 0.
+ * @no_timeout: the device may legitimately hold this buffer forever (event
+ *	queue buffers); the watchdog ignores it.
+ * @list: core-private: in-flight or done list.
+ * @deadline: core-private: jiffies after which the watchdog fires.
+ * @vq: core-private: index of the virtqueue the request sits on.
+ *
+ * Initialise with vvm_request_init(). The memory the scatterlists point at
+ * must stay valid until @complete has run.
+ */
+struct vvm_request {
+	vvm_complete_t complete;
+	void *priv;
+	u32 used_len;
+	bool no_timeout;
+	struct list_head list;
+	unsigned long deadline;
+	unsigned int vq;
+};
+
+/**
+ * struct vvm_core_ops - node callbacks, run in the threaded half
+ * @dead: the device was declared dead (@err = -EIO) or is being removed
+ *	(@err = -ENODEV). Every in-flight request has already completed with
+ *	an error. Fail every job the node still holds (queued m2m jobs,
+ *	buffers not yet sent) with VB2_BUF_STATE_ERROR, e.g. by
+ *	vb2_queue_error() and finishing the current m2m job.
+ * @revive: the virtqueues were re-created after a death and the device is
+ *	DRIVER_OK again. Re-post long-lived buffers (event queue) and submit at
+ *	least one request the device answers at once: its completion ends
+ *	the dead state. Optional; without it the core cannot recover.
+ */
+struct vvm_core_ops {
+	void (*dead)(struct vvm_core *core, int err);
+	int (*revive)(struct vvm_core *core);
+};
+
+/**
+ * enum vvm_core_state - liveness of the device
+ * @VVM_CORE_LIVE: requests are accepted.
+ * @VVM_CORE_DEAD: the watchdog fired; the device is reset and the virtqueues
+ *	are gone. Requests fail with -EIO at once.
+ * @VVM_CORE_REVIVING: virtqueues re-created, waiting for the first answer of
+ *	the backend. Requests are accepted, vvm_core_check_alive() still
+ *	fails with -EIO.
+ * @VVM_CORE_REMOVED: the device is being removed. Requests fail with -ENODEV.
+ */
+enum vvm_core_state {
+	VVM_CORE_LIVE,
+	VVM_CORE_DEAD,
+	VVM_CORE_REVIVING,
+	VVM_CORE_REMOVED,
+};
+
+/**
+ * struct vvm_core - per virtio device core state
+ * @vdev: the virtio device.
+ * @ops: node callbacks.
+ * @nvqs: number of virtqueues.
+ * @vqs: the virtqueues (NULL while dead).
+ * @vq_names: names given to the virtqueues.
+ * @lock: raw spinlock guarding @state, @inflight, @done, @vq_busy and
+ *	@harvest_pending; the only lock the hard half takes.
+ * @state: &enum vvm_core_state.
+ * @inflight: requests the device owns.
+ * @done: requests the hard half harvested, waiting for the threaded half.
+ * @vq_busy: a submitter is adding buffers to that virtqueue; the hard half
+ *	leaves it alone and sets @harvest_pending instead.
+ * @harvest_pending: the hard half skipped a busy virtqueue.
+ * @submit_lock: serialises submitters and the death/revival of the
+ *	virtqueues.
+ * @wq: the threaded half.
+ * @complete_work: runs completions.
+ * @watchdog: fires on the earliest request deadline.
+ * @revive_work: re-creates the virtqueues after a death.
+ */
+struct vvm_core {
+	struct virtio_device *vdev;
+	const struct vvm_core_ops *ops;
+	unsigned int nvqs;
+	struct virtqueue *vqs[VVM_MAX_VQS];
+	const char *vq_names[VVM_MAX_VQS];
+
+	raw_spinlock_t lock;
+	enum vvm_core_state state;
+	struct list_head inflight;
+	struct list_head done;
+	bool vq_busy[VVM_MAX_VQS];
+	bool harvest_pending[VVM_MAX_VQS];
+
+	struct mutex submit_lock;
+	struct workqueue_struct *wq;
+	struct work_struct complete_work;
+	struct delayed_work watchdog;
+	struct work_struct revive_work;
+};
+
+/**
+ * vvm_core_init() - set up the core and find the virtqueues
+ * @core: core embedded in the node's state; vdev->priv is set to it.
+ * @vdev: the virtio device being probed.
+ * @ops: node callbacks.
+ * @nvqs: number of virtqueues, at most %VVM_MAX_VQS.
+ * @names: virtqueue names.
+ *
+ * The device is not DRIVER_OK yet: call vvm_core_ready() once the node has
+ * finished its own setup. On failure nothing needs undoing.
+ *
+ * Return: 0 or a negative errno.
+ */
+int vvm_core_init(struct vvm_core *core, struct virtio_device *vdev,
+		  const struct vvm_core_ops *ops, unsigned int nvqs,
+		  const char * const names[]);
+
+/**
+ * vvm_core_ready() - set DRIVER_OK; requests may be submitted from now on
+ * @core: the core.
+ */
+void vvm_core_ready(struct vvm_core *core);
+
+/**
+ * vvm_core_remove() - fail everything and release the virtqueues
+ * @core: the core.
+ *
+ * Enters %VVM_CORE_REMOVED, resets the device so it can no longer write into
+ * guest memory, completes every request with -ENODEV, calls
+ * &vvm_core_ops.dead with -ENODEV, deletes the virtqueues and destroys the
+ * threaded half. Always returns. Later submissions fail with -ENODEV, so
+ * open file handles may outlive this call.
+ */
+void vvm_core_remove(struct vvm_core *core);
+
+/**
+ * vvm_request_init() - prepare a request for vvm_core_submit()
+ * @req: the request.
+ * @complete: completion callback.
+ * @priv: owner's cookie.
+ */
+void vvm_request_init(struct vvm_request *req, vvm_complete_t complete,
+		      void *priv);
+
+/**
+ * vvm_core_submit() - hand a descriptor chain to the device
+ * @core: the core.
+ * @req: initialised request, not in flight.
+ * @vq: virtqueue index.
+ * @sgs: @out_sgs device-readable then @in_sgs device-writable scatterlists.
+ * @out_sgs: number of device-readable scatterlists.
+ * @in_sgs: number of device-writable scatterlists.
+ *
+ * Large scatterlists are fine: the ring uses indirect descriptors when the
+ * device offers them. Process context only (may sleep).
+ *
+ * Return: 0 when queued (@req->complete will run exactly once); -EIO if
+ * the device is dead, -ENODEV if it is removed, -ENOSPC if the virtqueue is
+ * full, or another negative errno. On error @req->complete is not called.
+ */
+int vvm_core_submit(struct vvm_core *core, struct vvm_request *req,
+		    unsigned int vq, struct scatterlist *sgs[],
+		    unsigned int out_sgs, unsigned int in_sgs);
+
+/**
+ * vvm_core_call() - synchronous command: send, wait, copy the reply
+ * @core: the core.
+ * @vq: virtqueue index.
+ * @cmd: request bytes (any memory; the core copies it).
+ * @cmd_len: request length.
+ * @data: optional second device-readable part (e.g. memory entries), or NULL.
+ * @data_len: its length.
+ * @resp: reply buffer (any memory).
+ * @resp_len: reply buffer length.
+ * @resp_used: if not NULL, receives the number of bytes the device wrote.
+ *
+ * Waits at most the watchdog period (module parameter timeout_ms), in
+ * uninterruptible sleep bounded by the watchdog. Must not be called from the
+ * threaded half.
+ *
+ * Return: 0 when the device answered, else the request's error status (see
+ * &vvm_complete_t) or a submission error.
+ */
+int vvm_core_call(struct vvm_core *core, unsigned int vq,
+		  const void *cmd, size_t cmd_len,
+		  const void *data, size_t data_len,
+		  void *resp, size_t resp_len, u32 *resp_used);
+
+/**
+ * vvm_core_check_alive() - may a new open or job start?
+ * @core: the core.
+ *
+ * Call it from open() and before starting a job. When the device is dead it
+ * starts a revival in the background (see &vvm_core_ops.revive) and fails
+ * at once instead of waiting out a watchdog period.
+ *
+ * Return: 0 if live, -EIO if dead or still reviving, -ENODEV if removed.
+ */
+int vvm_core_check_alive(struct vvm_core *core);
+
+/**
+ * vvm_core_flush() - wait until every harvested completion has run
+ * @core: the core.
+ *
+ * Must not be called from the threaded half.
+ */
+void vvm_core_flush(struct vvm_core *core);
+
+/**
+ * vvm_core_dma_device() - the device vb2 queues map buffers for
+ * @core: the core.
+ *
+ * The virtio device's transport parent (the PCI function): its DMA
+ * addresses are what the host sees in descriptors and memory entries.
+ *
+ * Return: the struct device to set as &vb2_queue.dev.
+ */
+struct device *vvm_core_dma_device(struct vvm_core *core);
+
+/**
+ * vvm_core_timeout_jiffies() - the watchdog period
+ *
+ * Return: the module parameter timeout_ms in jiffies (at least 1).
+ */
+unsigned long vvm_core_timeout_jiffies(void);
+
+#endif /* VVM_CORE_H */
