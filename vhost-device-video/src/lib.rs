@@ -1,1 +1,10 @@
-//! vhost-device-video
+//! vhost-device-video: a vhost-user backend serving a virtio-video v3
+//! decoder (virtio ID 31) and a DW100-compatible dewarper (ID 63).
+//!
+//! Layout follows the data path: [`transport`] (vhost-user), [`protocol`]
+//! (wire structs), [`device`] (stream and job state), [`engine`] (the work).
+
+pub mod transport;
+
+mod options;
+pub use options::{run, DeviceKind, Options, RunError};

@@ -1,0 +1,74 @@
+//! Command-line options and the daemon entry point.
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Parser, ValueEnum};
+use thiserror::Error as ThisError;
+
+use crate::transport::{Listen, ServerError};
+
+/// The device this daemon serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceKind {
+    /// virtio-video v3 stateful decoder (virtio ID 31).
+    Decoder,
+    /// DW100-compatible dewarper (experimental virtio ID 63).
+    Dewarper,
+}
+
+/// vhost-user backend for a virtio-video decoder and a DW100-compatible
+/// dewarper.
+#[derive(Debug, Parser)]
+#[command(name = "vhost-device-video", version, about)]
+#[command(group(ArgGroup::new("socket").required(true).args(["socket_path", "socket_fd"])))]
+pub struct Options {
+    /// Path of the vhost-user socket to create and listen on.
+    #[arg(long, value_name = "PATH")]
+    pub socket_path: Option<PathBuf>,
+    /// An already bound and listening vhost-user socket inherited from the parent.
+    #[arg(long, value_name = "FD")]
+    pub socket_fd: Option<RawFd>,
+    /// The device to serve.
+    #[arg(long, value_enum, default_value = "decoder")]
+    pub device: DeviceKind,
+    /// FFmpeg decoding threads per stream (0: FFmpeg chooses).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub decode_threads: usize,
+    /// Worker threads of the dewarper engine.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub dewarp_threads: usize,
+}
+
+impl Options {
+    fn listen(&self) -> Listen {
+        match (&self.socket_path, self.socket_fd) {
+            (Some(path), _) => Listen::Path(path.clone()),
+            (None, Some(fd)) => Listen::Fd(fd),
+            // clap's required group rules this out; an fd of -1 fails cleanly.
+            (None, None) => Listen::Fd(-1),
+        }
+    }
+}
+
+/// Errors that end the daemon.
+#[derive(Debug, ThisError)]
+pub enum RunError {
+    /// Serving failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The requested device type is not part of this build.
+    #[error("{0:?} device not built")]
+    NotBuilt(DeviceKind),
+}
+
+/// Runs the daemon with `options` until an unrecoverable error.
+pub fn run(options: &Options) -> Result<(), RunError> {
+    let listen = options.listen();
+    match options.device {
+        kind @ (DeviceKind::Decoder | DeviceKind::Dewarper) => {
+            let _ = &listen;
+            Err(RunError::NotBuilt(kind))
+        }
+    }
+}
