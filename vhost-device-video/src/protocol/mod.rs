@@ -1,0 +1,3 @@
+//! Wire structures of the devices' virtqueue protocols.
+
+pub mod virtio_video;
