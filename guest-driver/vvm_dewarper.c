@@ -1,0 +1,1407 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * DW100-compatible dewarper node on a virtio device.
+ *
+ * The V4L2 side mirrors the upstream dw100 driver's user API (formats,
+ * limits, vertex map control, crop selection, Request API, media entity) so
+ * that code written for the i.MX8MP DW100 runs unchanged. Each m2m job
+ * becomes one descriptor chain (docs/protocol-dewarper.md); several jobs
+ * may be in flight and complete in any order.
+ */
+
+#include <linux/kref.h>
+#include <linux/minmax.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/slab.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+
+#include <media/media-device.h>
+#include <media/v4l2-ctrls.h>
+#include <media/v4l2-device.h>
+#include <media/v4l2-event.h>
+#include <media/v4l2-ioctl.h>
+#include <media/v4l2-mem2mem.h>
+#include <media/videobuf2-dma-sg.h>
+
+#include "vvm_core.h"
+#include "vvm_dewarper.h"
+
+#ifndef V4L2_CID_DW100_DEWARPING_16x16_VERTEX_MAP
+#define V4L2_CID_DW100_DEWARPING_16x16_VERTEX_MAP (V4L2_CID_USER_DW100_BASE + 1)
+#endif
+
+/* Names a dw100 on silicon reports; libcamera finds the converter by them. */
+#define VVM_DW_DRIVER_NAME	"dw100"
+#define VVM_DW_CARD		"DW100 dewarper"
+
+#define VVM_DW_MIN_W		176u
+#define VVM_DW_MIN_H		144u
+#define VVM_DW_MAX_W		4096u
+#define VVM_DW_MAX_H		3072u
+#define VVM_DW_STEP		8u
+#define VVM_DW_DEF_W		640u
+#define VVM_DW_DEF_H		480u
+#define VVM_DW_BLOCK		16u
+
+/* Jobs of one context on the virtqueue at once. */
+#define VVM_DW_MAX_INFLIGHT	8
+
+enum {
+	VVM_DW_Q_SRC,
+	VVM_DW_Q_DST,
+};
+
+enum {
+	VVM_DW_FMT_OUTPUT = BIT(0),
+	VVM_DW_FMT_CAPTURE = BIT(1),
+};
+
+struct vvm_dw_fmt {
+	u32 fourcc;
+	/* Fourcc of the single-plane format with the same component layout. */
+	u32 wire_fourcc;
+	u32 types;
+	bool semi_planar;
+};
+
+static const struct vvm_dw_fmt vvm_dw_formats[] = {
+	{ V4L2_PIX_FMT_NV16, V4L2_PIX_FMT_NV16,
+	  VVM_DW_FMT_OUTPUT | VVM_DW_FMT_CAPTURE, true },
+	{ V4L2_PIX_FMT_NV16M, V4L2_PIX_FMT_NV16,
+	  VVM_DW_FMT_OUTPUT | VVM_DW_FMT_CAPTURE, true },
+	{ V4L2_PIX_FMT_NV61, V4L2_PIX_FMT_NV61, VVM_DW_FMT_CAPTURE, true },
+	{ V4L2_PIX_FMT_NV61M, V4L2_PIX_FMT_NV61, VVM_DW_FMT_CAPTURE, true },
+	{ V4L2_PIX_FMT_YUYV, V4L2_PIX_FMT_YUYV,
+	  VVM_DW_FMT_OUTPUT | VVM_DW_FMT_CAPTURE, false },
+	{ V4L2_PIX_FMT_UYVY, V4L2_PIX_FMT_UYVY,
+	  VVM_DW_FMT_OUTPUT | VVM_DW_FMT_CAPTURE, false },
+	{ V4L2_PIX_FMT_NV12, V4L2_PIX_FMT_NV12,
+	  VVM_DW_FMT_OUTPUT | VVM_DW_FMT_CAPTURE, true },
+	{ V4L2_PIX_FMT_NV12M, V4L2_PIX_FMT_NV12,
+	  VVM_DW_FMT_OUTPUT | VVM_DW_FMT_CAPTURE, true },
+	{ V4L2_PIX_FMT_NV21, V4L2_PIX_FMT_NV21, VVM_DW_FMT_CAPTURE, true },
+	{ V4L2_PIX_FMT_NV21M, V4L2_PIX_FMT_NV21, VVM_DW_FMT_CAPTURE, true },
+};
+
+struct vvm_dewarper {
+	struct vvm_core core;
+	struct v4l2_device v4l2_dev;
+	struct video_device vfd;
+	struct media_device mdev;
+	struct v4l2_m2m_dev *m2m_dev;
+	/* Serialises the ioctls of the video node. */
+	struct mutex vfd_lock;
+	struct v4l2_frmsize_stepwise frmsize;
+	unsigned int vq_size;
+	atomic_t next_context_id;
+};
+
+/*
+ * A snapshot of the vertex map control, shared by the jobs that use it: the
+ * device may read it after the control has changed again.
+ */
+struct vvm_dw_map {
+	struct kref ref;
+	u32 generation;
+	u32 width;
+	u32 height;
+	size_t bytes;
+	u32 *entries;
+};
+
+struct vvm_dw_q_data {
+	struct v4l2_pix_format_mplane pix;
+	const struct vvm_dw_fmt *fmt;
+	struct v4l2_rect crop;
+	unsigned int sequence;
+};
+
+struct vvm_dw_ctx {
+	struct v4l2_fh fh;
+	struct vvm_dewarper *dw;
+	struct v4l2_ctrl_handler hdl;
+	struct v4l2_ctrl *map_ctrl;
+	/* Lock of both vb2 queues. */
+	struct mutex vq_lock;
+	struct vvm_dw_q_data q_data[2];
+	u32 context_id;
+
+	/* The control changed since the last snapshot; under the handler lock. */
+	bool map_dirty;
+	/* Snapshot the next jobs use; only m2m callbacks touch it. */
+	struct vvm_dw_map *map;
+	u32 map_generation;
+	/* Generation the device answered for; 0 when it may not know the map. */
+	atomic_t map_known;
+
+	atomic_t inflight;
+	wait_queue_head_t idle;
+};
+
+/*
+ * One m2m job on its way through the device. The scatterlists point at the
+ * vb2 planes, the map snapshot and the header/status below, all of which
+ * stay valid until the request completes.
+ */
+struct vvm_dw_job {
+	struct vvm_request req;
+	struct vvm_dw_ctx *ctx;
+	struct vb2_v4l2_buffer *src;
+	struct vb2_v4l2_buffer *dst;
+	struct vvm_dw_map *map;
+	/* Already sent again with the map after ERR_MAP_REQUIRED. */
+	bool resent;
+	u32 dst_bytes;
+
+	struct vvm_dw_job_hdr hdr;
+	struct vvm_dw_status status;
+	struct scatterlist hdr_sg;
+	struct scatterlist status_sg;
+	struct scatterlist *map_sg;
+	struct scatterlist *src_sg[VIDEO_MAX_PLANES];
+	struct scatterlist *dst_sg[VIDEO_MAX_PLANES];
+	struct scatterlist *sg_pool;
+};
+
+/* A job the device answers at once, to see whether it is alive again. */
+struct vvm_dw_probe {
+	struct vvm_request req;
+	struct vvm_dw_job_hdr hdr;
+	struct vvm_dw_status status;
+	struct scatterlist hdr_sg;
+	struct scatterlist status_sg;
+};
+
+static struct vvm_dw_ctx *file_to_ctx(struct file *file)
+{
+	return container_of(file->private_data, struct vvm_dw_ctx, fh);
+}
+
+static struct device *ctx_dev(struct vvm_dw_ctx *ctx)
+{
+	return &ctx->dw->core.vdev->dev;
+}
+
+static u32 vvm_dw_fmt_type(enum v4l2_buf_type type)
+{
+	return V4L2_TYPE_IS_OUTPUT(type) ? VVM_DW_FMT_OUTPUT :
+					   VVM_DW_FMT_CAPTURE;
+}
+
+static const struct vvm_dw_fmt *vvm_dw_find_fmt(u32 fourcc, u32 types)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(vvm_dw_formats); i++)
+		if (vvm_dw_formats[i].fourcc == fourcc &&
+		    (vvm_dw_formats[i].types & types))
+			return &vvm_dw_formats[i];
+	return NULL;
+}
+
+static struct vvm_dw_q_data *vvm_dw_q_data(struct vvm_dw_ctx *ctx,
+					   enum v4l2_buf_type type)
+{
+	return &ctx->q_data[V4L2_TYPE_IS_OUTPUT(type) ? VVM_DW_Q_SRC :
+							VVM_DW_Q_DST];
+}
+
+static u32 vvm_dw_vertices(u32 length)
+{
+	return DIV_ROUND_UP(length, VVM_DW_BLOCK) + 1;
+}
+
+/* ---- Vertex map ---------------------------------------------------------- */
+
+static void vvm_dw_map_release(struct kref *ref)
+{
+	struct vvm_dw_map *map = container_of(ref, struct vvm_dw_map, ref);
+
+	kvfree(map->entries);
+	kfree(map);
+}
+
+static void vvm_dw_map_put(struct vvm_dw_map *map)
+{
+	if (map)
+		kref_put(&map->ref, vvm_dw_map_release);
+}
+
+/* Takes a snapshot of the control's current value as the context's map. */
+static int vvm_dw_map_snapshot(struct vvm_dw_ctx *ctx)
+{
+	struct v4l2_ctrl *ctrl = ctx->map_ctrl;
+	struct vvm_dw_map *map;
+	u32 i;
+
+	map = kzalloc(sizeof(*map), GFP_KERNEL);
+	if (!map)
+		return -ENOMEM;
+	kref_init(&map->ref);
+
+	v4l2_ctrl_lock(ctrl);
+	map->width = ctrl->dims[0];
+	map->height = ctrl->dims[1];
+	map->bytes = array_size(ctrl->elems, sizeof(u32));
+	map->entries = kvmalloc(map->bytes, GFP_KERNEL);
+	if (map->entries) {
+		for (i = 0; i < ctrl->elems; i++)
+			map->entries[i] = (__force u32)
+				cpu_to_le32(ctrl->p_cur.p_u32[i]);
+		ctx->map_dirty = false;
+	}
+	v4l2_ctrl_unlock(ctrl);
+
+	if (!map->entries) {
+		kfree(map);
+		return -ENOMEM;
+	}
+
+	/* 0 means "no map known to the device". */
+	if (++ctx->map_generation == 0)
+		ctx->map_generation = 1;
+	map->generation = ctx->map_generation;
+
+	vvm_dw_map_put(ctx->map);
+	ctx->map = map;
+	return 0;
+}
+
+static int vvm_dw_s_ctrl(struct v4l2_ctrl *ctrl)
+{
+	struct vvm_dw_ctx *ctx = container_of(ctrl->handler, struct vvm_dw_ctx,
+					      hdl);
+
+	if (ctrl->id == V4L2_CID_DW100_DEWARPING_16x16_VERTEX_MAP)
+		ctx->map_dirty = true;
+	return 0;
+}
+
+static const struct v4l2_ctrl_ops vvm_dw_ctrl_ops = {
+	.s_ctrl = vvm_dw_s_ctrl,
+};
+
+/*
+ * The default value is the identity map as the dw100 driver builds it: the
+ * source size in UQ12.4 split into equal steps over the vertices of the
+ * destination grid, clamped to the source edge.
+ */
+static void vvm_dw_map_init(const struct v4l2_ctrl *ctrl, u32 from_idx,
+			    union v4l2_ctrl_ptr ptr)
+{
+	struct vvm_dw_ctx *ctx = container_of(ctrl->handler, struct vvm_dw_ctx,
+					      hdl);
+	const struct v4l2_pix_format_mplane *src =
+		&ctx->q_data[VVM_DW_Q_SRC].pix;
+	u32 mw = ctrl->dims[0], mh = ctrl->dims[1];
+	u16 qsw = (src->width & 0xfff) << 4;
+	u16 qsh = (src->height & 0xfff) << 4;
+	u16 qdx = qsw / (mw - 1);
+	u16 qdy = qsh / (mh - 1);
+	u32 idx, qx, qy;
+
+	for (idx = from_idx; idx < ctrl->elems; idx++) {
+		qy = min_t(u32, (idx / mw) * qdy, qsh);
+		qx = min_t(u32, (idx % mw) * qdx, qsw);
+		ptr.p_u32[idx] = (qy << 16) | qx;
+	}
+
+	if (ptr.p == ctrl->p_cur.p)
+		ctx->map_dirty = true;
+}
+
+static const struct v4l2_ctrl_type_ops vvm_dw_map_type_ops = {
+	.equal = v4l2_ctrl_type_op_equal,
+	.init = vvm_dw_map_init,
+	.log = v4l2_ctrl_type_op_log,
+	.validate = v4l2_ctrl_type_op_validate,
+};
+
+static const struct v4l2_ctrl_config vvm_dw_map_ctrl = {
+	.ops = &vvm_dw_ctrl_ops,
+	.type_ops = &vvm_dw_map_type_ops,
+	.id = V4L2_CID_DW100_DEWARPING_16x16_VERTEX_MAP,
+	.name = "Dewarping Vertex Map",
+	.type = V4L2_CTRL_TYPE_U32,
+	.min = 0,
+	.max = U32_MAX,
+	.step = 1,
+	.def = 0,
+	.dims = { DIV_ROUND_UP(VVM_DW_DEF_W, VVM_DW_BLOCK) + 1,
+		  DIV_ROUND_UP(VVM_DW_DEF_H, VVM_DW_BLOCK) + 1 },
+};
+
+/* ---- Jobs ---------------------------------------------------------------- */
+
+/* Number of entries covering the first @len bytes of @sgt, 0 if too short. */
+static unsigned int vvm_dw_sg_count(struct sg_table *sgt, size_t len)
+{
+	struct scatterlist *sg;
+	unsigned int i, n = 0;
+
+	for_each_sgtable_sg(sgt, sg, i) {
+		if (!len)
+			break;
+		len -= min_t(size_t, len, sg->length);
+		n++;
+	}
+	return len ? 0 : n;
+}
+
+static void vvm_dw_sg_fill(struct scatterlist *out, unsigned int n,
+			   struct sg_table *sgt, size_t len)
+{
+	struct scatterlist *sg;
+	unsigned int i;
+	size_t chunk;
+
+	sg_init_table(out, n);
+	for_each_sgtable_sg(sgt, sg, i) {
+		if (i == n)
+			break;
+		chunk = min_t(size_t, len, sg->length);
+		sg_set_page(&out[i], sg_page(sg), chunk, sg->offset);
+		len -= chunk;
+	}
+}
+
+static unsigned int vvm_dw_map_sg_count(const struct vvm_dw_map *map)
+{
+	if (!is_vmalloc_addr(map->entries))
+		return 1;
+	return DIV_ROUND_UP(offset_in_page(map->entries) + map->bytes,
+			    PAGE_SIZE);
+}
+
+static void vvm_dw_map_sg_fill(struct scatterlist *out, unsigned int n,
+			       const struct vvm_dw_map *map)
+{
+	const u8 *p = (const u8 *)map->entries;
+	size_t left = map->bytes;
+	size_t chunk;
+	unsigned int i;
+
+	sg_init_table(out, n);
+	if (n == 1 && !is_vmalloc_addr(p)) {
+		sg_set_buf(out, p, left);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		chunk = min_t(size_t, left, PAGE_SIZE - offset_in_page(p));
+		sg_set_page(&out[i], vmalloc_to_page(p), chunk,
+			    offset_in_page(p));
+		p += chunk;
+		left -= chunk;
+	}
+}
+
+static void vvm_dw_fill_image(struct vvm_dw_image *img,
+			      const struct vvm_dw_q_data *q, bool dst)
+{
+	const struct v4l2_pix_format_mplane *pix = &q->pix;
+	u32 luma_stride = pix->plane_fmt[0].bytesperline;
+	u32 luma_bytes = luma_stride * pix->height;
+	unsigned int i;
+
+	memset(img, 0, sizeof(*img));
+	img->fourcc = cpu_to_le32(q->fmt->wire_fourcc);
+	img->width = cpu_to_le32(pix->width);
+	img->height = cpu_to_le32(pix->height);
+	img->num_planes = cpu_to_le32(pix->num_planes);
+	img->stride[0] = cpu_to_le32(luma_stride);
+	for (i = 0; i < pix->num_planes; i++)
+		img->plane_size[i] = cpu_to_le32(pix->plane_fmt[i].sizeimage);
+	if (!q->fmt->semi_planar)
+		return;
+	if (pix->num_planes == 2) {
+		img->stride[1] = cpu_to_le32(pix->plane_fmt[1].bytesperline);
+	} else {
+		/* Where the dw100 driver puts the chroma of one-plane images. */
+		img->stride[1] = cpu_to_le32(luma_stride);
+		img->chroma_offset = cpu_to_le32(dst ? ALIGN(luma_bytes, 16) :
+						 luma_bytes);
+	}
+}
+
+static void vvm_dw_job_free(struct vvm_dw_job *job)
+{
+	vvm_dw_map_put(job->map);
+	kvfree(job->sg_pool);
+	kfree(job);
+}
+
+static void vvm_dw_job_done(struct vvm_request *req, int status);
+
+/*
+ * Builds the chain of one job: header, map, source planes; status,
+ * destination planes. The map is always described so that a job can be
+ * sent again with it after ERR_MAP_REQUIRED.
+ */
+static struct vvm_dw_job *vvm_dw_job_create(struct vvm_dw_ctx *ctx,
+					    struct vb2_v4l2_buffer *src,
+					    struct vb2_v4l2_buffer *dst)
+{
+	const struct vvm_dw_q_data *sq = &ctx->q_data[VVM_DW_Q_SRC];
+	const struct vvm_dw_q_data *dq = &ctx->q_data[VVM_DW_Q_DST];
+	unsigned int nsrc[VIDEO_MAX_PLANES] = {}, ndst[VIDEO_MAX_PLANES] = {};
+	unsigned int nmap, total, i;
+	struct scatterlist *next;
+	struct vvm_dw_job *job;
+
+	if (!ctx->map)
+		return ERR_PTR(-EINVAL);
+
+	nmap = vvm_dw_map_sg_count(ctx->map);
+	total = 2 + nmap;
+	for (i = 0; i < sq->pix.num_planes; i++) {
+		nsrc[i] = vvm_dw_sg_count(vb2_dma_sg_plane_desc(&src->vb2_buf, i),
+					  sq->pix.plane_fmt[i].sizeimage);
+		if (!nsrc[i])
+			return ERR_PTR(-EINVAL);
+		total += nsrc[i];
+	}
+	for (i = 0; i < dq->pix.num_planes; i++) {
+		ndst[i] = vvm_dw_sg_count(vb2_dma_sg_plane_desc(&dst->vb2_buf, i),
+					  dq->pix.plane_fmt[i].sizeimage);
+		if (!ndst[i])
+			return ERR_PTR(-EINVAL);
+		total += ndst[i];
+	}
+	/* A chain may not be longer than the queue (virtio 1.2, 2.7.5.3.1). */
+	if (total > ctx->dw->vq_size)
+		return ERR_PTR(-E2BIG);
+
+	job = kzalloc(sizeof(*job), GFP_KERNEL);
+	if (!job)
+		return ERR_PTR(-ENOMEM);
+	job->sg_pool = kvmalloc_array(total - 2, sizeof(*job->sg_pool),
+				      GFP_KERNEL);
+	if (!job->sg_pool) {
+		kfree(job);
+		return ERR_PTR(-ENOMEM);
+	}
+	job->ctx = ctx;
+	job->src = src;
+	job->dst = dst;
+	kref_get(&ctx->map->ref);
+	job->map = ctx->map;
+
+	job->hdr.context_id = cpu_to_le32(ctx->context_id);
+	job->hdr.sequence = cpu_to_le32(src->sequence);
+	job->hdr.map_generation = cpu_to_le32(job->map->generation);
+	job->hdr.map_width = cpu_to_le32(job->map->width);
+	job->hdr.map_height = cpu_to_le32(job->map->height);
+	job->hdr.crop_left = cpu_to_le32(sq->crop.left);
+	job->hdr.crop_top = cpu_to_le32(sq->crop.top);
+	job->hdr.crop_width = cpu_to_le32(sq->crop.width);
+	job->hdr.crop_height = cpu_to_le32(sq->crop.height);
+	vvm_dw_fill_image(&job->hdr.src, sq, false);
+	vvm_dw_fill_image(&job->hdr.dst, dq, true);
+
+	sg_init_one(&job->hdr_sg, &job->hdr, sizeof(job->hdr));
+	sg_init_one(&job->status_sg, &job->status, sizeof(job->status));
+
+	next = job->sg_pool;
+	job->map_sg = next;
+	vvm_dw_map_sg_fill(next, nmap, job->map);
+	next += nmap;
+	for (i = 0; i < sq->pix.num_planes; i++) {
+		job->src_sg[i] = next;
+		vvm_dw_sg_fill(next, nsrc[i],
+			       vb2_dma_sg_plane_desc(&src->vb2_buf, i),
+			       sq->pix.plane_fmt[i].sizeimage);
+		next += nsrc[i];
+	}
+	for (i = 0; i < dq->pix.num_planes; i++) {
+		job->dst_sg[i] = next;
+		vvm_dw_sg_fill(next, ndst[i],
+			       vb2_dma_sg_plane_desc(&dst->vb2_buf, i),
+			       dq->pix.plane_fmt[i].sizeimage);
+		next += ndst[i];
+		job->dst_bytes += dq->pix.plane_fmt[i].sizeimage;
+	}
+	return job;
+}
+
+static int vvm_dw_job_submit(struct vvm_dw_job *job, bool with_map)
+{
+	struct vvm_dw_ctx *ctx = job->ctx;
+	struct scatterlist *parts[2 + 2 * VIDEO_MAX_PLANES];
+	unsigned int out = 0, in = 0, i;
+	u32 flags = 0;
+
+	parts[out++] = &job->hdr_sg;
+	if (with_map) {
+		flags |= VVM_DW_JOB_F_MAP;
+		parts[out++] = job->map_sg;
+	}
+	for (i = 0; i < ctx->q_data[VVM_DW_Q_SRC].pix.num_planes; i++)
+		parts[out++] = job->src_sg[i];
+	parts[out + in++] = &job->status_sg;
+	for (i = 0; i < ctx->q_data[VVM_DW_Q_DST].pix.num_planes; i++)
+		parts[out + in++] = job->dst_sg[i];
+
+	job->hdr.flags = cpu_to_le32(flags);
+	memset(&job->status, 0, sizeof(job->status));
+	vvm_request_init(&job->req, vvm_dw_job_done, job);
+	return vvm_core_submit(&ctx->dw->core, &job->req, 0, parts, out, in);
+}
+
+static const char *vvm_dw_status_name(u32 code)
+{
+	switch (code) {
+	case VVM_DW_ERR_MALFORMED:
+		return "malformed job";
+	case VVM_DW_ERR_UNSUPPORTED:
+		return "unsupported format or size";
+	case VVM_DW_ERR_MAP_REQUIRED:
+		return "map required";
+	case VVM_DW_ERR_INVALID_MAP:
+		return "invalid map";
+	case VVM_DW_ERR_INTERNAL:
+		return "internal device error";
+	default:
+		return "unknown status";
+	}
+}
+
+/* Returns both buffers of a job to userspace and lets the next job run. */
+static void vvm_dw_job_finish(struct vvm_dw_job *job,
+			      enum vb2_buffer_state state)
+{
+	struct vvm_dw_ctx *ctx = job->ctx;
+	unsigned int i;
+
+	if (state != VB2_BUF_STATE_DONE)
+		for (i = 0; i < job->dst->vb2_buf.num_planes; i++)
+			vb2_set_plane_payload(&job->dst->vb2_buf, i, 0);
+	v4l2_m2m_buf_done(job->src, state);
+	v4l2_m2m_buf_done(job->dst, state);
+	vvm_dw_job_free(job);
+
+	atomic_dec(&ctx->inflight);
+	wake_up(&ctx->idle);
+	v4l2_m2m_try_schedule(ctx->fh.m2m_ctx);
+}
+
+/* Threaded half: may sleep, may call into vb2 and mem2mem. */
+static void vvm_dw_job_done(struct vvm_request *req, int status)
+{
+	struct vvm_dw_job *job = req->priv;
+	struct vvm_dw_ctx *ctx = job->ctx;
+	enum vb2_buffer_state state = VB2_BUF_STATE_ERROR;
+	u32 code, sequence = le32_to_cpu(job->hdr.sequence);
+
+	if (status) {
+		dev_warn_ratelimited(ctx_dev(ctx), "job %u failed: %d\n",
+				     sequence, status);
+		goto finish;
+	}
+	code = req->used_len < sizeof(job->status) ?
+	       VVM_DW_ERR_MALFORMED : le32_to_cpu(job->status.status);
+
+	switch (code) {
+	case VVM_DW_OK:
+		if (req->used_len != sizeof(job->status) + job->dst_bytes) {
+			dev_warn_ratelimited(ctx_dev(ctx),
+					     "job %u: device wrote %u bytes, expected %zu\n",
+					     sequence, req->used_len,
+					     sizeof(job->status) + job->dst_bytes);
+			break;
+		}
+		atomic_set(&ctx->map_known, job->map->generation);
+		state = VB2_BUF_STATE_DONE;
+		break;
+	case VVM_DW_ERR_MAP_REQUIRED:
+		/* The device lost the map (restart, cache eviction): resend. */
+		if (!job->resent) {
+			job->resent = true;
+			atomic_set(&ctx->map_known, 0);
+			if (!vvm_dw_job_submit(job, true))
+				return;
+		}
+		fallthrough;
+	default:
+		dev_warn_ratelimited(ctx_dev(ctx), "job %u: %s (%u)\n",
+				     sequence, vvm_dw_status_name(code), code);
+		break;
+	}
+finish:
+	vvm_dw_job_finish(job, state);
+}
+
+static void vvm_dw_device_run(void *priv)
+{
+	struct vvm_dw_ctx *ctx = priv;
+	struct vvm_dewarper *dw = ctx->dw;
+	struct vb2_v4l2_buffer *src, *dst;
+	struct media_request *req;
+	struct vvm_dw_job *job;
+	bool with_map;
+	int ret = 0;
+
+	src = v4l2_m2m_next_src_buf(ctx->fh.m2m_ctx);
+	dst = v4l2_m2m_next_dst_buf(ctx->fh.m2m_ctx);
+	req = src->vb2_buf.req_obj.req;
+
+	/* As on the dw100, a new map reaches the device only with a request. */
+	v4l2_ctrl_request_setup(req, &ctx->hdl);
+	if (req && READ_ONCE(ctx->map_dirty))
+		ret = vvm_dw_map_snapshot(ctx);
+	else if (READ_ONCE(ctx->map_dirty))
+		dev_warn_once(ctx_dev(ctx),
+			      "the vertex map changes while streaming only through requests\n");
+	v4l2_ctrl_request_complete(req, &ctx->hdl);
+
+	v4l2_m2m_src_buf_remove(ctx->fh.m2m_ctx);
+	v4l2_m2m_dst_buf_remove(ctx->fh.m2m_ctx);
+	src->sequence = ctx->q_data[VVM_DW_Q_SRC].sequence++;
+	dst->sequence = ctx->q_data[VVM_DW_Q_DST].sequence++;
+	v4l2_m2m_buf_copy_metadata(src, dst, true);
+
+	if (!ret)
+		ret = vvm_core_check_alive(&dw->core);
+	if (!ret) {
+		job = vvm_dw_job_create(ctx, src, dst);
+		if (IS_ERR(job)) {
+			ret = PTR_ERR(job);
+		} else {
+			with_map = atomic_read(&ctx->map_known) !=
+				   job->map->generation;
+			atomic_inc(&ctx->inflight);
+			ret = vvm_dw_job_submit(job, with_map);
+			if (ret) {
+				atomic_dec(&ctx->inflight);
+				vvm_dw_job_free(job);
+			}
+		}
+	}
+	if (ret) {
+		dev_warn_ratelimited(ctx_dev(ctx), "job %u not sent: %d\n",
+				     src->sequence, ret);
+		v4l2_m2m_buf_done(src, VB2_BUF_STATE_ERROR);
+		v4l2_m2m_buf_done(dst, VB2_BUF_STATE_ERROR);
+	}
+
+	/* The device takes several jobs: let mem2mem schedule the next one. */
+	v4l2_m2m_job_finish(dw->m2m_dev, ctx->fh.m2m_ctx);
+}
+
+static int vvm_dw_job_ready(void *priv)
+{
+	struct vvm_dw_ctx *ctx = priv;
+
+	return atomic_read(&ctx->inflight) < VVM_DW_MAX_INFLIGHT;
+}
+
+static const struct v4l2_m2m_ops vvm_dw_m2m_ops = {
+	.device_run = vvm_dw_device_run,
+	.job_ready = vvm_dw_job_ready,
+};
+
+/* ---- vb2 queues ---------------------------------------------------------- */
+
+static int vvm_dw_queue_setup(struct vb2_queue *vq, unsigned int *nbuffers,
+			      unsigned int *nplanes, unsigned int sizes[],
+			      struct device *alloc_devs[])
+{
+	struct vvm_dw_ctx *ctx = vb2_get_drv_priv(vq);
+	const struct v4l2_pix_format_mplane *pix =
+		&vvm_dw_q_data(ctx, vq->type)->pix;
+	unsigned int i;
+
+	if (*nplanes) {
+		if (*nplanes != pix->num_planes)
+			return -EINVAL;
+		for (i = 0; i < *nplanes; i++)
+			if (sizes[i] < pix->plane_fmt[i].sizeimage)
+				return -EINVAL;
+		return 0;
+	}
+
+	*nplanes = pix->num_planes;
+	for (i = 0; i < pix->num_planes; i++)
+		sizes[i] = pix->plane_fmt[i].sizeimage;
+	return 0;
+}
+
+static int vvm_dw_buf_out_validate(struct vb2_buffer *vb)
+{
+	to_vb2_v4l2_buffer(vb)->field = V4L2_FIELD_NONE;
+	return 0;
+}
+
+static int vvm_dw_buf_prepare(struct vb2_buffer *vb)
+{
+	struct vvm_dw_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
+	struct vb2_v4l2_buffer *vbuf = to_vb2_v4l2_buffer(vb);
+	const struct v4l2_pix_format_mplane *pix =
+		&vvm_dw_q_data(ctx, vb->vb2_queue->type)->pix;
+	unsigned int i;
+
+	if (V4L2_TYPE_IS_OUTPUT(vb->vb2_queue->type) &&
+	    vbuf->field != V4L2_FIELD_NONE)
+		return -EINVAL;
+
+	for (i = 0; i < pix->num_planes; i++) {
+		if (vb2_plane_size(vb, i) < pix->plane_fmt[i].sizeimage)
+			return -EINVAL;
+		vb2_set_plane_payload(vb, i, pix->plane_fmt[i].sizeimage);
+	}
+	return 0;
+}
+
+static void vvm_dw_buf_queue(struct vb2_buffer *vb)
+{
+	struct vvm_dw_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
+
+	v4l2_m2m_buf_queue(ctx->fh.m2m_ctx, to_vb2_v4l2_buffer(vb));
+}
+
+static void vvm_dw_buf_request_complete(struct vb2_buffer *vb)
+{
+	struct vvm_dw_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
+
+	v4l2_ctrl_request_complete(vb->req_obj.req, &ctx->hdl);
+}
+
+static void vvm_dw_return_buffers(struct vb2_queue *q,
+				  enum vb2_buffer_state state)
+{
+	struct vvm_dw_ctx *ctx = vb2_get_drv_priv(q);
+	struct vb2_v4l2_buffer *vbuf;
+
+	for (;;) {
+		if (V4L2_TYPE_IS_OUTPUT(q->type))
+			vbuf = v4l2_m2m_src_buf_remove(ctx->fh.m2m_ctx);
+		else
+			vbuf = v4l2_m2m_dst_buf_remove(ctx->fh.m2m_ctx);
+		if (!vbuf)
+			return;
+		v4l2_ctrl_request_complete(vbuf->vb2_buf.req_obj.req,
+					   &ctx->hdl);
+		v4l2_m2m_buf_done(vbuf, state);
+	}
+}
+
+static int vvm_dw_start_streaming(struct vb2_queue *q, unsigned int count)
+{
+	struct vvm_dw_ctx *ctx = vb2_get_drv_priv(q);
+	int ret;
+
+	vvm_dw_q_data(ctx, q->type)->sequence = 0;
+
+	/* Without requests the map in force at STREAMON is used throughout. */
+	ret = vvm_dw_map_snapshot(ctx);
+	if (ret)
+		vvm_dw_return_buffers(q, VB2_BUF_STATE_QUEUED);
+	return ret;
+}
+
+static void vvm_dw_stop_streaming(struct vb2_queue *q)
+{
+	struct vvm_dw_ctx *ctx = vb2_get_drv_priv(q);
+
+	/*
+	 * Jobs on the device own buffers of both queues. They end in bounded
+	 * time: the core's watchdog fails whatever the device keeps.
+	 */
+	wait_event(ctx->idle, !atomic_read(&ctx->inflight));
+	/* The last completion may still be running: let it return. */
+	vvm_core_flush(&ctx->dw->core);
+	vvm_dw_return_buffers(q, VB2_BUF_STATE_ERROR);
+}
+
+static const struct vb2_ops vvm_dw_qops = {
+	.queue_setup = vvm_dw_queue_setup,
+	.buf_out_validate = vvm_dw_buf_out_validate,
+	.buf_prepare = vvm_dw_buf_prepare,
+	.buf_queue = vvm_dw_buf_queue,
+	.buf_request_complete = vvm_dw_buf_request_complete,
+	.start_streaming = vvm_dw_start_streaming,
+	.stop_streaming = vvm_dw_stop_streaming,
+	.wait_prepare = vb2_ops_wait_prepare,
+	.wait_finish = vb2_ops_wait_finish,
+};
+
+static int vvm_dw_queue_init(void *priv, struct vb2_queue *src_vq,
+			     struct vb2_queue *dst_vq)
+{
+	struct vvm_dw_ctx *ctx = priv;
+	struct vb2_queue *qs[] = { src_vq, dst_vq };
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < ARRAY_SIZE(qs); i++) {
+		struct vb2_queue *q = qs[i];
+
+		q->type = i == 0 ? V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE :
+				   V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE;
+		q->io_modes = VB2_MMAP | VB2_DMABUF;
+		q->drv_priv = ctx;
+		q->buf_struct_size = sizeof(struct v4l2_m2m_buffer);
+		q->ops = &vvm_dw_qops;
+		q->mem_ops = &vb2_dma_sg_memops;
+		q->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
+		q->lock = &ctx->vq_lock;
+		q->dev = vvm_core_dma_device(&ctx->dw->core);
+		q->supports_requests = i == 0;
+		ret = vb2_queue_init(q);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* ---- File operations ----------------------------------------------------- */
+
+static void vvm_dw_default_fmt(struct vvm_dw_q_data *q)
+{
+	struct v4l2_pix_format_mplane *pix = &q->pix;
+
+	q->fmt = &vvm_dw_formats[0];
+	memset(pix, 0, sizeof(*pix));
+	pix->field = V4L2_FIELD_NONE;
+	pix->colorspace = V4L2_COLORSPACE_REC709;
+	pix->xfer_func = V4L2_MAP_XFER_FUNC_DEFAULT(pix->colorspace);
+	pix->ycbcr_enc = V4L2_MAP_YCBCR_ENC_DEFAULT(pix->colorspace);
+	pix->quantization = V4L2_MAP_QUANTIZATION_DEFAULT(false,
+							  pix->colorspace,
+							  pix->ycbcr_enc);
+	v4l2_fill_pixfmt_mp(pix, q->fmt->fourcc, VVM_DW_DEF_W, VVM_DW_DEF_H);
+	q->crop = (struct v4l2_rect){ 0, 0, VVM_DW_DEF_W, VVM_DW_DEF_H };
+}
+
+static int vvm_dw_open(struct file *file)
+{
+	struct vvm_dewarper *dw = video_drvdata(file);
+	struct vvm_dw_ctx *ctx;
+	int ret;
+
+	ret = vvm_core_check_alive(&dw->core);
+	if (ret)
+		return ret;
+
+	ctx = kzalloc(sizeof(*ctx), GFP_KERNEL);
+	if (!ctx)
+		return -ENOMEM;
+
+	ctx->dw = dw;
+	ctx->context_id = atomic_inc_return(&dw->next_context_id);
+	mutex_init(&ctx->vq_lock);
+	init_waitqueue_head(&ctx->idle);
+	v4l2_fh_init(&ctx->fh, video_devdata(file));
+	file->private_data = &ctx->fh;
+
+	vvm_dw_default_fmt(&ctx->q_data[VVM_DW_Q_SRC]);
+	ctx->q_data[VVM_DW_Q_DST] = ctx->q_data[VVM_DW_Q_SRC];
+
+	v4l2_ctrl_handler_init(&ctx->hdl, 1);
+	ctx->map_ctrl = v4l2_ctrl_new_custom(&ctx->hdl, &vvm_dw_map_ctrl, NULL);
+	if (ctx->hdl.error) {
+		ret = ctx->hdl.error;
+		goto err_free;
+	}
+	ctx->fh.ctrl_handler = &ctx->hdl;
+
+	ctx->fh.m2m_ctx = v4l2_m2m_ctx_init(dw->m2m_dev, ctx,
+					    vvm_dw_queue_init);
+	if (IS_ERR(ctx->fh.m2m_ctx)) {
+		ret = PTR_ERR(ctx->fh.m2m_ctx);
+		goto err_free;
+	}
+
+	v4l2_fh_add(&ctx->fh);
+	return 0;
+
+err_free:
+	v4l2_ctrl_handler_free(&ctx->hdl);
+	v4l2_fh_exit(&ctx->fh);
+	mutex_destroy(&ctx->vq_lock);
+	kfree(ctx);
+	return ret;
+}
+
+static int vvm_dw_release(struct file *file)
+{
+	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+	struct vvm_dewarper *dw = ctx->dw;
+
+	v4l2_fh_del(&ctx->fh);
+	v4l2_fh_exit(&ctx->fh);
+	mutex_lock(&dw->vfd_lock);
+	v4l2_m2m_ctx_release(ctx->fh.m2m_ctx);
+	mutex_unlock(&dw->vfd_lock);
+	v4l2_ctrl_handler_free(&ctx->hdl);
+	vvm_dw_map_put(ctx->map);
+	mutex_destroy(&ctx->vq_lock);
+	kfree(ctx);
+	return 0;
+}
+
+static const struct v4l2_file_operations vvm_dw_fops = {
+	.owner = THIS_MODULE,
+	.open = vvm_dw_open,
+	.release = vvm_dw_release,
+	.poll = v4l2_m2m_fop_poll,
+	.unlocked_ioctl = video_ioctl2,
+	.mmap = v4l2_m2m_fop_mmap,
+};
+
+/* ---- ioctls -------------------------------------------------------------- */
+
+/*
+ * The location of the virtio function: "PCI:<address>" for virtio-pci, as a
+ * PCI media device reports it, else the virtio device on the platform bus.
+ */
+static void vvm_dw_bus_info(struct vvm_dewarper *dw, char *buf, size_t size)
+{
+	struct device *parent = dw->core.vdev->dev.parent;
+
+	if (parent && dev_is_pci(parent))
+		snprintf(buf, size, "PCI:%s", dev_name(parent));
+	else
+		snprintf(buf, size, "platform:%s", dev_name(&dw->core.vdev->dev));
+}
+
+static int vvm_dw_querycap(struct file *file, void *priv,
+			   struct v4l2_capability *cap)
+{
+	struct vvm_dewarper *dw = video_drvdata(file);
+
+	strscpy(cap->driver, VVM_DW_DRIVER_NAME, sizeof(cap->driver));
+	strscpy(cap->card, VVM_DW_CARD, sizeof(cap->card));
+	vvm_dw_bus_info(dw, cap->bus_info, sizeof(cap->bus_info));
+	return 0;
+}
+
+static int vvm_dw_enum_fmt(struct file *file, void *priv,
+			   struct v4l2_fmtdesc *f)
+{
+	u32 types = vvm_dw_fmt_type(f->type);
+	unsigned int i, n = 0;
+
+	for (i = 0; i < ARRAY_SIZE(vvm_dw_formats); i++) {
+		if (!(vvm_dw_formats[i].types & types))
+			continue;
+		if (n++ == f->index) {
+			f->pixelformat = vvm_dw_formats[i].fourcc;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int vvm_dw_enum_framesizes(struct file *file, void *priv,
+				  struct v4l2_frmsizeenum *fsize)
+{
+	struct vvm_dewarper *dw = video_drvdata(file);
+
+	if (fsize->index ||
+	    !vvm_dw_find_fmt(fsize->pixel_format,
+			     VVM_DW_FMT_OUTPUT | VVM_DW_FMT_CAPTURE))
+		return -EINVAL;
+
+	fsize->type = V4L2_FRMSIZE_TYPE_STEPWISE;
+	fsize->stepwise = dw->frmsize;
+	return 0;
+}
+
+static int vvm_dw_g_fmt(struct file *file, void *priv, struct v4l2_format *f)
+{
+	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+
+	f->fmt.pix_mp = vvm_dw_q_data(ctx, f->type)->pix;
+	return 0;
+}
+
+static void vvm_dw_try_fmt(struct vvm_dw_ctx *ctx, struct v4l2_format *f)
+{
+	struct v4l2_pix_format_mplane *pix = &f->fmt.pix_mp;
+	const struct vvm_dw_fmt *fmt;
+
+	fmt = vvm_dw_find_fmt(pix->pixelformat, vvm_dw_fmt_type(f->type));
+	if (!fmt)
+		fmt = &vvm_dw_formats[0];
+
+	v4l2_apply_frmsize_constraints(&pix->width, &pix->height,
+				       &ctx->dw->frmsize);
+	v4l2_fill_pixfmt_mp(pix, fmt->fourcc, pix->width, pix->height);
+	pix->field = V4L2_FIELD_NONE;
+
+	if (V4L2_TYPE_IS_OUTPUT(f->type)) {
+		if (pix->colorspace == V4L2_COLORSPACE_DEFAULT)
+			pix->colorspace = V4L2_COLORSPACE_REC709;
+		if (pix->xfer_func == V4L2_XFER_FUNC_DEFAULT)
+			pix->xfer_func =
+				V4L2_MAP_XFER_FUNC_DEFAULT(pix->colorspace);
+		if (pix->ycbcr_enc == V4L2_YCBCR_ENC_DEFAULT)
+			pix->ycbcr_enc =
+				V4L2_MAP_YCBCR_ENC_DEFAULT(pix->colorspace);
+		if (pix->quantization == V4L2_QUANTIZATION_DEFAULT)
+			pix->quantization =
+				V4L2_MAP_QUANTIZATION_DEFAULT(false,
+							      pix->colorspace,
+							      pix->ycbcr_enc);
+	} else {
+		/* No colour conversion: the capture side follows the output. */
+		const struct v4l2_pix_format_mplane *src =
+			&ctx->q_data[VVM_DW_Q_SRC].pix;
+
+		pix->colorspace = src->colorspace;
+		pix->xfer_func = src->xfer_func;
+		pix->ycbcr_enc = src->ycbcr_enc;
+		pix->quantization = src->quantization;
+	}
+}
+
+static int vvm_dw_try_fmt_vid(struct file *file, void *priv,
+			      struct v4l2_format *f)
+{
+	vvm_dw_try_fmt(file_to_ctx(file), f);
+	return 0;
+}
+
+static int vvm_dw_s_fmt_vid(struct file *file, void *priv,
+			    struct v4l2_format *f)
+{
+	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+	struct vvm_dw_q_data *q = vvm_dw_q_data(ctx, f->type);
+	u32 dims[V4L2_CTRL_MAX_DIMS] = {};
+	struct vb2_queue *vq;
+
+	vq = v4l2_m2m_get_vq(ctx->fh.m2m_ctx, f->type);
+	if (vb2_is_busy(vq))
+		return -EBUSY;
+
+	vvm_dw_try_fmt(ctx, f);
+	q->fmt = vvm_dw_find_fmt(f->fmt.pix_mp.pixelformat,
+				 vvm_dw_fmt_type(f->type));
+	q->pix = f->fmt.pix_mp;
+	q->crop = (struct v4l2_rect){ 0, 0, q->pix.width, q->pix.height };
+
+	if (V4L2_TYPE_IS_OUTPUT(f->type)) {
+		struct v4l2_pix_format_mplane *dst =
+			&ctx->q_data[VVM_DW_Q_DST].pix;
+
+		dst->colorspace = q->pix.colorspace;
+		dst->xfer_func = q->pix.xfer_func;
+		dst->ycbcr_enc = q->pix.ycbcr_enc;
+		dst->quantization = q->pix.quantization;
+		return 0;
+	}
+
+	/* The vertex grid covers the destination. */
+	dims[0] = vvm_dw_vertices(q->pix.width);
+	dims[1] = vvm_dw_vertices(q->pix.height);
+	return v4l2_ctrl_modify_dimensions(ctx->map_ctrl, dims);
+}
+
+static int vvm_dw_g_selection(struct file *file, void *priv,
+			      struct v4l2_selection *sel)
+{
+	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+	const struct vvm_dw_q_data *src = &ctx->q_data[VVM_DW_Q_SRC];
+
+	if (sel->type != V4L2_BUF_TYPE_VIDEO_OUTPUT)
+		return -EINVAL;
+
+	switch (sel->target) {
+	case V4L2_SEL_TGT_CROP_DEFAULT:
+	case V4L2_SEL_TGT_CROP_BOUNDS:
+		sel->r = (struct v4l2_rect){ 0, 0, src->pix.width,
+					     src->pix.height };
+		return 0;
+	case V4L2_SEL_TGT_CROP:
+		sel->r = src->crop;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+/*
+ * The DW100 scales uniformly: both axes take one UQ16.16 factor (their mean,
+ * the larger with GE, the smaller with LE) and the rectangle of that scale
+ * is centred on the requested one, inside the frame.
+ */
+static int vvm_dw_s_selection(struct file *file, void *priv,
+			      struct v4l2_selection *sel)
+{
+	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+	struct vvm_dw_q_data *src = &ctx->q_data[VVM_DW_Q_SRC];
+	u32 fw = src->pix.width, fh = src->pix.height;
+	u32 scale_x, scale_y, scale, w, h;
+	s32 left, top;
+
+	if (sel->type != V4L2_BUF_TYPE_VIDEO_OUTPUT ||
+	    sel->target != V4L2_SEL_TGT_CROP)
+		return -EINVAL;
+
+	top = clamp_t(s32, sel->r.top, 0, fh - VVM_DW_MIN_H);
+	left = clamp_t(s32, sel->r.left, 0, fw - VVM_DW_MIN_W);
+	h = clamp_t(u32, sel->r.height, VVM_DW_MIN_H, fh - top);
+	w = clamp_t(u32, sel->r.width, VVM_DW_MIN_W, fw - left);
+
+	scale_x = (w << 16) / fw;
+	scale_y = (h << 16) / fh;
+	if (scale_x == scale_y) {
+		scale = scale_x;
+	} else {
+		switch (sel->flags) {
+		case 0:
+			scale = (scale_x + scale_y) / 2;
+			break;
+		case V4L2_SEL_FLAG_GE:
+			scale = max(scale_x, scale_y);
+			break;
+		case V4L2_SEL_FLAG_LE:
+			scale = min(scale_x, scale_y);
+			break;
+		case V4L2_SEL_FLAG_GE | V4L2_SEL_FLAG_LE:
+			return -ERANGE;
+		default:
+			return -EINVAL;
+		}
+	}
+
+	left += ((s32)w - (s32)(((u64)fw * scale) >> 16)) / 2;
+	top += ((s32)h - (s32)(((u64)fh * scale) >> 16)) / 2;
+	w = ((u64)fw * scale) >> 16;
+	h = ((u64)fh * scale) >> 16;
+	left = min_t(s32, fw - w, max(0, left));
+	top = min_t(s32, fh - h, max(0, top));
+
+	sel->r = (struct v4l2_rect){ left, top, w, h };
+	src->crop = sel->r;
+	return 0;
+}
+
+static const struct v4l2_ioctl_ops vvm_dw_ioctl_ops = {
+	.vidioc_querycap = vvm_dw_querycap,
+
+	.vidioc_enum_fmt_vid_cap = vvm_dw_enum_fmt,
+	.vidioc_enum_framesizes = vvm_dw_enum_framesizes,
+	.vidioc_g_fmt_vid_cap_mplane = vvm_dw_g_fmt,
+	.vidioc_try_fmt_vid_cap_mplane = vvm_dw_try_fmt_vid,
+	.vidioc_s_fmt_vid_cap_mplane = vvm_dw_s_fmt_vid,
+
+	.vidioc_enum_fmt_vid_out = vvm_dw_enum_fmt,
+	.vidioc_g_fmt_vid_out_mplane = vvm_dw_g_fmt,
+	.vidioc_try_fmt_vid_out_mplane = vvm_dw_try_fmt_vid,
+	.vidioc_s_fmt_vid_out_mplane = vvm_dw_s_fmt_vid,
+
+	.vidioc_g_selection = vvm_dw_g_selection,
+	.vidioc_s_selection = vvm_dw_s_selection,
+
+	.vidioc_reqbufs = v4l2_m2m_ioctl_reqbufs,
+	.vidioc_querybuf = v4l2_m2m_ioctl_querybuf,
+	.vidioc_qbuf = v4l2_m2m_ioctl_qbuf,
+	.vidioc_dqbuf = v4l2_m2m_ioctl_dqbuf,
+	.vidioc_prepare_buf = v4l2_m2m_ioctl_prepare_buf,
+	.vidioc_create_bufs = v4l2_m2m_ioctl_create_bufs,
+	.vidioc_expbuf = v4l2_m2m_ioctl_expbuf,
+	.vidioc_streamon = v4l2_m2m_ioctl_streamon,
+	.vidioc_streamoff = v4l2_m2m_ioctl_streamoff,
+
+	.vidioc_subscribe_event = v4l2_ctrl_subscribe_event,
+	.vidioc_unsubscribe_event = v4l2_event_unsubscribe,
+};
+
+/* ---- Device -------------------------------------------------------------- */
+
+static void vvm_dw_probe_done(struct vvm_request *req, int status)
+{
+	kfree(req->priv);
+}
+
+/*
+ * After a death the core needs one answer to call the device alive: a bare
+ * header (no images) is a job every device rejects at once.
+ */
+static int vvm_dw_revive(struct vvm_core *core)
+{
+	struct scatterlist *parts[2];
+	struct vvm_dw_probe *probe;
+	int ret;
+
+	probe = kzalloc(sizeof(*probe), GFP_KERNEL);
+	if (!probe)
+		return -ENOMEM;
+	sg_init_one(&probe->hdr_sg, &probe->hdr, sizeof(probe->hdr));
+	sg_init_one(&probe->status_sg, &probe->status, sizeof(probe->status));
+	parts[0] = &probe->hdr_sg;
+	parts[1] = &probe->status_sg;
+	vvm_request_init(&probe->req, vvm_dw_probe_done, probe);
+	ret = vvm_core_submit(core, &probe->req, 0, parts, 1, 1);
+	if (ret)
+		kfree(probe);
+	return ret;
+}
+
+/*
+ * Jobs on the device were failed by the core; jobs not yet sent fail in
+ * device_run while the device is dead. Nothing else holds buffers.
+ */
+static void vvm_dw_dead(struct vvm_core *core, int err)
+{
+	dev_err(&core->vdev->dev,
+		"dewarper %s: jobs fail until it answers again\n",
+		err == -ENODEV ? "removed" : "stopped answering");
+}
+
+static const struct vvm_core_ops vvm_dw_core_ops = {
+	.dead = vvm_dw_dead,
+	.revive = vvm_dw_revive,
+};
+
+static const struct media_device_ops vvm_dw_media_ops = {
+	.req_validate = vb2_request_validate,
+	.req_queue = v4l2_m2m_request_queue,
+};
+
+static int vvm_dw_read_config(struct vvm_dewarper *dw)
+{
+	struct virtio_device *vdev = dw->core.vdev;
+	u32 version, max_w, max_h, slots;
+
+	virtio_cread_le(vdev, struct vvm_dw_config, version, &version);
+	virtio_cread_le(vdev, struct vvm_dw_config, max_width, &max_w);
+	virtio_cread_le(vdev, struct vvm_dw_config, max_height, &max_h);
+	virtio_cread_le(vdev, struct vvm_dw_config, map_cache_slots, &slots);
+
+	if (version != VVM_DW_CONFIG_VERSION || !slots ||
+	    max_w < VVM_DW_MIN_W || max_h < VVM_DW_MIN_H) {
+		dev_err(&vdev->dev,
+			"unsupported dewarper: version %u, %ux%u, %u map slots\n",
+			version, max_w, max_h, slots);
+		return -ENODEV;
+	}
+
+	dw->frmsize = (struct v4l2_frmsize_stepwise){
+		.min_width = VVM_DW_MIN_W,
+		.max_width = min(VVM_DW_MAX_W, round_down(max_w, VVM_DW_STEP)),
+		.step_width = VVM_DW_STEP,
+		.min_height = VVM_DW_MIN_H,
+		.max_height = min(VVM_DW_MAX_H, round_down(max_h, VVM_DW_STEP)),
+		.step_height = VVM_DW_STEP,
+	};
+	return 0;
+}
+
+/* Last reference to the node gone: every open file is closed. */
+static void vvm_dw_v4l2_release(struct v4l2_device *v4l2_dev)
+{
+	struct vvm_dewarper *dw = container_of(v4l2_dev, struct vvm_dewarper,
+					       v4l2_dev);
+
+	media_device_cleanup(&dw->mdev);
+	v4l2_m2m_release(dw->m2m_dev);
+	mutex_destroy(&dw->vfd_lock);
+	kfree(dw);
+}
+
+int vvm_dewarper_probe(struct virtio_device *vdev)
+{
+	static const char * const vq_names[] = { "jobq" };
+	struct vvm_dewarper *dw;
+	struct video_device *vfd;
+	int ret;
+
+	dw = kzalloc(sizeof(*dw), GFP_KERNEL);
+	if (!dw)
+		return -ENOMEM;
+	mutex_init(&dw->vfd_lock);
+
+	ret = vvm_core_init(&dw->core, vdev, &vvm_dw_core_ops, 1, vq_names);
+	if (ret)
+		goto err_free;
+	ret = vvm_dw_read_config(dw);
+	if (ret)
+		goto err_core;
+	dw->vq_size = virtqueue_get_vring_size(dw->core.vqs[0]);
+
+	dw->m2m_dev = v4l2_m2m_init(&vvm_dw_m2m_ops);
+	if (IS_ERR(dw->m2m_dev)) {
+		ret = PTR_ERR(dw->m2m_dev);
+		goto err_core;
+	}
+
+	ret = v4l2_device_register(&vdev->dev, &dw->v4l2_dev);
+	if (ret)
+		goto err_m2m;
+
+	dw->mdev.dev = &vdev->dev;
+	strscpy(dw->mdev.model, VVM_DW_DRIVER_NAME, sizeof(dw->mdev.model));
+	strscpy(dw->mdev.driver_name, VVM_DW_DRIVER_NAME,
+		sizeof(dw->mdev.driver_name));
+	media_device_init(&dw->mdev);
+	vvm_dw_bus_info(dw, dw->mdev.bus_info, sizeof(dw->mdev.bus_info));
+	dw->mdev.ops = &vvm_dw_media_ops;
+	dw->v4l2_dev.mdev = &dw->mdev;
+	/* From here on the node's memory goes with its last reference. */
+	dw->v4l2_dev.release = vvm_dw_v4l2_release;
+
+	vfd = &dw->vfd;
+	strscpy(vfd->name, VVM_DW_DRIVER_NAME, sizeof(vfd->name));
+	vfd->vfl_dir = VFL_DIR_M2M;
+	vfd->fops = &vvm_dw_fops;
+	vfd->ioctl_ops = &vvm_dw_ioctl_ops;
+	vfd->device_caps = V4L2_CAP_VIDEO_M2M_MPLANE | V4L2_CAP_STREAMING;
+	vfd->minor = -1;
+	vfd->release = video_device_release_empty;
+	vfd->v4l2_dev = &dw->v4l2_dev;
+	vfd->lock = &dw->vfd_lock;
+	video_set_drvdata(vfd, dw);
+
+	vvm_core_ready(&dw->core);
+
+	ret = video_register_device(vfd, VFL_TYPE_VIDEO, -1);
+	if (ret)
+		goto err_v4l2;
+	ret = v4l2_m2m_register_media_controller(dw->m2m_dev, vfd,
+						 MEDIA_ENT_F_PROC_VIDEO_SCALER);
+	if (ret)
+		goto err_video;
+	ret = media_device_register(&dw->mdev);
+	if (ret)
+		goto err_mc;
+
+	dev_info(&vdev->dev, "dewarper registered as /dev/video%d (%ux%u max)\n",
+		 vfd->num, dw->frmsize.max_width, dw->frmsize.max_height);
+	return 0;
+
+err_mc:
+	v4l2_m2m_unregister_media_controller(dw->m2m_dev);
+err_video:
+	video_unregister_device(vfd);
+err_v4l2:
+	vvm_core_remove(&dw->core);
+	v4l2_device_unregister(&dw->v4l2_dev);
+	v4l2_device_put(&dw->v4l2_dev);
+	return ret;
+err_m2m:
+	v4l2_m2m_release(dw->m2m_dev);
+err_core:
+	vvm_core_remove(&dw->core);
+err_free:
+	mutex_destroy(&dw->vfd_lock);
+	kfree(dw);
+	return ret;
+}
+
+void vvm_dewarper_remove(struct virtio_device *vdev)
+{
+	struct vvm_core *core = vdev->priv;
+	struct vvm_dewarper *dw = container_of(core, struct vvm_dewarper, core);
+
+	media_device_unregister(&dw->mdev);
+	v4l2_m2m_unregister_media_controller(dw->m2m_dev);
+	video_unregister_device(&dw->vfd);
+	/* Fails every job on the device; open files see errors from now on. */
+	vvm_core_remove(&dw->core);
+	v4l2_device_unregister(&dw->v4l2_dev);
+	v4l2_device_put(&dw->v4l2_dev);
+}
