@@ -16,6 +16,7 @@
 #include <linux/slab.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <linux/wait_bit.h>
 
 #include <media/media-device.h>
 #include <media/v4l2-ctrls.h>
@@ -136,8 +137,10 @@ struct vvm_dw_ctx {
 	/* Generation the device answered for; 0 when it may not know the map. */
 	atomic_t map_known;
 
+	/* Jobs counted against VVM_DW_MAX_INFLIGHT. */
+	atomic_t queued;
+	/* Jobs whose completion has not returned yet; the context outlives them. */
 	atomic_t inflight;
-	wait_queue_head_t idle;
 };
 
 /*
@@ -581,9 +584,11 @@ static void vvm_dw_job_finish(struct vvm_dw_job *job,
 	v4l2_m2m_buf_done(job->dst, state);
 	vvm_dw_job_free(job);
 
-	atomic_dec(&ctx->inflight);
-	wake_up(&ctx->idle);
+	atomic_dec(&ctx->queued);
 	v4l2_m2m_try_schedule(ctx->fh.m2m_ctx);
+	/* Last touch of the context: stop_streaming() may free it after this. */
+	if (atomic_dec_and_test(&ctx->inflight))
+		wake_up_var(&ctx->inflight);
 }
 
 /* Threaded half: may sleep, may call into vb2 and mem2mem. */
@@ -670,10 +675,12 @@ static void vvm_dw_device_run(void *priv)
 		} else {
 			with_map = atomic_read(&ctx->map_known) !=
 				   job->map->generation;
+			atomic_inc(&ctx->queued);
 			atomic_inc(&ctx->inflight);
 			ret = vvm_dw_job_submit(job, with_map);
 			if (ret) {
 				atomic_dec(&ctx->inflight);
+				atomic_dec(&ctx->queued);
 				vvm_dw_job_free(job);
 			}
 		}
@@ -693,7 +700,7 @@ static int vvm_dw_job_ready(void *priv)
 {
 	struct vvm_dw_ctx *ctx = priv;
 
-	return atomic_read(&ctx->inflight) < VVM_DW_MAX_INFLIGHT;
+	return atomic_read(&ctx->queued) < VVM_DW_MAX_INFLIGHT;
 }
 
 static const struct v4l2_m2m_ops vvm_dw_m2m_ops = {
@@ -808,9 +815,7 @@ static void vvm_dw_stop_streaming(struct vb2_queue *q)
 	 * Jobs on the device own buffers of both queues. They end in bounded
 	 * time: the core's watchdog fails whatever the device keeps.
 	 */
-	wait_event(ctx->idle, !atomic_read(&ctx->inflight));
-	/* The last completion may still be running: let it return. */
-	vvm_core_flush(&ctx->dw->core);
+	wait_var_event(&ctx->inflight, !atomic_read(&ctx->inflight));
 	vvm_dw_return_buffers(q, VB2_BUF_STATE_ERROR);
 }
 
@@ -891,7 +896,6 @@ static int vvm_dw_open(struct file *file)
 	ctx->dw = dw;
 	ctx->context_id = atomic_inc_return(&dw->next_context_id);
 	mutex_init(&ctx->vq_lock);
-	init_waitqueue_head(&ctx->idle);
 	v4l2_fh_init(&ctx->fh, video_devdata(file));
 	file->private_data = &ctx->fh;
 
@@ -1247,9 +1251,9 @@ static int vvm_dw_revive(struct vvm_core *core)
  */
 static void vvm_dw_dead(struct vvm_core *core, int err)
 {
-	dev_err(&core->vdev->dev,
-		"dewarper %s: jobs fail until it answers again\n",
-		err == -ENODEV ? "removed" : "stopped answering");
+	if (err != -ENODEV)
+		dev_err(&core->vdev->dev,
+			"dewarper stopped answering: jobs fail until it answers again\n");
 }
 
 static const struct vvm_core_ops vvm_dw_core_ops = {
@@ -1297,6 +1301,7 @@ static void vvm_dw_v4l2_release(struct v4l2_device *v4l2_dev)
 	struct vvm_dewarper *dw = container_of(v4l2_dev, struct vvm_dewarper,
 					       v4l2_dev);
 
+	vvm_core_release(&dw->core);
 	media_device_cleanup(&dw->mdev);
 	v4l2_m2m_release(dw->m2m_dev);
 	mutex_destroy(&dw->vfd_lock);
@@ -1385,7 +1390,7 @@ err_v4l2:
 err_m2m:
 	v4l2_m2m_release(dw->m2m_dev);
 err_core:
-	vvm_core_remove(&dw->core);
+	vvm_core_release(&dw->core);
 err_free:
 	mutex_destroy(&dw->vfd_lock);
 	kfree(dw);
