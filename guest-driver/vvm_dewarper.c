@@ -216,6 +216,32 @@ static u32 vvm_dw_vertices(u32 length)
 	return DIV_ROUND_UP(length, VVM_DW_BLOCK) + 1;
 }
 
+#ifdef VVM_DEBUG
+/*
+ * Debug builds only (make VVM_DEBUG=y): the next jobs go out with a reserved
+ * header field set, which the device must reject, so that tests can check
+ * that a rejected job fails alone.
+ */
+static unsigned int debug_malformed_jobs;
+module_param(debug_malformed_jobs, uint, 0644);
+MODULE_PARM_DESC(debug_malformed_jobs,
+		 "Debug: send this many next dewarper jobs malformed");
+
+static void vvm_dw_debug_corrupt(struct vvm_dw_job *job)
+{
+	unsigned int left = READ_ONCE(debug_malformed_jobs);
+
+	if (left) {
+		WRITE_ONCE(debug_malformed_jobs, left - 1);
+		job->hdr.reserved[0] = cpu_to_le32(1);
+	}
+}
+#else
+static void vvm_dw_debug_corrupt(struct vvm_dw_job *job)
+{
+}
+#endif
+
 /* ---- Vertex map ---------------------------------------------------------- */
 
 static void vvm_dw_map_release(struct kref *ref)
@@ -673,6 +699,7 @@ static void vvm_dw_device_run(void *priv)
 		if (IS_ERR(job)) {
 			ret = PTR_ERR(job);
 		} else {
+			vvm_dw_debug_corrupt(job);
 			with_map = atomic_read(&ctx->map_known) !=
 				   job->map->generation;
 			atomic_inc(&ctx->queued);
