@@ -1,0 +1,3 @@
+//! The work behind the devices: decoding and dewarping.
+
+pub mod decode;
