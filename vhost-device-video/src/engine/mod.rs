@@ -1,3 +1,4 @@
 //! The work behind the devices: decoding and dewarping.
 
 pub mod decode;
+pub mod dewarp;
