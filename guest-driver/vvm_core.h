@@ -128,6 +128,7 @@ enum vvm_core_state {
  * @complete_work: runs completions.
  * @watchdog: fires on the earliest request deadline.
  * @revive_work: re-creates the virtqueues after a death.
+ * @remove_work: fails everything on removal, in the threaded half.
  */
 struct vvm_core {
 	struct virtio_device *vdev;
@@ -143,11 +144,12 @@ struct vvm_core {
 	bool vq_busy[VVM_MAX_VQS];
 	bool harvest_pending[VVM_MAX_VQS];
 
-	struct mutex submit_lock;
+	struct mutex submit_lock; /* see @submit_lock above */
 	struct workqueue_struct *wq;
 	struct work_struct complete_work;
 	struct delayed_work watchdog;
 	struct work_struct revive_work;
+	struct work_struct remove_work;
 };
 
 /**
@@ -179,11 +181,18 @@ void vvm_core_ready(struct vvm_core *core);
  *
  * Enters %VVM_CORE_REMOVED, resets the device so it can no longer write into
  * guest memory, completes every request with -ENODEV, calls
- * &vvm_core_ops.dead with -ENODEV, deletes the virtqueues and destroys the
- * threaded half. Always returns. Later submissions fail with -ENODEV, so
- * open file handles may outlive this call.
+ * &vvm_core_ops.dead with -ENODEV and deletes the virtqueues. Always
+ * returns. Later submissions fail with -ENODEV, so open file handles may
+ * outlive this call; call vvm_core_release() when the last one is gone.
  */
 void vvm_core_remove(struct vvm_core *core);
+
+/**
+ * vvm_core_release() - free the threaded half
+ * @core: the core, after vvm_core_remove() (or a failed probe after
+ *	vvm_core_init()), once nothing can call into it any more.
+ */
+void vvm_core_release(struct vvm_core *core);
 
 /**
  * vvm_request_init() - prepare a request for vvm_core_submit()

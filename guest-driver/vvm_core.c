@@ -1,0 +1,482 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Shared core of the virtio video mem2mem nodes.
+ *
+ * The virtqueue callback may run in hard interrupt context (it is
+ * force-threaded by virtio-pci on PREEMPT_RT, but not by every transport), so
+ * it takes only the raw spinlock and defers everything else to an ordered
+ * workqueue. virtqueue_add_sgs() may allocate an indirect table, which is not
+ * allowed under a raw spinlock on PREEMPT_RT, so submitters do not hold the
+ * raw spinlock while adding: they mark the virtqueue busy instead, and the
+ * callback leaves a busy virtqueue to the submitter to harvest.
+ */
+#include <linux/jiffies.h>
+#include <linux/module.h>
+#include <linux/slab.h>
+#include <linux/virtio_config.h>
+
+#include "vvm_core.h"
+
+static unsigned int timeout_ms = 2000;
+module_param(timeout_ms, uint, 0644);
+MODULE_PARM_DESC(timeout_ms,
+		 "Watchdog per request in ms; an unanswered request marks the device dead");
+
+unsigned long vvm_core_timeout_jiffies(void)
+{
+	return max(msecs_to_jiffies(READ_ONCE(timeout_ms)), 1UL);
+}
+
+struct device *vvm_core_dma_device(struct vvm_core *core)
+{
+	return core->vdev->dev.parent;
+}
+
+static int vvm_state_errno(enum vvm_core_state state)
+{
+	switch (state) {
+	case VVM_CORE_LIVE:
+	case VVM_CORE_REVIVING:
+		return 0;
+	case VVM_CORE_DEAD:
+		return -EIO;
+	default:
+		return -ENODEV;
+	}
+}
+
+/* Caller holds core->lock and the virtqueue is not busy. */
+static void vvm_harvest_locked(struct vvm_core *core, unsigned int idx)
+{
+	struct virtqueue *vq = core->vqs[idx];
+	struct vvm_request *req;
+	unsigned int len;
+
+	do {
+		virtqueue_disable_cb(vq);
+		while ((req = virtqueue_get_buf(vq, &len))) {
+			req->used_len = len;
+			list_move_tail(&req->list, &core->done);
+		}
+	} while (!virtqueue_enable_cb(vq));
+}
+
+/* Hard half: harvest and hand over, nothing else. */
+static void vvm_vq_callback(struct virtqueue *vq)
+{
+	struct vvm_core *core = vq->vdev->priv;
+	unsigned int idx = vq->index;
+	unsigned long flags;
+
+	if (idx >= core->nvqs)
+		return;
+
+	raw_spin_lock_irqsave(&core->lock, flags);
+	if (core->vq_busy[idx])
+		core->harvest_pending[idx] = true;
+	else if (core->vqs[idx])
+		vvm_harvest_locked(core, idx);
+	queue_work(core->wq, &core->complete_work);
+	raw_spin_unlock_irqrestore(&core->lock, flags);
+}
+
+static int vvm_find_vqs(struct vvm_core *core)
+{
+	struct virtqueue_info info[VVM_MAX_VQS] = {};
+	unsigned int i;
+
+	for (i = 0; i < core->nvqs; i++) {
+		info[i].name = core->vq_names[i];
+		info[i].callback = vvm_vq_callback;
+	}
+	return virtio_find_vqs(core->vdev, core->nvqs, core->vqs, info, NULL);
+}
+
+/* Threaded half: run the completions the hard half harvested. */
+static void vvm_run_done(struct vvm_core *core)
+{
+	struct vvm_request *req, *tmp;
+	unsigned long flags;
+	bool revived = false;
+	LIST_HEAD(done);
+
+	raw_spin_lock_irqsave(&core->lock, flags);
+	list_splice_init(&core->done, &done);
+	if (!list_empty(&done) && core->state == VVM_CORE_REVIVING) {
+		core->state = VVM_CORE_LIVE;
+		revived = true;
+	}
+	raw_spin_unlock_irqrestore(&core->lock, flags);
+
+	if (revived)
+		dev_info(&core->vdev->dev, "backend answers again\n");
+
+	list_for_each_entry_safe(req, tmp, &done, list) {
+		list_del_init(&req->list);
+		req->complete(req, 0);
+	}
+}
+
+static void vvm_complete_work(struct work_struct *work)
+{
+	vvm_run_done(container_of(work, struct vvm_core, complete_work));
+}
+
+/*
+ * Reset the device so it can no longer touch guest memory, take every
+ * buffer back and fail it. Runs in the threaded half.
+ */
+static void vvm_kill(struct vvm_core *core, enum vvm_core_state new_state,
+		     struct vvm_request *culprit)
+{
+	int err = new_state == VVM_CORE_REMOVED ? -ENODEV : -EIO;
+	struct vvm_request *req, *tmp;
+	unsigned long flags;
+	LIST_HEAD(failed);
+	unsigned int i;
+
+	mutex_lock(&core->submit_lock);
+	raw_spin_lock_irqsave(&core->lock, flags);
+	if (core->state == new_state || core->state == VVM_CORE_REMOVED) {
+		raw_spin_unlock_irqrestore(&core->lock, flags);
+		mutex_unlock(&core->submit_lock);
+		return;
+	}
+	core->state = new_state;
+	raw_spin_unlock_irqrestore(&core->lock, flags);
+
+	if (core->vqs[0]) {
+		virtio_reset_device(core->vdev);
+		raw_spin_lock_irqsave(&core->lock, flags);
+		for (i = 0; i < core->nvqs; i++) {
+			if (!core->vq_busy[i])
+				vvm_harvest_locked(core, i);
+			while ((req = virtqueue_detach_unused_buf(core->vqs[i])))
+				list_move_tail(&req->list, &failed);
+		}
+		list_splice_tail_init(&core->inflight, &failed);
+		raw_spin_unlock_irqrestore(&core->lock, flags);
+		core->vdev->config->del_vqs(core->vdev);
+		memset(core->vqs, 0, sizeof(core->vqs));
+	}
+	mutex_unlock(&core->submit_lock);
+
+	/* Answers that arrived before the reset are real answers. */
+	vvm_run_done(core);
+	list_for_each_entry_safe(req, tmp, &failed, list) {
+		list_del_init(&req->list);
+		req->complete(req, req == culprit ? -ETIMEDOUT : err);
+	}
+	if (core->ops->dead)
+		core->ops->dead(core, err);
+}
+
+static void vvm_watchdog_work(struct work_struct *work)
+{
+	struct vvm_core *core = container_of(to_delayed_work(work),
+					     struct vvm_core, watchdog);
+	struct vvm_request *req, *expired = NULL;
+	unsigned long now = jiffies, next = 0;
+	unsigned long flags;
+	bool pending = false;
+
+	raw_spin_lock_irqsave(&core->lock, flags);
+	list_for_each_entry(req, &core->inflight, list) {
+		if (req->no_timeout)
+			continue;
+		if (time_after_eq(now, req->deadline)) {
+			expired = req;
+			break;
+		}
+		if (!pending || time_before(req->deadline, next))
+			next = req->deadline;
+		pending = true;
+	}
+	raw_spin_unlock_irqrestore(&core->lock, flags);
+
+	if (expired) {
+		dev_err(&core->vdev->dev,
+			"no answer within %u ms, device marked dead\n",
+			jiffies_to_msecs(vvm_core_timeout_jiffies()));
+		vvm_kill(core, VVM_CORE_DEAD, expired);
+	} else if (pending) {
+		queue_delayed_work(core->wq, &core->watchdog, next - now);
+	}
+}
+
+static int vvm_reinit_device(struct vvm_core *core)
+{
+	struct virtio_device *vdev = core->vdev;
+	int ret;
+
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_DRIVER);
+	ret = vdev->config->finalize_features(vdev);
+	if (ret)
+		return ret;
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_FEATURES_OK);
+	if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_FEATURES_OK))
+		return -ENODEV;
+	return vvm_find_vqs(core);
+}
+
+static void vvm_revive_work(struct work_struct *work)
+{
+	struct vvm_core *core = container_of(work, struct vvm_core,
+					     revive_work);
+	unsigned long flags;
+	int ret;
+
+	if (!core->ops->revive)
+		return;
+
+	mutex_lock(&core->submit_lock);
+	if (READ_ONCE(core->state) != VVM_CORE_DEAD) {
+		mutex_unlock(&core->submit_lock);
+		return;
+	}
+	ret = vvm_reinit_device(core);
+	if (ret) {
+		virtio_reset_device(core->vdev);
+		mutex_unlock(&core->submit_lock);
+		dev_err(&core->vdev->dev, "re-initialisation failed: %d\n",
+			ret);
+		return;
+	}
+	raw_spin_lock_irqsave(&core->lock, flags);
+	core->state = VVM_CORE_REVIVING;
+	raw_spin_unlock_irqrestore(&core->lock, flags);
+	virtio_device_ready(core->vdev);
+	mutex_unlock(&core->submit_lock);
+
+	dev_info(&core->vdev->dev, "device re-initialised, probing backend\n");
+	ret = core->ops->revive(core);
+	if (ret)
+		vvm_kill(core, VVM_CORE_DEAD, NULL);
+}
+
+static void vvm_remove_work(struct work_struct *work)
+{
+	vvm_kill(container_of(work, struct vvm_core, remove_work),
+		 VVM_CORE_REMOVED, NULL);
+}
+
+int vvm_core_init(struct vvm_core *core, struct virtio_device *vdev,
+		  const struct vvm_core_ops *ops, unsigned int nvqs,
+		  const char * const names[])
+{
+	unsigned int i;
+	int ret;
+
+	if (!nvqs || nvqs > VVM_MAX_VQS)
+		return -EINVAL;
+
+	core->vdev = vdev;
+	core->ops = ops;
+	core->nvqs = nvqs;
+	for (i = 0; i < nvqs; i++)
+		core->vq_names[i] = names[i];
+	raw_spin_lock_init(&core->lock);
+	core->state = VVM_CORE_LIVE;
+	INIT_LIST_HEAD(&core->inflight);
+	INIT_LIST_HEAD(&core->done);
+	mutex_init(&core->submit_lock);
+	INIT_WORK(&core->complete_work, vvm_complete_work);
+	INIT_DELAYED_WORK(&core->watchdog, vvm_watchdog_work);
+	INIT_WORK(&core->revive_work, vvm_revive_work);
+	INIT_WORK(&core->remove_work, vvm_remove_work);
+
+	core->wq = alloc_ordered_workqueue("vvm-%s", WQ_HIGHPRI | WQ_MEM_RECLAIM,
+					   dev_name(&vdev->dev));
+	if (!core->wq)
+		return -ENOMEM;
+
+	vdev->priv = core;
+	ret = vvm_find_vqs(core);
+	if (ret) {
+		destroy_workqueue(core->wq);
+		core->wq = NULL;
+		vdev->priv = NULL;
+	}
+	return ret;
+}
+
+void vvm_core_ready(struct vvm_core *core)
+{
+	virtio_device_ready(core->vdev);
+}
+
+void vvm_core_remove(struct vvm_core *core)
+{
+	queue_work(core->wq, &core->remove_work);
+	flush_work(&core->remove_work);
+	cancel_delayed_work_sync(&core->watchdog);
+	cancel_work_sync(&core->revive_work);
+	flush_workqueue(core->wq);
+}
+
+void vvm_core_release(struct vvm_core *core)
+{
+	if (!core->wq)
+		return;
+	if (READ_ONCE(core->state) != VVM_CORE_REMOVED)
+		vvm_core_remove(core);
+	destroy_workqueue(core->wq);
+	core->wq = NULL;
+}
+
+void vvm_request_init(struct vvm_request *req, vvm_complete_t complete,
+		      void *priv)
+{
+	req->complete = complete;
+	req->priv = priv;
+	req->used_len = 0;
+	req->no_timeout = false;
+	INIT_LIST_HEAD(&req->list);
+}
+
+int vvm_core_submit(struct vvm_core *core, struct vvm_request *req,
+		    unsigned int vq, struct scatterlist *sgs[],
+		    unsigned int out_sgs, unsigned int in_sgs)
+{
+	unsigned long timeout = vvm_core_timeout_jiffies();
+	bool notify = false, harvest;
+	unsigned long flags;
+	int ret;
+
+	if (vq >= core->nvqs)
+		return -EINVAL;
+
+	mutex_lock(&core->submit_lock);
+	raw_spin_lock_irqsave(&core->lock, flags);
+	ret = vvm_state_errno(core->state);
+	if (!ret) {
+		core->vq_busy[vq] = true;
+		req->vq = vq;
+		req->deadline = jiffies + timeout;
+		list_add_tail(&req->list, &core->inflight);
+	}
+	raw_spin_unlock_irqrestore(&core->lock, flags);
+	if (ret)
+		goto out_unlock;
+
+	ret = virtqueue_add_sgs(core->vqs[vq], sgs, out_sgs, in_sgs, req,
+				GFP_KERNEL);
+	if (!ret)
+		notify = virtqueue_kick_prepare(core->vqs[vq]);
+
+	raw_spin_lock_irqsave(&core->lock, flags);
+	core->vq_busy[vq] = false;
+	if (ret)
+		list_del_init(&req->list);
+	harvest = core->harvest_pending[vq];
+	if (harvest) {
+		core->harvest_pending[vq] = false;
+		vvm_harvest_locked(core, vq);
+		queue_work(core->wq, &core->complete_work);
+	}
+	raw_spin_unlock_irqrestore(&core->lock, flags);
+
+	if (notify)
+		virtqueue_notify(core->vqs[vq]);
+	if (!ret && !req->no_timeout)
+		queue_delayed_work(core->wq, &core->watchdog, timeout);
+out_unlock:
+	mutex_unlock(&core->submit_lock);
+	return ret;
+}
+
+struct vvm_call {
+	struct vvm_request req;
+	struct completion done;
+	int status;
+};
+
+static void vvm_call_done(struct vvm_request *req, int status)
+{
+	struct vvm_call *call = container_of(req, struct vvm_call, req);
+
+	call->status = status;
+	complete(&call->done);
+}
+
+int vvm_core_call(struct vvm_core *core, unsigned int vq,
+		  const void *cmd, size_t cmd_len,
+		  const void *data, size_t data_len,
+		  void *resp, size_t resp_len, u32 *resp_used)
+{
+	struct scatterlist cmd_sg, data_sg, resp_sg;
+	struct scatterlist *sgs[3];
+	unsigned int out = 0;
+	struct vvm_call *call;
+	void *data_copy = NULL;
+	u8 *cmd_copy, *resp_buf;
+	int ret;
+
+	call = kzalloc(sizeof(*call) + cmd_len + resp_len, GFP_KERNEL);
+	if (!call)
+		return -ENOMEM;
+	cmd_copy = (u8 *)(call + 1);
+	resp_buf = cmd_copy + cmd_len;
+	memcpy(cmd_copy, cmd, cmd_len);
+	sg_init_one(&cmd_sg, cmd_copy, cmd_len);
+	sgs[out++] = &cmd_sg;
+	if (data && data_len) {
+		data_copy = kmemdup(data, data_len, GFP_KERNEL);
+		if (!data_copy) {
+			kfree(call);
+			return -ENOMEM;
+		}
+		sg_init_one(&data_sg, data_copy, data_len);
+		sgs[out++] = &data_sg;
+	}
+	sg_init_one(&resp_sg, resp_buf, resp_len);
+	sgs[out] = &resp_sg;
+
+	vvm_request_init(&call->req, vvm_call_done, NULL);
+	init_completion(&call->done);
+	ret = vvm_core_submit(core, &call->req, vq, sgs, out, 1);
+	if (!ret) {
+		/* Bounded: the watchdog completes every request. */
+		wait_for_completion(&call->done);
+		ret = call->status;
+	}
+	if (!ret) {
+		memcpy(resp, resp_buf, resp_len);
+		if (resp_used)
+			*resp_used = min_t(u32, call->req.used_len, resp_len);
+	}
+	kfree(data_copy);
+	kfree(call);
+	return ret;
+}
+
+int vvm_core_check_alive(struct vvm_core *core)
+{
+	unsigned long flags;
+	int ret;
+
+	raw_spin_lock_irqsave(&core->lock, flags);
+	switch (core->state) {
+	case VVM_CORE_LIVE:
+		ret = 0;
+		break;
+	case VVM_CORE_DEAD:
+		queue_work(core->wq, &core->revive_work);
+		ret = -EIO;
+		break;
+	case VVM_CORE_REVIVING:
+		ret = -EIO;
+		break;
+	default:
+		ret = -ENODEV;
+		break;
+	}
+	raw_spin_unlock_irqrestore(&core->lock, flags);
+	return ret;
+}
+
+void vvm_core_flush(struct vvm_core *core)
+{
+	flush_work(&core->complete_work);
+}

@@ -1,0 +1,1627 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Stateful V4L2 mem2mem decoder on a virtio-video v3 decoder device.
+ *
+ * One V4L2 context is one device stream. Bitstream buffers (V4L2 OUTPUT,
+ * virtio INPUT) and picture buffers (V4L2 CAPTURE, virtio OUTPUT) go to the
+ * device as soon as their queue streams: the device holds many buffers of
+ * both kinds at once, so buffers bypass the m2m job scheduler and the m2m
+ * framework only provides queues, file operations and the media controller.
+ *
+ * Locking: dev->lock serialises every ioctl, file operation and the
+ * resolution-change work; it is held across synchronous commands. The
+ * threaded completion half never takes it, it only uses ctx->slock and
+ * dev->ctx_slock.
+ */
+#include <linux/kernel.h>
+#include <linux/module.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/virtio_config.h>
+#include <media/v4l2-ctrls.h>
+#include <media/v4l2-device.h>
+#include <media/v4l2-event.h>
+#include <media/v4l2-ioctl.h>
+#include <media/v4l2-mem2mem.h>
+#include <media/videobuf2-dma-sg.h>
+
+#include "vvm_core.h"
+#include "vvm_decoder.h"
+#include "vvm_virtio_video.h"
+
+/* Stateful AV1 has no V4L2 fourcc; this one follows the AV1 codec tag. */
+#define VVM_PIX_FMT_AV1 v4l2_fourcc('A', 'V', '0', '1')
+
+#define VVM_DEC_MAX_FORMATS 16
+#define VVM_DEC_NUM_EVENTS 32
+#define VVM_DEC_MIN_CODED_SIZE SZ_512K
+#define VVM_DEC_MAX_CODED_SIZE SZ_16M
+#define VVM_DEC_MAX_DIM 8192
+#define VVM_DEC_MAX_MIN_BUFFERS 32
+#define VVM_DEC_CAPS_MIN 256
+#define VVM_DEC_CAPS_MAX SZ_64K
+
+struct vvm_dec_format {
+	u32 fourcc;
+	u32 virtio;
+	u32 min_width, max_width, step_width;
+	u32 min_height, max_height, step_height;
+};
+
+struct vvm_dec_event {
+	struct vvm_request req;
+	struct virtio_video_event ev;
+};
+
+struct vvm_dec_dev {
+	struct vvm_core core;
+	struct v4l2_device v4l2_dev;
+	struct video_device vfd;
+	struct media_device mdev;
+	struct v4l2_m2m_dev *m2m_dev;
+	struct mutex lock; /* ioctls, file operations, resolution changes */
+
+	spinlock_t ctx_slock; /* guards ctxs */
+	struct list_head ctxs;
+	struct ida stream_ida;
+
+	u32 max_caps_len;
+	struct vvm_dec_format coded[VVM_DEC_MAX_FORMATS];
+	unsigned int num_coded;
+	struct vvm_dec_format raw[VVM_DEC_MAX_FORMATS];
+	unsigned int num_raw;
+
+	struct vvm_dec_event *events;
+	struct vvm_request ping;
+	struct virtio_video_query_capability ping_cmd;
+	void *ping_resp;
+};
+
+struct vvm_dec_pic_fmt {
+	u32 fourcc;
+	u32 width, height;
+	u32 bytesperline, sizeimage;
+	struct v4l2_rect visible;
+};
+
+struct vvm_dec_ctx {
+	struct v4l2_fh fh;
+	struct vvm_dec_dev *dev;
+	struct list_head list;
+	struct v4l2_ctrl_handler hdl;
+	struct v4l2_ctrl *min_bufs_ctrl;
+	struct work_struct res_change_work;
+
+	u32 stream_id;
+	const struct vvm_dec_format *coded;
+	u32 coded_width, coded_height, coded_sizeimage;
+	struct vvm_dec_pic_fmt pic;
+	enum v4l2_colorspace colorspace;
+	u32 next_res_id;
+	bool res_created[2];
+
+	spinlock_t slock; /* guards the fields below */
+	struct list_head held; /* buffers not given to the device yet */
+	bool hold_capture; /* resolution changed, until capture STREAMOFF */
+	bool last_pending; /* next returned picture buffer carries LAST */
+	bool draining;
+	u32 out_seq, cap_seq;
+};
+
+/* A drain may outlive its context: the device answers it when it likes. */
+struct vvm_dec_drain {
+	struct vvm_request req;
+	struct vvm_dec_dev *dev;
+	u32 stream_id;
+	struct virtio_video_cmd_hdr cmd;
+	struct virtio_video_cmd_hdr resp;
+};
+
+struct vvm_dec_buf {
+	struct v4l2_m2m_buffer m2m;
+	struct vvm_dec_ctx *ctx;
+	struct list_head list;
+	struct vvm_request req;
+	struct virtio_video_resource_queue cmd;
+	struct virtio_video_resource_queue_resp resp;
+	u32 res_id;
+	u32 payload;
+};
+
+static struct vvm_dec_dev *core_to_dev(struct vvm_core *core)
+{
+	return container_of(core, struct vvm_dec_dev, core);
+}
+
+static struct vvm_dec_ctx *fh_to_ctx(struct file *file)
+{
+	return container_of(file->private_data, struct vvm_dec_ctx, fh);
+}
+
+static struct vvm_dec_buf *vb_to_buf(struct vb2_buffer *vb)
+{
+	return container_of(to_vb2_v4l2_buffer(vb), struct vvm_dec_buf,
+			    m2m.vb);
+}
+
+static u32 virtio_queue(bool output_queue)
+{
+	return output_queue ? VIRTIO_VIDEO_QUEUE_TYPE_INPUT :
+			      VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT;
+}
+
+static u32 virtio_format_to_fourcc(u32 format)
+{
+	switch (format) {
+	case VIRTIO_VIDEO_FORMAT_NV12:
+		return V4L2_PIX_FMT_NV12;
+	case VIRTIO_VIDEO_FORMAT_YUV420:
+		return V4L2_PIX_FMT_YUV420;
+	case VIRTIO_VIDEO_FORMAT_H264:
+		return V4L2_PIX_FMT_H264;
+	case VIRTIO_VIDEO_FORMAT_HEVC:
+		return V4L2_PIX_FMT_HEVC;
+	case VIRTIO_VIDEO_FORMAT_VP8:
+		return V4L2_PIX_FMT_VP8;
+	case VIRTIO_VIDEO_FORMAT_VP9:
+		return V4L2_PIX_FMT_VP9;
+	case VIRTIO_VIDEO_FORMAT_AV1:
+		return VVM_PIX_FMT_AV1;
+	default:
+		return 0;
+	}
+}
+
+static const struct vvm_dec_format *
+find_format(const struct vvm_dec_format *list, unsigned int n, u32 fourcc)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		if (list[i].fourcc == fourcc)
+			return &list[i];
+	return NULL;
+}
+
+/* Commands */
+
+static int resp_to_errno(const struct virtio_video_cmd_hdr *hdr, u32 expected)
+{
+	u32 type = le32_to_cpu(hdr->type);
+
+	if (type == expected)
+		return 0;
+	switch (type) {
+	case VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY:
+		return -ENOMEM;
+	case VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER:
+	case VIRTIO_VIDEO_RESP_ERR_INVALID_RESOURCE_ID:
+		return -EINVAL;
+	default:
+		return -EIO;
+	}
+}
+
+static int dec_call(struct vvm_dec_dev *dev, const void *cmd, size_t cmd_len,
+		    const void *data, size_t data_len,
+		    void *resp, size_t resp_len, u32 expected)
+{
+	u32 used = 0;
+	int ret;
+
+	ret = vvm_core_call(&dev->core, VIRTIO_VIDEO_QUEUE_COMMAND, cmd,
+			    cmd_len, data, data_len, resp, resp_len, &used);
+	if (ret)
+		return ret;
+	if (used < sizeof(struct virtio_video_cmd_hdr))
+		return -EIO;
+	ret = resp_to_errno(resp, expected);
+	if (!ret && used < resp_len)
+		return -EIO;
+	return ret;
+}
+
+static void fill_hdr(struct virtio_video_cmd_hdr *hdr, u32 type, u32 stream)
+{
+	hdr->type = cpu_to_le32(type);
+	hdr->stream_id = cpu_to_le32(stream);
+}
+
+static int dec_simple_cmd(struct vvm_dec_ctx *ctx, u32 type)
+{
+	struct virtio_video_cmd_hdr cmd = {}, resp;
+
+	fill_hdr(&cmd, type, ctx->stream_id);
+	return dec_call(ctx->dev, &cmd, sizeof(cmd), NULL, 0, &resp,
+			sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
+}
+
+static int dec_queue_cmd(struct vvm_dec_ctx *ctx, u32 type, bool output_queue)
+{
+	struct virtio_video_queue_cmd cmd = {};
+	struct virtio_video_cmd_hdr resp;
+
+	fill_hdr(&cmd.hdr, type, ctx->stream_id);
+	cmd.queue_type = cpu_to_le32(virtio_queue(output_queue));
+	return dec_call(ctx->dev, &cmd, sizeof(cmd), NULL, 0, &resp,
+			sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
+}
+
+static int dec_get_params(struct vvm_dec_ctx *ctx, bool output_queue,
+			  struct virtio_video_params_ext *params)
+{
+	struct virtio_video_queue_cmd cmd = {};
+	struct virtio_video_get_params_ext_resp *resp;
+	int ret;
+
+	resp = kzalloc(sizeof(*resp), GFP_KERNEL);
+	if (!resp)
+		return -ENOMEM;
+	fill_hdr(&cmd.hdr, VIRTIO_VIDEO_CMD_GET_PARAMS_EXT, ctx->stream_id);
+	cmd.queue_type = cpu_to_le32(virtio_queue(output_queue));
+	ret = dec_call(ctx->dev, &cmd, sizeof(cmd), NULL, 0, resp,
+		       sizeof(*resp), VIRTIO_VIDEO_RESP_OK_GET_PARAMS);
+	if (!ret)
+		*params = resp->params;
+	kfree(resp);
+	return ret;
+}
+
+static int dec_set_params(struct vvm_dec_ctx *ctx,
+			  const struct virtio_video_params_ext *params)
+{
+	struct virtio_video_set_params_ext *cmd;
+	struct virtio_video_cmd_hdr resp;
+	int ret;
+
+	cmd = kzalloc(sizeof(*cmd), GFP_KERNEL);
+	if (!cmd)
+		return -ENOMEM;
+	fill_hdr(&cmd->hdr, VIRTIO_VIDEO_CMD_SET_PARAMS_EXT, ctx->stream_id);
+	cmd->params = *params;
+	ret = dec_call(ctx->dev, cmd, sizeof(*cmd), NULL, 0, &resp,
+		       sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
+	kfree(cmd);
+	return ret;
+}
+
+static int dec_stream_create(struct vvm_dec_ctx *ctx)
+{
+	struct virtio_video_stream_create *cmd;
+	struct virtio_video_cmd_hdr resp;
+	int ret;
+
+	cmd = kzalloc(sizeof(*cmd), GFP_KERNEL);
+	if (!cmd)
+		return -ENOMEM;
+	fill_hdr(&cmd->hdr, VIRTIO_VIDEO_CMD_STREAM_CREATE, ctx->stream_id);
+	cmd->in_mem_type = cpu_to_le32(VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES);
+	cmd->out_mem_type = cpu_to_le32(VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES);
+	cmd->coded_format = cpu_to_le32(ctx->coded->virtio);
+	__get_task_comm((char *)cmd->tag, sizeof(cmd->tag), current);
+	ret = dec_call(ctx->dev, cmd, sizeof(*cmd), NULL, 0, &resp,
+		       sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
+	kfree(cmd);
+	if (!ret)
+		memset(ctx->res_created, 0, sizeof(ctx->res_created));
+	return ret;
+}
+
+/* Picture format */
+
+static void default_pic_layout(struct vvm_dec_pic_fmt *pic)
+{
+	u32 chroma_h = DIV_ROUND_UP(pic->height, 2);
+
+	pic->bytesperline = ALIGN(pic->width, 2);
+	if (pic->fourcc == V4L2_PIX_FMT_YUV420)
+		pic->sizeimage = pic->bytesperline * pic->height +
+				 2 * (pic->bytesperline / 2) * chroma_h;
+	else
+		pic->sizeimage = pic->bytesperline * (pic->height + chroma_h);
+}
+
+static void reset_pic_fmt(struct vvm_dec_ctx *ctx)
+{
+	struct vvm_dec_pic_fmt *pic = &ctx->pic;
+
+	pic->width = ctx->coded_width;
+	pic->height = ctx->coded_height;
+	pic->visible = (struct v4l2_rect){ 0, 0, pic->width, pic->height };
+	default_pic_layout(pic);
+}
+
+/*
+ * Take the picture layout the device reports. Its component planes sit
+ * back to back in one memory plane.
+ */
+static int apply_output_params(struct vvm_dec_ctx *ctx,
+			       const struct virtio_video_params_ext *p)
+{
+	struct vvm_dec_pic_fmt pic = {};
+	u32 num_planes = le32_to_cpu(p->num_planes);
+	u64 size = 0;
+	u32 i, min_bufs;
+
+	pic.fourcc = virtio_format_to_fourcc(le32_to_cpu(p->format));
+	pic.width = le32_to_cpu(p->frame_width);
+	pic.height = le32_to_cpu(p->frame_height);
+	if (!find_format(ctx->dev->raw, ctx->dev->num_raw, pic.fourcc) ||
+	    !pic.width || !pic.height || pic.width > VVM_DEC_MAX_DIM ||
+	    pic.height > VVM_DEC_MAX_DIM || !num_planes ||
+	    num_planes > VIRTIO_VIDEO_MAX_PLANES)
+		return -EINVAL;
+	for (i = 0; i < num_planes; i++)
+		size += le32_to_cpu(p->plane_formats[i].plane_size);
+	pic.bytesperline = le32_to_cpu(p->plane_formats[0].stride);
+	if (pic.bytesperline < pic.width || size > U32_MAX ||
+	    size < (u64)pic.bytesperline * pic.height)
+		return -EINVAL;
+	pic.sizeimage = size;
+
+	pic.visible.left = le32_to_cpu(p->crop.left);
+	pic.visible.top = le32_to_cpu(p->crop.top);
+	pic.visible.width = le32_to_cpu(p->crop.width);
+	pic.visible.height = le32_to_cpu(p->crop.height);
+	if (!pic.visible.width || !pic.visible.height ||
+	    pic.visible.left + pic.visible.width > pic.width ||
+	    pic.visible.top + pic.visible.height > pic.height)
+		pic.visible = (struct v4l2_rect){ 0, 0, pic.width, pic.height };
+
+	ctx->pic = pic;
+	min_bufs = clamp(le32_to_cpu(p->min_buffers), 1U,
+			 (u32)VVM_DEC_MAX_MIN_BUFFERS);
+	v4l2_ctrl_s_ctrl(ctx->min_bufs_ctrl, min_bufs);
+	return 0;
+}
+
+static int refresh_output_params(struct vvm_dec_ctx *ctx)
+{
+	struct virtio_video_params_ext params;
+	int ret;
+
+	ret = dec_get_params(ctx, false, &params);
+	if (ret)
+		return ret;
+	return apply_output_params(ctx, &params);
+}
+
+/* Buffers */
+
+static void buf_finish(struct vvm_dec_buf *buf, enum vb2_buffer_state state,
+		       u32 payload, bool last)
+{
+	struct vb2_v4l2_buffer *vbuf = &buf->m2m.vb;
+	struct vvm_dec_ctx *ctx = buf->ctx;
+	bool output = V4L2_TYPE_IS_OUTPUT(vbuf->vb2_buf.type);
+	unsigned long flags;
+
+	vbuf->field = V4L2_FIELD_NONE;
+	if (last)
+		vbuf->flags |= V4L2_BUF_FLAG_LAST;
+	spin_lock_irqsave(&ctx->slock, flags);
+	vbuf->sequence = output ? ctx->out_seq++ : ctx->cap_seq++;
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	if (!output)
+		vb2_set_plane_payload(&vbuf->vb2_buf, 0,
+				      state == VB2_BUF_STATE_DONE ? payload : 0);
+	vb2_buffer_done(&vbuf->vb2_buf, state);
+}
+
+static void queue_eos_event(struct vvm_dec_ctx *ctx)
+{
+	static const struct v4l2_event eos = { .type = V4L2_EVENT_EOS };
+
+	v4l2_event_queue_fh(&ctx->fh, &eos);
+}
+
+/* Threaded half: the device returned a buffer. */
+static void resource_queue_done(struct vvm_request *req, int status)
+{
+	struct vvm_dec_buf *buf = req->priv;
+	struct vvm_dec_ctx *ctx = buf->ctx;
+	bool output = V4L2_TYPE_IS_OUTPUT(buf->m2m.vb.vb2_buf.type);
+	enum vb2_buffer_state state = VB2_BUF_STATE_DONE;
+	unsigned long irqflags;
+	bool last = false;
+	u32 flags = 0;
+
+	if (status || req->used_len < sizeof(buf->resp) ||
+	    resp_to_errno(&buf->resp.hdr,
+			  VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE))
+		state = VB2_BUF_STATE_ERROR;
+	else
+		flags = le32_to_cpu(buf->resp.flags);
+
+	if (output) {
+		if (flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR)
+			state = VB2_BUF_STATE_ERROR;
+		buf_finish(buf, state, 0, false);
+		return;
+	}
+
+	spin_lock_irqsave(&ctx->slock, irqflags);
+	if (flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS) {
+		last = true;
+		state = VB2_BUF_STATE_DONE;
+		ctx->draining = false;
+	} else if ((flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) && ctx->last_pending) {
+		/* Returned by the resolution-change clear: the LAST one. */
+		last = true;
+		state = VB2_BUF_STATE_DONE;
+		ctx->last_pending = false;
+	} else if (flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) {
+		state = VB2_BUF_STATE_ERROR;
+	}
+	spin_unlock_irqrestore(&ctx->slock, irqflags);
+
+	if (state == VB2_BUF_STATE_DONE && !last)
+		buf->m2m.vb.vb2_buf.timestamp = le64_to_cpu(buf->resp.timestamp);
+	buf_finish(buf, state, last ? 0 : buf->payload, last);
+	if (flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS)
+		queue_eos_event(ctx);
+}
+
+static int create_resource(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
+{
+	struct vb2_buffer *vb = &buf->m2m.vb.vb2_buf;
+	struct sg_table *sgt = vb2_dma_sg_plane_desc(vb, 0);
+	struct virtio_video_resource_create cmd = {};
+	struct virtio_video_mem_entry *entries;
+	struct virtio_video_cmd_hdr resp;
+	struct scatterlist *sg;
+	unsigned int i;
+	int ret;
+
+	if (!sgt || !sgt->nents)
+		return -EINVAL;
+	entries = kcalloc(sgt->nents, sizeof(*entries), GFP_KERNEL);
+	if (!entries)
+		return -ENOMEM;
+	for_each_sgtable_dma_sg(sgt, sg, i) {
+		entries[i].addr = cpu_to_le64(sg_dma_address(sg));
+		entries[i].length = cpu_to_le32(sg_dma_len(sg));
+	}
+
+	buf->res_id = ++ctx->next_res_id;
+	fill_hdr(&cmd.hdr, VIRTIO_VIDEO_CMD_RESOURCE_CREATE, ctx->stream_id);
+	cmd.queue_type = cpu_to_le32(virtio_queue(V4L2_TYPE_IS_OUTPUT(vb->type)));
+	cmd.resource_id = cpu_to_le32(buf->res_id);
+	cmd.planes_layout = cpu_to_le32(VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER);
+	cmd.num_planes = cpu_to_le32(1);
+	cmd.num_entries[0] = cpu_to_le32(sgt->nents);
+	ret = dec_call(ctx->dev, &cmd, sizeof(cmd), entries,
+		       sgt->nents * sizeof(*entries), &resp, sizeof(resp),
+		       VIRTIO_VIDEO_RESP_OK_NODATA);
+	kfree(entries);
+	if (ret)
+		buf->res_id = 0;
+	else
+		ctx->res_created[V4L2_TYPE_IS_OUTPUT(vb->type)] = true;
+	return ret;
+}
+
+/* Hand one buffer to the device; on failure it is returned with ERROR. */
+static void send_buffer(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
+{
+	struct vb2_buffer *vb = &buf->m2m.vb.vb2_buf;
+	bool output = V4L2_TYPE_IS_OUTPUT(vb->type);
+	struct scatterlist cmd_sg, resp_sg, *sgs[2];
+	int ret = 0;
+
+	if (!buf->res_id)
+		ret = create_resource(ctx, buf);
+	if (ret)
+		goto fail;
+
+	memset(&buf->cmd, 0, sizeof(buf->cmd));
+	fill_hdr(&buf->cmd.hdr, VIRTIO_VIDEO_CMD_RESOURCE_QUEUE, ctx->stream_id);
+	buf->cmd.queue_type = cpu_to_le32(virtio_queue(output));
+	buf->cmd.resource_id = cpu_to_le32(buf->res_id);
+	buf->cmd.num_data_sizes = cpu_to_le32(1);
+	if (output) {
+		buf->cmd.timestamp = cpu_to_le64(vb->timestamp);
+		buf->cmd.data_sizes[0] = cpu_to_le32(vb2_get_plane_payload(vb, 0));
+	}
+	buf->payload = ctx->pic.sizeimage;
+
+	sg_init_one(&cmd_sg, &buf->cmd, sizeof(buf->cmd));
+	sg_init_one(&resp_sg, &buf->resp, sizeof(buf->resp));
+	sgs[0] = &cmd_sg;
+	sgs[1] = &resp_sg;
+	vvm_request_init(&buf->req, resource_queue_done, buf);
+	ret = vvm_core_submit(&ctx->dev->core, &buf->req,
+			      VIRTIO_VIDEO_QUEUE_COMMAND, sgs, 1, 1);
+	if (!ret)
+		return;
+fail:
+	buf_finish(buf, VB2_BUF_STATE_ERROR, 0, false);
+}
+
+static void send_held(struct vvm_dec_ctx *ctx, bool output)
+{
+	struct vvm_dec_buf *buf, *tmp;
+	unsigned long flags;
+	LIST_HEAD(send);
+
+	spin_lock_irqsave(&ctx->slock, flags);
+	list_for_each_entry_safe(buf, tmp, &ctx->held, list) {
+		if (V4L2_TYPE_IS_OUTPUT(buf->m2m.vb.vb2_buf.type) != output)
+			continue;
+		if (!output && ctx->hold_capture)
+			continue;
+		list_move_tail(&buf->list, &send);
+	}
+	spin_unlock_irqrestore(&ctx->slock, flags);
+
+	list_for_each_entry_safe(buf, tmp, &send, list) {
+		list_del_init(&buf->list);
+		send_buffer(ctx, buf);
+	}
+}
+
+static void return_held(struct vvm_dec_ctx *ctx, bool output)
+{
+	struct vvm_dec_buf *buf, *tmp;
+	unsigned long flags;
+	LIST_HEAD(ret);
+
+	spin_lock_irqsave(&ctx->slock, flags);
+	list_for_each_entry_safe(buf, tmp, &ctx->held, list)
+		if (V4L2_TYPE_IS_OUTPUT(buf->m2m.vb.vb2_buf.type) == output)
+			list_move_tail(&buf->list, &ret);
+	spin_unlock_irqrestore(&ctx->slock, flags);
+
+	list_for_each_entry_safe(buf, tmp, &ret, list) {
+		list_del_init(&buf->list);
+		buf_finish(buf, VB2_BUF_STATE_ERROR, 0, false);
+	}
+}
+
+/* vb2 */
+
+static int dec_queue_setup(struct vb2_queue *vq, unsigned int *nbuffers,
+			   unsigned int *nplanes, unsigned int sizes[],
+			   struct device *alloc_devs[])
+{
+	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vq);
+	bool output = V4L2_TYPE_IS_OUTPUT(vq->type);
+	u32 size = output ? ctx->coded_sizeimage : ctx->pic.sizeimage;
+	int ret;
+
+	if (*nplanes)
+		return (*nplanes != 1 || sizes[0] < size) ? -EINVAL : 0;
+
+	/* Fresh allocation: the device forgets the previous resources. */
+	if (!vb2_get_num_buffers(vq) && ctx->res_created[output]) {
+		ret = dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_RESOURCE_DESTROY_ALL,
+				    output);
+		if (ret)
+			return ret;
+		ctx->res_created[output] = false;
+	}
+	*nplanes = 1;
+	sizes[0] = size;
+	return 0;
+}
+
+static int dec_buf_out_validate(struct vb2_buffer *vb)
+{
+	to_vb2_v4l2_buffer(vb)->field = V4L2_FIELD_NONE;
+	return 0;
+}
+
+static int dec_buf_init(struct vb2_buffer *vb)
+{
+	struct vvm_dec_buf *buf = vb_to_buf(vb);
+
+	buf->ctx = vb2_get_drv_priv(vb->vb2_queue);
+	buf->res_id = 0;
+	INIT_LIST_HEAD(&buf->list);
+	return 0;
+}
+
+static int dec_buf_prepare(struct vb2_buffer *vb)
+{
+	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
+
+	if (V4L2_TYPE_IS_OUTPUT(vb->type))
+		return vb2_get_plane_payload(vb, 0) > vb2_plane_size(vb, 0) ?
+			-EINVAL : 0;
+	if (vb2_plane_size(vb, 0) < ctx->pic.sizeimage)
+		return -EINVAL;
+	vb2_set_plane_payload(vb, 0, ctx->pic.sizeimage);
+	return 0;
+}
+
+static void dec_buf_queue(struct vb2_buffer *vb)
+{
+	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
+	struct vvm_dec_buf *buf = vb_to_buf(vb);
+	bool output = V4L2_TYPE_IS_OUTPUT(vb->type);
+	bool send, last = false;
+	unsigned long flags;
+
+	spin_lock_irqsave(&ctx->slock, flags);
+	send = vb2_start_streaming_called(vb->vb2_queue);
+	if (!output && ctx->hold_capture) {
+		send = false;
+		last = ctx->last_pending;
+		ctx->last_pending = false;
+	}
+	if (!send && !last)
+		list_add_tail(&buf->list, &ctx->held);
+	spin_unlock_irqrestore(&ctx->slock, flags);
+
+	if (last)
+		buf_finish(buf, VB2_BUF_STATE_DONE, 0, true);
+	else if (send)
+		send_buffer(ctx, buf);
+}
+
+static int dec_start_streaming(struct vb2_queue *vq, unsigned int count)
+{
+	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vq);
+	bool output = V4L2_TYPE_IS_OUTPUT(vq->type);
+	unsigned long flags;
+	int ret;
+
+	ret = vvm_core_check_alive(&ctx->dev->core);
+	if (ret) {
+		return_held(ctx, output);
+		return ret;
+	}
+	spin_lock_irqsave(&ctx->slock, flags);
+	if (output)
+		ctx->out_seq = 0;
+	else
+		ctx->cap_seq = 0;
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	send_held(ctx, output);
+	return 0;
+}
+
+static void dec_stop_streaming(struct vb2_queue *vq)
+{
+	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vq);
+	bool output = V4L2_TYPE_IS_OUTPUT(vq->type);
+	unsigned long flags;
+
+	/* The device returns every queued resource before the reply. */
+	dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_QUEUE_CLEAR, output);
+	vvm_core_flush(&ctx->dev->core);
+
+	spin_lock_irqsave(&ctx->slock, flags);
+	if (output) {
+		ctx->draining = false;
+	} else {
+		ctx->hold_capture = false;
+		ctx->last_pending = false;
+	}
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	return_held(ctx, output);
+}
+
+static const struct vb2_ops dec_qops = {
+	.queue_setup = dec_queue_setup,
+	.buf_out_validate = dec_buf_out_validate,
+	.buf_init = dec_buf_init,
+	.buf_prepare = dec_buf_prepare,
+	.buf_queue = dec_buf_queue,
+	.start_streaming = dec_start_streaming,
+	.stop_streaming = dec_stop_streaming,
+	.wait_prepare = vb2_ops_wait_prepare,
+	.wait_finish = vb2_ops_wait_finish,
+};
+
+static int dec_queue_init(void *priv, struct vb2_queue *src,
+			  struct vb2_queue *dst)
+{
+	struct vvm_dec_ctx *ctx = priv;
+	struct vb2_queue *qs[2] = { src, dst };
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < 2; i++) {
+		struct vb2_queue *q = qs[i];
+
+		q->type = i ? V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE :
+			      V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE;
+		q->io_modes = VB2_MMAP | VB2_DMABUF;
+		q->drv_priv = ctx;
+		q->buf_struct_size = sizeof(struct vvm_dec_buf);
+		q->ops = &dec_qops;
+		q->mem_ops = &vb2_dma_sg_memops;
+		q->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
+		q->lock = &ctx->dev->lock;
+		q->dev = vvm_core_dma_device(&ctx->dev->core);
+		ret = vb2_queue_init(q);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* Resolution change and device events */
+
+static void res_change_work(struct work_struct *work)
+{
+	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
+					       res_change_work);
+	static const struct v4l2_event src_ch = {
+		.type = V4L2_EVENT_SOURCE_CHANGE,
+		.u.src_change.changes = V4L2_EVENT_SRC_CH_RESOLUTION,
+	};
+	struct vvm_dec_dev *dev = ctx->dev;
+	struct vb2_queue *cap_q;
+	unsigned long flags;
+	int ret;
+
+	mutex_lock(&dev->lock);
+	ret = refresh_output_params(ctx);
+	if (ret) {
+		dev_err(&dev->vfd.dev, "stream %u: bad output params: %d\n",
+			ctx->stream_id, ret);
+		mutex_unlock(&dev->lock);
+		return;
+	}
+	cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
+	if (vb2_is_streaming(cap_q)) {
+		/* Give back a buffer marked LAST; hold the rest until STREAMOFF. */
+		spin_lock_irqsave(&ctx->slock, flags);
+		ctx->hold_capture = true;
+		ctx->last_pending = true;
+		spin_unlock_irqrestore(&ctx->slock, flags);
+		dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_QUEUE_CLEAR, false);
+		vvm_core_flush(&dev->core);
+	}
+	v4l2_event_queue_fh(&ctx->fh, &src_ch);
+	mutex_unlock(&dev->lock);
+}
+
+static void fail_ctx_queues(struct vvm_dec_ctx *ctx)
+{
+	vb2_queue_error(v4l2_m2m_get_src_vq(ctx->fh.m2m_ctx));
+	vb2_queue_error(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx));
+}
+
+static int post_event(struct vvm_dec_dev *dev, struct vvm_dec_event *e);
+
+static void event_done(struct vvm_request *req, int status)
+{
+	struct vvm_dec_event *e = container_of(req, struct vvm_dec_event, req);
+	struct vvm_dec_dev *dev = req->priv;
+	struct vvm_dec_ctx *ctx;
+	u32 type, stream;
+
+	if (status)
+		return;
+	if (req->used_len >= sizeof(e->ev)) {
+		type = le32_to_cpu(e->ev.event_type);
+		stream = le32_to_cpu(e->ev.stream_id);
+		spin_lock(&dev->ctx_slock);
+		list_for_each_entry(ctx, &dev->ctxs, list) {
+			if (ctx->stream_id != stream)
+				continue;
+			if (type == VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED)
+				queue_work(system_wq, &ctx->res_change_work);
+			else if (type == VIRTIO_VIDEO_EVENT_ERROR)
+				fail_ctx_queues(ctx);
+			break;
+		}
+		spin_unlock(&dev->ctx_slock);
+	}
+	post_event(dev, e);
+}
+
+static int post_event(struct vvm_dec_dev *dev, struct vvm_dec_event *e)
+{
+	struct scatterlist sg, *sgs[1] = { &sg };
+
+	memset(&e->ev, 0, sizeof(e->ev));
+	vvm_request_init(&e->req, event_done, dev);
+	e->req.no_timeout = true;
+	sg_init_one(&sg, &e->ev, sizeof(e->ev));
+	return vvm_core_submit(&dev->core, &e->req, VIRTIO_VIDEO_QUEUE_EVENT,
+			       sgs, 0, 1);
+}
+
+static int post_events(struct vvm_dec_dev *dev)
+{
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < VVM_DEC_NUM_EVENTS; i++) {
+		ret = post_event(dev, &dev->events[i]);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static void drain_done(struct vvm_request *req, int status)
+{
+	struct vvm_dec_drain *drain = container_of(req, struct vvm_dec_drain,
+						   req);
+	struct vvm_dec_dev *dev = drain->dev;
+	struct vvm_dec_ctx *ctx;
+
+	spin_lock(&dev->ctx_slock);
+	list_for_each_entry(ctx, &dev->ctxs, list) {
+		if (ctx->stream_id != drain->stream_id)
+			continue;
+		spin_lock(&ctx->slock);
+		ctx->draining = false;
+		spin_unlock(&ctx->slock);
+		break;
+	}
+	spin_unlock(&dev->ctx_slock);
+	kfree(drain);
+}
+
+/* ioctls */
+
+static int dec_querycap(struct file *file, void *priv,
+			struct v4l2_capability *cap)
+{
+	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+
+	strscpy(cap->driver, KBUILD_MODNAME, sizeof(cap->driver));
+	strscpy(cap->card, ctx->dev->vfd.name, sizeof(cap->card));
+	snprintf(cap->bus_info, sizeof(cap->bus_info), "platform:%s",
+		 dev_name(&ctx->dev->core.vdev->dev));
+	return 0;
+}
+
+static int dec_enum_fmt(struct file *file, void *priv, struct v4l2_fmtdesc *f)
+{
+	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_dev *dev = ctx->dev;
+
+	if (V4L2_TYPE_IS_OUTPUT(f->type)) {
+		if (f->index >= dev->num_coded)
+			return -EINVAL;
+		f->pixelformat = dev->coded[f->index].fourcc;
+		f->flags = V4L2_FMT_FLAG_COMPRESSED |
+			   V4L2_FMT_FLAG_DYN_RESOLUTION;
+		if (f->pixelformat == VVM_PIX_FMT_AV1)
+			strscpy(f->description, "AV1", sizeof(f->description));
+		return 0;
+	}
+	if (f->index >= dev->num_raw)
+		return -EINVAL;
+	f->pixelformat = dev->raw[f->index].fourcc;
+	return 0;
+}
+
+static int dec_enum_framesizes(struct file *file, void *priv,
+			       struct v4l2_frmsizeenum *fsize)
+{
+	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	const struct vvm_dec_format *fmt;
+
+	if (fsize->index)
+		return -EINVAL;
+	fmt = find_format(ctx->dev->coded, ctx->dev->num_coded,
+			  fsize->pixel_format);
+	if (!fmt)
+		fmt = find_format(ctx->dev->raw, ctx->dev->num_raw,
+				  fsize->pixel_format);
+	if (!fmt)
+		return -EINVAL;
+	fsize->type = V4L2_FRMSIZE_TYPE_STEPWISE;
+	fsize->stepwise.min_width = fmt->min_width;
+	fsize->stepwise.max_width = fmt->max_width;
+	fsize->stepwise.step_width = fmt->step_width;
+	fsize->stepwise.min_height = fmt->min_height;
+	fsize->stepwise.max_height = fmt->max_height;
+	fsize->stepwise.step_height = fmt->step_height;
+	return 0;
+}
+
+static void fill_pix_mp(struct vvm_dec_ctx *ctx, struct v4l2_pix_format_mplane *mp,
+			u32 fourcc, u32 width, u32 height, u32 bpl, u32 size)
+{
+	memset(mp->reserved, 0, sizeof(mp->reserved));
+	mp->pixelformat = fourcc;
+	mp->width = width;
+	mp->height = height;
+	mp->field = V4L2_FIELD_NONE;
+	mp->num_planes = 1;
+	mp->flags = 0;
+	mp->colorspace = ctx->colorspace;
+	mp->xfer_func = V4L2_XFER_FUNC_DEFAULT;
+	mp->ycbcr_enc = V4L2_YCBCR_ENC_DEFAULT;
+	mp->quantization = V4L2_QUANTIZATION_DEFAULT;
+	memset(mp->plane_fmt[0].reserved, 0, sizeof(mp->plane_fmt[0].reserved));
+	mp->plane_fmt[0].bytesperline = bpl;
+	mp->plane_fmt[0].sizeimage = size;
+}
+
+static int dec_g_fmt(struct file *file, void *priv, struct v4l2_format *f)
+{
+	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_pic_fmt *pic = &ctx->pic;
+
+	if (V4L2_TYPE_IS_OUTPUT(f->type))
+		fill_pix_mp(ctx, &f->fmt.pix_mp, ctx->coded->fourcc,
+			    ctx->coded_width, ctx->coded_height, 0,
+			    ctx->coded_sizeimage);
+	else
+		fill_pix_mp(ctx, &f->fmt.pix_mp, pic->fourcc, pic->width,
+			    pic->height, pic->bytesperline, pic->sizeimage);
+	return 0;
+}
+
+static const struct vvm_dec_format *
+try_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
+{
+	struct v4l2_pix_format_mplane *mp = &f->fmt.pix_mp;
+	enum v4l2_colorspace colorspace = mp->colorspace;
+	const struct vvm_dec_format *fmt;
+	u32 size;
+
+	fmt = find_format(ctx->dev->coded, ctx->dev->num_coded, mp->pixelformat);
+	if (!fmt)
+		fmt = &ctx->dev->coded[0];
+	mp->width = clamp(mp->width, fmt->min_width, fmt->max_width);
+	mp->height = clamp(mp->height, fmt->min_height, fmt->max_height);
+	size = clamp_t(u32, mp->plane_fmt[0].sizeimage, VVM_DEC_MIN_CODED_SIZE,
+		       VVM_DEC_MAX_CODED_SIZE);
+	if (!mp->plane_fmt[0].sizeimage)
+		size = clamp_t(u32, mp->width * mp->height * 3 / 4,
+			       VVM_DEC_MIN_CODED_SIZE, VVM_DEC_MAX_CODED_SIZE);
+	fill_pix_mp(ctx, mp, fmt->fourcc, mp->width, mp->height, 0, size);
+	if (colorspace != V4L2_COLORSPACE_DEFAULT)
+		mp->colorspace = colorspace;
+	return fmt;
+}
+
+/* The picture size is the stream's; only the pixel format may be chosen. */
+static void try_pic_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f,
+			struct vvm_dec_pic_fmt *pic)
+{
+	*pic = ctx->pic;
+	if (find_format(ctx->dev->raw, ctx->dev->num_raw,
+			f->fmt.pix_mp.pixelformat) &&
+	    f->fmt.pix_mp.pixelformat != pic->fourcc) {
+		pic->fourcc = f->fmt.pix_mp.pixelformat;
+		default_pic_layout(pic);
+	}
+	fill_pix_mp(ctx, &f->fmt.pix_mp, pic->fourcc, pic->width, pic->height,
+		    pic->bytesperline, pic->sizeimage);
+}
+
+static int dec_try_fmt(struct file *file, void *priv, struct v4l2_format *f)
+{
+	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_pic_fmt pic;
+
+	if (V4L2_TYPE_IS_OUTPUT(f->type))
+		try_coded_fmt(ctx, f);
+	else
+		try_pic_fmt(ctx, f, &pic);
+	return 0;
+}
+
+static int set_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
+{
+	const struct vvm_dec_format *fmt = try_coded_fmt(ctx, f);
+	struct v4l2_pix_format_mplane *mp = &f->fmt.pix_mp;
+	int ret;
+
+	if (vb2_is_busy(v4l2_m2m_get_src_vq(ctx->fh.m2m_ctx)))
+		return -EBUSY;
+	if (fmt != ctx->coded) {
+		/* The coded format is fixed at stream creation. */
+		if (vb2_is_busy(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx)))
+			return -EBUSY;
+		ret = dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
+		if (ret)
+			return ret;
+		ctx->coded = fmt;
+		ret = dec_stream_create(ctx);
+		if (ret)
+			return ret;
+	}
+	ctx->coded_width = mp->width;
+	ctx->coded_height = mp->height;
+	ctx->coded_sizeimage = mp->plane_fmt[0].sizeimage;
+	ctx->colorspace = mp->colorspace;
+	/* Until the stream header is parsed, CAPTURE follows OUTPUT. */
+	reset_pic_fmt(ctx);
+	return 0;
+}
+
+static int set_pic_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
+{
+	struct virtio_video_params_ext params;
+	struct vvm_dec_pic_fmt pic;
+	const struct vvm_dec_format *fmt;
+	int ret;
+
+	if (vb2_is_busy(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx)))
+		return -EBUSY;
+	try_pic_fmt(ctx, f, &pic);
+	if (pic.fourcc == ctx->pic.fourcc)
+		return 0;
+
+	fmt = find_format(ctx->dev->raw, ctx->dev->num_raw, pic.fourcc);
+	ret = dec_get_params(ctx, false, &params);
+	if (ret)
+		return ret;
+	params.format = cpu_to_le32(fmt->virtio);
+	ret = dec_set_params(ctx, &params);
+	if (ret)
+		return ret;
+	ret = dec_get_params(ctx, false, &params);
+	if (ret)
+		return ret;
+	if (le32_to_cpu(params.frame_width) && apply_output_params(ctx, &params) == 0) {
+		if (ctx->pic.fourcc != pic.fourcc)
+			return -EINVAL;
+	} else {
+		ctx->pic = pic;
+	}
+	fill_pix_mp(ctx, &f->fmt.pix_mp, ctx->pic.fourcc, ctx->pic.width,
+		    ctx->pic.height, ctx->pic.bytesperline, ctx->pic.sizeimage);
+	return 0;
+}
+
+static int dec_s_fmt(struct file *file, void *priv, struct v4l2_format *f)
+{
+	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+
+	if (V4L2_TYPE_IS_OUTPUT(f->type))
+		return set_coded_fmt(ctx, f);
+	return set_pic_fmt(ctx, f);
+}
+
+static int dec_g_selection(struct file *file, void *priv,
+			   struct v4l2_selection *s)
+{
+	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+
+	if (s->type != V4L2_BUF_TYPE_VIDEO_CAPTURE &&
+	    s->type != V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE)
+		return -EINVAL;
+	switch (s->target) {
+	case V4L2_SEL_TGT_CROP:
+	case V4L2_SEL_TGT_CROP_DEFAULT:
+	case V4L2_SEL_TGT_COMPOSE:
+	case V4L2_SEL_TGT_COMPOSE_DEFAULT:
+		s->r = ctx->pic.visible;
+		return 0;
+	case V4L2_SEL_TGT_CROP_BOUNDS:
+	case V4L2_SEL_TGT_COMPOSE_BOUNDS:
+	case V4L2_SEL_TGT_COMPOSE_PADDED:
+		s->r = (struct v4l2_rect){ 0, 0, ctx->pic.width,
+					   ctx->pic.height };
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+static int dec_decoder_cmd(struct file *file, void *priv,
+			   struct v4l2_decoder_cmd *dc)
+{
+	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vb2_queue *out_q = v4l2_m2m_get_src_vq(ctx->fh.m2m_ctx);
+	struct vb2_queue *cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
+	struct scatterlist cmd_sg, resp_sg, *sgs[2];
+	struct vvm_dec_drain *drain;
+	unsigned long flags;
+	bool draining;
+	int ret;
+
+	ret = v4l2_m2m_ioctl_try_decoder_cmd(file, priv, dc);
+	if (ret)
+		return ret;
+
+	spin_lock_irqsave(&ctx->slock, flags);
+	draining = ctx->draining;
+	spin_unlock_irqrestore(&ctx->slock, flags);
+
+	if (dc->cmd == V4L2_DEC_CMD_START) {
+		if (draining)
+			return -EBUSY;
+		vb2_clear_last_buffer_dequeued(cap_q);
+		return 0;
+	}
+
+	/* Nothing is being decoded: there is nothing to drain. */
+	if (!vb2_is_streaming(out_q) || !vb2_is_streaming(cap_q) || draining)
+		return 0;
+	ret = vvm_core_check_alive(&ctx->dev->core);
+	if (ret)
+		return ret;
+
+	drain = kzalloc(sizeof(*drain), GFP_KERNEL);
+	if (!drain)
+		return -ENOMEM;
+	drain->dev = ctx->dev;
+	drain->stream_id = ctx->stream_id;
+	fill_hdr(&drain->cmd, VIRTIO_VIDEO_CMD_STREAM_DRAIN, ctx->stream_id);
+	sg_init_one(&cmd_sg, &drain->cmd, sizeof(drain->cmd));
+	sg_init_one(&resp_sg, &drain->resp, sizeof(drain->resp));
+	sgs[0] = &cmd_sg;
+	sgs[1] = &resp_sg;
+	vvm_request_init(&drain->req, drain_done, NULL);
+	/* The device answers a drain only once a picture buffer took the EOS. */
+	drain->req.no_timeout = true;
+	spin_lock_irqsave(&ctx->slock, flags);
+	ctx->draining = true;
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	ret = vvm_core_submit(&ctx->dev->core, &drain->req,
+			      VIRTIO_VIDEO_QUEUE_COMMAND, sgs, 1, 1);
+	if (ret) {
+		spin_lock_irqsave(&ctx->slock, flags);
+		ctx->draining = false;
+		spin_unlock_irqrestore(&ctx->slock, flags);
+		kfree(drain);
+	}
+	return ret;
+}
+
+static int dec_subscribe_event(struct v4l2_fh *fh,
+			       const struct v4l2_event_subscription *sub)
+{
+	switch (sub->type) {
+	case V4L2_EVENT_EOS:
+		return v4l2_event_subscribe(fh, sub, 2, NULL);
+	case V4L2_EVENT_SOURCE_CHANGE:
+		return v4l2_src_change_event_subscribe(fh, sub);
+	default:
+		return v4l2_ctrl_subscribe_event(fh, sub);
+	}
+}
+
+static const struct v4l2_ioctl_ops dec_ioctl_ops = {
+	.vidioc_querycap = dec_querycap,
+	.vidioc_enum_fmt_vid_cap = dec_enum_fmt,
+	.vidioc_enum_fmt_vid_out = dec_enum_fmt,
+	.vidioc_enum_framesizes = dec_enum_framesizes,
+	.vidioc_g_fmt_vid_cap_mplane = dec_g_fmt,
+	.vidioc_g_fmt_vid_out_mplane = dec_g_fmt,
+	.vidioc_try_fmt_vid_cap_mplane = dec_try_fmt,
+	.vidioc_try_fmt_vid_out_mplane = dec_try_fmt,
+	.vidioc_s_fmt_vid_cap_mplane = dec_s_fmt,
+	.vidioc_s_fmt_vid_out_mplane = dec_s_fmt,
+	.vidioc_g_selection = dec_g_selection,
+
+	.vidioc_reqbufs = v4l2_m2m_ioctl_reqbufs,
+	.vidioc_querybuf = v4l2_m2m_ioctl_querybuf,
+	.vidioc_qbuf = v4l2_m2m_ioctl_qbuf,
+	.vidioc_dqbuf = v4l2_m2m_ioctl_dqbuf,
+	.vidioc_prepare_buf = v4l2_m2m_ioctl_prepare_buf,
+	.vidioc_create_bufs = v4l2_m2m_ioctl_create_bufs,
+	.vidioc_expbuf = v4l2_m2m_ioctl_expbuf,
+	.vidioc_streamon = v4l2_m2m_ioctl_streamon,
+	.vidioc_streamoff = v4l2_m2m_ioctl_streamoff,
+
+	.vidioc_try_decoder_cmd = v4l2_m2m_ioctl_try_decoder_cmd,
+	.vidioc_decoder_cmd = dec_decoder_cmd,
+
+	.vidioc_subscribe_event = dec_subscribe_event,
+	.vidioc_unsubscribe_event = v4l2_event_unsubscribe,
+};
+
+/* File operations */
+
+static int dec_open(struct file *file)
+{
+	struct vvm_dec_dev *dev = video_drvdata(file);
+	struct vvm_dec_ctx *ctx;
+	int ret;
+
+	if (mutex_lock_interruptible(&dev->lock))
+		return -ERESTARTSYS;
+	ret = vvm_core_check_alive(&dev->core);
+	if (ret)
+		goto unlock;
+
+	ctx = kzalloc(sizeof(*ctx), GFP_KERNEL);
+	if (!ctx) {
+		ret = -ENOMEM;
+		goto unlock;
+	}
+	ctx->dev = dev;
+	spin_lock_init(&ctx->slock);
+	INIT_LIST_HEAD(&ctx->held);
+	INIT_LIST_HEAD(&ctx->list);
+	INIT_WORK(&ctx->res_change_work, res_change_work);
+	ctx->coded = &dev->coded[0];
+	ctx->coded_width = 1920;
+	ctx->coded_height = 1080;
+	ctx->coded_sizeimage = SZ_2M;
+	ctx->colorspace = V4L2_COLORSPACE_REC709;
+	ctx->pic.fourcc = dev->raw[0].fourcc;
+	reset_pic_fmt(ctx);
+
+	v4l2_fh_init(&ctx->fh, video_devdata(file));
+	file->private_data = &ctx->fh;
+
+	v4l2_ctrl_handler_init(&ctx->hdl, 1);
+	ctx->min_bufs_ctrl = v4l2_ctrl_new_std(&ctx->hdl, NULL,
+					       V4L2_CID_MIN_BUFFERS_FOR_CAPTURE,
+					       1, VVM_DEC_MAX_MIN_BUFFERS, 1, 1);
+	ret = ctx->hdl.error;
+	if (ret)
+		goto free_hdl;
+	ctx->fh.ctrl_handler = &ctx->hdl;
+
+	ctx->fh.m2m_ctx = v4l2_m2m_ctx_init(dev->m2m_dev, ctx, dec_queue_init);
+	if (IS_ERR(ctx->fh.m2m_ctx)) {
+		ret = PTR_ERR(ctx->fh.m2m_ctx);
+		goto free_hdl;
+	}
+	ctx->fh.m2m_ctx->q_lock = &dev->lock;
+
+	ret = ida_alloc_min(&dev->stream_ida, 1, GFP_KERNEL);
+	if (ret < 0)
+		goto release_m2m;
+	ctx->stream_id = ret;
+	ret = dec_stream_create(ctx);
+	if (ret)
+		goto free_id;
+	/* The device's initial picture layout, if it already knows one. */
+	refresh_output_params(ctx);
+
+	spin_lock(&dev->ctx_slock);
+	list_add_tail(&ctx->list, &dev->ctxs);
+	spin_unlock(&dev->ctx_slock);
+	v4l2_fh_add(&ctx->fh);
+	mutex_unlock(&dev->lock);
+	return 0;
+
+free_id:
+	ida_free(&dev->stream_ida, ctx->stream_id);
+release_m2m:
+	v4l2_m2m_ctx_release(ctx->fh.m2m_ctx);
+free_hdl:
+	v4l2_ctrl_handler_free(&ctx->hdl);
+	v4l2_fh_exit(&ctx->fh);
+	kfree(ctx);
+unlock:
+	mutex_unlock(&dev->lock);
+	return ret;
+}
+
+static int dec_release(struct file *file)
+{
+	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_dev *dev = ctx->dev;
+
+	spin_lock(&dev->ctx_slock);
+	list_del_init(&ctx->list);
+	spin_unlock(&dev->ctx_slock);
+	cancel_work_sync(&ctx->res_change_work);
+
+	mutex_lock(&dev->lock);
+	v4l2_m2m_ctx_release(ctx->fh.m2m_ctx);
+	dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
+	ida_free(&dev->stream_ida, ctx->stream_id);
+	mutex_unlock(&dev->lock);
+
+	v4l2_fh_del(&ctx->fh);
+	v4l2_fh_exit(&ctx->fh);
+	v4l2_ctrl_handler_free(&ctx->hdl);
+	kfree(ctx);
+	return 0;
+}
+
+static const struct v4l2_file_operations dec_fops = {
+	.owner = THIS_MODULE,
+	.open = dec_open,
+	.release = dec_release,
+	.poll = v4l2_m2m_fop_poll,
+	.unlocked_ioctl = video_ioctl2,
+	.mmap = v4l2_m2m_fop_mmap,
+};
+
+/*
+ * Buffers never enter the m2m ready lists, so no job is ever scheduled;
+ * the framework still requires the callback.
+ */
+static void dec_device_run(void *priv)
+{
+	struct vvm_dec_ctx *ctx = priv;
+
+	v4l2_m2m_job_finish(ctx->dev->m2m_dev, ctx->fh.m2m_ctx);
+}
+
+static const struct v4l2_m2m_ops dec_m2m_ops = {
+	.device_run = dec_device_run,
+};
+
+/* Core callbacks */
+
+static void dec_dead(struct vvm_core *core, int err)
+{
+	struct vvm_dec_dev *dev = core_to_dev(core);
+	struct vvm_dec_ctx *ctx;
+
+	spin_lock(&dev->ctx_slock);
+	list_for_each_entry(ctx, &dev->ctxs, list)
+		fail_ctx_queues(ctx);
+	spin_unlock(&dev->ctx_slock);
+}
+
+static void ping_done(struct vvm_request *req, int status)
+{
+	struct vvm_dec_dev *dev = req->priv;
+
+	dev_dbg(&dev->core.vdev->dev, "revival probe answered: %d\n", status);
+}
+
+static int dec_revive(struct vvm_core *core)
+{
+	struct vvm_dec_dev *dev = core_to_dev(core);
+	struct scatterlist cmd_sg, resp_sg, *sgs[2];
+	int ret;
+
+	ret = post_events(dev);
+	if (ret)
+		return ret;
+	fill_hdr(&dev->ping_cmd.hdr, VIRTIO_VIDEO_CMD_QUERY_CAPABILITY, 0);
+	dev->ping_cmd.queue_type = cpu_to_le32(VIRTIO_VIDEO_QUEUE_TYPE_INPUT);
+	sg_init_one(&cmd_sg, &dev->ping_cmd, sizeof(dev->ping_cmd));
+	sg_init_one(&resp_sg, dev->ping_resp, dev->max_caps_len);
+	sgs[0] = &cmd_sg;
+	sgs[1] = &resp_sg;
+	vvm_request_init(&dev->ping, ping_done, dev);
+	return vvm_core_submit(core, &dev->ping, VIRTIO_VIDEO_QUEUE_COMMAND,
+			       sgs, 1, 1);
+}
+
+static const struct vvm_core_ops dec_core_ops = {
+	.dead = dec_dead,
+	.revive = dec_revive,
+};
+
+/* Probe */
+
+/* Parse one QUERY_CAPABILITY answer; every length is checked. */
+static int parse_caps(const u8 *buf, size_t len, struct vvm_dec_format *out,
+		      unsigned int *count)
+{
+	const struct virtio_video_query_capability_resp *resp = (void *)buf;
+	size_t off = sizeof(*resp);
+	u32 num_descs, d, f;
+
+	*count = 0;
+	if (len < off)
+		return -EIO;
+	num_descs = le32_to_cpu(resp->num_descs);
+	for (d = 0; d < num_descs; d++) {
+		const struct virtio_video_format_desc *desc;
+		struct vvm_dec_format fmt = {};
+		u32 num_frames;
+
+		if (len - off < sizeof(*desc))
+			return -EIO;
+		desc = (const void *)(buf + off);
+		off += sizeof(*desc);
+		num_frames = le32_to_cpu(desc->num_frames);
+		fmt.virtio = le32_to_cpu(desc->format);
+		fmt.fourcc = virtio_format_to_fourcc(fmt.virtio);
+		fmt.min_width = U32_MAX;
+		fmt.min_height = U32_MAX;
+		for (f = 0; f < num_frames; f++) {
+			const struct virtio_video_format_frame *frame;
+			u32 rates;
+
+			if (len - off < sizeof(*frame))
+				return -EIO;
+			frame = (const void *)(buf + off);
+			off += sizeof(*frame);
+			rates = le32_to_cpu(frame->num_rates);
+			if ((len - off) / sizeof(struct virtio_video_format_range) < rates)
+				return -EIO;
+			off += rates * sizeof(struct virtio_video_format_range);
+			fmt.min_width = min(fmt.min_width, le32_to_cpu(frame->width.min));
+			fmt.max_width = max(fmt.max_width, le32_to_cpu(frame->width.max));
+			fmt.step_width = max(le32_to_cpu(frame->width.step), 1U);
+			fmt.min_height = min(fmt.min_height, le32_to_cpu(frame->height.min));
+			fmt.max_height = max(fmt.max_height, le32_to_cpu(frame->height.max));
+			fmt.step_height = max(le32_to_cpu(frame->height.step), 1U);
+		}
+		if (!num_frames) {
+			fmt.min_width = 16;
+			fmt.max_width = 4096;
+			fmt.min_height = 16;
+			fmt.max_height = 4096;
+			fmt.step_width = 1;
+			fmt.step_height = 1;
+		}
+		fmt.max_width = min_t(u32, fmt.max_width, VVM_DEC_MAX_DIM);
+		fmt.max_height = min_t(u32, fmt.max_height, VVM_DEC_MAX_DIM);
+		if (!fmt.fourcc || !fmt.min_width || !fmt.min_height ||
+		    fmt.min_width > fmt.max_width ||
+		    fmt.min_height > fmt.max_height ||
+		    find_format(out, *count, fmt.fourcc) ||
+		    *count == VVM_DEC_MAX_FORMATS)
+			continue;
+		out[(*count)++] = fmt;
+	}
+	return *count ? 0 : -ENODEV;
+}
+
+static int query_caps(struct vvm_dec_dev *dev, bool output_queue)
+{
+	struct virtio_video_query_capability cmd = {};
+	u32 used = 0;
+	void *resp;
+	int ret;
+
+	resp = kzalloc(dev->max_caps_len, GFP_KERNEL);
+	if (!resp)
+		return -ENOMEM;
+	fill_hdr(&cmd.hdr, VIRTIO_VIDEO_CMD_QUERY_CAPABILITY, 0);
+	cmd.queue_type = cpu_to_le32(virtio_queue(output_queue));
+	ret = vvm_core_call(&dev->core, VIRTIO_VIDEO_QUEUE_COMMAND, &cmd,
+			    sizeof(cmd), NULL, 0, resp, dev->max_caps_len, &used);
+	if (!ret && used < sizeof(struct virtio_video_cmd_hdr))
+		ret = -EIO;
+	if (!ret)
+		ret = resp_to_errno(resp, VIRTIO_VIDEO_RESP_OK_QUERY_CAPABILITY);
+	if (!ret && output_queue)
+		ret = parse_caps(resp, used, dev->coded, &dev->num_coded);
+	else if (!ret)
+		ret = parse_caps(resp, used, dev->raw, &dev->num_raw);
+	kfree(resp);
+	return ret;
+}
+
+static void dec_v4l2_release(struct v4l2_device *v4l2_dev)
+{
+	struct vvm_dec_dev *dev = container_of(v4l2_dev, struct vvm_dec_dev,
+					       v4l2_dev);
+
+	vvm_core_release(&dev->core);
+	v4l2_m2m_release(dev->m2m_dev);
+	media_device_cleanup(&dev->mdev);
+	ida_destroy(&dev->stream_ida);
+	kfree(dev->ping_resp);
+	kfree(dev->events);
+	kfree(dev);
+}
+
+static int dec_register(struct vvm_dec_dev *dev, struct virtio_device *vdev)
+{
+	struct video_device *vfd = &dev->vfd;
+	char name[33] = {};
+	int ret;
+
+	virtio_cread_bytes(vdev, offsetof(struct virtio_video_config,
+					  device_name), name, sizeof(name) - 1);
+	snprintf(vfd->name, sizeof(vfd->name), "virtio-video decoder%s%s",
+		 name[0] ? " " : "", name);
+	vfd->fops = &dec_fops;
+	vfd->ioctl_ops = &dec_ioctl_ops;
+	vfd->release = video_device_release_empty;
+	vfd->lock = &dev->lock;
+	vfd->v4l2_dev = &dev->v4l2_dev;
+	vfd->vfl_dir = VFL_DIR_M2M;
+	vfd->device_caps = V4L2_CAP_VIDEO_M2M_MPLANE | V4L2_CAP_STREAMING;
+	video_set_drvdata(vfd, dev);
+
+	ret = video_register_device(vfd, VFL_TYPE_VIDEO, -1);
+	if (ret)
+		return ret;
+	ret = v4l2_m2m_register_media_controller(dev->m2m_dev, vfd,
+						 MEDIA_ENT_F_PROC_VIDEO_DECODER);
+	if (ret)
+		goto unreg_video;
+	ret = media_device_register(&dev->mdev);
+	if (ret)
+		goto unreg_mc;
+	dev_info(&vdev->dev, "%s registered as %s\n", vfd->name,
+		 video_device_node_name(vfd));
+	return 0;
+
+unreg_mc:
+	v4l2_m2m_unregister_media_controller(dev->m2m_dev);
+unreg_video:
+	video_unregister_device(vfd);
+	return ret;
+}
+
+int vvm_decoder_probe(struct virtio_device *vdev)
+{
+	static const char * const names[] = { "command", "event" };
+	struct vvm_dec_dev *dev;
+	int ret;
+
+	if (!virtio_has_feature(vdev, VIRTIO_VIDEO_F_RESOURCE_GUEST_PAGES))
+		return -ENODEV;
+
+	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+	if (!dev)
+		return -ENOMEM;
+	mutex_init(&dev->lock);
+	spin_lock_init(&dev->ctx_slock);
+	INIT_LIST_HEAD(&dev->ctxs);
+	ida_init(&dev->stream_ida);
+
+	dev->max_caps_len =
+		virtio_cread32(vdev, offsetof(struct virtio_video_config,
+					      max_caps_length));
+	if (dev->max_caps_len < VVM_DEC_CAPS_MIN ||
+	    dev->max_caps_len > VVM_DEC_CAPS_MAX) {
+		dev_err(&vdev->dev, "bad max_caps_length %u\n",
+			dev->max_caps_len);
+		ret = -EINVAL;
+		goto free_dev;
+	}
+	dev->events = kcalloc(VVM_DEC_NUM_EVENTS, sizeof(*dev->events),
+			      GFP_KERNEL);
+	dev->ping_resp = kzalloc(dev->max_caps_len, GFP_KERNEL);
+	if (!dev->events || !dev->ping_resp) {
+		ret = -ENOMEM;
+		goto free_dev;
+	}
+
+	ret = vvm_core_init(&dev->core, vdev, &dec_core_ops, 2, names);
+	if (ret)
+		goto free_dev;
+	vvm_core_ready(&dev->core);
+	ret = post_events(dev);
+	if (!ret)
+		ret = query_caps(dev, true);
+	if (!ret)
+		ret = query_caps(dev, false);
+	if (ret) {
+		dev_err(&vdev->dev, "capability query failed: %d\n", ret);
+		goto release_core;
+	}
+
+	dev->m2m_dev = v4l2_m2m_init(&dec_m2m_ops);
+	if (IS_ERR(dev->m2m_dev)) {
+		ret = PTR_ERR(dev->m2m_dev);
+		goto release_core;
+	}
+	dev->mdev.dev = &vdev->dev;
+	strscpy(dev->mdev.model, "virtio-video-decoder", sizeof(dev->mdev.model));
+	snprintf(dev->mdev.bus_info, sizeof(dev->mdev.bus_info), "platform:%s",
+		 dev_name(&vdev->dev));
+	media_device_init(&dev->mdev);
+	dev->v4l2_dev.mdev = &dev->mdev;
+
+	ret = v4l2_device_register(&vdev->dev, &dev->v4l2_dev);
+	if (ret)
+		goto release_mdev;
+	dev->v4l2_dev.release = dec_v4l2_release;
+	ret = dec_register(dev, vdev);
+	if (ret) {
+		v4l2_device_unregister(&dev->v4l2_dev);
+		v4l2_device_put(&dev->v4l2_dev);
+		return ret;
+	}
+	return 0;
+
+release_mdev:
+	media_device_cleanup(&dev->mdev);
+	v4l2_m2m_release(dev->m2m_dev);
+release_core:
+	vvm_core_release(&dev->core);
+free_dev:
+	kfree(dev->ping_resp);
+	kfree(dev->events);
+	kfree(dev);
+	return ret;
+}
+
+void vvm_decoder_remove(struct virtio_device *vdev)
+{
+	struct vvm_core *core = vdev->priv;
+	struct vvm_dec_dev *dev = core_to_dev(core);
+
+	media_device_unregister(&dev->mdev);
+	v4l2_m2m_unregister_media_controller(dev->m2m_dev);
+	video_unregister_device(&dev->vfd);
+	vvm_core_remove(core);
+	v4l2_device_unregister(&dev->v4l2_dev);
+	v4l2_device_put(&dev->v4l2_dev);
+}

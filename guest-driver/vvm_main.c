@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * virtio_video_m2m: V4L2 mem2mem nodes for virtio video devices.
+ */
+#include <linux/module.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+
+#include "vvm_decoder.h"
+#include "vvm_dewarper.h"
+#include "vvm_virtio_video.h"
+
+static const struct virtio_device_id vvm_id_table[] = {
+	{ VIRTIO_ID_VIDEO_DECODER, VIRTIO_DEV_ANY_ID },
+	{ VIRTIO_ID_DEWARPER, VIRTIO_DEV_ANY_ID },
+	{ 0 },
+};
+MODULE_DEVICE_TABLE(virtio, vvm_id_table);
+
+static int vvm_probe(struct virtio_device *vdev)
+{
+	switch (vdev->id.device) {
+	case VIRTIO_ID_VIDEO_DECODER:
+		return vvm_decoder_probe(vdev);
+	case VIRTIO_ID_DEWARPER:
+		return vvm_dewarper_probe(vdev);
+	default:
+		return -ENODEV;
+	}
+}
+
+static void vvm_remove(struct virtio_device *vdev)
+{
+	switch (vdev->id.device) {
+	case VIRTIO_ID_VIDEO_DECODER:
+		vvm_decoder_remove(vdev);
+		break;
+	case VIRTIO_ID_DEWARPER:
+		vvm_dewarper_remove(vdev);
+		break;
+	default:
+		break;
+	}
+}
+
+static unsigned int vvm_features[] = {
+	VIRTIO_VIDEO_F_RESOURCE_GUEST_PAGES,
+	VIRTIO_VIDEO_F_RESOURCE_NON_CONTIG,
+};
+
+static struct virtio_driver vvm_driver = {
+	.driver.name = KBUILD_MODNAME,
+	.id_table = vvm_id_table,
+	.feature_table = vvm_features,
+	.feature_table_size = ARRAY_SIZE(vvm_features),
+	.probe = vvm_probe,
+	.remove = vvm_remove,
+};
+module_virtio_driver(vvm_driver);
+
+MODULE_DESCRIPTION("V4L2 mem2mem nodes for virtio video devices");
+MODULE_LICENSE("GPL");
