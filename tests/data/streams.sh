@@ -1,0 +1,78 @@
+#!/bin/sh
+# Decoder test streams and their per-frame references, made with the host's
+# ffmpeg from its lavfi test source.
+#
+# Usage: tests/data/streams.sh OUT_DIR
+#
+# For each NAME.EXT stream, NAME.md5 lists one MD5 per decoded frame (the
+# last field of `ffmpeg -f framemd5`, frames as NV12 at the visible size),
+# which is what a guest decode must reproduce bit-exactly.
+#   h264.h264      H.264 High, B-frames, 1918x1078 (not a multiple of 16)
+#   hevc.hevc      HEVC Main (8-bit), 1918x1078
+#   vp8.ivf        VP8, 1918x1078
+#   vp9.ivf        VP9 profile 0, 1918x1078
+#   av1.ivf        AV1, 640x360, if this ffmpeg has an AV1 encoder
+#   reschange.h264 H.264, 640x360 then 1280x720 mid-stream
+#   small.h264     H.264, 320x240, for compliance runs
+#   truncated.h264 h264.h264 cut in the middle of a frame
+#   corrupt.h264   h264.h264 with garbage written over slice data
+set -eu
+
+out=${1:?usage: $0 OUT_DIR}
+mkdir -p "$out"
+cd "$out"
+
+ff() {
+	ffmpeg -hide_banner -loglevel error -nostdin -y "$@"
+}
+
+src() { # size frames
+	echo "testsrc2=size=$1:rate=25:duration=$(($2 / 25)).$(($2 % 25 * 4))"
+}
+
+ref() { # stream
+	ff -i "$1" -vf format=nv12 -f framemd5 - | grep -v '^#' |
+		awk -F', *' '{ print $NF }' > "${1%.*}.md5"
+	[ -s "${1%.*}.md5" ]
+}
+
+ff -f lavfi -i "$(src 1918x1078 30)" -pix_fmt yuv420p -c:v libx264 \
+	-profile:v high -bf 2 -g 12 -x264-params keyint=12:scenecut=0 \
+	-f h264 h264.h264
+ff -f lavfi -i "$(src 1918x1078 20)" -pix_fmt yuv420p -c:v libx265 \
+	-x265-params log-level=error:bframes=2:keyint=10 -f hevc hevc.hevc
+ff -f lavfi -i "$(src 1918x1078 20)" -pix_fmt yuv420p -c:v libvpx \
+	-b:v 2M -g 10 -f ivf vp8.ivf
+ff -f lavfi -i "$(src 1918x1078 20)" -pix_fmt yuv420p -c:v libvpx-vp9 \
+	-b:v 2M -g 10 -f ivf vp9.ivf
+ff -f lavfi -i "$(src 320x240 20)" -pix_fmt yuv420p -c:v libx264 \
+	-profile:v main -bf 2 -g 10 -f h264 small.h264
+
+for stream in h264.h264 hevc.hevc vp8.ivf vp9.ivf small.h264; do
+	ref "$stream"
+done
+
+if ffmpeg -hide_banner -encoders 2>/dev/null | grep -q ' libaom-av1 '; then
+	ff -f lavfi -i "$(src 640x360 10)" -pix_fmt yuv420p -c:v libaom-av1 \
+		-cpu-used 8 -b:v 500k -g 5 -f ivf av1.ivf
+	ref av1.ivf
+fi
+
+# Two coded sizes in one elementary stream; each part starts with an IDR
+# and its own SPS/PPS.
+ff -f lavfi -i "$(src 640x360 10)" -pix_fmt yuv420p -c:v libx264 \
+	-profile:v main -bf 2 -g 10 -f h264 part1.h264
+ff -f lavfi -i "$(src 1280x720 10)" -pix_fmt yuv420p -c:v libx264 \
+	-profile:v main -bf 2 -g 10 -f h264 part2.h264
+cat part1.h264 part2.h264 > reschange.h264
+ref part1.h264
+ref part2.h264
+cat part1.md5 part2.md5 > reschange.md5
+rm -f part1.h264 part2.h264 part1.md5 part2.md5
+
+# Damaged input: the decoder must report errors, never hang.
+size=$(wc -c < h264.h264)
+head -c $((size / 2 + 777)) h264.h264 > truncated.h264
+cp h264.h264 corrupt.h264
+dd if=/dev/urandom of=corrupt.h264 bs=1 seek=$((size / 3)) count=4096 \
+	conv=notrunc 2>/dev/null
