@@ -4,6 +4,7 @@
 //! Layout follows the data path: [`transport`] (vhost-user), [`protocol`]
 //! (wire structs), [`device`] (stream and job state), [`engine`] (the work).
 
+pub mod device;
 pub mod engine;
 pub mod protocol;
 pub mod transport;

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Parser, ValueEnum};
 use thiserror::Error as ThisError;
 
-use crate::transport::{Listen, ServerError};
+use std::sync::Arc;
+
+use crate::device::decoder::DecoderDevice;
+use crate::engine::decode::{DecoderFactory, EngineError, FfmpegDecoders};
+use crate::transport::{serve, Listen, ServerError};
 
 /// The device this daemon serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -60,15 +64,23 @@ pub enum RunError {
     /// The requested device type is not part of this build.
     #[error("{0:?} device not built")]
     NotBuilt(DeviceKind),
+    /// The decoding engine could not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 /// Runs the daemon with `options` until an unrecoverable error.
 pub fn run(options: &Options) -> Result<(), RunError> {
     let listen = options.listen();
     match options.device {
-        kind @ (DeviceKind::Decoder | DeviceKind::Dewarper) => {
-            let _ = &listen;
-            Err(RunError::NotBuilt(kind))
+        DeviceKind::Decoder => {
+            let factory: Arc<dyn DecoderFactory> =
+                Arc::new(FfmpegDecoders::new(options.decode_threads)?);
+            serve(&listen, "vhost-device-video-decoder", || {
+                Ok(Arc::new(DecoderDevice::new(factory.clone())))
+            })?;
+            Ok(())
         }
+        kind @ DeviceKind::Dewarper => Err(RunError::NotBuilt(kind)),
     }
 }

@@ -1,0 +1,1295 @@
+//! The virtio-video v3 stateful decoder (virtio ID 31).
+//!
+//! Commands are parsed and answered on the vring thread. Each stream has a
+//! worker thread that owns its decoder engine: it takes bitstream buffers in
+//! queue order, decodes outside any lock, and pairs decoded pictures with the
+//! guest's OUTPUT-queue (CAPTURE) resources. RESOURCE_QUEUE and STREAM_DRAIN
+//! complete asynchronously; everything else synchronously. Pending requests
+//! that a QUEUE_CLEAR, RESOURCE_DESTROY_ALL or STREAM_DESTROY discards come
+//! back with `BUFFER_FLAG_ERR` before that command's own reply.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+
+use log::{debug, error, warn};
+use thiserror::Error as ThisError;
+use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
+
+use crate::engine::decode::{
+    write_picture, CodedFormat, DecodeEvent, Decoder as Engine, DecoderFactory, Picture,
+    PictureLayout, PixelFormat,
+};
+use crate::protocol::virtio_video::{
+    self as vv, buffer_flag, control, event, format, hdr_reply, parse_request, push, resp, Command,
+    Config, FormatDesc, FormatFrame, FormatRange, ParamsExt, PlaneEntries, QueryCapabilityResp,
+    QueryControlResp, QueueType,
+};
+use crate::transport::{chain_reader, Chain, DeviceQueue, VirtioDevice};
+
+/// Queue numbers.
+const COMMAND_QUEUE: usize = 0;
+const EVENT_QUEUE: usize = 1;
+/// Size the harness gives both queues.
+const QUEUE_SIZE: usize = 1024;
+/// Config space answers: the caps and control replies fit in these.
+const MAX_CAPS_LENGTH: u32 = 4096;
+const MAX_RESP_LENGTH: u32 = 4096;
+/// The name in the config space.
+const DEVICE_NAME: &[u8] = b"vhost-device-video";
+
+/// Limits on what a guest may make the device hold.
+const MAX_STREAMS: usize = 32;
+const MAX_RESOURCES_PER_QUEUE: usize = 64;
+const MAX_ENTRIES_PER_RESOURCE: u64 = 65_536;
+const MAX_RESOURCE_BYTES: u64 = 256 << 20;
+const MAX_INPUT_BYTES: u32 = 32 << 20;
+const DEFAULT_INPUT_BYTES: u32 = 2 << 20;
+const MAX_READY_PICTURES: usize = 16;
+const MAX_PENDING_EVENTS: usize = 64;
+const MIN_DIMENSION: u32 = 16;
+const MAX_DIMENSION: u32 = 8192;
+/// Buffers the guest must give each queue; one OUTPUT buffer extra so that
+/// a drain always has one to carry EOS.
+const INPUT_MIN_BUFFERS: u32 = 1;
+const OUTPUT_MIN_BUFFERS: u32 = 2;
+const MAX_BUFFERS: u32 = 32;
+/// Size assumed for the OUTPUT queue until the stream says otherwise.
+const DEFAULT_SIZE: (u32, u32) = (640, 480);
+
+/// Errors of the decoder device.
+#[derive(Debug, ThisError)]
+pub enum DecoderError {
+    /// The decoding engine failed to start.
+    #[error("decoding engine: {0}")]
+    Engine(#[from] crate::engine::decode::EngineError),
+}
+
+/// Device-level failure of one command: answered with an error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refusal(u32);
+
+const INVALID_OPERATION: Refusal = Refusal(resp::ERR_INVALID_OPERATION);
+const OUT_OF_MEMORY: Refusal = Refusal(resp::ERR_OUT_OF_MEMORY);
+const INVALID_STREAM: Refusal = Refusal(resp::ERR_INVALID_STREAM_ID);
+const INVALID_RESOURCE: Refusal = Refusal(resp::ERR_INVALID_RESOURCE_ID);
+const INVALID_PARAMETER: Refusal = Refusal(resp::ERR_INVALID_PARAMETER);
+const UNSUPPORTED_CONTROL: Refusal = Refusal(resp::ERR_UNSUPPORTED_CONTROL);
+
+fn coded_from_wire(code: u32) -> Option<CodedFormat> {
+    Some(match code {
+        format::H264 => CodedFormat::H264,
+        format::HEVC => CodedFormat::Hevc,
+        format::VP8 => CodedFormat::Vp8,
+        format::VP9 => CodedFormat::Vp9,
+        format::AV1 => CodedFormat::Av1,
+        _ => return None,
+    })
+}
+
+fn coded_to_wire(format: CodedFormat) -> u32 {
+    match format {
+        CodedFormat::H264 => format::H264,
+        CodedFormat::Hevc => format::HEVC,
+        CodedFormat::Vp8 => format::VP8,
+        CodedFormat::Vp9 => format::VP9,
+        CodedFormat::Av1 => format::AV1,
+    }
+}
+
+fn raw_from_wire(code: u32) -> Option<PixelFormat> {
+    match code {
+        format::NV12 => Some(PixelFormat::Nv12),
+        format::YUV420 => Some(PixelFormat::Yuv420),
+        _ => None,
+    }
+}
+
+fn raw_to_wire(format: PixelFormat) -> u32 {
+    match format {
+        PixelFormat::Nv12 => format::NV12,
+        PixelFormat::Yuv420 => format::YUV420,
+    }
+}
+
+const RAW_FORMATS: [PixelFormat; 2] = [PixelFormat::Nv12, PixelFormat::Yuv420];
+
+/// Profiles the engine decodes to 8-bit 4:2:0 (v3 defines none for AV1).
+fn profiles(format: CodedFormat) -> &'static [u32] {
+    match format {
+        CodedFormat::H264 => &[0x100, 0x101, 0x103],
+        CodedFormat::Hevc => &[0x200, 0x202],
+        CodedFormat::Vp8 => &[0x300, 0x301, 0x302, 0x303],
+        CodedFormat::Vp9 => &[0x400],
+        CodedFormat::Av1 => &[],
+    }
+}
+
+/// Levels (v3 defines them for H.264 only: 1.0 to 5.1).
+fn levels(format: CodedFormat) -> &'static [u32] {
+    match format {
+        CodedFormat::H264 => &[
+            0x100, 0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108, 0x109, 0x10A, 0x10B,
+            0x10C, 0x10D, 0x10E,
+        ],
+        _ => &[],
+    }
+}
+
+fn control_values(control_type: u32, format: CodedFormat) -> &'static [u32] {
+    match control_type {
+        control::PROFILE => profiles(format),
+        _ => levels(format),
+    }
+}
+
+/// A guest buffer: a scatter list of guest-physical ranges.
+struct Resource {
+    /// (guest address, length, offset of the range in the buffer).
+    ranges: Vec<(u64, u32, u64)>,
+    size: u64,
+    queued: bool,
+}
+
+impl Resource {
+    /// Calls `f(address, start, end)` for each piece of `[offset, offset +
+    /// len)` that falls in one range; `start..end` indexes the caller's
+    /// bytes. Returns false if the buffer is too short.
+    fn for_each_piece(
+        &self,
+        offset: u64,
+        len: usize,
+        f: &mut dyn FnMut(GuestAddress, usize, usize) -> bool,
+    ) -> bool {
+        let end = offset.saturating_add(len as u64);
+        if end > self.size {
+            return false;
+        }
+        let first = self
+            .ranges
+            .partition_point(|&(_, l, start)| start + u64::from(l) <= offset);
+        let mut done = 0usize;
+        for &(addr, l, start) in self.ranges.get(first..).unwrap_or_default() {
+            if done == len {
+                break;
+            }
+            let within = offset + done as u64 - start;
+            let take = (u64::from(l) - within).min((len - done) as u64) as usize;
+            if !f(GuestAddress(addr + within), done, done + take) {
+                return false;
+            }
+            done += take;
+        }
+        done == len
+    }
+}
+
+/// A request whose reply waits.
+struct Pending {
+    chain: Chain,
+    queue: DeviceQueue,
+    stream_id: u32,
+}
+
+impl Pending {
+    fn reply(self, bytes: &[u8]) {
+        if let Err(e) = self.queue.reply(self.chain, bytes) {
+            error!("stream {}: {e}", self.stream_id);
+        }
+    }
+
+    fn buffer_done(self, timestamp: u64, flags: u32, size: u32) {
+        let bytes = vv::resource_queue_reply(self.stream_id, timestamp, flags, size);
+        self.reply(&bytes);
+    }
+
+    fn refuse(self, code: u32) {
+        let bytes = hdr_reply(code, self.stream_id);
+        self.reply(&bytes);
+    }
+}
+
+enum InputItem {
+    Buffer {
+        resource_id: u32,
+        timestamp: u64,
+        size: u32,
+        pending: Pending,
+    },
+    Drain,
+}
+
+struct QueuedOutput {
+    resource_id: u32,
+    generation: u64,
+    pending: Pending,
+}
+
+enum Ready {
+    Picture(Box<dyn Picture>),
+    Lost { timestamp: u64 },
+}
+
+struct StreamState {
+    closed: bool,
+    failed: bool,
+    coded: CodedFormat,
+    input_size: (u32, u32),
+    input_buffer_bytes: u32,
+    profile: Option<u32>,
+    level: Option<u32>,
+    output: PictureLayout,
+    /// Whether the decoder has reported a picture size yet.
+    output_known: bool,
+    resources: HashMap<(QueueType, u32), Resource>,
+    inputs: VecDeque<InputItem>,
+    outputs: VecDeque<QueuedOutput>,
+    ready: VecDeque<Ready>,
+    drain: Option<Pending>,
+    eos_pending: bool,
+    /// Bumped when queued input is discarded or the coded format changes:
+    /// the worker resets its decoder and drops what it was decoding.
+    input_generation: u64,
+    /// Bumped on a resolution change: only OUTPUT resources queued after it
+    /// take the new pictures.
+    output_generation: u64,
+    /// OUTPUT resources were queued: the worker should pair pictures.
+    pump: bool,
+}
+
+struct Stream {
+    id: u32,
+    state: Mutex<StreamState>,
+    wake: Condvar,
+    events: Arc<EventQueue>,
+}
+
+impl Stream {
+    fn lock(&self) -> MutexGuard<'_, StreamState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Event buffers the guest posted, and events waiting for one.
+#[derive(Default)]
+struct EventQueue {
+    inner: Mutex<EventInner>,
+}
+
+#[derive(Default)]
+struct EventInner {
+    buffers: VecDeque<(Chain, DeviceQueue)>,
+    waiting: VecDeque<vv::Event>,
+}
+
+impl EventQueue {
+    fn lock(&self) -> MutexGuard<'_, EventInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn post(&self, event_type: u32, stream_id: u32) {
+        let event = vv::Event {
+            event_type: event_type.into(),
+            stream_id: stream_id.into(),
+        };
+        let mut inner = self.lock();
+        if inner.waiting.len() >= MAX_PENDING_EVENTS {
+            warn!("event queue starved: dropping an event");
+            inner.waiting.pop_front();
+        }
+        inner.waiting.push_back(event);
+        Self::deliver(&mut inner);
+    }
+
+    fn add_buffers(&self, buffers: Vec<Chain>, queue: &DeviceQueue) {
+        let mut inner = self.lock();
+        inner
+            .buffers
+            .extend(buffers.into_iter().map(|c| (c, queue.clone())));
+        Self::deliver(&mut inner);
+    }
+
+    fn deliver(inner: &mut EventInner) {
+        while !inner.waiting.is_empty() && !inner.buffers.is_empty() {
+            let (Some(event), Some((chain, queue))) =
+                (inner.waiting.pop_front(), inner.buffers.pop_front())
+            else {
+                return;
+            };
+            if let Err(e) = queue.reply(chain, vm_memory::ByteValued::as_slice(&event)) {
+                error!("event: {e}");
+            }
+        }
+    }
+
+    fn clear(&self) {
+        let mut inner = self.lock();
+        inner.buffers.clear();
+        inner.waiting.clear();
+    }
+}
+
+/// The decoder device.
+pub struct DecoderDevice {
+    factory: Arc<dyn DecoderFactory>,
+    formats: Vec<CodedFormat>,
+    streams: Mutex<HashMap<u32, Arc<Stream>>>,
+    events: Arc<EventQueue>,
+}
+
+impl DecoderDevice {
+    /// A decoder offering the coded formats `factory` supports.
+    pub fn new(factory: Arc<dyn DecoderFactory>) -> Self {
+        let formats = CodedFormat::ALL
+            .into_iter()
+            .filter(|f| factory.supports(*f))
+            .collect();
+        Self {
+            factory,
+            formats,
+            streams: Mutex::new(HashMap::new()),
+            events: Arc::new(EventQueue::default()),
+        }
+    }
+
+    fn streams(&self) -> MutexGuard<'_, HashMap<u32, Arc<Stream>>> {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stream(&self, id: u32) -> Result<Arc<Stream>, Refusal> {
+        self.streams().get(&id).cloned().ok_or(INVALID_STREAM)
+    }
+
+    fn handle_command(&self, chain: Chain, queue: &DeviceQueue) {
+        let parsed = match chain_reader(&chain) {
+            Ok(mut reader) => parse_request(&mut reader, MAX_ENTRIES_PER_RESOURCE),
+            Err(e) => {
+                debug!("unreadable request: {e}");
+                Err(vv::RequestError {
+                    stream_id: 0,
+                    error: vv::ProtocolError::Chain(e.to_string()),
+                })
+            }
+        };
+        let request = match parsed {
+            Ok(request) => request,
+            Err(e) => {
+                debug!("malformed request: {e}");
+                let _ = queue
+                    .reply(chain, &hdr_reply(e.error.response_code(), e.stream_id))
+                    .map_err(|e| error!("{e}"));
+                return;
+            }
+        };
+        let stream_id = request.stream_id;
+        let pending = Pending {
+            chain,
+            queue: queue.clone(),
+            stream_id,
+        };
+        if let Err(Refusal(code)) = self.dispatch(stream_id, request.command, pending) {
+            // The chain was handed back through `dispatch`'s error path.
+            debug!("stream {stream_id}: refused with {code:#x}");
+        }
+    }
+
+    /// Runs one command. Replies through `pending`, now or later.
+    fn dispatch(&self, stream_id: u32, command: Command, pending: Pending) -> Result<(), Refusal> {
+        let result = match command {
+            Command::QueryCapability(queue) => Ok(Some(self.capabilities(queue))),
+            Command::StreamCreate {
+                in_mem_type,
+                out_mem_type,
+                coded_format,
+            } => self
+                .create_stream(stream_id, in_mem_type, out_mem_type, coded_format)
+                .map(|()| Some(hdr_reply(resp::OK_NODATA, stream_id))),
+            Command::StreamDestroy => self
+                .destroy_stream(stream_id)
+                .map(|()| Some(hdr_reply(resp::OK_NODATA, stream_id))),
+            Command::QueryControl {
+                control,
+                format: coded,
+            } => self.query_control(stream_id, control, coded).map(Some),
+            other => {
+                return match self.stream(stream_id) {
+                    Ok(stream) => stream_command(&stream, other, pending),
+                    Err(refusal) => {
+                        pending.refuse(refusal.0);
+                        Err(refusal)
+                    }
+                };
+            }
+        };
+        match result {
+            Ok(Some(bytes)) => {
+                pending.reply(&bytes);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(refusal) => {
+                pending.refuse(refusal.0);
+                Err(refusal)
+            }
+        }
+    }
+
+    fn capabilities(&self, queue: QueueType) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (count, other_mask) = match queue {
+            QueueType::Input => (self.formats.len(), (1u64 << RAW_FORMATS.len()) - 1),
+            QueueType::Output => (RAW_FORMATS.len(), (1u64 << self.formats.len()) - 1),
+        };
+        push(
+            &mut out,
+            &QueryCapabilityResp {
+                hdr: vv::CmdHdr {
+                    type_: resp::OK_QUERY_CAPABILITY.into(),
+                    stream_id: 0.into(),
+                },
+                num_descs: (count as u32).into(),
+                padding: [0; 4],
+            },
+        );
+        let codes: Vec<u32> = match queue {
+            QueueType::Input => self.formats.iter().map(|f| coded_to_wire(*f)).collect(),
+            QueueType::Output => RAW_FORMATS.iter().map(|f| raw_to_wire(*f)).collect(),
+        };
+        let range = |min: u32, max: u32, step: u32| FormatRange {
+            min: min.into(),
+            max: max.into(),
+            step: step.into(),
+            padding: [0; 4],
+        };
+        for code in codes {
+            push(
+                &mut out,
+                &FormatDesc {
+                    mask: other_mask.into(),
+                    format: code.into(),
+                    planes_layout: vv::PLANES_LAYOUT_SINGLE_BUFFER.into(),
+                    plane_align: 1.into(),
+                    num_frames: 1.into(),
+                },
+            );
+            push(
+                &mut out,
+                &FormatFrame {
+                    width: range(MIN_DIMENSION, MAX_DIMENSION, 1),
+                    height: range(MIN_DIMENSION, MAX_DIMENSION, 1),
+                    num_rates: 1.into(),
+                    padding: [0; 4],
+                },
+            );
+            push(&mut out, &range(1, 120, 1));
+        }
+        out
+    }
+
+    fn create_stream(
+        &self,
+        id: u32,
+        in_mem_type: u32,
+        out_mem_type: u32,
+        coded_format: u32,
+    ) -> Result<(), Refusal> {
+        if in_mem_type != vv::MEM_TYPE_GUEST_PAGES || out_mem_type != vv::MEM_TYPE_GUEST_PAGES {
+            return Err(INVALID_PARAMETER);
+        }
+        let coded = coded_from_wire(coded_format)
+            .filter(|f| self.formats.contains(f))
+            .ok_or(INVALID_PARAMETER)?;
+        let mut streams = self.streams();
+        if streams.contains_key(&id) {
+            return Err(INVALID_STREAM);
+        }
+        if streams.len() >= MAX_STREAMS {
+            return Err(OUT_OF_MEMORY);
+        }
+        let stream = Arc::new(Stream {
+            id,
+            state: Mutex::new(StreamState {
+                closed: false,
+                failed: false,
+                coded,
+                input_size: (0, 0),
+                input_buffer_bytes: DEFAULT_INPUT_BYTES,
+                profile: None,
+                level: None,
+                output: PictureLayout::packed(PixelFormat::Nv12, DEFAULT_SIZE.0, DEFAULT_SIZE.1),
+                output_known: false,
+                resources: HashMap::new(),
+                inputs: VecDeque::new(),
+                outputs: VecDeque::new(),
+                ready: VecDeque::new(),
+                drain: None,
+                eos_pending: false,
+                input_generation: 0,
+                output_generation: 0,
+                pump: false,
+            }),
+            wake: Condvar::new(),
+            events: self.events.clone(),
+        });
+        let worker = stream.clone();
+        let factory = self.factory.clone();
+        thread::Builder::new()
+            .name(format!("decode-{id}"))
+            .spawn(move || run_worker(&worker, factory.as_ref()))
+            .map_err(|e| {
+                error!("cannot start a decoding thread: {e}");
+                OUT_OF_MEMORY
+            })?;
+        streams.insert(id, stream);
+        Ok(())
+    }
+
+    fn destroy_stream(&self, id: u32) -> Result<(), Refusal> {
+        let stream = self.streams().remove(&id).ok_or(INVALID_STREAM)?;
+        close_stream(&stream);
+        Ok(())
+    }
+
+    fn query_control(&self, stream_id: u32, control: u32, coded: u32) -> Result<Vec<u8>, Refusal> {
+        let coded = coded_from_wire(coded)
+            .filter(|f| self.formats.contains(f))
+            .ok_or(INVALID_PARAMETER)?;
+        let values = control_values(control, coded);
+        if values.is_empty() {
+            return Err(UNSUPPORTED_CONTROL);
+        }
+        let mut out = Vec::new();
+        push(
+            &mut out,
+            &QueryControlResp {
+                hdr: vv::CmdHdr {
+                    type_: resp::OK_QUERY_CONTROL.into(),
+                    stream_id: stream_id.into(),
+                },
+                num: (values.len() as u32).into(),
+                padding: [0; 4],
+            },
+        );
+        for value in values {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        Ok(out)
+    }
+
+    fn close_all(&self) {
+        let streams: Vec<_> = self.streams().drain().map(|(_, s)| s).collect();
+        for stream in streams {
+            let mut st = stream.lock();
+            // Chains of a reset queue are dropped, never completed.
+            st.inputs.clear();
+            st.outputs.clear();
+            st.drain = None;
+            st.closed = true;
+            stream.wake.notify_all();
+        }
+        self.events.clear();
+    }
+}
+
+impl Drop for DecoderDevice {
+    fn drop(&mut self) {
+        self.close_all();
+    }
+}
+
+impl VirtioDevice for DecoderDevice {
+    fn num_queues(&self) -> usize {
+        2
+    }
+
+    fn max_queue_size(&self) -> usize {
+        QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        (1 << vv::F_RESOURCE_GUEST_PAGES) | (1 << vv::F_RESOURCE_NON_CONTIG)
+    }
+
+    fn config(&self) -> Vec<u8> {
+        let mut config = Config {
+            version: 0.into(),
+            max_caps_length: MAX_CAPS_LENGTH.into(),
+            max_resp_length: MAX_RESP_LENGTH.into(),
+            device_name: [0; 32],
+        };
+        config.device_name[..DEVICE_NAME.len()].copy_from_slice(DEVICE_NAME);
+        vm_memory::ByteValued::as_slice(&config).to_vec()
+    }
+
+    fn handle_kick(&self, queue: &DeviceQueue) {
+        let chains = match queue.pop_all() {
+            Ok(chains) => chains,
+            Err(e) => {
+                error!("{e}");
+                return;
+            }
+        };
+        match queue.index() {
+            COMMAND_QUEUE => {
+                for chain in chains {
+                    self.handle_command(chain, queue);
+                }
+            }
+            EVENT_QUEUE => self.events.add_buffers(chains, queue),
+            other => {
+                warn!("kick on unknown queue {other}");
+                for chain in chains {
+                    let _ = queue.complete(chain.head_index(), 0);
+                }
+            }
+        }
+    }
+
+    fn reset(&self) {
+        self.close_all();
+    }
+}
+
+/// Closes a stream: every pending request comes back with an error.
+fn close_stream(stream: &Stream) {
+    let mut st = stream.lock();
+    clear_input(&mut st);
+    clear_output(&mut st);
+    st.resources.clear();
+    st.closed = true;
+    stream.wake.notify_all();
+}
+
+/// Returns queued bitstream buffers with ERR and cancels a drain.
+fn clear_input(st: &mut StreamState) {
+    for item in std::mem::take(&mut st.inputs) {
+        if let InputItem::Buffer {
+            resource_id,
+            pending,
+            ..
+        } = item
+        {
+            if let Some(r) = st.resources.get_mut(&(QueueType::Input, resource_id)) {
+                r.queued = false;
+            }
+            pending.buffer_done(0, buffer_flag::ERR, 0);
+        }
+    }
+    if let Some(drain) = st.drain.take() {
+        drain.refuse(resp::ERR_INVALID_OPERATION);
+    }
+    st.eos_pending = false;
+    st.ready.clear();
+    st.input_generation += 1;
+}
+
+/// Returns queued picture buffers with ERR.
+fn clear_output(st: &mut StreamState) {
+    for out in std::mem::take(&mut st.outputs) {
+        if let Some(r) = st.resources.get_mut(&(QueueType::Output, out.resource_id)) {
+            r.queued = false;
+        }
+        out.pending.buffer_done(0, buffer_flag::ERR, 0);
+    }
+}
+
+/// Runs a command that names an existing stream.
+fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result<(), Refusal> {
+    let id = stream.id;
+    let mut st = stream.lock();
+    let result: Result<Option<Vec<u8>>, Refusal> = match command {
+        Command::StreamDrain => {
+            if st.drain.is_some() || st.closed {
+                Err(INVALID_OPERATION)
+            } else {
+                st.drain = Some(pending);
+                st.inputs.push_back(InputItem::Drain);
+                stream.wake.notify_all();
+                return Ok(());
+            }
+        }
+        Command::ResourceCreate {
+            queue,
+            resource_id,
+            planes_layout,
+            planes,
+        } => create_resource(
+            &mut st,
+            &pending.queue,
+            queue,
+            resource_id,
+            planes_layout,
+            planes,
+        )
+        .map(|()| Some(hdr_reply(resp::OK_NODATA, id))),
+        Command::ResourceQueue {
+            queue,
+            resource_id,
+            timestamp,
+            data_sizes,
+        } => {
+            return queue_resource(
+                stream,
+                &mut st,
+                queue,
+                resource_id,
+                timestamp,
+                &data_sizes,
+                pending,
+            )
+        }
+        Command::ResourceDestroyAll(queue) => {
+            match queue {
+                QueueType::Input => clear_input(&mut st),
+                QueueType::Output => clear_output(&mut st),
+            }
+            st.resources.retain(|(q, _), _| *q != queue);
+            Ok(Some(hdr_reply(resp::OK_NODATA, id)))
+        }
+        Command::QueueClear(queue) => {
+            match queue {
+                QueueType::Input => clear_input(&mut st),
+                QueueType::Output => clear_output(&mut st),
+            }
+            stream.wake.notify_all();
+            Ok(Some(hdr_reply(resp::OK_NODATA, id)))
+        }
+        Command::GetParams { queue, ext } => Ok(Some(params_reply(&st, id, queue, ext))),
+        Command::SetParams {
+            params,
+            resource_type,
+        } => set_params(&mut st, &params, resource_type)
+            .map(|()| Some(hdr_reply(resp::OK_NODATA, id))),
+        Command::GetControl(control_type) => {
+            let values = control_values(control_type, st.coded);
+            let chosen = match control_type {
+                control::PROFILE => st.profile,
+                _ => st.level,
+            };
+            match chosen.or_else(|| values.first().copied()) {
+                Some(value) => {
+                    let mut out = Vec::new();
+                    push(
+                        &mut out,
+                        &vv::GetControlResp {
+                            hdr: vv::CmdHdr {
+                                type_: resp::OK_GET_CONTROL.into(),
+                                stream_id: id.into(),
+                            },
+                            value: value.into(),
+                            padding: [0; 4],
+                        },
+                    );
+                    Ok(Some(out))
+                }
+                None => Err(UNSUPPORTED_CONTROL),
+            }
+        }
+        Command::SetControl {
+            control: control_type,
+            value,
+        } => {
+            let values = control_values(control_type, st.coded);
+            if values.is_empty() {
+                Err(UNSUPPORTED_CONTROL)
+            } else if !values.contains(&value) {
+                Err(INVALID_PARAMETER)
+            } else {
+                if control_type == control::PROFILE {
+                    st.profile = Some(value);
+                } else {
+                    st.level = Some(value);
+                }
+                Ok(Some(hdr_reply(resp::OK_NODATA, id)))
+            }
+        }
+        // Device-level commands never reach a stream.
+        Command::QueryCapability(_)
+        | Command::StreamCreate { .. }
+        | Command::StreamDestroy
+        | Command::QueryControl { .. } => Err(INVALID_OPERATION),
+    };
+    drop(st);
+    match result {
+        Ok(Some(bytes)) => {
+            pending.reply(&bytes);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(refusal) => {
+            pending.refuse(refusal.0);
+            Err(refusal)
+        }
+    }
+}
+
+fn create_resource(
+    st: &mut StreamState,
+    queue: &DeviceQueue,
+    queue_type: QueueType,
+    resource_id: u32,
+    planes_layout: u32,
+    planes: Vec<PlaneEntries>,
+) -> Result<(), Refusal> {
+    if planes_layout != vv::PLANES_LAYOUT_SINGLE_BUFFER || planes.len() != 1 {
+        return Err(INVALID_PARAMETER);
+    }
+    let key = (queue_type, resource_id);
+    match st.resources.get(&key) {
+        Some(existing) if existing.queued => return Err(INVALID_RESOURCE),
+        Some(_) => {}
+        None => {
+            let count = st
+                .resources
+                .keys()
+                .filter(|(q, _)| *q == queue_type)
+                .count();
+            if count >= MAX_RESOURCES_PER_QUEUE {
+                return Err(OUT_OF_MEMORY);
+            }
+        }
+    }
+    let mem = queue.memory();
+    let mut ranges = Vec::new();
+    let mut size = 0u64;
+    for plane in planes {
+        for (addr, len) in plane.entries {
+            let valid = len > 0
+                && mem.check_range(GuestAddress(addr), len as usize, Permissions::ReadWrite);
+            if !valid {
+                return Err(INVALID_PARAMETER);
+            }
+            ranges.push((addr, len, size));
+            size += u64::from(len);
+            if size > MAX_RESOURCE_BYTES {
+                return Err(OUT_OF_MEMORY);
+            }
+        }
+    }
+    st.resources.insert(
+        key,
+        Resource {
+            ranges,
+            size,
+            queued: false,
+        },
+    );
+    Ok(())
+}
+
+fn queue_resource(
+    stream: &Stream,
+    st: &mut StreamState,
+    queue: QueueType,
+    resource_id: u32,
+    timestamp: u64,
+    data_sizes: &[u32],
+    pending: Pending,
+) -> Result<(), Refusal> {
+    let refusal = (|| {
+        if st.closed {
+            return Err(INVALID_OPERATION);
+        }
+        let resource = st
+            .resources
+            .get_mut(&(queue, resource_id))
+            .ok_or(INVALID_RESOURCE)?;
+        if resource.queued {
+            return Err(INVALID_RESOURCE);
+        }
+        match queue {
+            QueueType::Input => {
+                let size = *data_sizes.first().ok_or(INVALID_PARAMETER)?;
+                if u64::from(size) > resource.size || size > MAX_INPUT_BYTES {
+                    return Err(INVALID_PARAMETER);
+                }
+                Ok(Some(size))
+            }
+            QueueType::Output => Ok(None),
+        }
+    })();
+    let size = match refusal {
+        Ok(size) => size,
+        Err(refusal) => {
+            pending.refuse(refusal.0);
+            return Err(refusal);
+        }
+    };
+    if let Some(r) = st.resources.get_mut(&(queue, resource_id)) {
+        r.queued = true;
+    }
+    match size {
+        Some(size) => st.inputs.push_back(InputItem::Buffer {
+            resource_id,
+            timestamp,
+            size,
+            pending,
+        }),
+        None => {
+            let generation = st.output_generation;
+            st.outputs.push_back(QueuedOutput {
+                resource_id,
+                generation,
+                pending,
+            });
+            st.pump = true;
+        }
+    }
+    stream.wake.notify_all();
+    Ok(())
+}
+
+fn params_reply(st: &StreamState, stream_id: u32, queue: QueueType, ext: bool) -> Vec<u8> {
+    let mut params = vv::Params {
+        queue_type: queue.code().into(),
+        max_buffers: MAX_BUFFERS.into(),
+        ..Default::default()
+    };
+    match queue {
+        QueueType::Input => {
+            let (w, h) = if st.input_size.0 > 0 {
+                st.input_size
+            } else {
+                (st.output.width, st.output.height)
+            };
+            params.format = coded_to_wire(st.coded).into();
+            params.frame_width = w.into();
+            params.frame_height = h.into();
+            params.min_buffers = INPUT_MIN_BUFFERS.into();
+            params.num_planes = 1.into();
+            params.plane_formats[0].plane_size = st.input_buffer_bytes.into();
+        }
+        QueueType::Output => {
+            let layout = &st.output;
+            params.format = raw_to_wire(layout.format).into();
+            params.frame_width = layout.width.into();
+            params.frame_height = layout.height.into();
+            params.min_buffers = OUTPUT_MIN_BUFFERS.into();
+            params.crop = vv::Crop {
+                left: 0.into(),
+                top: 0.into(),
+                width: layout.width.into(),
+                height: layout.height.into(),
+            };
+            params.num_planes = (layout.planes.len() as u32).into();
+            for (dst, plane) in params.plane_formats.iter_mut().zip(&layout.planes) {
+                dst.plane_size = plane.size.into();
+                dst.stride = plane.stride.into();
+            }
+        }
+    }
+    let mut out = hdr_reply(resp::OK_GET_PARAMS, stream_id);
+    if ext {
+        push(
+            &mut out,
+            &ParamsExt {
+                base: params,
+                resource_type: vv::MEM_TYPE_GUEST_PAGES.into(),
+                padding: [0; 4],
+            },
+        );
+    } else {
+        push(&mut out, &params);
+    }
+    out
+}
+
+fn set_params(
+    st: &mut StreamState,
+    params: &vv::Params,
+    resource_type: Option<u32>,
+) -> Result<(), Refusal> {
+    if resource_type.is_some_and(|t| t != vv::MEM_TYPE_GUEST_PAGES) {
+        return Err(INVALID_PARAMETER);
+    }
+    let queue = match params.queue_type.to_native() {
+        0x100 => QueueType::Input,
+        0x101 => QueueType::Output,
+        _ => return Err(INVALID_PARAMETER),
+    };
+    let code = params.format.to_native();
+    match queue {
+        QueueType::Input => {
+            if code != 0 {
+                let coded = coded_from_wire(code).ok_or(INVALID_PARAMETER)?;
+                if coded != st.coded {
+                    st.coded = coded;
+                    st.profile = None;
+                    st.level = None;
+                    clear_input(st);
+                }
+            }
+            let (w, h) = (
+                params.frame_width.to_native(),
+                params.frame_height.to_native(),
+            );
+            if w > MAX_DIMENSION || h > MAX_DIMENSION {
+                return Err(INVALID_PARAMETER);
+            }
+            if w > 0 && h > 0 {
+                st.input_size = (w, h);
+                if !st.output_known {
+                    st.output = PictureLayout::packed(
+                        st.output.format,
+                        w.max(MIN_DIMENSION),
+                        h.max(MIN_DIMENSION),
+                    );
+                }
+            }
+            let size = params.plane_formats[0].plane_size.to_native();
+            if size > 0 {
+                st.input_buffer_bytes = size.clamp(4096, MAX_INPUT_BYTES);
+            }
+        }
+        QueueType::Output => {
+            if code != 0 {
+                let raw = raw_from_wire(code).ok_or(INVALID_PARAMETER)?;
+                if raw != st.output.format {
+                    st.output = PictureLayout::packed(raw, st.output.width, st.output.height);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the worker took from the stream.
+enum Job {
+    Decode { data: Vec<u8>, timestamp: u64 },
+    Flush,
+    Pump,
+}
+
+/// The stream's worker: decodes in queue order until the stream closes.
+fn run_worker(stream: &Stream, factory: &dyn DecoderFactory) {
+    let mut engine: Option<(CodedFormat, u64, Box<dyn Engine>)> = None;
+    loop {
+        let mut st = stream.lock();
+        let job = loop {
+            if st.closed {
+                return;
+            }
+            if st.pump {
+                st.pump = false;
+                break Some(Job::Pump);
+            }
+            if st.ready.len() < MAX_READY_PICTURES {
+                if let Some(item) = st.inputs.pop_front() {
+                    break take_input(stream, &mut st, item);
+                }
+            }
+            st = stream.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+        };
+        let (generation, coded) = (st.input_generation, st.coded);
+        drop(st);
+        if let Some(job) = job {
+            run_job(stream, factory, &mut engine, job, generation, coded);
+        }
+    }
+}
+
+/// Turns a queued input into a job. A bitstream buffer is copied out of the
+/// guest and returned at once; the decoder works on the copy.
+fn take_input(stream: &Stream, st: &mut StreamState, item: InputItem) -> Option<Job> {
+    match item {
+        InputItem::Drain => Some(Job::Flush),
+        InputItem::Buffer {
+            resource_id,
+            timestamp,
+            size,
+            pending,
+        } => {
+            let key = (QueueType::Input, resource_id);
+            let data = st.resources.get_mut(&key).and_then(|r| {
+                r.queued = false;
+                let mem = pending.queue.memory();
+                let mut data = vec![0u8; size as usize];
+                let ok = r.for_each_piece(0, data.len(), &mut |addr, start, end| {
+                    data.get_mut(start..end)
+                        .is_some_and(|dst| mem.read_slice(dst, addr).is_ok())
+                });
+                ok.then_some(data)
+            });
+            let failed = st.failed;
+            match data {
+                Some(data) if !failed => {
+                    pending.buffer_done(timestamp, 0, 0);
+                    Some(Job::Decode { data, timestamp })
+                }
+                _ => {
+                    debug!("stream {}: input {resource_id} unusable", stream.id);
+                    pending.buffer_done(timestamp, buffer_flag::ERR, 0);
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn run_job(
+    stream: &Stream,
+    factory: &dyn DecoderFactory,
+    engine: &mut Option<(CodedFormat, u64, Box<dyn Engine>)>,
+    job: Job,
+    generation: u64,
+    coded: CodedFormat,
+) {
+    let mut produced = Vec::new();
+    let mut fatal = None;
+    if !matches!(job, Job::Pump) {
+        // A new generation means a seek or a format change: reset or remake
+        // the decoder before decoding.
+        let stale = match engine {
+            Some((format, gen, _)) => *format != coded || *gen != generation,
+            None => true,
+        };
+        if stale {
+            let reused = match engine.take() {
+                Some((format, _, mut decoder)) if format == coded => {
+                    decoder.reset().ok().map(|()| decoder)
+                }
+                _ => None,
+            };
+            match reused.map_or_else(|| factory.create(coded), Ok) {
+                Ok(decoder) => *engine = Some((coded, generation, decoder)),
+                Err(e) => fatal = Some(e.to_string()),
+            }
+        }
+        if let Some((_, _, decoder)) = engine.as_mut() {
+            let result = match &job {
+                Job::Decode { data, timestamp } => decoder.decode(data, *timestamp, &mut produced),
+                Job::Flush => decoder.flush(&mut produced),
+                Job::Pump => Ok(()),
+            };
+            if let Err(e) = result {
+                fatal = Some(e.to_string());
+            }
+        }
+    }
+    let mut st = stream.lock();
+    if st.closed {
+        return;
+    }
+    if st.input_generation != generation && !matches!(job, Job::Pump) {
+        // Input was cleared while decoding: what came out is stale.
+        return;
+    }
+    if let Some(e) = fatal {
+        error!("stream {}: {e}", stream.id);
+        st.failed = true;
+        stream.events.post(event::ERROR, stream.id);
+    }
+    for event in produced {
+        st.ready.push_back(match event {
+            DecodeEvent::Picture(picture) => Ready::Picture(picture),
+            DecodeEvent::Corrupt { timestamp } => Ready::Lost { timestamp },
+        });
+    }
+    if matches!(job, Job::Flush) {
+        st.eos_pending = true;
+    }
+    pump(stream, &mut st);
+}
+
+/// Pairs ready pictures, then a pending EOS, with queued OUTPUT resources.
+fn pump(stream: &Stream, st: &mut StreamState) {
+    loop {
+        if let Some(Ready::Picture(picture)) = st.ready.front() {
+            let (w, h) = picture.size();
+            if !st.output_known || (w, h) != (st.output.width, st.output.height) {
+                if w == 0 || h == 0 || w > MAX_DIMENSION || h > MAX_DIMENSION {
+                    st.ready.pop_front();
+                    st.ready.push_front(Ready::Lost { timestamp: 0 });
+                    continue;
+                }
+                st.output = PictureLayout::packed(st.output.format, w, h);
+                st.output_known = true;
+                st.output_generation += 1;
+                stream
+                    .events
+                    .post(event::DECODER_RESOLUTION_CHANGED, stream.id);
+            }
+        }
+        let generation = st.output_generation;
+        let needed = st.output.total_size();
+        let usable = |st: &StreamState, o: &QueuedOutput| {
+            o.generation == generation
+                && st
+                    .resources
+                    .get(&(QueueType::Output, o.resource_id))
+                    .is_some_and(|r| r.size >= needed)
+        };
+        if st.ready.is_empty() {
+            // EOS needs no picture room: any queued buffer carries it.
+            if st.eos_pending && st.drain.is_some() {
+                if let Some(out) = st.outputs.pop_front() {
+                    release(st, out.resource_id);
+                    out.pending.buffer_done(0, buffer_flag::EOS, 0);
+                    st.eos_pending = false;
+                    if let Some(drain) = st.drain.take() {
+                        drain.reply(&hdr_reply(resp::OK_NODATA, stream.id));
+                    }
+                }
+            }
+            return;
+        }
+        let Some(pos) = st.outputs.iter().position(|o| usable(st, o)) else {
+            return;
+        };
+        let Some(ready) = st.ready.pop_front() else {
+            return;
+        };
+        let Some(out) = st.outputs.remove(pos) else {
+            return;
+        };
+        release(st, out.resource_id);
+        match ready {
+            Ready::Lost { timestamp } => out.pending.buffer_done(timestamp, buffer_flag::ERR, 0),
+            Ready::Picture(picture) => {
+                let timestamp = picture.timestamp();
+                let written = write_to_resource(st, out.resource_id, picture.as_ref(), &out);
+                let flags = if written && !picture.is_corrupt() {
+                    0
+                } else {
+                    buffer_flag::ERR
+                };
+                let size = u32::try_from(needed).unwrap_or(u32::MAX);
+                out.pending.buffer_done(timestamp, flags, size);
+            }
+        }
+    }
+}
+
+fn release(st: &mut StreamState, resource_id: u32) {
+    if let Some(r) = st.resources.get_mut(&(QueueType::Output, resource_id)) {
+        r.queued = false;
+    }
+}
+
+fn write_to_resource(
+    st: &StreamState,
+    resource_id: u32,
+    picture: &dyn Picture,
+    out: &QueuedOutput,
+) -> bool {
+    let Some(resource) = st.resources.get(&(QueueType::Output, resource_id)) else {
+        return false;
+    };
+    let Some(planes) = picture.planes() else {
+        debug!("picture in a pixel format the device cannot output");
+        return false;
+    };
+    let (w, h) = picture.size();
+    let mem = out.pending.queue.memory();
+    let mut sink = |offset: u64, bytes: &[u8]| {
+        resource.for_each_piece(offset, bytes.len(), &mut |addr, start, end| {
+            bytes
+                .get(start..end)
+                .is_some_and(|src| mem.write_slice(src, addr).is_ok())
+        })
+    };
+    write_picture(&planes, w, h, &st.output, &mut sink).is_ok()
+}
+
+#[cfg(test)]
+mod tests;

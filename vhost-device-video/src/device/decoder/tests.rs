@@ -1,0 +1,896 @@
+//! The decoder device driven through real split virtqueues in guest memory
+//! (`MockSplitQueue` layouts served by the transport's own `VringRwLock`).
+
+use std::collections::HashMap;
+use std::process::Command as Process;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use rstest::rstest;
+use vhost_user_backend::{VringRwLock, VringT};
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryAtomic, Le32};
+
+use super::*;
+use crate::engine::decode::FfmpegDecoders;
+use crate::protocol::virtio_video::{cmd, CmdHdr, MemEntry, ResourceCreateBody, ResourceQueueBody};
+use crate::transport::{AtomicMem, GuestMem};
+
+const QSIZE: u16 = 1024;
+const MEM_SIZE: u64 = 256 << 20;
+const DATA_START: u64 = 0x10_0000;
+
+struct Ring<'a> {
+    mock: MockSplitQueue<'a, GuestMem>,
+    vring: VringRwLock<AtomicMem>,
+    next_desc: u16,
+    seen: u16,
+    used: Vec<(u32, u32)>,
+}
+
+struct Harness<'a> {
+    mem: &'a GuestMem,
+    atomic: AtomicMem,
+    rings: [Ring<'a>; 2],
+    next_data: u64,
+    device: DecoderDevice,
+}
+
+/// A completed request: its head, the bytes of its first writable buffer.
+struct Done {
+    reply: Vec<u8>,
+    len: u32,
+}
+
+impl Done {
+    fn hdr(&self) -> CmdHdr {
+        let mut hdr = CmdHdr::default();
+        hdr.as_mut_slice().copy_from_slice(&self.reply[..8]);
+        hdr
+    }
+
+    fn code(&self) -> u32 {
+        self.hdr().type_.to_native()
+    }
+
+    fn le32(&self, offset: usize) -> u32 {
+        u32::from_le_bytes(self.reply[offset..offset + 4].try_into().unwrap())
+    }
+}
+
+fn guest_memory() -> GuestMem {
+    GuestMem::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap()
+}
+
+/// One piece of a descriptor chain.
+enum Part<'b> {
+    Read(&'b [u8]),
+    Write(u32),
+    /// A descriptor with an arbitrary address, length and flags.
+    Raw(u64, u32, u16),
+}
+
+impl<'a> Harness<'a> {
+    fn new(mem: &'a GuestMem, factory: Arc<dyn DecoderFactory>) -> Self {
+        let atomic = GuestMemoryAtomic::new(mem.clone());
+        let ring = |start: u64| {
+            let mock = MockSplitQueue::create(mem, GuestAddress(start), QSIZE);
+            let vring = VringRwLock::new(atomic.clone(), QSIZE).unwrap();
+            vring
+                .set_queue_info(
+                    mock.desc_table_addr().0,
+                    mock.avail_addr().0,
+                    mock.used_addr().0,
+                )
+                .unwrap();
+            vring.set_queue_size(QSIZE);
+            vring.set_queue_ready(true);
+            vring.set_enabled(true);
+            Ring {
+                mock,
+                vring,
+                next_desc: 0,
+                seen: 0,
+                used: Vec::new(),
+            }
+        };
+        Self {
+            mem,
+            atomic: atomic.clone(),
+            rings: [ring(0), ring(0x8_0000)],
+            next_data: DATA_START,
+            device: DecoderDevice::new(factory),
+        }
+    }
+
+    fn alloc(&mut self, len: u64) -> u64 {
+        let addr = self.next_data;
+        self.next_data = (addr + len.max(1) + 63) & !63;
+        assert!(self.next_data < MEM_SIZE, "test memory exhausted");
+        addr
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> u64 {
+        let addr = self.alloc(bytes.len() as u64);
+        self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
+        addr
+    }
+
+    /// Adds a chain to queue `q` and kicks; returns its head and the address
+    /// of its first writable buffer.
+    fn submit(&mut self, q: usize, parts: &[Part<'_>]) -> (u16, u64) {
+        let mut descs = Vec::new();
+        let mut reply_addr = 0;
+        for part in parts {
+            let (addr, len, flags) = match part {
+                Part::Read(bytes) => (self.put(bytes), bytes.len() as u32, 0),
+                Part::Write(len) => {
+                    let addr = self.alloc(u64::from(*len));
+                    if reply_addr == 0 {
+                        reply_addr = addr;
+                    }
+                    (addr, *len, VRING_DESC_F_WRITE as u16)
+                }
+                Part::Raw(addr, len, flags) => (*addr, *len, *flags),
+            };
+            descs.push((addr, len, flags));
+        }
+        let ring = &mut self.rings[q];
+        let head = ring.next_desc;
+        let count = descs.len() as u16;
+        let raw: Vec<RawDescriptor> = descs
+            .iter()
+            .enumerate()
+            .map(|(i, &(addr, len, flags))| {
+                let last = i + 1 == descs.len();
+                let flags = if last {
+                    flags
+                } else {
+                    flags | VRING_DESC_F_NEXT as u16
+                };
+                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, head + i as u16 + 1))
+            })
+            .collect();
+        ring.mock.add_desc_chains(&raw, head).unwrap();
+        ring.next_desc += count;
+        let queue = DeviceQueue::new(q, ring.vring.clone(), self.atomic.clone());
+        self.device.handle_kick(&queue);
+        (head, reply_addr)
+    }
+
+    /// Collects used entries of queue `q` written so far.
+    fn harvest(&mut self, q: usize) {
+        let ring = &mut self.rings[q];
+        let used = ring.mock.used_addr().0;
+        let idx: u16 = self.mem.read_obj(GuestAddress(used + 2)).unwrap();
+        while ring.seen != idx {
+            let slot = u64::from(ring.seen % QSIZE);
+            let id: u32 = self
+                .mem
+                .read_obj(GuestAddress(used + 4 + 8 * slot))
+                .unwrap();
+            let len: u32 = self
+                .mem
+                .read_obj(GuestAddress(used + 8 + 8 * slot))
+                .unwrap();
+            ring.used.push((id, len));
+            ring.seen = ring.seen.wrapping_add(1);
+        }
+    }
+
+    /// Waits until chain `head` of queue `q` is used and returns its reply.
+    fn wait(&mut self, q: usize, head: u16, reply_addr: u64) -> Done {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.harvest(q);
+            if let Some(&(_, len)) = self.rings[q]
+                .used
+                .iter()
+                .find(|(id, _)| *id == u32::from(head))
+            {
+                let mut reply = vec![0u8; len.max(8) as usize];
+                if reply_addr != 0 {
+                    self.mem
+                        .read_slice(&mut reply, GuestAddress(reply_addr))
+                        .unwrap();
+                }
+                return Done { reply, len };
+            }
+            assert!(Instant::now() < deadline, "chain {head} never completed");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Position of `head` in queue `q`'s used order, if used yet.
+    fn used_position(&mut self, q: usize, head: u16) -> Option<usize> {
+        self.harvest(q);
+        self.rings[q]
+            .used
+            .iter()
+            .position(|(id, _)| *id == u32::from(head))
+    }
+
+    fn command(&mut self, request: &[u8], reply_len: u32) -> Done {
+        let (head, addr) = self.submit(0, &[Part::Read(request), Part::Write(reply_len)]);
+        self.wait(0, head, addr)
+    }
+}
+
+fn req(type_: u32, stream_id: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = hdr_reply(type_, stream_id);
+    out.extend_from_slice(body);
+    out
+}
+
+fn queue_body(queue: QueueType) -> Vec<u8> {
+    let mut body = queue.code().to_le_bytes().to_vec();
+    body.extend_from_slice(&[0; 4]);
+    body
+}
+
+fn stream_create(coded: u32) -> Vec<u8> {
+    let body = vv::StreamCreateBody {
+        coded_format: coded.into(),
+        ..Default::default()
+    };
+    body.as_slice().to_vec()
+}
+
+fn resource_create(queue: QueueType, id: u32, entries: &[(u64, u32)]) -> Vec<u8> {
+    let mut body = ResourceCreateBody {
+        queue_type: queue.code().into(),
+        resource_id: id.into(),
+        planes_layout: vv::PLANES_LAYOUT_SINGLE_BUFFER.into(),
+        num_planes: 1.into(),
+        ..Default::default()
+    };
+    body.num_entries[0] = (entries.len() as u32).into();
+    let mut out = body.as_slice().to_vec();
+    for &(addr, len) in entries {
+        push(
+            &mut out,
+            &MemEntry {
+                addr: addr.into(),
+                length: len.into(),
+                padding: [0; 4],
+            },
+        );
+    }
+    out
+}
+
+fn resource_queue(queue: QueueType, id: u32, timestamp: u64, size: u32) -> Vec<u8> {
+    let mut body = ResourceQueueBody {
+        queue_type: queue.code().into(),
+        resource_id: id.into(),
+        timestamp: timestamp.into(),
+        num_data_sizes: 1.into(),
+        ..Default::default()
+    };
+    body.data_sizes[0] = Le32::from(size);
+    body.as_slice().to_vec()
+}
+
+fn ffmpeg_factory() -> Arc<dyn DecoderFactory> {
+    Arc::new(FfmpegDecoders::new(1).unwrap())
+}
+
+#[test]
+fn config_space_is_the_44_byte_v3_config() {
+    let mem = guest_memory();
+    let h = Harness::new(&mem, ffmpeg_factory());
+    let config = h.device.config();
+    assert_eq!(config.len(), 44);
+    assert_eq!(
+        u32::from_le_bytes(config[4..8].try_into().unwrap()),
+        MAX_CAPS_LENGTH
+    );
+    assert!(config[12..].starts_with(b"vhost-device-video\0"));
+    assert_eq!(h.device.features(), 0b11);
+}
+
+#[rstest]
+#[case::input(QueueType::Input, 5)]
+#[case::output(QueueType::Output, 2)]
+fn capabilities_list_every_format(#[case] queue: QueueType, #[case] descs: u32) {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let done = h.command(&req(cmd::QUERY_CAPABILITY, 0, &queue_body(queue)), 4096);
+    assert_eq!(done.code(), resp::OK_QUERY_CAPABILITY);
+    assert_eq!(done.le32(8), descs);
+    // 16-byte header, then per format 24 + 40 + 16 bytes.
+    assert_eq!(done.len, 16 + descs * 80);
+    let first_format = done.le32(16 + 8);
+    let expected = match queue {
+        QueueType::Input => format::H264,
+        QueueType::Output => format::NV12,
+    };
+    assert_eq!(first_format, expected);
+}
+
+#[rstest]
+#[case::h264_profiles(control::PROFILE, format::H264, resp::OK_QUERY_CONTROL, 3)]
+#[case::h264_levels(control::LEVEL, format::H264, resp::OK_QUERY_CONTROL, 15)]
+#[case::vp9_profiles(control::PROFILE, format::VP9, resp::OK_QUERY_CONTROL, 1)]
+#[case::hevc_levels(control::LEVEL, format::HEVC, resp::ERR_UNSUPPORTED_CONTROL, 0)]
+#[case::av1_profiles(control::PROFILE, format::AV1, resp::ERR_UNSUPPORTED_CONTROL, 0)]
+#[case::raw_format(control::PROFILE, format::NV12, resp::ERR_INVALID_PARAMETER, 0)]
+fn query_control(#[case] control: u32, #[case] coded: u32, #[case] code: u32, #[case] num: u32) {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let body = vv::QueryControlBody {
+        control: control.into(),
+        format: coded.into(),
+        ..Default::default()
+    };
+    let done = h.command(&req(cmd::QUERY_CONTROL, 0, body.as_slice()), 256);
+    assert_eq!(done.code(), code);
+    if code == resp::OK_QUERY_CONTROL {
+        assert_eq!(done.le32(8), num);
+        assert_eq!(done.len, 16 + 4 * num);
+    }
+}
+
+/// Requests that must each get an error reply (echoing the stream id when
+/// the header was readable) and must not disturb stream 1.
+#[rstest]
+#[case::unknown_command(req(0x0199, 1, &[]), 1, resp::ERR_INVALID_OPERATION)]
+#[case::truncated_header(vec![0x01, 0x01], 0, resp::ERR_INVALID_OPERATION)]
+#[case::truncated_stream_create(req(cmd::STREAM_CREATE, 2, &[0; 12]), 2, resp::ERR_INVALID_OPERATION)]
+#[case::duplicate_stream(req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 1, resp::ERR_INVALID_STREAM_ID)]
+#[case::unsupported_coded_format(req(cmd::STREAM_CREATE, 3, &stream_create(format::NV12)), 3, resp::ERR_INVALID_PARAMETER)]
+#[case::unknown_stream(req(cmd::RESOURCE_QUEUE, 77, &resource_queue(QueueType::Input, 1, 0, 1)), 77, resp::ERR_INVALID_STREAM_ID)]
+#[case::unknown_resource(req(cmd::RESOURCE_QUEUE, 1, &resource_queue(QueueType::Input, 99, 0, 1)), 1, resp::ERR_INVALID_RESOURCE_ID)]
+#[case::bad_queue_type(req(cmd::QUEUE_CLEAR, 1, &[7, 7, 0, 0, 0, 0, 0, 0]), 1, resp::ERR_INVALID_PARAMETER)]
+#[case::address_out_of_range(req(cmd::RESOURCE_CREATE, 1, &resource_create(QueueType::Output, 5, &[(MEM_SIZE - 16, 4096)])), 1, resp::ERR_INVALID_PARAMETER)]
+#[case::zero_length_entry(req(cmd::RESOURCE_CREATE, 1, &resource_create(QueueType::Output, 5, &[(DATA_START, 0)])), 1, resp::ERR_INVALID_PARAMETER)]
+#[case::entries_missing(req(cmd::RESOURCE_CREATE, 1, &resource_create(QueueType::Output, 5, &[(DATA_START, 64)])[..80]), 1, resp::ERR_INVALID_OPERATION)]
+#[case::huge_entry_count({
+    let mut body = ResourceCreateBody { queue_type: 0x101.into(), num_planes: 1.into(), planes_layout: 1.into(), ..Default::default() };
+    body.num_entries[0] = u32::MAX.into();
+    req(cmd::RESOURCE_CREATE, 1, body.as_slice())
+}, 1, resp::ERR_INVALID_PARAMETER)]
+#[case::too_many_planes({
+    let body = ResourceCreateBody { queue_type: 0x101.into(), num_planes: 9.into(), planes_layout: 1.into(), ..Default::default() };
+    req(cmd::RESOURCE_CREATE, 1, body.as_slice())
+}, 1, resp::ERR_INVALID_PARAMETER)]
+#[case::input_larger_than_resource(req(cmd::RESOURCE_QUEUE, 1, &resource_queue(QueueType::Input, 1, 0, 1 << 20)), 1, resp::ERR_INVALID_PARAMETER)]
+#[case::set_params_raw_on_input({
+    let p = vv::Params { queue_type: 0x100.into(), format: format::NV12.into(), ..Default::default() };
+    req(cmd::SET_PARAMS, 1, p.as_slice())
+}, 1, resp::ERR_INVALID_PARAMETER)]
+#[case::set_params_ext_virtio_object({
+    let p = ParamsExt { base: vv::Params { queue_type: 0x101.into(), ..Default::default() }, resource_type: 1.into(), padding: [0; 4] };
+    req(cmd::SET_PARAMS_EXT, 1, p.as_slice())
+}, 1, resp::ERR_INVALID_PARAMETER)]
+#[case::unsupported_control(req(cmd::GET_CONTROL, 1, &[1, 0, 0, 0, 0, 0, 0, 0]), 1, resp::ERR_UNSUPPORTED_CONTROL)]
+#[case::destroy_unknown_stream(req(cmd::STREAM_DESTROY, 9, &[]), 9, resp::ERR_INVALID_STREAM_ID)]
+fn malformed_requests_get_error_replies(
+    #[case] request: Vec<u8>,
+    #[case] stream_id: u32,
+    #[case] code: u32,
+) {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let created = h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    assert_eq!(created.code(), resp::OK_NODATA);
+    let input = h.alloc(4096);
+    let done = h.command(
+        &req(
+            cmd::RESOURCE_CREATE,
+            1,
+            &resource_create(QueueType::Input, 1, &[(input, 4096)]),
+        ),
+        8,
+    );
+    assert_eq!(done.code(), resp::OK_NODATA);
+
+    let done = h.command(&request, 64);
+    assert_eq!(
+        (done.code(), done.hdr().stream_id.to_native()),
+        (code, stream_id)
+    );
+    assert_eq!(done.len, 8);
+
+    let done = h.command(
+        &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Output)),
+        256,
+    );
+    assert_eq!(done.code(), resp::OK_GET_PARAMS);
+    assert_eq!(done.len, 128);
+}
+
+/// Broken descriptor chains: every one is returned, none stops the device.
+#[rstest]
+#[case::no_readable_part(vec![Part::Write(64)], Some(resp::ERR_INVALID_OPERATION))]
+#[case::readable_out_of_range(vec![Part::Raw(MEM_SIZE + 4096, 16, 0), Part::Write(64)], Some(resp::ERR_INVALID_OPERATION))]
+#[case::huge_readable(vec![Part::Raw(DATA_START, 0x8000_0000, 0), Part::Write(64)], Some(resp::ERR_INVALID_OPERATION))]
+#[case::chain_over_4_gib(vec![Part::Raw(DATA_START, u32::MAX, 0), Part::Write(64)], None)]
+#[case::writable_out_of_range(vec![Part::Read(&[0; 16]), Part::Raw(MEM_SIZE - 4, 64, VRING_DESC_F_WRITE as u16)], None)]
+#[case::no_writable_part(vec![Part::Read(&[0; 16])], None)]
+#[case::reply_too_small(vec![Part::Read(&[0; 16]), Part::Write(4)], None)]
+fn broken_chains_are_returned(#[case] parts: Vec<Part<'static>>, #[case] code: Option<u32>) {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let (head, addr) = h.submit(0, &parts);
+    let done = h.wait(0, head, addr);
+    if let Some(code) = code {
+        assert_eq!(done.code(), code);
+    }
+    let done = h.command(&req(cmd::STREAM_CREATE, 4, &stream_create(format::VP9)), 8);
+    assert_eq!(done.code(), resp::OK_NODATA);
+}
+
+#[test]
+fn requests_split_anywhere_read_as_one_stream() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let request = req(cmd::STREAM_CREATE, 6, &stream_create(format::HEVC));
+    let (a, rest) = request.split_at(3);
+    let (b, c) = rest.split_at(40);
+    let (head, addr) = h.submit(
+        0,
+        &[
+            Part::Read(a),
+            Part::Read(b),
+            Part::Read(c),
+            Part::Write(3),
+            Part::Write(5),
+        ],
+    );
+    let done = h.wait(0, head, addr);
+    assert_eq!(done.len, 8);
+    // The reply straddles both writable buffers; the second holds the rest.
+    let done = h.command(
+        &req(cmd::GET_PARAMS_EXT, 6, &queue_body(QueueType::Input)),
+        128,
+    );
+    assert_eq!(done.code(), resp::OK_GET_PARAMS);
+    assert_eq!(done.le32(8 + 4), format::HEVC);
+}
+
+#[test]
+fn destroyed_stream_refuses_commands_and_returns_pending_buffers() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 2, &stream_create(format::H264)), 8);
+    let out = h.alloc(1 << 20);
+    let done = h.command(
+        &req(
+            cmd::RESOURCE_CREATE,
+            1,
+            &resource_create(QueueType::Output, 1, &[(out, 1 << 20)]),
+        ),
+        8,
+    );
+    assert_eq!(done.code(), resp::OK_NODATA);
+    let (queued, queued_addr) = h.submit(
+        0,
+        &[
+            Part::Read(&req(
+                cmd::RESOURCE_QUEUE,
+                1,
+                &resource_queue(QueueType::Output, 1, 0, 0),
+            )),
+            Part::Write(24),
+        ],
+    );
+    assert_eq!(
+        h.used_position(0, queued),
+        None,
+        "a picture buffer waits for a picture"
+    );
+
+    let (destroy, destroy_addr) = h.submit(
+        0,
+        &[
+            Part::Read(&req(cmd::STREAM_DESTROY, 1, &[])),
+            Part::Write(8),
+        ],
+    );
+    let done = h.wait(0, queued, queued_addr);
+    assert_eq!(
+        (done.code(), done.le32(16)),
+        (resp::OK_RESOURCE_QUEUE, buffer_flag::ERR)
+    );
+    assert_eq!(h.wait(0, destroy, destroy_addr).code(), resp::OK_NODATA);
+    assert!(h.used_position(0, queued) < h.used_position(0, destroy));
+
+    for request in [
+        req(cmd::STREAM_DRAIN, 1, &[]),
+        req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Input)),
+        req(
+            cmd::RESOURCE_QUEUE,
+            1,
+            &resource_queue(QueueType::Output, 1, 0, 0),
+        ),
+        req(cmd::STREAM_DESTROY, 1, &[]),
+    ] {
+        let done = h.command(&request, 64);
+        assert_eq!(
+            (done.code(), done.hdr().stream_id.to_native()),
+            (resp::ERR_INVALID_STREAM_ID, 1)
+        );
+    }
+    let done = h.command(
+        &req(cmd::GET_PARAMS_EXT, 2, &queue_body(QueueType::Output)),
+        128,
+    );
+    assert_eq!(done.code(), resp::OK_GET_PARAMS);
+}
+
+#[rstest]
+#[case::queue_clear(cmd::QUEUE_CLEAR)]
+#[case::destroy_all(cmd::RESOURCE_DESTROY_ALL)]
+fn clearing_returns_pending_buffers_before_the_reply(#[case] command: u32) {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    let mut pending = Vec::new();
+    for id in 1..=3 {
+        let out = h.alloc(1 << 20);
+        h.command(
+            &req(
+                cmd::RESOURCE_CREATE,
+                1,
+                &resource_create(QueueType::Output, id, &[(out, 1 << 20)]),
+            ),
+            8,
+        );
+        pending.push(h.submit(
+            0,
+            &[
+                Part::Read(&req(
+                    cmd::RESOURCE_QUEUE,
+                    1,
+                    &resource_queue(QueueType::Output, id, 0, 0),
+                )),
+                Part::Write(24),
+            ],
+        ));
+    }
+    let (clear, clear_addr) = h.submit(
+        0,
+        &[
+            Part::Read(&req(command, 1, &queue_body(QueueType::Output))),
+            Part::Write(8),
+        ],
+    );
+    assert_eq!(h.wait(0, clear, clear_addr).code(), resp::OK_NODATA);
+    let clear_pos = h.used_position(0, clear);
+    for (head, addr) in pending {
+        let done = h.wait(0, head, addr);
+        assert_eq!(done.le32(16), buffer_flag::ERR);
+        assert!(h.used_position(0, head) < clear_pos);
+    }
+    // Resources survive a clear (queued again, the buffer waits for a
+    // picture) but not a destroy.
+    let request = req(
+        cmd::RESOURCE_QUEUE,
+        1,
+        &resource_queue(QueueType::Output, 1, 0, 0),
+    );
+    let (head, addr) = h.submit(0, &[Part::Read(&request), Part::Write(24)]);
+    if command == cmd::RESOURCE_DESTROY_ALL {
+        assert_eq!(h.wait(0, head, addr).code(), resp::ERR_INVALID_RESOURCE_ID);
+    } else {
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(h.used_position(0, head), None);
+    }
+}
+
+#[test]
+fn params_describe_the_single_buffer_layout() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    let p = vv::Params {
+        queue_type: 0x100.into(),
+        format: format::H264.into(),
+        frame_width: 1918.into(),
+        frame_height: 1078.into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        h.command(&req(cmd::SET_PARAMS, 1, p.as_slice()), 8).code(),
+        resp::OK_NODATA
+    );
+    let p = vv::Params {
+        queue_type: 0x101.into(),
+        format: format::YUV420.into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        h.command(&req(cmd::SET_PARAMS, 1, p.as_slice()), 8).code(),
+        resp::OK_NODATA
+    );
+    let done = h.command(
+        &req(cmd::GET_PARAMS, 1, &queue_body(QueueType::Output)),
+        120,
+    );
+    assert_eq!(done.len, 120);
+    let params = &done.reply[8..];
+    let field = |i: usize| u32::from_le_bytes(params[i..i + 4].try_into().unwrap());
+    assert_eq!(
+        (field(4), field(8), field(12)),
+        (format::YUV420, 1918, 1078)
+    );
+    assert_eq!(field(44), 3);
+    assert_eq!((field(48), field(52)), (1918 * 1078, 1918));
+    assert_eq!((field(56), field(60)), (959 * 539, 959));
+    assert_eq!((field(64), field(68)), (959 * 539, 959));
+}
+
+fn ffmpeg(args: &[&str]) -> Option<Vec<u8>> {
+    let out = Process::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(args)
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(out.stdout)
+}
+
+/// A whole stateful decode: bitstream in arbitrary pieces, source change,
+/// picture buffers scattered over non-contiguous pages, drain with EOS.
+#[test]
+fn decodes_h264_into_scattered_guest_pages_and_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.h264");
+    let path = path.to_str().unwrap();
+    let Some(_) = ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=1918x1078:rate=25",
+        "-frames:v",
+        "8",
+        "-c:v",
+        "libx264",
+        "-bf",
+        "2",
+        "-pix_fmt",
+        "yuv420p",
+        "-f",
+        "h264",
+        path,
+    ]) else {
+        eprintln!("skipped: no ffmpeg binary");
+        return;
+    };
+    let reference: Vec<String> = String::from_utf8(
+        ffmpeg(&["-i", path, "-pix_fmt", "nv12", "-f", "framemd5", "-"]).unwrap(),
+    )
+    .unwrap()
+    .lines()
+    .filter(|l| !l.starts_with('#'))
+    .map(|l| l.rsplit(',').next().unwrap().trim().to_owned())
+    .collect();
+    let stream = std::fs::read(path).unwrap();
+
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut events = Vec::new();
+    for _ in 0..4 {
+        events.push(h.submit(1, &[Part::Write(8)]));
+    }
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+
+    // Bitstream: 4 input buffers reused round-robin, 10000 bytes per piece.
+    let piece = 10_000u32;
+    for id in 0..4 {
+        let addr = h.alloc(u64::from(piece));
+        h.command(
+            &req(
+                cmd::RESOURCE_CREATE,
+                1,
+                &resource_create(QueueType::Input, id, &[(addr, piece)]),
+            ),
+            8,
+        );
+    }
+    let input_addr: Vec<u64> = (0..4u32)
+        .map(|id| {
+            let key = (QueueType::Input, id);
+            let streams = h.device.streams();
+            let st = streams[&1].lock();
+            st.resources[&key].ranges[0].0
+        })
+        .collect();
+    let mut inputs = Vec::new();
+    for (i, chunk) in stream.chunks(piece as usize).enumerate() {
+        let id = (i % 4) as u32;
+        if i >= 4 {
+            let (head, addr) = inputs[i - 4];
+            h.wait(0, head, addr);
+        }
+        mem.write_slice(chunk, GuestAddress(input_addr[id as usize]))
+            .unwrap();
+        inputs.push(h.submit(
+            0,
+            &[
+                Part::Read(&req(
+                    cmd::RESOURCE_QUEUE,
+                    1,
+                    &resource_queue(QueueType::Input, id, 1000 + i as u64, chunk.len() as u32),
+                )),
+                Part::Write(24),
+            ],
+        ));
+    }
+
+    // Source change: the event, then the new layout.
+    let (head, addr) = events[0];
+    let event = h.wait(1, head, addr);
+    assert_eq!(
+        (event.le32(0), event.le32(4)),
+        (event::DECODER_RESOLUTION_CHANGED, 1)
+    );
+    let done = h.command(
+        &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Output)),
+        128,
+    );
+    let size = done.le32(8 + 48) + done.le32(8 + 56);
+    assert_eq!((done.le32(8 + 8), done.le32(8 + 12)), (1918, 1078));
+
+    // Picture buffers: pages handed out in reverse order.
+    let pages = u64::from(size).div_ceil(4096);
+    let mut outputs = HashMap::new();
+    for id in 0..3u32 {
+        let base = h.alloc(pages * 4096);
+        let entries: Vec<(u64, u32)> = (0..pages).rev().map(|p| (base + p * 4096, 4096)).collect();
+        h.command(
+            &req(
+                cmd::RESOURCE_CREATE,
+                1,
+                &resource_create(QueueType::Output, id, &entries),
+            ),
+            8,
+        );
+        outputs.insert(id, entries);
+    }
+    let queue_output = |h: &mut Harness<'_>, id: u32| {
+        h.submit(
+            0,
+            &[
+                Part::Read(&req(
+                    cmd::RESOURCE_QUEUE,
+                    1,
+                    &resource_queue(QueueType::Output, id, 0, 0),
+                )),
+                Part::Write(24),
+            ],
+        )
+    };
+    let mut waiting: Vec<(u32, (u16, u64))> =
+        (0..3).map(|id| (id, queue_output(&mut h, id))).collect();
+    let (drain, drain_addr) = h.submit(
+        0,
+        &[Part::Read(&req(cmd::STREAM_DRAIN, 1, &[])), Part::Write(8)],
+    );
+
+    let mut md5s = Vec::new();
+    let mut stamps = Vec::new();
+    loop {
+        let (id, (head, addr)) = waiting.remove(0);
+        let done = h.wait(0, head, addr);
+        assert_eq!(done.code(), resp::OK_RESOURCE_QUEUE);
+        let flags = done.le32(16);
+        if flags & buffer_flag::EOS != 0 {
+            assert_eq!(done.le32(20), 0);
+            break;
+        }
+        assert_eq!(flags, 0, "picture {} errored", md5s.len());
+        let mut bytes = Vec::new();
+        for &(addr, len) in &outputs[&id] {
+            let mut page = vec![0u8; len as usize];
+            mem.read_slice(&mut page, GuestAddress(addr)).unwrap();
+            bytes.extend_from_slice(&page);
+        }
+        bytes.truncate(size as usize);
+        md5s.push(
+            Md5::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        );
+        stamps.push(u64::from_le_bytes(done.reply[8..16].try_into().unwrap()));
+        waiting.push((id, queue_output(&mut h, id)));
+    }
+    assert_eq!(md5s, reference);
+    assert!(
+        stamps.iter().all(|t| (1000..1000 + 100).contains(t)),
+        "{stamps:?}"
+    );
+    let done = h.wait(0, drain, drain_addr);
+    assert_eq!(done.code(), resp::OK_NODATA);
+    for (head, addr) in inputs {
+        assert_eq!(h.wait(0, head, addr).le32(16), 0);
+    }
+}
+
+#[test]
+fn drain_of_an_empty_stream_returns_eos_then_the_reply() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    h.command(&req(cmd::STREAM_CREATE, 3, &stream_create(format::VP8)), 8);
+    let (drain, drain_addr) = h.submit(
+        0,
+        &[Part::Read(&req(cmd::STREAM_DRAIN, 3, &[])), Part::Write(8)],
+    );
+    // A second drain while one is pending is refused at once.
+    let done = h.command(&req(cmd::STREAM_DRAIN, 3, &[]), 8);
+    assert_eq!(done.code(), resp::ERR_INVALID_OPERATION);
+    assert_eq!(
+        h.used_position(0, drain),
+        None,
+        "the drain waits for a buffer"
+    );
+    let out = h.alloc(4096);
+    h.command(
+        &req(
+            cmd::RESOURCE_CREATE,
+            3,
+            &resource_create(QueueType::Output, 1, &[(out, 4096)]),
+        ),
+        8,
+    );
+    let (eos, eos_addr) = h.submit(
+        0,
+        &[
+            Part::Read(&req(
+                cmd::RESOURCE_QUEUE,
+                3,
+                &resource_queue(QueueType::Output, 1, 0, 0),
+            )),
+            Part::Write(24),
+        ],
+    );
+    let done = h.wait(0, eos, eos_addr);
+    assert_eq!((done.le32(16), done.le32(20)), (buffer_flag::EOS, 0));
+    assert_eq!(h.wait(0, drain, drain_addr).code(), resp::OK_NODATA);
+    assert!(h.used_position(0, eos) < h.used_position(0, drain));
+}
+
+#[test]
+fn garbage_bitstream_neither_crashes_nor_blocks_the_stream() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    let addr = h.alloc(65536);
+    let garbage: Vec<u8> = (0..65536u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    mem.write_slice(&garbage, GuestAddress(addr)).unwrap();
+    h.command(
+        &req(
+            cmd::RESOURCE_CREATE,
+            1,
+            &resource_create(QueueType::Input, 1, &[(addr, 65536)]),
+        ),
+        8,
+    );
+    for ts in 0..3 {
+        let request = req(
+            cmd::RESOURCE_QUEUE,
+            1,
+            &resource_queue(QueueType::Input, 1, ts, 65536),
+        );
+        let done = h.command(&request, 24);
+        assert_eq!(done.code(), resp::OK_RESOURCE_QUEUE);
+        assert_eq!(done.reply[8..16], ts.to_le_bytes());
+    }
+    let done = h.command(
+        &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Input)),
+        128,
+    );
+    assert_eq!(done.code(), resp::OK_GET_PARAMS);
+}

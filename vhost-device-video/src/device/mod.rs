@@ -1,0 +1,3 @@
+//! Devices: stream and job state behind the transport.
+
+pub mod decoder;
