@@ -753,11 +753,13 @@ static void res_change_work(struct work_struct *work)
 		.u.src_change.changes = V4L2_EVENT_SRC_CH_RESOLUTION,
 	};
 	struct vvm_dec_dev *dev = ctx->dev;
+	struct vvm_dec_pic_fmt old;
 	struct vb2_queue *cap_q;
 	unsigned long flags;
 	int ret;
 
 	mutex_lock(&dev->lock);
+	old = ctx->pic;
 	ret = refresh_output_params(ctx);
 	if (ret) {
 		dev_err(&dev->vfd.dev, "stream %u: bad output params: %d\n",
@@ -766,7 +768,11 @@ static void res_change_work(struct work_struct *work)
 		return;
 	}
 	cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
-	if (vb2_is_streaming(cap_q)) {
+	/*
+	 * Buffers of an unchanged layout stay usable. Otherwise the client has
+	 * to reallocate, which it learns from a LAST buffer.
+	 */
+	if (vb2_is_streaming(cap_q) && memcmp(&old, &ctx->pic, sizeof(old))) {
 		/* Give back a buffer marked LAST; hold the rest until STREAMOFF. */
 		spin_lock_irqsave(&ctx->slock, flags);
 		ctx->hold_capture = true;
@@ -1231,12 +1237,15 @@ static int dec_open(struct file *file)
 	INIT_LIST_HEAD(&ctx->held);
 	INIT_LIST_HEAD(&ctx->list);
 	INIT_WORK(&ctx->res_change_work, res_change_work);
-	ctx->coded = &dev->coded[0];
+	ctx->coded = find_format(dev->coded, dev->num_coded, V4L2_PIX_FMT_H264);
+	if (!ctx->coded)
+		ctx->coded = &dev->coded[0];
 	ctx->coded_width = 1920;
 	ctx->coded_height = 1080;
 	ctx->coded_sizeimage = SZ_2M;
 	ctx->colorspace = V4L2_COLORSPACE_REC709;
-	ctx->pic.fourcc = dev->raw[0].fourcc;
+	ctx->pic.fourcc = find_format(dev->raw, dev->num_raw, V4L2_PIX_FMT_NV12) ?
+			  V4L2_PIX_FMT_NV12 : dev->raw[0].fourcc;
 	reset_pic_fmt(ctx);
 
 	v4l2_fh_init(&ctx->fh, video_devdata(file));
