@@ -40,6 +40,8 @@
 #define VVM_DEC_MAX_MIN_BUFFERS 32
 #define VVM_DEC_CAPS_MIN 256
 #define VVM_DEC_CAPS_MAX SZ_64K
+#define VVM_DEC_META_SLOTS 64
+#define VVM_DEC_COPIED_FLAGS (V4L2_BUF_FLAG_TIMECODE | V4L2_BUF_FLAG_TSTAMP_SRC_MASK)
 
 struct vvm_dec_format {
 	u32 fourcc;
@@ -84,6 +86,13 @@ struct vvm_dec_pic_fmt {
 	struct v4l2_rect visible;
 };
 
+/* What a picture inherits from the bitstream buffer that carried it. */
+struct vvm_dec_meta {
+	u64 timestamp;
+	u32 flags;
+	struct v4l2_timecode timecode;
+};
+
 struct vvm_dec_ctx {
 	struct v4l2_fh fh;
 	struct vvm_dec_dev *dev;
@@ -99,13 +108,17 @@ struct vvm_dec_ctx {
 	enum v4l2_colorspace colorspace;
 	u32 next_res_id;
 	bool res_created[2];
+	bool device_fmt_known; /* the device reported the stream's format */
 
 	spinlock_t slock; /* guards the fields below */
 	struct list_head held; /* buffers not given to the device yet */
 	bool hold_capture; /* resolution changed, until capture STREAMOFF */
 	bool last_pending; /* next returned picture buffer carries LAST */
+	bool requeue_capture; /* picture buffers cleared only to be resent */
 	bool draining;
 	u32 out_seq, cap_seq;
+	struct vvm_dec_meta meta[VVM_DEC_META_SLOTS];
+	unsigned int meta_next;
 };
 
 /* A drain may outlive its context: the device answers it when it likes. */
@@ -302,8 +315,10 @@ static int dec_stream_create(struct vvm_dec_ctx *ctx)
 	ret = dec_call(ctx->dev, cmd, sizeof(*cmd), NULL, 0, &resp,
 		       sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
 	kfree(cmd);
-	if (!ret)
+	if (!ret) {
 		memset(ctx->res_created, 0, sizeof(ctx->res_created));
+		ctx->device_fmt_known = false;
+	}
 	return ret;
 }
 
@@ -399,8 +414,14 @@ static void buf_finish(struct vvm_dec_buf *buf, enum vb2_buffer_state state,
 	vbuf->field = V4L2_FIELD_NONE;
 	if (last)
 		vbuf->flags |= V4L2_BUF_FLAG_LAST;
+	/* CAPTURE sequence numbers count pictures, not empty buffers. */
 	spin_lock_irqsave(&ctx->slock, flags);
-	vbuf->sequence = output ? ctx->out_seq++ : ctx->cap_seq++;
+	if (output)
+		vbuf->sequence = ctx->out_seq++;
+	else if (state == VB2_BUF_STATE_DONE && payload && !last)
+		vbuf->sequence = ctx->cap_seq++;
+	else
+		vbuf->sequence = ctx->cap_seq;
 	spin_unlock_irqrestore(&ctx->slock, flags);
 	if (!output)
 		vb2_set_plane_payload(&vbuf->vb2_buf, 0,
@@ -413,6 +434,49 @@ static void queue_eos_event(struct vvm_dec_ctx *ctx)
 	static const struct v4l2_event eos = { .type = V4L2_EVENT_EOS };
 
 	v4l2_event_queue_fh(&ctx->fh, &eos);
+}
+
+static void queue_src_change_event(struct vvm_dec_ctx *ctx)
+{
+	static const struct v4l2_event src_ch = {
+		.type = V4L2_EVENT_SOURCE_CHANGE,
+		.u.src_change.changes = V4L2_EVENT_SRC_CH_RESOLUTION,
+	};
+
+	v4l2_event_queue_fh(&ctx->fh, &src_ch);
+}
+
+static void remember_meta(struct vvm_dec_ctx *ctx, struct vb2_v4l2_buffer *src)
+{
+	struct vvm_dec_meta *m;
+	unsigned long flags;
+
+	spin_lock_irqsave(&ctx->slock, flags);
+	m = &ctx->meta[ctx->meta_next];
+	ctx->meta_next = (ctx->meta_next + 1) % VVM_DEC_META_SLOTS;
+	m->timestamp = src->vb2_buf.timestamp;
+	m->flags = src->flags & VVM_DEC_COPIED_FLAGS;
+	m->timecode = src->timecode;
+	spin_unlock_irqrestore(&ctx->slock, flags);
+}
+
+static void apply_meta(struct vvm_dec_ctx *ctx, struct vb2_v4l2_buffer *dst)
+{
+	unsigned long flags;
+	unsigned int i, slot;
+
+	spin_lock_irqsave(&ctx->slock, flags);
+	for (i = 1; i <= VVM_DEC_META_SLOTS; i++) {
+		slot = (ctx->meta_next + VVM_DEC_META_SLOTS - i) %
+		       VVM_DEC_META_SLOTS;
+		if (ctx->meta[slot].timestamp != dst->vb2_buf.timestamp)
+			continue;
+		dst->flags &= ~VVM_DEC_COPIED_FLAGS;
+		dst->flags |= ctx->meta[slot].flags;
+		dst->timecode = ctx->meta[slot].timecode;
+		break;
+	}
+	spin_unlock_irqrestore(&ctx->slock, flags);
 }
 
 /* Threaded half: the device returned a buffer. */
@@ -441,6 +505,11 @@ static void resource_queue_done(struct vvm_request *req, int status)
 	}
 
 	spin_lock_irqsave(&ctx->slock, irqflags);
+	if ((flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) && ctx->requeue_capture) {
+		list_add_tail(&buf->list, &ctx->held);
+		spin_unlock_irqrestore(&ctx->slock, irqflags);
+		return;
+	}
 	if (flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS) {
 		last = true;
 		state = VB2_BUF_STATE_DONE;
@@ -455,11 +524,14 @@ static void resource_queue_done(struct vvm_request *req, int status)
 	}
 	spin_unlock_irqrestore(&ctx->slock, irqflags);
 
-	if (state == VB2_BUF_STATE_DONE && !last)
+	if (state == VB2_BUF_STATE_DONE && !last) {
 		buf->m2m.vb.vb2_buf.timestamp = le64_to_cpu(buf->resp.timestamp);
-	buf_finish(buf, state, last ? 0 : buf->payload, last);
+		apply_meta(ctx, &buf->m2m.vb);
+	}
+	/* The event comes first: a client sees it before the LAST buffer. */
 	if (flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS)
 		queue_eos_event(ctx);
+	buf_finish(buf, state, last ? 0 : buf->payload, last);
 }
 
 static int create_resource(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
@@ -522,6 +594,7 @@ static void send_buffer(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
 	if (output) {
 		buf->cmd.timestamp = cpu_to_le64(vb->timestamp);
 		buf->cmd.data_sizes[0] = cpu_to_le32(vb2_get_plane_payload(vb, 0));
+		remember_meta(ctx, &buf->m2m.vb);
 	}
 	buf->payload = ctx->pic.sizeimage;
 
@@ -560,7 +633,8 @@ static void send_held(struct vvm_dec_ctx *ctx, bool output)
 	}
 }
 
-static void return_held(struct vvm_dec_ctx *ctx, bool output)
+static void return_held(struct vvm_dec_ctx *ctx, bool output,
+			enum vb2_buffer_state state)
 {
 	struct vvm_dec_buf *buf, *tmp;
 	unsigned long flags;
@@ -574,7 +648,7 @@ static void return_held(struct vvm_dec_ctx *ctx, bool output)
 
 	list_for_each_entry_safe(buf, tmp, &ret, list) {
 		list_del_init(&buf->list);
-		buf_finish(buf, VB2_BUF_STATE_ERROR, 0, false);
+		buf_finish(buf, state, 0, false);
 	}
 }
 
@@ -668,7 +742,7 @@ static int dec_start_streaming(struct vb2_queue *vq, unsigned int count)
 
 	ret = vvm_core_check_alive(&ctx->dev->core);
 	if (ret) {
-		return_held(ctx, output);
+		return_held(ctx, output, VB2_BUF_STATE_QUEUED);
 		return ret;
 	}
 	spin_lock_irqsave(&ctx->slock, flags);
@@ -677,6 +751,13 @@ static int dec_start_streaming(struct vb2_queue *vq, unsigned int count)
 	else
 		ctx->cap_seq = 0;
 	spin_unlock_irqrestore(&ctx->slock, flags);
+	/*
+	 * The device announces a format only when it changes: after a seek
+	 * with CAPTURE not set up, tell the client the one it already knows.
+	 */
+	if (output && ctx->device_fmt_known &&
+	    !vb2_is_streaming(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx)))
+		queue_src_change_event(ctx);
 	send_held(ctx, output);
 	return 0;
 }
@@ -699,7 +780,7 @@ static void dec_stop_streaming(struct vb2_queue *vq)
 		ctx->last_pending = false;
 	}
 	spin_unlock_irqrestore(&ctx->slock, flags);
-	return_held(ctx, output);
+	return_held(ctx, output, VB2_BUF_STATE_ERROR);
 }
 
 static const struct vb2_ops dec_qops = {
@@ -748,13 +829,9 @@ static void res_change_work(struct work_struct *work)
 {
 	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
 					       res_change_work);
-	static const struct v4l2_event src_ch = {
-		.type = V4L2_EVENT_SOURCE_CHANGE,
-		.u.src_change.changes = V4L2_EVENT_SRC_CH_RESOLUTION,
-	};
 	struct vvm_dec_dev *dev = ctx->dev;
 	struct vvm_dec_pic_fmt old;
-	struct vb2_queue *cap_q;
+	bool same_layout;
 	unsigned long flags;
 	int ret;
 
@@ -767,21 +844,36 @@ static void res_change_work(struct work_struct *work)
 		mutex_unlock(&dev->lock);
 		return;
 	}
-	cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
+	ctx->device_fmt_known = true;
+	queue_src_change_event(ctx);
+	if (!vb2_is_streaming(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx))) {
+		mutex_unlock(&dev->lock);
+		return;
+	}
+
 	/*
-	 * Buffers of an unchanged layout stay usable. Otherwise the client has
-	 * to reallocate, which it learns from a LAST buffer.
+	 * The device uses only picture buffers queued after it announced the
+	 * format. With an unchanged layout the queued ones are simply sent
+	 * again; otherwise the client must reallocate, which it learns from
+	 * a LAST buffer, and further buffers wait for its STREAMOFF.
 	 */
-	if (vb2_is_streaming(cap_q) && memcmp(&old, &ctx->pic, sizeof(old))) {
-		/* Give back a buffer marked LAST; hold the rest until STREAMOFF. */
-		spin_lock_irqsave(&ctx->slock, flags);
+	same_layout = !memcmp(&old, &ctx->pic, sizeof(old));
+	spin_lock_irqsave(&ctx->slock, flags);
+	if (same_layout) {
+		ctx->requeue_capture = true;
+	} else {
 		ctx->hold_capture = true;
 		ctx->last_pending = true;
-		spin_unlock_irqrestore(&ctx->slock, flags);
-		dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_QUEUE_CLEAR, false);
-		vvm_core_flush(&dev->core);
 	}
-	v4l2_event_queue_fh(&ctx->fh, &src_ch);
+	spin_unlock_irqrestore(&ctx->slock, flags);
+
+	dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_QUEUE_CLEAR, false);
+	vvm_core_flush(&dev->core);
+
+	spin_lock_irqsave(&ctx->slock, flags);
+	ctx->requeue_capture = false;
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	send_held(ctx, false);
 	mutex_unlock(&dev->lock);
 }
 
