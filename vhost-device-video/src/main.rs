@@ -9,7 +9,6 @@ fn main() -> ExitCode {
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
             eprintln!("vhost-device-video: {e}");
             ExitCode::FAILURE
         }

@@ -44,6 +44,16 @@ pub struct Options {
     pub dewarp_threads: usize,
 }
 
+impl DeviceKind {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Decoder => "decoder",
+            DeviceKind::Dewarper => "dewarper",
+        }
+    }
+}
+
 impl Options {
     fn listen(&self) -> Listen {
         match (&self.socket_path, self.socket_fd) {
@@ -62,7 +72,7 @@ pub enum RunError {
     #[error(transparent)]
     Server(#[from] ServerError),
     /// The requested device type is not part of this build.
-    #[error("{0:?} device not built")]
+    #[error("{} device not built", .0.name())]
     NotBuilt(DeviceKind),
     /// The decoding engine could not start.
     #[error(transparent)]

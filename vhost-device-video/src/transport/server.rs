@@ -112,10 +112,12 @@ where
             break Err(ServerError::Daemon(e.to_string()));
         }
         info!("frontend connected");
-        if let Err(e) = daemon.wait() {
-            warn!("connection ended: {e}");
-        } else {
-            info!("frontend disconnected");
+        match daemon.wait() {
+            Ok(())
+            | Err(vhost_user_backend::Error::HandleRequest(
+                vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+            )) => info!("frontend disconnected"),
+            Err(e) => warn!("connection ended: {e}"),
         }
         device.reset();
         // Dropping the daemon stops and joins its vring threads.
