@@ -79,9 +79,11 @@ pub enum TransportError {
 ///   dropped on [`reset`](Self::reset).
 /// - `handle_kick` never fails: a bad request gets an error reply; transport
 ///   failures are logged.
-/// - [`reset`](Self::reset) is called when the frontend resets the device or
+/// - [`reset`](Self::reset) is called when the frontend resets the device,
+///   stops a vring (`GET_VRING_BASE`, as when the guest driver goes away) or
 ///   disconnects: the device drops every stream and pending chain without
-///   completing it, and stops its workers from touching the old queues.
+///   completing it, and stops its workers from touching the old queues. It
+///   may be called several times in a row.
 pub trait VirtioDevice: Send + Sync + 'static {
     /// Number of virtqueues.
     fn num_queues(&self) -> usize;
@@ -93,7 +95,7 @@ pub trait VirtioDevice: Send + Sync + 'static {
     fn config(&self) -> Vec<u8>;
     /// The guest kicked `queue`.
     fn handle_kick(&self, queue: &DeviceQueue);
-    /// The frontend reset the device or went away.
+    /// The frontend reset the device, stopped a queue or went away.
     fn reset(&self);
 }
 
@@ -272,6 +274,12 @@ impl<D: VirtioDevice> VhostUserBackend for Backend<D> {
 
     fn reset_device(&self) {
         self.device.reset();
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        debug!("queue {queue_index} stopped");
+        self.device.reset();
+        Ok(())
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
