@@ -5,10 +5,12 @@
  * The virtqueue callback may run in hard interrupt context (it is
  * force-threaded by virtio-pci on PREEMPT_RT, but not by every transport), so
  * it takes only the raw spinlock and defers everything else to an ordered
- * workqueue. virtqueue_add_sgs() may allocate an indirect table, which is not
- * allowed under a raw spinlock on PREEMPT_RT, so submitters do not hold the
- * raw spinlock while adding: they mark the virtqueue busy instead, and the
- * callback leaves a busy virtqueue to the submitter to harvest.
+ * workqueue. The raw spinlock also serialises adding to and taking from a
+ * virtqueue. That is only possible because the driver refuses indirect
+ * descriptors (see vvm_main.c): with them the ring allocates a table when a
+ * chain is added and frees it when the chain is taken back, and on
+ * PREEMPT_RT neither may happen under a raw spinlock or in hard interrupt
+ * context.
  */
 #include <linux/jiffies.h>
 #include <linux/module.h>
@@ -45,7 +47,7 @@ static int vvm_state_errno(enum vvm_core_state state)
 	}
 }
 
-/* Caller holds core->lock and the virtqueue is not busy. */
+/* Caller holds core->lock. */
 static void vvm_harvest_locked(struct vvm_core *core, unsigned int idx)
 {
 	struct virtqueue *vq = core->vqs[idx];
@@ -72,9 +74,7 @@ static void vvm_vq_callback(struct virtqueue *vq)
 		return;
 
 	raw_spin_lock_irqsave(&core->lock, flags);
-	if (core->vq_busy[idx])
-		core->harvest_pending[idx] = true;
-	else if (core->vqs[idx])
+	if (core->vqs[idx])
 		vvm_harvest_locked(core, idx);
 	queue_work(core->wq, &core->complete_work);
 	raw_spin_unlock_irqrestore(&core->lock, flags);
@@ -149,8 +149,7 @@ static void vvm_kill(struct vvm_core *core, enum vvm_core_state new_state,
 		virtio_reset_device(core->vdev);
 		raw_spin_lock_irqsave(&core->lock, flags);
 		for (i = 0; i < core->nvqs; i++) {
-			if (!core->vq_busy[i])
-				vvm_harvest_locked(core, i);
+			vvm_harvest_locked(core, i);
 			while ((req = virtqueue_detach_unused_buf(core->vqs[i])))
 				list_move_tail(&req->list, &failed);
 		}
@@ -340,7 +339,7 @@ int vvm_core_submit(struct vvm_core *core, struct vvm_request *req,
 		    unsigned int out_sgs, unsigned int in_sgs)
 {
 	unsigned long timeout = vvm_core_timeout_jiffies();
-	bool notify = false, harvest;
+	bool notify = false;
 	unsigned long flags;
 	int ret;
 
@@ -351,29 +350,15 @@ int vvm_core_submit(struct vvm_core *core, struct vvm_request *req,
 	raw_spin_lock_irqsave(&core->lock, flags);
 	ret = vvm_state_errno(core->state);
 	if (!ret) {
-		core->vq_busy[vq] = true;
 		req->vq = vq;
 		req->deadline = jiffies + timeout;
-		list_add_tail(&req->list, &core->inflight);
+		/* Without indirect descriptors this never allocates. */
+		ret = virtqueue_add_sgs(core->vqs[vq], sgs, out_sgs, in_sgs,
+					req, GFP_ATOMIC);
 	}
-	raw_spin_unlock_irqrestore(&core->lock, flags);
-	if (ret)
-		goto out_unlock;
-
-	ret = virtqueue_add_sgs(core->vqs[vq], sgs, out_sgs, in_sgs, req,
-				GFP_KERNEL);
-	if (!ret)
+	if (!ret) {
+		list_add_tail(&req->list, &core->inflight);
 		notify = virtqueue_kick_prepare(core->vqs[vq]);
-
-	raw_spin_lock_irqsave(&core->lock, flags);
-	core->vq_busy[vq] = false;
-	if (ret)
-		list_del_init(&req->list);
-	harvest = core->harvest_pending[vq];
-	if (harvest) {
-		core->harvest_pending[vq] = false;
-		vvm_harvest_locked(core, vq);
-		queue_work(core->wq, &core->complete_work);
 	}
 	raw_spin_unlock_irqrestore(&core->lock, flags);
 
@@ -381,7 +366,6 @@ int vvm_core_submit(struct vvm_core *core, struct vvm_request *req,
 		virtqueue_notify(core->vqs[vq]);
 	if (!ret && !req->no_timeout)
 		queue_delayed_work(core->wq, &core->watchdog, timeout);
-out_unlock:
 	mutex_unlock(&core->submit_lock);
 	return ret;
 }

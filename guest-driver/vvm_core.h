@@ -114,14 +114,11 @@ enum vvm_core_state {
  * @nvqs: number of virtqueues.
  * @vqs: the virtqueues (NULL while dead).
  * @vq_names: names given to the virtqueues.
- * @lock: raw spinlock guarding @state, @inflight, @done, @vq_busy and
- *	@harvest_pending; the only lock the hard half takes.
+ * @lock: raw spinlock guarding @state, @inflight, @done and the virtqueues'
+ *	rings; the only lock the hard half takes.
  * @state: &enum vvm_core_state.
  * @inflight: requests the device owns.
  * @done: requests the hard half harvested, waiting for the threaded half.
- * @vq_busy: a submitter is adding buffers to that virtqueue; the hard half
- *	leaves it alone and sets @harvest_pending instead.
- * @harvest_pending: the hard half skipped a busy virtqueue.
  * @submit_lock: serialises submitters and the death/revival of the
  *	virtqueues.
  * @wq: the threaded half.
@@ -141,8 +138,6 @@ struct vvm_core {
 	enum vvm_core_state state;
 	struct list_head inflight;
 	struct list_head done;
-	bool vq_busy[VVM_MAX_VQS];
-	bool harvest_pending[VVM_MAX_VQS];
 
 	struct mutex submit_lock; /* see @submit_lock above */
 	struct workqueue_struct *wq;
@@ -212,8 +207,11 @@ void vvm_request_init(struct vvm_request *req, vvm_complete_t complete,
  * @out_sgs: number of device-readable scatterlists.
  * @in_sgs: number of device-writable scatterlists.
  *
- * Large scatterlists are fine: the ring uses indirect descriptors when the
- * device offers them. Process context only (may sleep).
+ * Every scatterlist entry takes one ring descriptor: the driver refuses
+ * indirect descriptors, whose tables the ring would allocate and free under
+ * the core's raw spinlock, which PREEMPT_RT forbids. A chain longer than the
+ * free part of the ring fails with -ENOSPC. Process context only (may
+ * sleep); the threaded half may submit.
  *
  * Return: 0 when queued (@req->complete will run exactly once); -EIO if
  * the device is dead, -ENODEV if it is removed, -ENOSPC if the virtqueue is

@@ -106,7 +106,6 @@ struct vvm_dec_ctx {
 	u32 coded_width, coded_height, coded_sizeimage;
 	struct vvm_dec_pic_fmt pic;
 	enum v4l2_colorspace colorspace;
-	u32 next_res_id;
 	bool res_created[2];
 	bool device_fmt_known; /* the device reported the stream's format */
 
@@ -555,7 +554,8 @@ static int create_resource(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
 		entries[i].length = cpu_to_le32(sg_dma_len(sg));
 	}
 
-	buf->res_id = ++ctx->next_res_id;
+	/* Re-creating an id replaces the resource (e.g. a new DMABUF). */
+	buf->res_id = vb->index + 1;
 	fill_hdr(&cmd.hdr, VIRTIO_VIDEO_CMD_RESOURCE_CREATE, ctx->stream_id);
 	cmd.queue_type = cpu_to_le32(virtio_queue(V4L2_TYPE_IS_OUTPUT(vb->type)));
 	cmd.resource_id = cpu_to_le32(buf->res_id);

@@ -5,6 +5,7 @@
 #include <linux/module.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <linux/virtio_ring.h>
 
 #include "vvm_decoder.h"
 #include "vvm_dewarper.h"
@@ -43,6 +44,18 @@ static void vvm_remove(struct virtio_device *vdev)
 	}
 }
 
+/*
+ * With indirect descriptors the ring allocates a table per chain on add and
+ * frees it on completion, which the core would have to do under its raw
+ * spinlock, and PREEMPT_RT forbids allocating or freeing there. Every
+ * scatterlist entry takes a ring slot instead.
+ */
+static int vvm_validate(struct virtio_device *vdev)
+{
+	__virtio_clear_bit(vdev, VIRTIO_RING_F_INDIRECT_DESC);
+	return 0;
+}
+
 static unsigned int vvm_features[] = {
 	VIRTIO_VIDEO_F_RESOURCE_GUEST_PAGES,
 	VIRTIO_VIDEO_F_RESOURCE_NON_CONTIG,
@@ -53,6 +66,7 @@ static struct virtio_driver vvm_driver = {
 	.id_table = vvm_id_table,
 	.feature_table = vvm_features,
 	.feature_table_size = ARRAY_SIZE(vvm_features),
+	.validate = vvm_validate,
 	.probe = vvm_probe,
 	.remove = vvm_remove,
 };
