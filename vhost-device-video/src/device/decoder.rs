@@ -250,8 +250,8 @@ struct StreamState {
     /// Bumped when queued input is discarded or the coded format changes:
     /// the worker resets its decoder and drops what it was decoding.
     input_generation: u64,
-    /// Bumped on a resolution change: only OUTPUT resources queued after it
-    /// take the new pictures.
+    /// Bumped when the picture layout changes: only OUTPUT resources queued
+    /// after that take the new pictures.
     output_generation: u64,
     /// OUTPUT resources were queued: the worker should pair pictures.
     pump: bool,
@@ -1202,9 +1202,15 @@ fn pump(stream: &Stream, st: &mut StreamState) {
                     st.ready.push_front(Ready::Lost { timestamp: 0 });
                     continue;
                 }
-                st.output = PictureLayout::packed(st.output.format, w, h);
+                let layout = PictureLayout::packed(st.output.format, w, h);
+                // Buffers queued for the layout the guest already had stay
+                // good when the first picture confirms it; after a real
+                // change only buffers queued after the event are used.
+                if layout != st.output {
+                    st.output = layout;
+                    st.output_generation += 1;
+                }
                 st.output_known = true;
-                st.output_generation += 1;
                 stream
                     .events
                     .post(event::DECODER_RESOLUTION_CHANGED, stream.id);

@@ -894,3 +894,101 @@ fn garbage_bitstream_neither_crashes_nor_blocks_the_stream() {
     );
     assert_eq!(done.code(), resp::OK_GET_PARAMS);
 }
+
+/// Buffers queued before the first picture are used when the picture has
+/// the size the guest set (the flow of clients that allocate before the
+/// source-change event and only reallocate on a real change).
+#[test]
+fn buffers_queued_for_the_announced_size_are_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.ivf");
+    let path = path.to_str().unwrap();
+    let Some(_) = ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=176x144:rate=25",
+        "-frames:v",
+        "2",
+        "-c:v",
+        "libvpx",
+        "-auto-alt-ref",
+        "0",
+        "-f",
+        "ivf",
+        path,
+    ]) else {
+        eprintln!("skipped: no ffmpeg binary");
+        return;
+    };
+    let ivf = std::fs::read(path).unwrap();
+    let first_len = u32::from_le_bytes(ivf[32..36].try_into().unwrap()) as usize;
+    let first = &ivf[44..44 + first_len];
+
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let (ev, ev_addr) = h.submit(1, &[Part::Write(8)]);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::VP8)), 8);
+    let p = vv::Params {
+        queue_type: 0x100.into(),
+        format: format::VP8.into(),
+        frame_width: 176.into(),
+        frame_height: 144.into(),
+        ..Default::default()
+    };
+    h.command(
+        &req(
+            cmd::SET_PARAMS_EXT,
+            1,
+            ParamsExt {
+                base: p,
+                ..Default::default()
+            }
+            .as_slice(),
+        ),
+        8,
+    );
+    let out = h.alloc(176 * 144 * 3 / 2);
+    h.command(
+        &req(
+            cmd::RESOURCE_CREATE,
+            1,
+            &resource_create(QueueType::Output, 1, &[(out, 176 * 144 * 3 / 2)]),
+        ),
+        8,
+    );
+    let (pic, pic_addr) = h.submit(
+        0,
+        &[
+            Part::Read(&req(
+                cmd::RESOURCE_QUEUE,
+                1,
+                &resource_queue(QueueType::Output, 1, 0, 0),
+            )),
+            Part::Write(24),
+        ],
+    );
+    let input = h.put(first);
+    h.command(
+        &req(
+            cmd::RESOURCE_CREATE,
+            1,
+            &resource_create(QueueType::Input, 1, &[(input, first.len() as u32)]),
+        ),
+        8,
+    );
+    h.command(
+        &req(
+            cmd::RESOURCE_QUEUE,
+            1,
+            &resource_queue(QueueType::Input, 1, 42, first.len() as u32),
+        ),
+        24,
+    );
+    assert_eq!(
+        h.wait(1, ev, ev_addr).le32(0),
+        event::DECODER_RESOLUTION_CHANGED
+    );
+    let done = h.wait(0, pic, pic_addr);
+    assert_eq!((done.le32(16), done.reply[8]), (0, 42));
+}
