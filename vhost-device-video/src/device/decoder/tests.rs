@@ -992,3 +992,90 @@ fn buffers_queued_for_the_announced_size_are_used() {
     let done = h.wait(0, pic, pic_addr);
     assert_eq!((done.le32(16), done.reply[8]), (0, 42));
 }
+
+#[rstest]
+#[case::h264_profile(format::H264, control::PROFILE, 0x103, resp::OK_NODATA)]
+#[case::h264_level(format::H264, control::LEVEL, 0x10B, resp::OK_NODATA)]
+#[case::unlisted_profile(format::H264, control::PROFILE, 0x104, resp::ERR_INVALID_PARAMETER)]
+#[case::vp8_level(format::VP8, control::LEVEL, 0x100, resp::ERR_UNSUPPORTED_CONTROL)]
+fn controls_are_set_and_read_back(
+    #[case] coded: u32,
+    #[case] control_type: u32,
+    #[case] value: u32,
+    #[case] code: u32,
+) {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    h.command(&req(cmd::STREAM_CREATE, 5, &stream_create(coded)), 8);
+    let get = req(
+        cmd::GET_CONTROL,
+        5,
+        &[control_type.to_le_bytes(), [0; 4]].concat(),
+    );
+    let before = h.command(&get, 16);
+    let set = vv::SetControlBody {
+        control: control_type.into(),
+        value: value.into(),
+        ..Default::default()
+    };
+    let done = h.command(&req(cmd::SET_CONTROL, 5, set.as_slice()), 8);
+    assert_eq!(done.code(), code);
+    let after = h.command(&get, 16);
+    match code {
+        resp::OK_NODATA => {
+            assert_eq!(after.code(), resp::OK_GET_CONTROL);
+            assert_eq!(after.le32(8), value);
+        }
+        resp::ERR_UNSUPPORTED_CONTROL => assert_eq!(after.code(), code),
+        _ => assert_eq!(after.le32(8), before.le32(8)),
+    }
+}
+
+#[test]
+fn input_clear_cancels_a_pending_drain_before_its_reply() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    let (drain, drain_addr) = h.submit(
+        0,
+        &[Part::Read(&req(cmd::STREAM_DRAIN, 1, &[])), Part::Write(8)],
+    );
+    let (clear, clear_addr) = h.submit(
+        0,
+        &[
+            Part::Read(&req(cmd::QUEUE_CLEAR, 1, &queue_body(QueueType::Input))),
+            Part::Write(8),
+        ],
+    );
+    assert_eq!(h.wait(0, clear, clear_addr).code(), resp::OK_NODATA);
+    assert_eq!(
+        h.wait(0, drain, drain_addr).code(),
+        resp::ERR_INVALID_OPERATION
+    );
+    assert!(h.used_position(0, drain) < h.used_position(0, clear));
+    // The stream drains normally afterwards.
+    let out = h.alloc(4096);
+    h.command(
+        &req(
+            cmd::RESOURCE_CREATE,
+            1,
+            &resource_create(QueueType::Output, 1, &[(out, 4096)]),
+        ),
+        8,
+    );
+    h.submit(
+        0,
+        &[
+            Part::Read(&req(
+                cmd::RESOURCE_QUEUE,
+                1,
+                &resource_queue(QueueType::Output, 1, 0, 0),
+            )),
+            Part::Write(24),
+        ],
+    );
+    assert_eq!(
+        h.command(&req(cmd::STREAM_DRAIN, 1, &[]), 8).code(),
+        resp::OK_NODATA
+    );
+}
