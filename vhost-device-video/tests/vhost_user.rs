@@ -1,0 +1,122 @@
+//! Runs the daemon binary and speaks vhost-user to it as QEMU would for the
+//! first messages: features, protocol features, queue count and the config
+//! space, over two connections in a row.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const GET_FEATURES: u32 = 1;
+const GET_PROTOCOL_FEATURES: u32 = 15;
+const SET_PROTOCOL_FEATURES: u32 = 16;
+const GET_QUEUE_NUM: u32 = 17;
+const GET_CONFIG: u32 = 24;
+const VERSION_FLAG: u32 = 1;
+const PROTOCOL_MQ: u64 = 1 << 0;
+const PROTOCOL_CONFIG: u64 = 1 << 9;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn send(sock: &mut UnixStream, request: u32, payload: &[u8]) {
+    let mut msg = Vec::new();
+    msg.extend_from_slice(&request.to_le_bytes());
+    msg.extend_from_slice(&VERSION_FLAG.to_le_bytes());
+    msg.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    msg.extend_from_slice(payload);
+    sock.write_all(&msg).unwrap();
+}
+
+fn receive(sock: &mut UnixStream, request: u32) -> Vec<u8> {
+    let mut hdr = [0u8; 12];
+    sock.read_exact(&mut hdr).unwrap();
+    assert_eq!(u32::from_le_bytes(hdr[0..4].try_into().unwrap()), request);
+    let size = u32::from_le_bytes(hdr[8..12].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; size];
+    sock.read_exact(&mut body).unwrap();
+    body
+}
+
+fn u64_reply(sock: &mut UnixStream, request: u32) -> u64 {
+    send(sock, request, &[]);
+    u64::from_le_bytes(receive(sock, request)[..8].try_into().unwrap())
+}
+
+fn wait_for_socket(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "no socket at {}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn decoder_negotiates_like_qemu_expects_and_serves_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decoder.sock");
+    let _daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_vhost-device-video"))
+            .arg("--socket-path")
+            .arg(&path)
+            .args(["--device", "decoder"])
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_socket(&path);
+    let meta = std::fs::metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    for _ in 0..2 {
+        let mut sock = UnixStream::connect(&path).unwrap();
+        let features = u64_reply(&mut sock, GET_FEATURES);
+        for bit in [0, 1, 28, 29, 30, 32] {
+            assert!(
+                features & (1 << bit) != 0,
+                "feature bit {bit} in {features:#x}"
+            );
+        }
+        let protocol = u64_reply(&mut sock, GET_PROTOCOL_FEATURES);
+        assert_eq!(
+            protocol & (PROTOCOL_MQ | PROTOCOL_CONFIG),
+            PROTOCOL_MQ | PROTOCOL_CONFIG
+        );
+        send(
+            &mut sock,
+            SET_PROTOCOL_FEATURES,
+            &(PROTOCOL_MQ | PROTOCOL_CONFIG).to_le_bytes(),
+        );
+        assert_eq!(u64_reply(&mut sock, GET_QUEUE_NUM), 2);
+        let mut request = Vec::new();
+        for field in [0u32, 44, 0] {
+            request.extend_from_slice(&field.to_le_bytes());
+        }
+        request.extend_from_slice(&[0; 44]);
+        send(&mut sock, GET_CONFIG, &request);
+        let reply = receive(&mut sock, GET_CONFIG);
+        assert_eq!(u32::from_le_bytes(reply[4..8].try_into().unwrap()), 44);
+        let config = &reply[12..];
+        assert_eq!(config.len(), 44);
+        assert_eq!(u32::from_le_bytes(config[4..8].try_into().unwrap()), 4096);
+        assert!(config[12..].starts_with(b"vhost-device-video\0"));
+    }
+}
+
+#[test]
+fn bad_socket_fd_is_a_clean_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vhost-device-video"))
+        .args(["--socket-fd", "987"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("socket fd 987"));
+}
