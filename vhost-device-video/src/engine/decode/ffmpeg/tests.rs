@@ -191,11 +191,12 @@ fn ivf_frames(bytes: &[u8]) -> Vec<&[u8]> {
 }
 
 #[rstest::rstest]
-#[case::vp8(CodedFormat::Vp8, "libvpx")]
-#[case::vp9(CodedFormat::Vp9, "libvpx-vp9")]
+#[case::vp8(CodedFormat::Vp8, &["-c:v", "libvpx", "-auto-alt-ref", "0"])]
+#[case::vp9(CodedFormat::Vp9, &["-c:v", "libvpx-vp9", "-auto-alt-ref", "0"])]
+#[case::av1(CodedFormat::Av1, &["-c:v", "libaom-av1", "-cpu-used", "8", "-lag-in-frames", "0"])]
 fn one_frame_per_input_keeps_timestamps_and_matches_framemd5(
     #[case] format: CodedFormat,
-    #[case] encoder: &str,
+    #[case] encoder: &[&str],
 ) {
     if !ffmpeg_available() {
         eprintln!("skipped: no ffmpeg binary");
@@ -206,16 +207,7 @@ fn one_frame_per_input_keeps_timestamps_and_matches_framemd5(
         dir.path(),
         "t.ivf",
         "330x190",
-        &[
-            "-c:v",
-            encoder,
-            "-auto-alt-ref",
-            "0",
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "ivf",
-        ],
+        &[encoder, &["-pix_fmt", "yuv420p", "-f", "ivf"]].concat(),
     );
     let bytes = std::fs::read(&stream).expect("read stream");
     let frames = ivf_frames(&bytes);
