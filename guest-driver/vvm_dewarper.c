@@ -98,6 +98,17 @@ struct vvm_dewarper {
 	struct v4l2_frmsize_stepwise frmsize;
 	unsigned int vq_size;
 	atomic_t next_context_id;
+
+	/* Jobs on the virtqueue. */
+	atomic_t on_device;
+	/* Serialises sending with parking and retrying @deferred. */
+	struct mutex send_lock;
+	/*
+	 * A job the full virtqueue could not take. Its mem2mem job stays
+	 * running, which holds up the next ones, until a completion frees
+	 * descriptors and it goes out.
+	 */
+	struct vvm_dw_job *deferred;
 };
 
 /*
@@ -155,6 +166,7 @@ struct vvm_dw_job {
 	struct vb2_v4l2_buffer *src;
 	struct vb2_v4l2_buffer *dst;
 	struct vvm_dw_map *map;
+	bool with_map;
 	/* Already sent again with the map after ERR_MAP_REQUIRED. */
 	bool resent;
 	u32 dst_bytes;
@@ -555,28 +567,56 @@ static struct vvm_dw_job *vvm_dw_job_create(struct vvm_dw_ctx *ctx,
 	return job;
 }
 
-static int vvm_dw_job_submit(struct vvm_dw_job *job, bool with_map)
+/* Hands a job to the device and counts it while the device holds it. */
+static int vvm_dw_job_send(struct vvm_dw_job *job)
 {
 	struct vvm_dw_ctx *ctx = job->ctx;
+	struct vvm_dewarper *dw = ctx->dw;
 	struct scatterlist *parts[2 + 2 * VIDEO_MAX_PLANES];
 	unsigned int out = 0, in = 0, i;
-	u32 flags = 0;
+	int ret;
 
 	parts[out++] = &job->hdr_sg;
-	if (with_map) {
-		flags |= VVM_DW_JOB_F_MAP;
+	if (job->with_map)
 		parts[out++] = job->map_sg;
-	}
 	for (i = 0; i < ctx->q_data[VVM_DW_Q_SRC].pix.num_planes; i++)
 		parts[out++] = job->src_sg[i];
 	parts[out + in++] = &job->status_sg;
 	for (i = 0; i < ctx->q_data[VVM_DW_Q_DST].pix.num_planes; i++)
 		parts[out + in++] = job->dst_sg[i];
 
-	job->hdr.flags = cpu_to_le32(flags);
+	job->hdr.flags = cpu_to_le32(job->with_map ? VVM_DW_JOB_F_MAP : 0);
 	memset(&job->status, 0, sizeof(job->status));
 	vvm_request_init(&job->req, vvm_dw_job_done, job);
-	return vvm_core_submit(&ctx->dw->core, &job->req, 0, parts, out, in);
+
+	atomic_inc(&dw->on_device);
+	ret = vvm_core_submit(&dw->core, &job->req, 0, parts, out, in);
+	if (ret)
+		atomic_dec(&dw->on_device);
+	return ret;
+}
+
+/*
+ * Sends a job or, when the virtqueue is full of other jobs, parks it as
+ * dw->deferred and returns -EAGAIN. A full ring with no job on it means the
+ * chain cannot fit at all. Called with dw->send_lock held.
+ */
+static int vvm_dw_job_send_or_defer(struct vvm_dw_job *job)
+{
+	struct vvm_dewarper *dw = job->ctx->dw;
+	int ret;
+
+	ret = vvm_dw_job_send(job);
+	if (ret != -ENOSPC)
+		return ret;
+	if (!atomic_read(&dw->on_device)) {
+		/* The last job may have left between the two reads. */
+		ret = vvm_dw_job_send(job);
+		if (ret != -ENOSPC || !atomic_read(&dw->on_device))
+			return ret;
+	}
+	dw->deferred = job;
+	return -EAGAIN;
 }
 
 static const char *vvm_dw_status_name(u32 code)
@@ -618,14 +658,41 @@ static void vvm_dw_job_finish(struct vvm_dw_job *job,
 		wake_up_var(&ctx->inflight);
 }
 
+/* Retries the parked job; runs after every completion. */
+static void vvm_dw_send_deferred(struct vvm_dewarper *dw)
+{
+	struct vvm_dw_job *job;
+	struct vvm_dw_ctx *ctx;
+	int ret;
+
+	mutex_lock(&dw->send_lock);
+	job = dw->deferred;
+	dw->deferred = NULL;
+	ret = job ? vvm_dw_job_send_or_defer(job) : -EAGAIN;
+	mutex_unlock(&dw->send_lock);
+	if (ret == -EAGAIN)
+		return;
+
+	/* Its mem2mem job is still running, so the context is alive. */
+	ctx = job->ctx;
+	if (ret) {
+		dev_warn_ratelimited(ctx_dev(ctx), "job %u not sent: %d\n",
+				     le32_to_cpu(job->hdr.sequence), ret);
+		vvm_dw_job_finish(job, VB2_BUF_STATE_ERROR);
+	}
+	v4l2_m2m_job_finish(dw->m2m_dev, ctx->fh.m2m_ctx);
+}
+
 /* Threaded half: may sleep, may call into vb2 and mem2mem. */
 static void vvm_dw_job_done(struct vvm_request *req, int status)
 {
 	struct vvm_dw_job *job = req->priv;
 	struct vvm_dw_ctx *ctx = job->ctx;
+	struct vvm_dewarper *dw = ctx->dw;
 	enum vb2_buffer_state state = VB2_BUF_STATE_ERROR;
 	u32 code, sequence = le32_to_cpu(job->hdr.sequence);
 
+	atomic_dec(&dw->on_device);
 	if (status) {
 		dev_warn_ratelimited(ctx_dev(ctx), "job %u failed: %d\n",
 				     sequence, status);
@@ -650,9 +717,10 @@ static void vvm_dw_job_done(struct vvm_request *req, int status)
 		/* The device lost the map (restart, cache eviction): resend. */
 		if (!job->resent) {
 			job->resent = true;
+			job->with_map = true;
 			atomic_set(&ctx->map_known, 0);
-			if (!vvm_dw_job_submit(job, true))
-				return;
+			if (!vvm_dw_job_send(job))
+				goto out;
 		}
 		fallthrough;
 	default:
@@ -662,6 +730,8 @@ static void vvm_dw_job_done(struct vvm_request *req, int status)
 	}
 finish:
 	vvm_dw_job_finish(job, state);
+out:
+	vvm_dw_send_deferred(dw);
 }
 
 static void vvm_dw_device_run(void *priv)
@@ -670,8 +740,7 @@ static void vvm_dw_device_run(void *priv)
 	struct vvm_dewarper *dw = ctx->dw;
 	struct vb2_v4l2_buffer *src, *dst;
 	struct media_request *req;
-	struct vvm_dw_job *job;
-	bool with_map;
+	struct vvm_dw_job *job = NULL;
 	int ret = 0;
 
 	src = v4l2_m2m_next_src_buf(ctx->fh.m2m_ctx);
@@ -697,29 +766,32 @@ static void vvm_dw_device_run(void *priv)
 		ret = vvm_core_check_alive(&dw->core);
 	if (!ret) {
 		job = vvm_dw_job_create(ctx, src, dst);
-		if (IS_ERR(job)) {
-			ret = PTR_ERR(job);
-		} else {
-			vvm_dw_debug_corrupt(job);
-			with_map = atomic_read(&ctx->map_known) !=
-				   job->map->generation;
-			atomic_inc(&ctx->queued);
-			atomic_inc(&ctx->inflight);
-			ret = vvm_dw_job_submit(job, with_map);
-			if (ret) {
-				atomic_dec(&ctx->inflight);
-				atomic_dec(&ctx->queued);
-				vvm_dw_job_free(job);
-			}
-		}
+		ret = PTR_ERR_OR_ZERO(job);
 	}
 	if (ret) {
-		dev_warn_ratelimited(ctx_dev(ctx), "job %u not sent: %d\n",
+		dev_warn_ratelimited(ctx_dev(ctx), "job %u not built: %d\n",
 				     src->sequence, ret);
 		v4l2_m2m_buf_done(src, VB2_BUF_STATE_ERROR);
 		v4l2_m2m_buf_done(dst, VB2_BUF_STATE_ERROR);
+		goto next;
 	}
 
+	vvm_dw_debug_corrupt(job);
+	job->with_map = atomic_read(&ctx->map_known) != job->map->generation;
+	atomic_inc(&ctx->queued);
+	atomic_inc(&ctx->inflight);
+
+	mutex_lock(&dw->send_lock);
+	ret = vvm_dw_job_send_or_defer(job);
+	mutex_unlock(&dw->send_lock);
+	if (ret == -EAGAIN)
+		return;
+	if (ret) {
+		dev_warn_ratelimited(ctx_dev(ctx), "job %u not sent: %d\n",
+				     src->sequence, ret);
+		vvm_dw_job_finish(job, VB2_BUF_STATE_ERROR);
+	}
+next:
 	/* The device takes several jobs: let mem2mem schedule the next one. */
 	v4l2_m2m_job_finish(dw->m2m_dev, ctx->fh.m2m_ctx);
 }
@@ -1332,6 +1404,7 @@ static void vvm_dw_v4l2_release(struct v4l2_device *v4l2_dev)
 	vvm_core_release(&dw->core);
 	media_device_cleanup(&dw->mdev);
 	v4l2_m2m_release(dw->m2m_dev);
+	mutex_destroy(&dw->send_lock);
 	mutex_destroy(&dw->vfd_lock);
 	kfree(dw);
 }
@@ -1347,6 +1420,7 @@ int vvm_dewarper_probe(struct virtio_device *vdev)
 	if (!dw)
 		return -ENOMEM;
 	mutex_init(&dw->vfd_lock);
+	mutex_init(&dw->send_lock);
 
 	ret = vvm_core_init(&dw->core, vdev, &vvm_dw_core_ops, 1, vq_names);
 	if (ret)
@@ -1420,6 +1494,7 @@ err_m2m:
 err_core:
 	vvm_core_release(&dw->core);
 err_free:
+	mutex_destroy(&dw->send_lock);
 	mutex_destroy(&dw->vfd_lock);
 	kfree(dw);
 	return ret;
