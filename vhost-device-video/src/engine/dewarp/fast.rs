@@ -46,10 +46,11 @@ impl FastEngine {
 
 /// A source component, read with bounds known from `check_job`.
 #[derive(Clone, Copy)]
-struct SourcePlane<'a> {
+pub(super) struct SourcePlane<'a> {
     data: &'a [u8],
     stride: usize,
     offset: usize,
+    step: usize,
     width: u32,
     height: u32,
     boundary: u8,
@@ -68,6 +69,7 @@ impl SourcePlane<'_> {
             data,
             stride,
             offset: layout.offset,
+            step: layout.step,
             width,
             height,
             boundary,
@@ -76,9 +78,9 @@ impl SourcePlane<'_> {
 
     /// The sample `(i, j)` or the boundary value outside the grid.
     #[inline]
-    fn get<const STEP: usize>(&self, i: u64, j: u64) -> u32 {
-        if i < u64::from(self.width) && j < u64::from(self.height) {
-            let index = j as usize * self.stride + self.offset + i as usize * STEP;
+    fn get(&self, i: u32, j: u32) -> u32 {
+        if i < self.width && j < self.height {
+            let index = j as usize * self.stride + self.offset + i as usize * self.step;
             u32::from(self.data.get(index).copied().unwrap_or(self.boundary))
         } else {
             u32::from(self.boundary)
@@ -87,36 +89,53 @@ impl SourcePlane<'_> {
 
     /// Bilinear sample at `(px, py)` in 1/64 sample, as the reference's
     /// step 4 (the separable form sums the same products).
-    #[inline(always)]
-    fn sample<const STEP: usize>(&self, px: u64, py: u64) -> u8 {
+    #[inline]
+    fn sample(&self, px: u32, py: u32) -> u8 {
         const ONE: u32 = 1 << FRACTION_BITS;
         let (i, j) = (px >> FRACTION_BITS, py >> FRACTION_BITS);
-        let fx = (px as u32) & (ONE - 1);
-        let fy = (py as u32) & (ONE - 1);
-        let (p00, p10, p01, p11);
-        if i + 1 < u64::from(self.width) && j + 1 < u64::from(self.height) {
-            let index = j as usize * self.stride + self.offset + i as usize * STEP;
-            // SAFETY: `check_job` verified that the buffer spans
-            // `stride * (height - 1)` plus a full line, and a line holds
-            // `offset + (width - 1) * STEP + 1` bytes of this component;
-            // `i + 1 < width` and `j + 1 < height` keep all four neighbours
-            // inside.
-            unsafe {
-                p00 = u32::from(*self.data.get_unchecked(index));
-                p10 = u32::from(*self.data.get_unchecked(index + STEP));
-                p01 = u32::from(*self.data.get_unchecked(index + self.stride));
-                p11 = u32::from(*self.data.get_unchecked(index + self.stride + STEP));
-            }
-        } else {
-            p00 = self.get::<STEP>(i, j);
-            p10 = self.get::<STEP>(i + 1, j);
-            p01 = self.get::<STEP>(i, j + 1);
-            p11 = self.get::<STEP>(i + 1, j + 1);
-        }
+        let (fx, fy) = (px & (ONE - 1), py & (ONE - 1));
+        let (p00, p10, p01, p11) = (
+            self.get(i, j),
+            self.get(i + 1, j),
+            self.get(i, j + 1),
+            self.get(i + 1, j + 1),
+        );
         let top = p00 * (ONE - fx) + p10 * fx;
         let bottom = p01 * (ONE - fx) + p11 * fx;
         ((top * (ONE - fy) + bottom * fy + (1 << (2 * FRACTION_BITS - 1))) >> (2 * FRACTION_BITS))
             as u8
+    }
+
+    /// Samples the positions `xs`, `ys` (1/64 sample) into `out`.
+    fn sample_line(&self, xs: &[u32], ys: &[u32], out: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if (self.step == 1 || self.step == 2)
+            && i32::try_from(self.data.len()).is_ok()
+            && std::arch::is_x86_feature_detected!("avx2")
+        {
+            // SAFETY: AVX2 is present; the plane's bounds hold (`check_job`).
+            unsafe { simd::sample_line_avx2(self, xs, ys, out) };
+            return;
+        }
+        for ((out, &x), &y) in out.iter_mut().zip(xs).zip(ys) {
+            *out = self.sample(x, y);
+        }
+    }
+}
+
+/// Writes `values` to the samples of one component in a destination line.
+fn scatter(line: &mut [u8], layout: ComponentLayout, values: &[u8]) {
+    let Some(line) = line.get_mut(layout.offset..) else {
+        return;
+    };
+    if layout.step == 1 {
+        if let Some(line) = line.get_mut(..values.len()) {
+            line.copy_from_slice(values);
+        }
+    } else {
+        for (out, &value) in line.iter_mut().step_by(layout.step).zip(values) {
+            *out = value;
+        }
     }
 }
 
@@ -133,60 +152,55 @@ struct Plan<'a> {
 }
 
 impl Plan<'_> {
-    /// Calls `emit(n, px, py)` for the destination samples of line `py`
-    /// (luma line coordinates) taken every `2^step_shift` pixels, with the
-    /// position rounded for a source grid subsampled by `2^sub_x`, `2^sub_y`.
-    #[inline(always)]
-    fn for_each_position(
+    /// Fills `xs`, `ys` with the source positions (1/64 sample of a grid
+    /// subsampled by `2^sub_x`, `2^sub_y`) of the destination samples of
+    /// luma line `py` taken every `2^step_shift` pixels.
+    fn line_positions(
         &self,
         py: u32,
         step_shift: u32,
         sub_x: u32,
         sub_y: u32,
-        mut emit: impl FnMut(usize, u64, u64),
+        xs: &mut [u32],
+        ys: &mut [u32],
     ) {
         let row = (py / CELL_SIZE) as usize;
         let fy = u64::from(py % CELL_SIZE);
         let ch = u64::from(CELL_SIZE.min(self.dst.height - row as u32 * CELL_SIZE));
         let columns = self.dst.width.div_ceil(CELL_SIZE) as usize;
-        let top = &self.vertices[row * self.map_width..][..columns + 1];
-        let bottom = &self.vertices[(row + 1) * self.map_width..][..columns + 1];
-        let mut n = 0;
+        let (Some(top), Some(bottom)) = (
+            self.vertices
+                .get(row * self.map_width..row * self.map_width + columns + 1),
+            self.vertices
+                .get((row + 1) * self.map_width..(row + 1) * self.map_width + columns + 1),
+        ) else {
+            return;
+        };
+        let mut outputs = xs.iter_mut().zip(ys.iter_mut());
         for c in 0..columns {
             let cw = CELL_SIZE.min(self.dst.width - c as u32 * CELL_SIZE);
-            let k = (cw as u64 * ch).trailing_zeros();
+            let k = (u64::from(cw) * ch).trailing_zeros();
             let (v00, v10, v01, v11) = (top[c], top[c + 1], bottom[c], bottom[c + 1]);
-            let shift_x = k + VERTEX_FRACTION_BITS - FRACTION_BITS + sub_x;
-            let shift_y = k + VERTEX_FRACTION_BITS - FRACTION_BITS + sub_y;
-            let line = |axis: usize, shift: u32| {
-                let (a00, a10, a01, a11) = (
-                    u64::from(v00[axis]),
-                    u64::from(v10[axis]),
-                    u64::from(v01[axis]),
-                    u64::from(v11[axis]),
-                );
-                let start = u64::from(cw) * ((ch - fy) * a00 + fy * a01) + (1 << (shift - 1));
-                let slope = ((ch - fy) * a10 + fy * a11).wrapping_sub((ch - fy) * a00 + fy * a01);
-                (start, slope << step_shift)
+            let line = |axis: usize, sub: u32| {
+                let shift = k + VERTEX_FRACTION_BITS - FRACTION_BITS + sub;
+                let left = (ch - fy) * u64::from(v00[axis]) + fy * u64::from(v01[axis]);
+                let right = (ch - fy) * u64::from(v10[axis]) + fy * u64::from(v11[axis]);
+                let start = u64::from(cw) * left + (1 << (shift - 1));
+                (start, right.wrapping_sub(left) << step_shift, shift)
             };
-            let (mut nx, step_x) = line(0, shift_x);
-            let (mut ny, step_y) = line(1, shift_y);
-            for _ in 0..cw >> step_shift {
-                emit(n, nx >> shift_x, ny >> shift_y);
-                n += 1;
+            let (mut nx, step_x, shift_x) = line(0, sub_x);
+            let (mut ny, step_y, shift_y) = line(1, sub_y);
+            for (x, y) in outputs.by_ref().take((cw >> step_shift) as usize) {
+                // Positions stay below 2^22: the numerator is below 2^32.
+                *x = (nx >> shift_x) as u32;
+                *y = (ny >> shift_y) as u32;
                 nx = nx.wrapping_add(step_x);
                 ny = ny.wrapping_add(step_y);
             }
         }
     }
 
-    fn run_band<const LUMA_STEP: usize, const CHROMA_STEP: usize>(
-        &self,
-        first_line: u32,
-        end_line: u32,
-        luma: &mut [u8],
-        chroma: &mut [u8],
-    ) {
+    fn run_band(&self, first_line: u32, end_line: u32, luma: &mut [u8], chroma: &mut [u8]) {
         let dst = self.dst;
         let luma_out = dst.format.luma_layout();
         let [u_out, v_out] = dst.format.chroma_layouts();
@@ -194,23 +208,25 @@ impl Plan<'_> {
             dst.format.chroma_horizontal_shift(),
             dst.format.chroma_vertical_shift(),
         );
-        let line_bytes = dst.width as usize * dst.format.luma_bytes_per_pixel();
+        let width = dst.width as usize;
+        let chroma_width = width >> dst_hs;
+        let line_bytes = width * dst.format.luma_bytes_per_pixel();
         let chroma_line_bytes = if dst.format.is_packed() {
             line_bytes
         } else {
-            dst.width as usize
+            width
         };
+        let (mut xs, mut ys) = (vec![0u32; width], vec![0u32; width]);
+        let mut values = vec![0u8; width];
         let first_chroma_line = first_line >> dst_vs;
         for py in first_line..end_line {
             let start = (py - first_line) as usize * dst.luma_stride;
             let Some(line) = luma.get_mut(start..start + line_bytes) else {
                 return;
             };
-            self.for_each_position(py, 0, 0, 0, |n, px, sy| {
-                if let Some(out) = line.get_mut(luma_out.offset + n * luma_out.step) {
-                    *out = self.src_luma.sample::<LUMA_STEP>(px, sy);
-                }
-            });
+            self.line_positions(py, 0, 0, 0, &mut xs, &mut ys);
+            self.src_luma.sample_line(&xs, &ys, &mut values);
+            scatter(line, luma_out, &values);
             if py % (1 << dst_vs) != 0 {
                 continue;
             }
@@ -223,15 +239,116 @@ impl Plan<'_> {
                 };
                 line
             };
-            let [src_u, src_v] = &self.src_chroma;
-            self.for_each_position(py, dst_hs, self.src_hs, self.src_vs, |n, px, sy| {
-                if let Some(out) = line.get_mut(u_out.offset + n * u_out.step) {
-                    *out = src_u.sample::<CHROMA_STEP>(px, sy);
+            let (xs, ys) = (&mut xs[..chroma_width], &mut ys[..chroma_width]);
+            let values = &mut values[..chroma_width];
+            self.line_positions(py, dst_hs, self.src_hs, self.src_vs, xs, ys);
+            for (plane, layout) in self.src_chroma.iter().zip([u_out, v_out]) {
+                plane.sample_line(xs, ys, values);
+                scatter(line, layout, values);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    //! AVX2 bilinear sampling of 8 positions at a time: two 32-bit gathers
+    //! fetch both neighbour pairs, `vpmaddubsw` weighs them horizontally and
+    //! `vpmaddwd` vertically. Sums and rounding are the reference's.
+
+    use std::arch::x86_64::*;
+
+    use super::SourcePlane;
+    use crate::engine::dewarp::reference::FRACTION_BITS;
+
+    /// # Safety
+    /// AVX2 must be present, `plane.step` 1 or 2, `plane.data.len()` below
+    /// `i32::MAX`, and the plane's bounds as `check_job` verifies them.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sample_line_avx2(
+        plane: &SourcePlane<'_>,
+        xs: &[u32],
+        ys: &[u32],
+        out: &mut [u8],
+    ) {
+        let n = out.len().min(xs.len()).min(ys.len());
+        let one = 1 << FRACTION_BITS;
+        let last_x = _mm256_set1_epi32(plane.width as i32 - 1);
+        let last_y = _mm256_set1_epi32(plane.height as i32 - 1);
+        // A gather reads 4 bytes: the lower line's read must end in the buffer.
+        let read_limit = _mm256_set1_epi32(plane.data.len() as i32 - 3);
+        let stride = _mm256_set1_epi32(plane.stride as i32);
+        let offset = _mm256_set1_epi32(plane.offset as i32);
+        let fraction_mask = _mm256_set1_epi32(one - 1);
+        let step_shift = _mm_cvtsi32_si128(if plane.step == 2 { 1 } else { 0 });
+        // Brings the two neighbours of a 2-byte-step component side by side.
+        let pair_bytes = _mm256_setr_epi8(
+            0, 2, -1, -1, 4, 6, -1, -1, 8, 10, -1, -1, 12, 14, -1, -1, 0, 2, -1, -1, 4, 6, -1, -1,
+            8, 10, -1, -1, 12, 14, -1, -1,
+        );
+        let base = plane.data.as_ptr() as *const i32;
+        let mut done = 0;
+        while done + 8 <= n {
+            let vx = _mm256_loadu_si256(xs.as_ptr().add(done) as *const __m256i);
+            let vy = _mm256_loadu_si256(ys.as_ptr().add(done) as *const __m256i);
+            let ix = _mm256_srli_epi32(vx, FRACTION_BITS as i32);
+            let iy = _mm256_srli_epi32(vy, FRACTION_BITS as i32);
+            let upper = _mm256_add_epi32(
+                _mm256_add_epi32(_mm256_mullo_epi32(iy, stride), offset),
+                _mm256_sll_epi32(ix, step_shift),
+            );
+            let lower = _mm256_add_epi32(upper, stride);
+            let inside = _mm256_and_si256(
+                _mm256_and_si256(
+                    _mm256_cmpgt_epi32(last_x, ix),
+                    _mm256_cmpgt_epi32(last_y, iy),
+                ),
+                _mm256_cmpgt_epi32(read_limit, lower),
+            );
+            if _mm256_movemask_epi8(inside) != -1 {
+                for i in done..done + 8 {
+                    *out.get_unchecked_mut(i) =
+                        plane.sample(*xs.get_unchecked(i), *ys.get_unchecked(i));
                 }
-                if let Some(out) = line.get_mut(v_out.offset + n * v_out.step) {
-                    *out = src_v.sample::<CHROMA_STEP>(px, sy);
-                }
-            });
+                done += 8;
+                continue;
+            }
+            let mut top = _mm256_i32gather_epi32::<1>(base, upper);
+            let mut bottom = _mm256_i32gather_epi32::<1>(base, lower);
+            if plane.step == 2 {
+                top = _mm256_shuffle_epi8(top, pair_bytes);
+                bottom = _mm256_shuffle_epi8(bottom, pair_bytes);
+            }
+            let fx = _mm256_and_si256(vx, fraction_mask);
+            let fy = _mm256_and_si256(vy, fraction_mask);
+            // Bytes (64 - fx, fx, 0, 0) per lane.
+            let wx = _mm256_add_epi32(
+                _mm256_sub_epi32(_mm256_slli_epi32(fx, 8), fx),
+                _mm256_set1_epi32(one),
+            );
+            let top = _mm256_maddubs_epi16(top, wx);
+            let bottom = _mm256_maddubs_epi16(bottom, wx);
+            let both = _mm256_or_si256(top, _mm256_slli_epi32(bottom, 16));
+            let wy = _mm256_or_si256(
+                _mm256_sub_epi32(_mm256_set1_epi32(one), fy),
+                _mm256_slli_epi32(fy, 16),
+            );
+            let sum = _mm256_madd_epi16(both, wy);
+            let value = _mm256_srli_epi32(
+                _mm256_add_epi32(sum, _mm256_set1_epi32(1 << (2 * FRACTION_BITS - 1))),
+                2 * FRACTION_BITS as i32,
+            );
+            let words = _mm256_packus_epi32(value, value);
+            let bytes = _mm256_packus_epi16(words, words);
+            let eight = _mm_unpacklo_epi32(
+                _mm256_castsi256_si128(bytes),
+                _mm256_extracti128_si256::<1>(bytes),
+            );
+            _mm_storel_epi64(out.as_mut_ptr().add(done) as *mut __m128i, eight);
+            done += 8;
+        }
+        for i in done..n {
+            *out.get_unchecked_mut(i) = plane.sample(*xs.get_unchecked(i), *ys.get_unchecked(i));
         }
     }
 }
@@ -292,13 +409,8 @@ impl DewarpEngine for FastEngine {
             src_hs,
             src_vs,
         };
-        let packed_source = sg.format.is_packed();
         let run = |first: u32, end: u32, luma: &mut [u8], chroma: &mut [u8]| {
-            if packed_source {
-                plan.run_band::<2, 4>(first, end, luma, chroma);
-            } else {
-                plan.run_band::<1, 2>(first, end, luma, chroma);
-            }
+            plan.run_band(first, end, luma, chroma);
         };
 
         // Bands start on even lines so that 4:2:0 chroma lines split with them.

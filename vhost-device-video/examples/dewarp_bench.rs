@@ -1,0 +1,140 @@
+//! Dewarper engine speed on 1080p NV12, side by side with a memcpy of the
+//! same bytes: the fast engine on one thread and on every core, and the
+//! reference engine, with the identity and the fisheye-correction maps.
+//!
+//! `cargo run --release --example dewarp_bench [-- --export[-only] DIR]`;
+//! with `--export`, the source picture and both maps are written to DIR (raw
+//! NV12 and little-endian u32 maps) for `tests/bench/opencv_remap.py`;
+//! `--export-only` stops there.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use vhost_device_video::engine::dewarp::{
+    maps, Crop, DestImage, DewarpEngine, FastEngine, ImageGeometry, PixelFormat, ReferenceEngine,
+    RemapParams, SourceImage, VertexMap,
+};
+
+const WIDTH: u32 = 1920;
+const HEIGHT: u32 = 1080;
+
+/// A deterministic test card: gradients plus a fine checkerboard, so that
+/// interpolation has real work and the output is easy to eyeball.
+fn test_card() -> Vec<u8> {
+    let (w, h) = (WIDTH as usize, HEIGHT as usize);
+    let mut frame = vec![0u8; w * h * 3 / 2];
+    let (luma, chroma) = frame.split_at_mut(w * h);
+    for (y, line) in luma.chunks_exact_mut(w).enumerate() {
+        for (x, px) in line.iter_mut().enumerate() {
+            let checker = if (x / 40 + y / 40) % 2 == 0 { 60 } else { 0 };
+            *px = ((x * 160 / w) + checker + (y * 30 / h)) as u8;
+        }
+    }
+    for (y, line) in chroma.chunks_exact_mut(w).enumerate() {
+        for (x, pair) in line.chunks_exact_mut(2).enumerate() {
+            pair[0] = (64 + x * 128 / (w / 2)) as u8;
+            pair[1] = (64 + y * 128 / (h / 2)) as u8;
+        }
+    }
+    frame
+}
+
+/// Runs `job` repeatedly for about `budget` and returns frames per second.
+fn fps(budget: Duration, mut job: impl FnMut()) -> f64 {
+    job();
+    let start = Instant::now();
+    let mut frames = 0u32;
+    while start.elapsed() < budget {
+        job();
+        frames += 1;
+    }
+    f64::from(frames) / start.elapsed().as_secs_f64()
+}
+
+fn engine_fps(engine: &dyn DewarpEngine, map: &VertexMap, src: &[u8], budget: Duration) -> f64 {
+    let geometry = ImageGeometry::packed(PixelFormat::Nv12, WIDTH, HEIGHT);
+    let split = (WIDTH * HEIGHT) as usize;
+    let (luma, chroma) = src.split_at(split);
+    let source = SourceImage {
+        geometry,
+        luma,
+        chroma,
+    };
+    let params = RemapParams {
+        map,
+        crop: Crop::full(WIDTH, HEIGHT),
+    };
+    let mut out = vec![0u8; src.len()];
+    fps(budget, || {
+        let (luma, chroma) = out.split_at_mut(split);
+        let mut dest = DestImage {
+            geometry,
+            luma,
+            chroma,
+        };
+        if let Err(e) = engine.remap(&params, &source, &mut dest) {
+            eprintln!("remap failed: {e}");
+            std::process::exit(1);
+        }
+        black_box(&mut dest);
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (export, only_export) = match (args.get(1).map(String::as_str), args.get(2)) {
+        (Some("--export"), Some(dir)) => (Some(dir.clone()), false),
+        (Some("--export-only"), Some(dir)) => (Some(dir.clone()), true),
+        (None, _) => (None, false),
+        _ => {
+            eprintln!("usage: dewarp_bench [--export DIR | --export-only DIR]");
+            std::process::exit(2);
+        }
+    };
+    let src = test_card();
+    let identity = maps::driver_identity_map(WIDTH, HEIGHT, WIDTH, HEIGHT);
+    let fisheye = maps::fisheye_correction_map(WIDTH, HEIGHT, WIDTH, HEIGHT, 0.3);
+    if let Some(dir) = export {
+        let write = |name: &str, bytes: &[u8]| {
+            let path = std::path::Path::new(&dir).join(name);
+            if let Err(e) = std::fs::write(&path, bytes) {
+                eprintln!("cannot write {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        };
+        write("source.nv12", &src);
+        write("identity.map", &identity.to_le_bytes());
+        write("fisheye.map", &fisheye.to_le_bytes());
+        println!(
+            "exported {WIDTH}x{HEIGHT} NV12 and {}x{} maps to {dir}",
+            identity.width(),
+            identity.height()
+        );
+        if only_export {
+            return;
+        }
+    }
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let budget = Duration::from_secs(2);
+    let mut dst = vec![0u8; src.len()];
+    let memcpy = fps(budget, || {
+        dst.copy_from_slice(black_box(&src));
+        black_box(&mut dst);
+    });
+    println!("1920x1080 NV12, frames per second");
+    println!(
+        "{:<10} {:>12} {:>12} {:>12} {:>12}",
+        "map",
+        "fast 1T",
+        format!("fast {cores}T"),
+        "reference",
+        "memcpy"
+    );
+    for (name, map) in [("identity", &identity), ("fisheye", &fisheye)] {
+        let one = engine_fps(&FastEngine::new(1), map, &src, budget);
+        let all = engine_fps(&FastEngine::new(cores), map, &src, budget);
+        let reference = engine_fps(&ReferenceEngine, map, &src, budget);
+        println!("{name:<10} {one:>12.1} {all:>12.1} {reference:>12.1} {memcpy:>12.1}");
+    }
+}
