@@ -57,24 +57,36 @@ const MAX_BUFFERS: u32 = 32;
 /// Size assumed for the OUTPUT queue until the stream says otherwise.
 const DEFAULT_SIZE: (u32, u32) = (640, 480);
 
-/// Errors of the decoder device.
-#[derive(Debug, ThisError)]
+/// Why the device refuses a command; each maps to a response code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ThisError)]
 pub enum DecoderError {
-    /// The decoding engine failed to start.
-    #[error("decoding engine: {0}")]
-    Engine(#[from] crate::engine::decode::EngineError),
+    #[error("operation not possible now")]
+    InvalidOperation,
+    #[error("limit reached")]
+    OutOfMemory,
+    #[error("no such stream")]
+    InvalidStreamId,
+    #[error("no such resource, or resource busy")]
+    InvalidResourceId,
+    #[error("invalid parameter")]
+    InvalidParameter,
+    #[error("unsupported control")]
+    UnsupportedControl,
 }
 
-/// Device-level failure of one command: answered with an error code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Refusal(u32);
-
-const INVALID_OPERATION: Refusal = Refusal(resp::ERR_INVALID_OPERATION);
-const OUT_OF_MEMORY: Refusal = Refusal(resp::ERR_OUT_OF_MEMORY);
-const INVALID_STREAM: Refusal = Refusal(resp::ERR_INVALID_STREAM_ID);
-const INVALID_RESOURCE: Refusal = Refusal(resp::ERR_INVALID_RESOURCE_ID);
-const INVALID_PARAMETER: Refusal = Refusal(resp::ERR_INVALID_PARAMETER);
-const UNSUPPORTED_CONTROL: Refusal = Refusal(resp::ERR_UNSUPPORTED_CONTROL);
+impl DecoderError {
+    /// The response code.
+    pub fn code(self) -> u32 {
+        match self {
+            DecoderError::InvalidOperation => resp::ERR_INVALID_OPERATION,
+            DecoderError::OutOfMemory => resp::ERR_OUT_OF_MEMORY,
+            DecoderError::InvalidStreamId => resp::ERR_INVALID_STREAM_ID,
+            DecoderError::InvalidResourceId => resp::ERR_INVALID_RESOURCE_ID,
+            DecoderError::InvalidParameter => resp::ERR_INVALID_PARAMETER,
+            DecoderError::UnsupportedControl => resp::ERR_UNSUPPORTED_CONTROL,
+        }
+    }
+}
 
 fn coded_from_wire(code: u32) -> Option<CodedFormat> {
     Some(match code {
@@ -356,8 +368,11 @@ impl DecoderDevice {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn stream(&self, id: u32) -> Result<Arc<Stream>, Refusal> {
-        self.streams().get(&id).cloned().ok_or(INVALID_STREAM)
+    fn stream(&self, id: u32) -> Result<Arc<Stream>, DecoderError> {
+        self.streams()
+            .get(&id)
+            .cloned()
+            .ok_or(DecoderError::InvalidStreamId)
     }
 
     fn handle_command(&self, chain: Chain, queue: &DeviceQueue) {
@@ -387,14 +402,18 @@ impl DecoderDevice {
             queue: queue.clone(),
             stream_id,
         };
-        if let Err(Refusal(code)) = self.dispatch(stream_id, request.command, pending) {
-            // The chain was handed back through `dispatch`'s error path.
-            debug!("stream {stream_id}: refused with {code:#x}");
+        if let Err(refusal) = self.dispatch(stream_id, request.command, pending) {
+            debug!("stream {stream_id}: {refusal}");
         }
     }
 
     /// Runs one command. Replies through `pending`, now or later.
-    fn dispatch(&self, stream_id: u32, command: Command, pending: Pending) -> Result<(), Refusal> {
+    fn dispatch(
+        &self,
+        stream_id: u32,
+        command: Command,
+        pending: Pending,
+    ) -> Result<(), DecoderError> {
         let result = match command {
             Command::QueryCapability(queue) => Ok(Some(self.capabilities(queue))),
             Command::StreamCreate {
@@ -415,7 +434,7 @@ impl DecoderDevice {
                 return match self.stream(stream_id) {
                     Ok(stream) => stream_command(&stream, other, pending),
                     Err(refusal) => {
-                        pending.refuse(refusal.0);
+                        pending.refuse(refusal.code());
                         Err(refusal)
                     }
                 };
@@ -428,7 +447,7 @@ impl DecoderDevice {
             }
             Ok(None) => Ok(()),
             Err(refusal) => {
-                pending.refuse(refusal.0);
+                pending.refuse(refusal.code());
                 Err(refusal)
             }
         }
@@ -492,19 +511,19 @@ impl DecoderDevice {
         in_mem_type: u32,
         out_mem_type: u32,
         coded_format: u32,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), DecoderError> {
         if in_mem_type != vv::MEM_TYPE_GUEST_PAGES || out_mem_type != vv::MEM_TYPE_GUEST_PAGES {
-            return Err(INVALID_PARAMETER);
+            return Err(DecoderError::InvalidParameter);
         }
         let coded = coded_from_wire(coded_format)
             .filter(|f| self.formats.contains(f))
-            .ok_or(INVALID_PARAMETER)?;
+            .ok_or(DecoderError::InvalidParameter)?;
         let mut streams = self.streams();
         if streams.contains_key(&id) {
-            return Err(INVALID_STREAM);
+            return Err(DecoderError::InvalidStreamId);
         }
         if streams.len() >= MAX_STREAMS {
-            return Err(OUT_OF_MEMORY);
+            return Err(DecoderError::OutOfMemory);
         }
         let stream = Arc::new(Stream {
             id,
@@ -538,25 +557,33 @@ impl DecoderDevice {
             .spawn(move || run_worker(&worker, factory.as_ref()))
             .map_err(|e| {
                 error!("cannot start a decoding thread: {e}");
-                OUT_OF_MEMORY
+                DecoderError::OutOfMemory
             })?;
         streams.insert(id, stream);
         Ok(())
     }
 
-    fn destroy_stream(&self, id: u32) -> Result<(), Refusal> {
-        let stream = self.streams().remove(&id).ok_or(INVALID_STREAM)?;
+    fn destroy_stream(&self, id: u32) -> Result<(), DecoderError> {
+        let stream = self
+            .streams()
+            .remove(&id)
+            .ok_or(DecoderError::InvalidStreamId)?;
         close_stream(&stream);
         Ok(())
     }
 
-    fn query_control(&self, stream_id: u32, control: u32, coded: u32) -> Result<Vec<u8>, Refusal> {
+    fn query_control(
+        &self,
+        stream_id: u32,
+        control: u32,
+        coded: u32,
+    ) -> Result<Vec<u8>, DecoderError> {
         let coded = coded_from_wire(coded)
             .filter(|f| self.formats.contains(f))
-            .ok_or(INVALID_PARAMETER)?;
+            .ok_or(DecoderError::InvalidParameter)?;
         let values = control_values(control, coded);
         if values.is_empty() {
-            return Err(UNSUPPORTED_CONTROL);
+            return Err(DecoderError::UnsupportedControl);
         }
         let mut out = Vec::new();
         push(
@@ -694,13 +721,13 @@ fn clear_output(st: &mut StreamState) {
 }
 
 /// Runs a command that names an existing stream.
-fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result<(), Refusal> {
+fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result<(), DecoderError> {
     let id = stream.id;
     let mut st = stream.lock();
-    let result: Result<Option<Vec<u8>>, Refusal> = match command {
+    let result: Result<Option<Vec<u8>>, DecoderError> = match command {
         Command::StreamDrain => {
             if st.drain.is_some() || st.closed {
-                Err(INVALID_OPERATION)
+                Err(DecoderError::InvalidOperation)
             } else {
                 st.drain = Some(pending);
                 st.inputs.push_back(InputItem::Drain);
@@ -782,7 +809,7 @@ fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result
                     );
                     Ok(Some(out))
                 }
-                None => Err(UNSUPPORTED_CONTROL),
+                None => Err(DecoderError::UnsupportedControl),
             }
         }
         Command::SetControl {
@@ -791,9 +818,9 @@ fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result
         } => {
             let values = control_values(control_type, st.coded);
             if values.is_empty() {
-                Err(UNSUPPORTED_CONTROL)
+                Err(DecoderError::UnsupportedControl)
             } else if !values.contains(&value) {
-                Err(INVALID_PARAMETER)
+                Err(DecoderError::InvalidParameter)
             } else {
                 if control_type == control::PROFILE {
                     st.profile = Some(value);
@@ -807,7 +834,7 @@ fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result
         Command::QueryCapability(_)
         | Command::StreamCreate { .. }
         | Command::StreamDestroy
-        | Command::QueryControl { .. } => Err(INVALID_OPERATION),
+        | Command::QueryControl { .. } => Err(DecoderError::InvalidOperation),
     };
     drop(st);
     match result {
@@ -817,7 +844,7 @@ fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result
         }
         Ok(None) => Ok(()),
         Err(refusal) => {
-            pending.refuse(refusal.0);
+            pending.refuse(refusal.code());
             Err(refusal)
         }
     }
@@ -830,13 +857,13 @@ fn create_resource(
     resource_id: u32,
     planes_layout: u32,
     planes: Vec<PlaneEntries>,
-) -> Result<(), Refusal> {
+) -> Result<(), DecoderError> {
     if planes_layout != vv::PLANES_LAYOUT_SINGLE_BUFFER || planes.len() != 1 {
-        return Err(INVALID_PARAMETER);
+        return Err(DecoderError::InvalidParameter);
     }
     let key = (queue_type, resource_id);
     match st.resources.get(&key) {
-        Some(existing) if existing.queued => return Err(INVALID_RESOURCE),
+        Some(existing) if existing.queued => return Err(DecoderError::InvalidResourceId),
         Some(_) => {}
         None => {
             let count = st
@@ -845,7 +872,7 @@ fn create_resource(
                 .filter(|(q, _)| *q == queue_type)
                 .count();
             if count >= MAX_RESOURCES_PER_QUEUE {
-                return Err(OUT_OF_MEMORY);
+                return Err(DecoderError::OutOfMemory);
             }
         }
     }
@@ -857,12 +884,12 @@ fn create_resource(
             let valid = len > 0
                 && mem.check_range(GuestAddress(addr), len as usize, Permissions::ReadWrite);
             if !valid {
-                return Err(INVALID_PARAMETER);
+                return Err(DecoderError::InvalidParameter);
             }
             ranges.push((addr, len, size));
             size += u64::from(len);
             if size > MAX_RESOURCE_BYTES {
-                return Err(OUT_OF_MEMORY);
+                return Err(DecoderError::OutOfMemory);
             }
         }
     }
@@ -885,23 +912,23 @@ fn queue_resource(
     timestamp: u64,
     data_sizes: &[u32],
     pending: Pending,
-) -> Result<(), Refusal> {
+) -> Result<(), DecoderError> {
     let refusal = (|| {
         if st.closed {
-            return Err(INVALID_OPERATION);
+            return Err(DecoderError::InvalidOperation);
         }
         let resource = st
             .resources
             .get_mut(&(queue, resource_id))
-            .ok_or(INVALID_RESOURCE)?;
+            .ok_or(DecoderError::InvalidResourceId)?;
         if resource.queued {
-            return Err(INVALID_RESOURCE);
+            return Err(DecoderError::InvalidResourceId);
         }
         match queue {
             QueueType::Input => {
-                let size = *data_sizes.first().ok_or(INVALID_PARAMETER)?;
+                let size = *data_sizes.first().ok_or(DecoderError::InvalidParameter)?;
                 if u64::from(size) > resource.size || size > MAX_INPUT_BYTES {
-                    return Err(INVALID_PARAMETER);
+                    return Err(DecoderError::InvalidParameter);
                 }
                 Ok(Some(size))
             }
@@ -911,7 +938,7 @@ fn queue_resource(
     let size = match refusal {
         Ok(size) => size,
         Err(refusal) => {
-            pending.refuse(refusal.0);
+            pending.refuse(refusal.code());
             return Err(refusal);
         }
     };
@@ -998,20 +1025,20 @@ fn set_params(
     st: &mut StreamState,
     params: &vv::Params,
     resource_type: Option<u32>,
-) -> Result<(), Refusal> {
+) -> Result<(), DecoderError> {
     if resource_type.is_some_and(|t| t != vv::MEM_TYPE_GUEST_PAGES) {
-        return Err(INVALID_PARAMETER);
+        return Err(DecoderError::InvalidParameter);
     }
     let queue = match params.queue_type.to_native() {
         0x100 => QueueType::Input,
         0x101 => QueueType::Output,
-        _ => return Err(INVALID_PARAMETER),
+        _ => return Err(DecoderError::InvalidParameter),
     };
     let code = params.format.to_native();
     match queue {
         QueueType::Input => {
             if code != 0 {
-                let coded = coded_from_wire(code).ok_or(INVALID_PARAMETER)?;
+                let coded = coded_from_wire(code).ok_or(DecoderError::InvalidParameter)?;
                 if coded != st.coded {
                     st.coded = coded;
                     st.profile = None;
@@ -1024,7 +1051,7 @@ fn set_params(
                 params.frame_height.to_native(),
             );
             if w > MAX_DIMENSION || h > MAX_DIMENSION {
-                return Err(INVALID_PARAMETER);
+                return Err(DecoderError::InvalidParameter);
             }
             if w > 0 && h > 0 {
                 st.input_size = (w, h);
@@ -1043,7 +1070,7 @@ fn set_params(
         }
         QueueType::Output => {
             if code != 0 {
-                let raw = raw_from_wire(code).ok_or(INVALID_PARAMETER)?;
+                let raw = raw_from_wire(code).ok_or(DecoderError::InvalidParameter)?;
                 if raw != st.output.format {
                     st.output = PictureLayout::packed(raw, st.output.width, st.output.height);
                 }
