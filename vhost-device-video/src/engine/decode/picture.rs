@@ -2,6 +2,8 @@
 //! plane offsets and strides the device reported, converting between planar
 //! and semi-planar chroma on the fly (no scaler involved).
 
+use thiserror::Error as ThisError;
+
 /// Output pixel formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PixelFormat {
@@ -97,13 +99,16 @@ pub enum SourcePlanes<'a> {
 }
 
 /// Why a picture could not be written.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, ThisError)]
 pub enum WriteError {
     /// The layout is smaller than the picture or its planes are too small.
+    #[error("picture does not fit the layout")]
     LayoutTooSmall,
     /// The source picture is shorter than its declared size.
+    #[error("picture data shorter than its size")]
     SourceTooShort,
     /// The sink refused a write.
+    #[error("destination buffer refused a write")]
     Sink,
 }
 
