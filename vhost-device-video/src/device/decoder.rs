@@ -1321,7 +1321,13 @@ fn write_to_resource(
                 .is_some_and(|src| mem.write_slice(src, addr).is_ok())
         })
     };
-    write_picture(&planes, w, h, &st.output, &mut sink).is_ok()
+    match write_picture(&planes, w, h, &st.output, &mut sink) {
+        Ok(()) => true,
+        Err(e) => {
+            debug!("picture not written: {e}");
+            false
+        }
+    }
 }
 
 #[cfg(test)]
