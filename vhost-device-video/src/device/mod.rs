@@ -1,3 +1,4 @@
 //! Devices: stream and job state behind the transport.
 
 pub mod decoder;
+pub mod dewarper;

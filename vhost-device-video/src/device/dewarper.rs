@@ -1,0 +1,984 @@
+//! The DW100-compatible dewarper device (`docs/protocol-dewarper.md`).
+//!
+//! One queue; each descriptor chain is one job. The vring thread only pops
+//! chains and hands them to a pool of job workers, so several jobs run at
+//! once and complete in any order. A worker reads the header, the map and
+//! the source planes as one byte stream over the readable descriptors, runs
+//! the remap engine and writes the status and the destination planes over the
+//! writable descriptors. Maps are cached per context and generation.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::mem::size_of;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use log::{debug, error, warn};
+use thiserror::Error as ThisError;
+use virtio_queue::{Reader, Writer};
+use vm_memory::ByteValued;
+
+use crate::engine::dewarp::{
+    DestImage, DewarpEngine, RemapParams, SourceImage, VertexMap, MAX_HEIGHT, MAX_WIDTH,
+};
+use crate::protocol::dewarp::{
+    status, ImageLayout, JobError, ValidJob, VdwConfig, VdwJob, VdwStatus, CONFIG_VERSION,
+};
+use crate::transport::{Chain, DeviceQueue, VirtioDevice};
+
+/// The job queue.
+const JOB_QUEUE: usize = 0;
+/// Largest queue the device accepts.
+const QUEUE_SIZE: usize = 1024;
+/// Maps kept by default (one per V4L2 context).
+pub const DEFAULT_MAP_CACHE_SLOTS: usize = 32;
+
+/// Why a job failed; each maps to a status code.
+#[derive(Debug, ThisError)]
+enum Failure {
+    #[error("descriptor chain has a device-readable descriptor after a writable one")]
+    DescriptorOrder,
+    #[error("device-readable part unusable: {0}")]
+    Readable(virtio_queue::Error),
+    #[error("device-readable part of {0} bytes cannot hold a job header")]
+    ShortHeader(usize),
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error("context {context_id} has no map of generation {generation}")]
+    MapRequired { context_id: u32, generation: u32 },
+    #[error("cannot read the chain: {0}")]
+    Read(std::io::Error),
+    #[error("cannot write the chain: {0}")]
+    Write(std::io::Error),
+    #[error("remap engine: {0}")]
+    Engine(crate::engine::dewarp::DewarpError),
+}
+
+impl Failure {
+    fn status(&self) -> u32 {
+        match self {
+            Failure::DescriptorOrder
+            | Failure::Readable(_)
+            | Failure::ShortHeader(_)
+            | Failure::Read(_) => status::ERR_MALFORMED,
+            Failure::Job(e) => e.status(),
+            Failure::MapRequired { .. } => status::ERR_MAP_REQUIRED,
+            Failure::Write(_) | Failure::Engine(_) => status::ERR_INTERNAL,
+        }
+    }
+}
+
+/// The last map of each context, least recently used first out.
+struct MapCache {
+    slots: usize,
+    /// `(context_id, generation, map)`, most recently used first.
+    entries: VecDeque<(u32, u32, Arc<VertexMap>)>,
+}
+
+impl MapCache {
+    fn new(slots: usize) -> Self {
+        MapCache {
+            slots: slots.max(1),
+            entries: VecDeque::new(),
+        }
+    }
+
+    fn get(&mut self, context_id: u32, generation: u32) -> Option<Arc<VertexMap>> {
+        let index = self
+            .entries
+            .iter()
+            .position(|(c, g, _)| (*c, *g) == (context_id, generation))?;
+        let entry = self.entries.remove(index)?;
+        let map = entry.2.clone();
+        self.entries.push_front(entry);
+        Some(map)
+    }
+
+    fn insert(&mut self, context_id: u32, generation: u32, map: Arc<VertexMap>) {
+        self.entries.retain(|(c, _, _)| *c != context_id);
+        self.entries.push_front((context_id, generation, map));
+        self.entries.truncate(self.slots);
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// A popped chain on its way to a worker.
+struct Work {
+    chain: Chain,
+    queue: DeviceQueue,
+    /// Device epoch when the chain was popped; a reset moves the epoch on
+    /// and the chain is then dropped instead of completed.
+    epoch: u64,
+}
+
+/// State the workers share with the device.
+struct Shared {
+    engine: Arc<dyn DewarpEngine>,
+    maps: Mutex<MapCache>,
+    epoch: AtomicU64,
+}
+
+/// Per-worker buffers, reused from job to job.
+#[derive(Default)]
+struct Buffers {
+    src: Vec<u8>,
+    dst: Vec<u8>,
+}
+
+/// The dewarper device.
+pub struct DewarperDevice {
+    shared: Arc<Shared>,
+    jobs: mpsc::Sender<Work>,
+    map_cache_slots: usize,
+}
+
+impl DewarperDevice {
+    /// A device running jobs on `workers` threads (at least one) with
+    /// `engine`, keeping `map_cache_slots` maps.
+    pub fn new(engine: Arc<dyn DewarpEngine>, workers: usize, map_cache_slots: usize) -> Self {
+        let map_cache_slots = map_cache_slots.max(1);
+        let shared = Arc::new(Shared {
+            engine,
+            maps: Mutex::new(MapCache::new(map_cache_slots)),
+            epoch: AtomicU64::new(0),
+        });
+        let (jobs, receiver) = mpsc::channel::<Work>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..workers.max(1) {
+            let (shared, receiver) = (shared.clone(), receiver.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("dewarp-job-{index}"))
+                .spawn(move || {
+                    let mut buffers = Buffers::default();
+                    loop {
+                        let next = receiver
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .recv();
+                        // The device is gone once its sender is dropped.
+                        let Ok(work) = next else { return };
+                        shared.run(work, &mut buffers);
+                    }
+                });
+            if let Err(e) = spawned {
+                error!("cannot start dewarper worker {index}: {e}");
+            }
+        }
+        DewarperDevice {
+            shared,
+            jobs,
+            map_cache_slots,
+        }
+    }
+}
+
+impl Shared {
+    fn run(&self, work: Work, buffers: &mut Buffers) {
+        let Work {
+            chain,
+            queue,
+            epoch,
+        } = work;
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        let head = chain.head_index();
+        let used = self.process(&chain, buffers);
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        if let Err(e) = queue.complete(head, used) {
+            error!("dewarper: {e}");
+        }
+    }
+
+    /// Runs the job of `chain`; returns the used length.
+    fn process(&self, chain: &Chain, buffers: &mut Buffers) -> u32 {
+        let mut status_writer = match Writer::<()>::new(chain.memory(), chain.clone()) {
+            Ok(writer) if writer.available_bytes() >= size_of::<VdwStatus>() => writer,
+            Ok(_) => {
+                warn!(
+                    "dewarper: chain {} has no room for a status",
+                    chain.head_index()
+                );
+                return 0;
+            }
+            Err(e) => {
+                warn!(
+                    "dewarper: chain {} writable part unusable: {e}",
+                    chain.head_index()
+                );
+                return 0;
+            }
+        };
+        let writable = status_writer.available_bytes();
+        let mut sequence = 0;
+        let start = Instant::now();
+        let outcome = self.execute(chain, writable, &mut status_writer, buffers, &mut sequence);
+        let (code, used) = match outcome {
+            Ok(engine_time_ns) => {
+                debug!("dewarper: job {sequence} done in {:?}", start.elapsed());
+                let status = VdwStatus::new(status::OK, sequence, engine_time_ns);
+                (status, writable)
+            }
+            Err(failure) => {
+                warn!("dewarper: job {sequence} failed: {failure}");
+                let status = VdwStatus::new(failure.status(), sequence, 0);
+                (status, size_of::<VdwStatus>())
+            }
+        };
+        if let Err(e) = status_writer.write_all(code.as_slice()) {
+            warn!("dewarper: cannot write the status of job {sequence}: {e}");
+            return 0;
+        }
+        u32::try_from(used).unwrap_or(0)
+    }
+
+    /// Checks and runs the job; on success the destination is written after
+    /// the status bytes of `writer` and the engine time returned.
+    fn execute(
+        &self,
+        chain: &Chain,
+        writable: usize,
+        writer: &mut Writer<'_, ()>,
+        buffers: &mut Buffers,
+        sequence: &mut u32,
+    ) -> Result<u64, Failure> {
+        let mut seen_writable = false;
+        for descriptor in chain.clone() {
+            if descriptor.is_write_only() {
+                seen_writable = true;
+            } else if seen_writable {
+                return Err(Failure::DescriptorOrder);
+            }
+        }
+        let mut reader =
+            Reader::<()>::new(chain.memory(), chain.clone()).map_err(Failure::Readable)?;
+        let readable = reader.available_bytes();
+        if readable < size_of::<VdwJob>() {
+            return Err(Failure::ShortHeader(readable));
+        }
+        let header: VdwJob = reader.read_obj().map_err(Failure::Read)?;
+        *sequence = header.sequence.to_native();
+        let job = header.validate(readable, writable)?;
+        let map = self.map_for(&job, &mut reader)?;
+
+        read_image(&mut reader, &job.src, &mut buffers.src)?;
+        // Zeroed so that padding never carries another job's pixels.
+        buffers.dst.clear();
+        buffers.dst.resize(job.dst.total_size, 0);
+        let engine_time = self.remap(&job, &map, buffers)?;
+
+        let mut data = writer
+            .split_at(size_of::<VdwStatus>())
+            .map_err(|e| Failure::Write(std::io::Error::other(e)))?;
+        data.write_all(&buffers.dst).map_err(Failure::Write)?;
+        Ok(engine_time)
+    }
+
+    /// The job's map: read from the chain (and cached) or from the cache.
+    fn map_for(
+        &self,
+        job: &ValidJob,
+        reader: &mut Reader<'_, ()>,
+    ) -> Result<Arc<VertexMap>, Failure> {
+        let mut cache = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        if !job.carries_map {
+            return cache
+                .get(job.context_id, job.map_generation)
+                .filter(|map| (map.width(), map.height()) == (job.map_width, job.map_height))
+                .ok_or(Failure::MapRequired {
+                    context_id: job.context_id,
+                    generation: job.map_generation,
+                });
+        }
+        drop(cache);
+        let mut bytes = vec![0u8; job.map_bytes()];
+        reader.read_exact(&mut bytes).map_err(Failure::Read)?;
+        let map = VertexMap::from_le_bytes(job.map_width, job.map_height, &bytes)
+            .map_err(Failure::Engine)?;
+        let map = Arc::new(map);
+        cache = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.insert(job.context_id, job.map_generation, map.clone());
+        Ok(map)
+    }
+
+    /// Runs the engine from `buffers.src` into `buffers.dst`; returns the
+    /// engine time in nanoseconds.
+    fn remap(
+        &self,
+        job: &ValidJob,
+        map: &VertexMap,
+        buffers: &mut Buffers,
+    ) -> Result<u64, Failure> {
+        let (luma, chroma) = split(&buffers.src, &job.src);
+        let source = SourceImage {
+            geometry: job.src.geometry,
+            luma,
+            chroma,
+        };
+        let (luma, chroma) = if job.dst.geometry.format.is_packed() {
+            (&mut buffers.dst[..], &mut [][..])
+        } else {
+            buffers
+                .dst
+                .split_at_mut(job.dst.chroma_start.min(job.dst.total_size))
+        };
+        let mut dest = DestImage {
+            geometry: job.dst.geometry,
+            luma,
+            chroma,
+        };
+        let params = RemapParams {
+            map,
+            crop: job.crop,
+        };
+        let start = Instant::now();
+        self.engine
+            .remap(&params, &source, &mut dest)
+            .map_err(Failure::Engine)?;
+        Ok(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The luma and chroma components of an image's bytes.
+fn split<'a>(bytes: &'a [u8], layout: &ImageLayout) -> (&'a [u8], &'a [u8]) {
+    if layout.geometry.format.is_packed() {
+        (bytes, &[])
+    } else {
+        bytes.split_at(layout.chroma_start.min(bytes.len()))
+    }
+}
+
+/// Reads an image's planes (validated size, backed by the chain) into `buffer`.
+fn read_image(
+    reader: &mut Reader<'_, ()>,
+    layout: &ImageLayout,
+    buffer: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    buffer.resize(layout.total_size, 0);
+    reader.read_exact(buffer).map_err(Failure::Read)
+}
+
+impl VirtioDevice for DewarperDevice {
+    fn num_queues(&self) -> usize {
+        1
+    }
+
+    fn max_queue_size(&self) -> usize {
+        QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        0
+    }
+
+    fn config(&self) -> Vec<u8> {
+        let config = VdwConfig {
+            version: CONFIG_VERSION.into(),
+            max_width: MAX_WIDTH.into(),
+            max_height: MAX_HEIGHT.into(),
+            map_cache_slots: u32::try_from(self.map_cache_slots)
+                .unwrap_or(u32::MAX)
+                .into(),
+        };
+        config.as_slice().to_vec()
+    }
+
+    fn handle_kick(&self, queue: &DeviceQueue) {
+        let chains = match queue.pop_all() {
+            Ok(chains) => chains,
+            Err(e) => {
+                error!("dewarper: {e}");
+                return;
+            }
+        };
+        if queue.index() != JOB_QUEUE {
+            warn!("dewarper: kick on unknown queue {}", queue.index());
+            for chain in chains {
+                let _ = queue.complete(chain.head_index(), 0);
+            }
+            return;
+        }
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        for chain in chains {
+            let head = chain.head_index();
+            let work = Work {
+                chain,
+                queue: queue.clone(),
+                epoch,
+            };
+            if self.jobs.send(work).is_err() {
+                error!("dewarper: no job worker running");
+                let _ = queue.complete(head, 0);
+            }
+        }
+    }
+
+    fn reset(&self) {
+        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        self.shared
+            .maps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The device driven through real split virtqueues in guest memory
+    //! (`MockSplitQueue` layouts served by the transport's `VringRwLock`).
+
+    use std::time::{Duration, Instant};
+
+    use vhost_user_backend::{VringRwLock, VringT};
+    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, Le32};
+
+    use super::*;
+    use crate::engine::dewarp::{
+        maps, Crop, FastEngine, ImageGeometry, PixelFormat, ReferenceEngine,
+    };
+    use crate::protocol::dewarp::{image_descriptor, VDW_JOB_F_MAP};
+    use crate::transport::{AtomicMem, GuestMem};
+
+    const QSIZE: u16 = 256;
+    const MEM_SIZE: u64 = 64 << 20;
+    const DATA_START: u64 = 0x10_0000;
+
+    /// One piece of a chain.
+    enum Part {
+        Read(Vec<u8>),
+        Write(u32),
+    }
+
+    struct Harness<'a> {
+        mem: &'a GuestMem,
+        atomic: AtomicMem,
+        mock: MockSplitQueue<'a, GuestMem>,
+        vring: VringRwLock<AtomicMem>,
+        next_desc: u16,
+        next_data: u64,
+        device: DewarperDevice,
+    }
+
+    /// A completed chain: used length, status and the bytes after it.
+    struct Done {
+        len: u32,
+        status: u32,
+        sequence: u32,
+        data: Vec<u8>,
+    }
+
+    fn guest_memory() -> GuestMem {
+        GuestMem::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap()
+    }
+
+    impl<'a> Harness<'a> {
+        fn new(mem: &'a GuestMem, slots: usize) -> Self {
+            let atomic = GuestMemoryAtomic::new(mem.clone());
+            let mock = MockSplitQueue::create(mem, GuestAddress(0), QSIZE);
+            let vring = VringRwLock::new(atomic.clone(), QSIZE).unwrap();
+            vring
+                .set_queue_info(
+                    mock.desc_table_addr().0,
+                    mock.avail_addr().0,
+                    mock.used_addr().0,
+                )
+                .unwrap();
+            vring.set_queue_size(QSIZE);
+            vring.set_queue_ready(true);
+            vring.set_enabled(true);
+            Harness {
+                mem,
+                atomic,
+                mock,
+                vring,
+                next_desc: 0,
+                next_data: DATA_START,
+                device: DewarperDevice::new(Arc::new(FastEngine::new(2)), 3, slots),
+            }
+        }
+
+        fn alloc(&mut self, len: u64) -> u64 {
+            let addr = self.next_data;
+            self.next_data = (addr + len.max(1) + 63) & !63;
+            if self.next_data >= MEM_SIZE {
+                self.next_data = DATA_START;
+                return self.alloc(len);
+            }
+            addr
+        }
+
+        /// Queues a chain and kicks; returns its head and writable addresses.
+        fn submit(&mut self, parts: Vec<Part>) -> (u16, Vec<(u64, u32)>) {
+            let mut descs = Vec::new();
+            let mut writable = Vec::new();
+            for part in parts {
+                match part {
+                    Part::Read(bytes) => {
+                        let addr = self.alloc(bytes.len() as u64);
+                        self.mem.write_slice(&bytes, GuestAddress(addr)).unwrap();
+                        descs.push((addr, bytes.len() as u32, 0));
+                    }
+                    Part::Write(len) => {
+                        let addr = self.alloc(u64::from(len));
+                        self.mem
+                            .write_slice(&vec![0xee; len as usize], GuestAddress(addr))
+                            .unwrap();
+                        writable.push((addr, len));
+                        descs.push((addr, len, VRING_DESC_F_WRITE as u16));
+                    }
+                }
+            }
+            if self.next_desc as usize + descs.len() > QSIZE as usize {
+                self.next_desc = 0;
+            }
+            let head = self.next_desc;
+            let count = descs.len();
+            let raw: Vec<RawDescriptor> = descs
+                .iter()
+                .enumerate()
+                .map(|(i, &(addr, len, flags))| {
+                    let flags = if i + 1 == count {
+                        flags
+                    } else {
+                        flags | VRING_DESC_F_NEXT as u16
+                    };
+                    RawDescriptor::from(SplitDescriptor::new(addr, len, flags, head + i as u16 + 1))
+                })
+                .collect();
+            self.mock.add_desc_chains(&raw, head).unwrap();
+            self.next_desc += count as u16;
+            let queue = DeviceQueue::new(0, self.vring.clone(), self.atomic.clone());
+            self.device.handle_kick(&queue);
+            (head, writable)
+        }
+
+        /// Used ring entries so far.
+        fn used(&self) -> Vec<(u32, u32)> {
+            let used = self.mock.used_addr().0;
+            let idx: u16 = self.mem.read_obj(GuestAddress(used + 2)).unwrap();
+            (0..idx)
+                .map(|i| {
+                    let slot = u64::from(i % QSIZE);
+                    let id: u32 = self
+                        .mem
+                        .read_obj(GuestAddress(used + 4 + 8 * slot))
+                        .unwrap();
+                    let len: u32 = self
+                        .mem
+                        .read_obj(GuestAddress(used + 8 + 8 * slot))
+                        .unwrap();
+                    (id, len)
+                })
+                .collect()
+        }
+
+        /// Waits for the `nth` completion of head `head`.
+        fn wait(&mut self, head: u16, writable: &[(u64, u32)], nth: usize) -> Done {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let hits: Vec<u32> = self
+                    .used()
+                    .into_iter()
+                    .filter(|(id, _)| *id == u32::from(head))
+                    .map(|(_, len)| len)
+                    .collect();
+                if let Some(&len) = hits.get(nth) {
+                    let mut bytes = Vec::new();
+                    for &(addr, size) in writable {
+                        let mut piece = vec![0u8; size as usize];
+                        self.mem.read_slice(&mut piece, GuestAddress(addr)).unwrap();
+                        bytes.extend(piece);
+                    }
+                    let word = |o: usize| {
+                        bytes
+                            .get(o..o + 4)
+                            .map_or(u32::MAX, |b| u32::from_le_bytes(b.try_into().unwrap()))
+                    };
+                    return Done {
+                        len,
+                        status: word(0),
+                        sequence: word(4),
+                        data: bytes.get(16..).unwrap_or_default().to_vec(),
+                    };
+                }
+                assert!(Instant::now() < deadline, "chain {head} never completed");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+
+        /// Submits a chain and waits for it (the first completion of its head
+        /// since the ring was last at this head).
+        fn run(&mut self, parts: Vec<Part>) -> Done {
+            let before = self.used().len();
+            let (head, writable) = self.submit(parts);
+            let nth = self.used()[..before]
+                .iter()
+                .filter(|(id, _)| *id == u32::from(head))
+                .count();
+            self.wait(head, &writable, nth)
+        }
+    }
+
+    /// A job: header fields, picture contents, map.
+    struct Job {
+        header: VdwJob,
+        map: Option<VertexMap>,
+        src: Vec<u8>,
+        src_geometry: ImageGeometry,
+        dst_geometry: ImageGeometry,
+    }
+
+    fn picture(geometry: &ImageGeometry, seed: u32) -> Vec<u8> {
+        let len = geometry.luma_extent() + geometry.chroma_extent();
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+            .collect()
+    }
+
+    fn job(
+        src: (PixelFormat, u32, u32, u32),
+        dst: (PixelFormat, u32, u32, u32),
+        map: VertexMap,
+        context_id: u32,
+        generation: u32,
+    ) -> Job {
+        let src_geometry = ImageGeometry::packed(src.0, src.1, src.2);
+        let dst_geometry = ImageGeometry::packed(dst.0, dst.1, dst.2);
+        let header = VdwJob {
+            context_id: context_id.into(),
+            sequence: 77.into(),
+            flags: VDW_JOB_F_MAP.into(),
+            map_generation: generation.into(),
+            map_width: map.width().into(),
+            map_height: map.height().into(),
+            crop: [0, 0, src.1, src.2].map(Le32::from),
+            src: image_descriptor(&src_geometry, src.3),
+            dst: image_descriptor(&dst_geometry, dst.3),
+            reserved: [0.into(); 2],
+        };
+        Job {
+            header,
+            map: Some(map),
+            src: picture(&src_geometry, context_id),
+            src_geometry,
+            dst_geometry,
+        }
+    }
+
+    impl Job {
+        fn without_map(mut self) -> Self {
+            self.header.flags = 0.into();
+            self.map = None;
+            self
+        }
+
+        fn readable(&self) -> Vec<u8> {
+            let mut bytes = self.header.as_slice().to_vec();
+            if let Some(map) = &self.map {
+                bytes.extend(map.to_le_bytes());
+            }
+            bytes.extend(&self.src);
+            bytes
+        }
+
+        fn dst_len(&self) -> u32 {
+            (self.dst_geometry.luma_extent() + self.dst_geometry.chroma_extent()) as u32
+        }
+
+        /// Header, map, source as 4 KiB pages; status and destination
+        /// likewise.
+        fn paged_parts(&self) -> Vec<Part> {
+            let mut parts: Vec<Part> = self
+                .readable()
+                .chunks(4096)
+                .map(|c| Part::Read(c.to_vec()))
+                .collect();
+            let mut left = 16 + self.dst_len();
+            while left > 0 {
+                let piece = left.min(4096);
+                parts.push(Part::Write(piece));
+                left -= piece;
+            }
+            parts
+        }
+
+        fn parts(&self) -> Vec<Part> {
+            vec![
+                Part::Read(self.readable()),
+                Part::Write(16 + self.dst_len()),
+            ]
+        }
+
+        /// What the reference engine makes of it.
+        fn expected(&self, map: &VertexMap) -> Vec<u8> {
+            let (sg, dg) = (self.src_geometry, self.dst_geometry);
+            let (luma, chroma) = if sg.format.is_packed() {
+                (&self.src[..], &[][..])
+            } else {
+                self.src.split_at(sg.luma_extent())
+            };
+            let mut out = vec![0u8; self.dst_len() as usize];
+            let (dl, dc) = if dg.format.is_packed() {
+                (&mut out[..], &mut [][..])
+            } else {
+                out.split_at_mut(dg.luma_extent())
+            };
+            let [left, top, width, height] = self.header.crop.map(Le32::to_native);
+            ReferenceEngine
+                .remap(
+                    &RemapParams {
+                        map,
+                        crop: Crop {
+                            left,
+                            top,
+                            width,
+                            height,
+                        },
+                    },
+                    &SourceImage {
+                        geometry: sg,
+                        luma,
+                        chroma,
+                    },
+                    &mut DestImage {
+                        geometry: dg,
+                        luma: dl,
+                        chroma: dc,
+                    },
+                )
+                .unwrap();
+            out
+        }
+    }
+
+    fn identity_job(context_id: u32, generation: u32) -> Job {
+        job(
+            (PixelFormat::Nv12, 320, 240, 1),
+            (PixelFormat::Nv12, 320, 240, 1),
+            maps::driver_identity_map(320, 240, 320, 240),
+            context_id,
+            generation,
+        )
+    }
+
+    fn assert_ok(done: &Done, job: &Job, expected: &[u8]) {
+        assert_eq!(done.status, status::OK);
+        assert_eq!(done.sequence, 77);
+        assert_eq!(done.len, 16 + job.dst_len());
+        assert!(done.data == expected, "destination differs");
+    }
+
+    #[test]
+    fn config_space_is_16_bytes_as_documented() {
+        let device = DewarperDevice::new(Arc::new(ReferenceEngine), 1, 4);
+        let config = device.config();
+        assert_eq!(config.len(), 16);
+        let word = |i: usize| u32::from_le_bytes(config[i..i + 4].try_into().unwrap());
+        assert_eq!((word(0), word(4), word(8), word(12)), (1, 4096, 3072, 4));
+        assert_eq!(device.num_queues(), 1);
+    }
+
+    #[test]
+    fn good_jobs_over_any_descriptor_split() {
+        let mem = guest_memory();
+        let mut h = Harness::new(&mem, 4);
+        let identity = identity_job(1, 1);
+        let done = h.run(identity.paged_parts());
+        assert_ok(&done, &identity, &identity.src);
+
+        let fisheye = maps::fisheye_correction_map(640, 480, 320, 240, 0.3);
+        let mut warp = job(
+            (PixelFormat::Yuyv, 640, 480, 1),
+            (PixelFormat::Nv21, 320, 240, 2),
+            fisheye.clone(),
+            2,
+            5,
+        );
+        warp.header.crop = [40, 30, 560, 420].map(Le32::from);
+        let expected = warp.expected(&fisheye);
+        assert_ok(&h.run(warp.parts()), &warp, &expected);
+        // The cached map serves the next frame of the context.
+        let next = warp.without_map();
+        assert_ok(&h.run(next.paged_parts()), &next, &expected);
+    }
+
+    #[test]
+    fn jobs_run_concurrently_and_all_complete() {
+        let mem = guest_memory();
+        let mut h = Harness::new(&mem, 4);
+        let jobs: Vec<Job> = (0..6).map(|c| identity_job(c, 1)).collect();
+        let submitted: Vec<_> = jobs.iter().map(|j| h.submit(j.parts())).collect();
+        for (job, (head, writable)) in jobs.iter().zip(submitted) {
+            let done = h.wait(head, &writable, 0);
+            assert_ok(&done, job, &job.src);
+        }
+    }
+
+    #[test]
+    fn unknown_map_generation_requires_the_map() {
+        let mem = guest_memory();
+        let mut h = Harness::new(&mem, 2);
+        let done = h.run(identity_job(1, 1).without_map().parts());
+        assert_eq!((done.status, done.len), (status::ERR_MAP_REQUIRED, 16));
+        h.run(identity_job(1, 1).parts());
+        assert_eq!(
+            h.run(identity_job(1, 1).without_map().parts()).status,
+            status::OK
+        );
+        // A new generation of the same context needs its map.
+        let done = h.run(identity_job(1, 2).without_map().parts());
+        assert_eq!(done.status, status::ERR_MAP_REQUIRED);
+        // Least recently used contexts fall out of the two slots.
+        h.run(identity_job(2, 1).parts());
+        h.run(identity_job(3, 1).parts());
+        let done = h.run(identity_job(1, 1).without_map().parts());
+        assert_eq!(done.status, status::ERR_MAP_REQUIRED);
+        assert_eq!(
+            h.run(identity_job(3, 1).without_map().parts()).status,
+            status::OK
+        );
+    }
+
+    #[test]
+    fn malformed_chains_fail_alone_and_a_good_job_still_works() {
+        let mem = guest_memory();
+        let mut h = Harness::new(&mem, 4);
+        let good = identity_job(9, 1);
+        let readable = good.readable();
+        let dst_len = 16 + good.dst_len();
+        let status_of = |h: &mut Harness<'_>, parts| {
+            let done = h.run(parts);
+            (done.status, done.len)
+        };
+        let malformed = (status::ERR_MALFORMED, 16);
+
+        // Short chains.
+        assert_eq!(
+            status_of(
+                &mut h,
+                vec![Part::Read(readable[..100].to_vec()), Part::Write(dst_len)]
+            ),
+            malformed
+        );
+        assert_eq!(
+            status_of(
+                &mut h,
+                vec![
+                    Part::Read(readable[..readable.len() - 1].to_vec()),
+                    Part::Write(dst_len)
+                ]
+            ),
+            malformed
+        );
+        assert_eq!(
+            status_of(
+                &mut h,
+                vec![Part::Read(readable.clone()), Part::Write(dst_len - 1)]
+            ),
+            malformed
+        );
+        assert_eq!(
+            status_of(&mut h, vec![Part::Read(readable.clone()), Part::Write(16)]),
+            malformed
+        );
+        // No room for a status: used length 0.
+        assert_eq!(h.run(vec![Part::Read(readable.clone())]).len, 0);
+        assert_eq!(
+            h.run(vec![Part::Read(readable.clone()), Part::Write(8)])
+                .len,
+            0
+        );
+        // Wrong directions: readable after writable, header in a writable buffer.
+        assert_eq!(
+            status_of(
+                &mut h,
+                vec![Part::Write(dst_len), Part::Read(readable.clone())]
+            ),
+            malformed
+        );
+        assert_eq!(
+            status_of(&mut h, vec![Part::Write(128), Part::Write(dst_len)]),
+            malformed
+        );
+
+        // Bad fields.
+        let field = |h: &mut Harness<'_>, corrupt: &dyn Fn(&mut VdwJob)| {
+            let mut job = identity_job(9, 1);
+            corrupt(&mut job.header);
+            h.run(job.parts()).status
+        };
+        assert_eq!(
+            field(&mut h, &|j| j.reserved[0] = 1.into()),
+            status::ERR_MALFORMED
+        );
+        assert_eq!(
+            field(&mut h, &|j| j.dst.reserved = 1.into()),
+            status::ERR_MALFORMED
+        );
+        assert_eq!(
+            field(&mut h, &|j| j.flags = 0x80.into()),
+            status::ERR_MALFORMED
+        );
+        assert_eq!(
+            field(&mut h, &|j| j.src.fourcc =
+                0x3231_564e_u32.swap_bytes().into()),
+            status::ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            field(&mut h, &|j| j.dst.width = 8192.into()),
+            status::ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            field(&mut h, &|j| j.src.stride[0] = 100.into()),
+            status::ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            field(&mut h, &|j| j.crop[2] = 321.into()),
+            status::ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            field(&mut h, &|j| j.map_height = 1.into()),
+            status::ERR_INVALID_MAP
+        );
+        // Huge sizes: refused before anything is allocated or read.
+        assert_eq!(
+            field(&mut h, &|j| j.src.plane_size[0] = u32::MAX.into()),
+            status::ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            field(&mut h, &|j| {
+                j.dst.stride = [16384.into(), 16384.into()];
+                j.dst.plane_size[0] = (16384 * 240 * 2).into();
+            }),
+            status::ERR_MALFORMED
+        );
+        assert_eq!(
+            field(&mut h, &|j| j.dst.height = u32::MAX.into()),
+            status::ERR_UNSUPPORTED
+        );
+
+        // The device still works.
+        let done = h.run(good.paged_parts());
+        assert_ok(&done, &good, &good.src);
+    }
+
+    #[test]
+    fn reset_drops_cached_maps() {
+        let mem = guest_memory();
+        let mut h = Harness::new(&mem, 4);
+        h.run(identity_job(1, 1).parts());
+        h.device.reset();
+        let done = h.run(identity_job(1, 1).without_map().parts());
+        assert_eq!(done.status, status::ERR_MAP_REQUIRED);
+    }
+}
