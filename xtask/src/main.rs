@@ -1,1 +1,238 @@
-fn main() {}
+//! Host tooling: `cargo xtask <command>`. Builds QEMU and guest kernels into
+//! a cache outside the checkout, boots PREEMPT_RT guests with the backend
+//! attached, and runs every test.
+
+mod cache;
+mod deps;
+mod e2e;
+mod initramfs;
+mod kernel;
+mod kmod;
+mod process;
+mod qemu;
+mod splat;
+mod suite;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, boot and test vhost-device-video"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install missing Debian packages and Rust components.
+    Deps,
+    /// Build QEMU from Debian's source package (cached).
+    Qemu {
+        /// stock, or patched with qemu-patches/*.patch
+        #[arg(long, default_value = "stock", value_parser = ["stock", "patched"])]
+        variant: String,
+    },
+    /// Install or build a guest kernel (cached).
+    Kernel {
+        #[arg(long, default_value = "debian-rt")]
+        kernel: kernel::Flavor,
+    },
+    /// Build the project's guest module for a kernel.
+    Module {
+        #[arg(long, default_value = "debian-rt")]
+        kernel: kernel::Flavor,
+    },
+    /// Boot a guest with backends attached and run a command in it.
+    Vm(VmArgs),
+    /// Run e2e tests (all, or those whose name contains a filter).
+    E2e {
+        filters: Vec<String>,
+        /// Only runs on this kernel.
+        #[arg(long)]
+        kernel: Option<kernel::Flavor>,
+    },
+    /// Run every check: format, lints, unit tests, module builds, e2e.
+    Test,
+    /// Boot the default RT guest with the backends and show its devices.
+    Demo,
+}
+
+#[derive(clap::Args)]
+struct VmArgs {
+    #[arg(long, default_value = "debian-rt")]
+    kernel: kernel::Flavor,
+    /// Backends to attach (repeatable, or comma-separated): decoder, dewarper.
+    #[arg(long = "device", value_delimiter = ',')]
+    devices: Vec<vm::Device>,
+    /// stock, patched, or the path of a QEMU >= 10.2.
+    #[arg(long, default_value = "stock")]
+    qemu: qemu::Choice,
+    /// A host directory the guest sees, writable, at the same path (repeatable).
+    #[arg(long = "share")]
+    shares: Vec<PathBuf>,
+    /// Seconds the command may run.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Load this module instead of the project's guest driver.
+    #[arg(long, conflicts_with = "no_module")]
+    module: Option<PathBuf>,
+    /// Load no module.
+    #[arg(long)]
+    no_module: bool,
+    /// Parameters for the module.
+    #[arg(long, default_value = "")]
+    module_params: String,
+    /// auto (KVM when it works), kvm or tcg.
+    #[arg(long, default_value = "auto")]
+    accel: vm::Accel,
+    /// The command to run in the guest.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Process(#[from] process::Error),
+    #[error(transparent)]
+    Deps(#[from] deps::Error),
+    #[error(transparent)]
+    Qemu(#[from] qemu::Error),
+    #[error(transparent)]
+    Kernel(#[from] kernel::Error),
+    #[error(transparent)]
+    Kmod(#[from] kmod::Error),
+    #[error(transparent)]
+    Vm(#[from] vm::Error),
+    #[error(transparent)]
+    E2e(#[from] e2e::Error),
+    #[error(transparent)]
+    Suite(#[from] suite::Error),
+}
+
+const DEMO_SCRIPT: &str = "echo '== PCI devices'; lspci -nn; \
+echo '== V4L2 devices'; v4l2-ctl --list-devices || true";
+
+fn demo() -> Result<u8, Error> {
+    let options = vm::Options {
+        kernel: kernel::Flavor::DebianRt,
+        devices: vec![vm::Device::Decoder, vm::Device::Dewarper],
+        qemu: qemu::Choice::Patched,
+        shares: Vec::new(),
+        timeout: Duration::from_secs(120),
+        module: vm::Module::Project,
+        module_params: String::new(),
+        env: Vec::new(),
+        accel: vm::Accel::Auto,
+        command: vec!["sh".into(), "-c".into(), DEMO_SCRIPT.into()],
+        artifacts: None,
+        stream: true,
+    };
+    report_vm(vm::run(&options)?)
+}
+
+fn vm_command(args: VmArgs) -> Result<u8, Error> {
+    let module = if args.no_module {
+        vm::Module::None
+    } else if let Some(path) = args.module {
+        vm::Module::File(path)
+    } else {
+        vm::Module::Project
+    };
+    let options = vm::Options {
+        kernel: args.kernel,
+        devices: args.devices,
+        qemu: args.qemu,
+        shares: args.shares,
+        timeout: Duration::from_secs(args.timeout),
+        module,
+        module_params: args.module_params,
+        env: Vec::new(),
+        accel: args.accel,
+        command: args.command,
+        artifacts: None,
+        stream: true,
+    };
+    report_vm(vm::run(&options)?)
+}
+
+fn report_vm(outcome: vm::Outcome) -> Result<u8, Error> {
+    for note in &outcome.notes {
+        eprintln!("note: {note}");
+    }
+    if let Some(splat) = &outcome.splat {
+        eprintln!("--- kernel splat ---\n{splat}\n---");
+    }
+    if let Some(d_state) = &outcome.d_state {
+        eprintln!("--- tasks in D state ---\n{d_state}---");
+    }
+    if outcome.passed() {
+        let _ = std::fs::remove_dir_all(&outcome.artifacts);
+        return Ok(0);
+    }
+    eprintln!(
+        "vm: FAILED: {} (logs: {})",
+        outcome.reason(),
+        outcome.artifacts.display()
+    );
+    Ok(match outcome.status {
+        Some(code)
+            if outcome.failure.is_none()
+                && outcome.splat.is_none()
+                && outcome.d_state.is_none() =>
+        {
+            u8::try_from(code).unwrap_or(1).max(1)
+        }
+        _ => 1,
+    })
+}
+
+fn run(cli: Cli) -> Result<u8, Error> {
+    process::install_signal_handlers()?;
+    match cli.command {
+        Cmd::Deps => deps::run()?,
+        Cmd::Qemu { variant } => {
+            let binary = qemu::build(variant == "patched")?;
+            println!("{}", binary.display());
+        }
+        Cmd::Kernel { kernel } => {
+            let kernel = kernel::prepare(kernel)?;
+            println!("{} {}", kernel.release, kernel.image.display());
+        }
+        Cmd::Module { kernel } => {
+            let kernel = kernel::prepare(kernel)?;
+            let object = kmod::build("virtio_video_m2m", &kernel, false)?;
+            println!("{}", object.display());
+        }
+        Cmd::Vm(args) => return vm_command(args),
+        Cmd::E2e { filters, kernel } => {
+            let totals = e2e::run(&filters, kernel)?;
+            println!(
+                "{} passed, {} failed, {} skipped",
+                totals.passed, totals.failed, totals.skipped
+            );
+            return Ok(u8::from(totals.failed > 0));
+        }
+        Cmd::Test => return Ok(u8::from(!suite::run()?)),
+        Cmd::Demo => return demo(),
+    }
+    Ok(0)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,111 @@
+#!/bin/busybox sh
+# PID 1 of a harness guest. Mounts the host's root read-only over 9p, runs
+# one command in it (images/guest-run.sh), then reports through the harness
+# directory: the command's status, tasks left in D state, the kernel log.
+# Powers off in every case; the host judges the run.
+
+/bin/busybox --install -s /bin
+export PATH=/bin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+P9="trans=virtio,version=9p2000.L,msize=262144"
+
+fail() {
+	echo "vdv-init: $*"
+	echo "$*" > /harness/init-error 2>/dev/null
+	sync
+	poweroff -f
+}
+
+while read -r module; do
+	[ -n "$module" ] || continue
+	insmod "/modules/$module" || fail "cannot load $module"
+done < /modules/order
+
+mount -t 9p -o "$P9,cache=none" harness /harness ||
+	fail "cannot mount the harness directory"
+. /harness/config
+echo "vdv-init: userspace reached"
+
+mount -t 9p -o "$P9,ro,cache=loose" hostroot /newroot ||
+	fail "cannot mount the host root"
+for dir in /tmp /run /var/tmp; do
+	mount -t tmpfs -o mode=1777 tmpfs "/newroot$dir" ||
+		fail "cannot mount tmpfs on $dir"
+done
+mount -t devtmpfs devtmpfs /newroot/dev
+mkdir -p /newroot/dev/pts /newroot/dev/shm
+mount -t devpts devpts /newroot/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
+mount -t proc proc /newroot/proc
+mount -t sysfs sysfs /newroot/sys
+mount -t debugfs debugfs /newroot/sys/kernel/debug 2>/dev/null
+mkdir -p /newroot/run/harness
+mount --bind /harness /newroot/run/harness || fail "cannot bind the harness directory"
+if [ "$MODULES_SHARED" = 1 ]; then
+	mount -t 9p -o "$P9,ro,cache=loose" modules /newroot/lib/modules ||
+		fail "cannot mount the kernel's modules"
+fi
+i=0
+while [ "$i" -lt "$SHARE_COUNT" ]; do
+	eval "dir=\$SHARE_$i"
+	mount -t 9p -o "$P9,cache=none" "share$i" "/newroot$dir" ||
+		fail "cannot mount the shared directory $dir"
+	i=$((i + 1))
+done
+
+# The command runs in its own session so that a timeout kills all of it.
+setsid chroot /newroot /bin/sh /run/harness/guest-run.sh &
+pid=$!
+elapsed=0
+while grep -q '^State:.[^Z]' "/proc/$pid/status" 2>/dev/null; do
+	if [ "$elapsed" -ge "$TIMEOUT" ]; then
+		echo "$TIMEOUT" > /harness/timed-out
+		kill -KILL -- "-$pid" 2>/dev/null
+		break
+	fi
+	sleep 1
+	elapsed=$((elapsed + 1))
+done
+# Reap it unless it is stuck beyond SIGKILL (then it shows up below).
+waited=0
+while grep -q '^State:.[^Z]' "/proc/$pid/status" 2>/dev/null && [ "$waited" -lt 10 ]; do
+	sleep 1
+	waited=$((waited + 1))
+done
+grep -q '^State:.Z' "/proc/$pid/status" 2>/dev/null && wait "$pid"
+
+# Tasks in uninterruptible sleep: only those that stay there count.
+d_tasks() {
+	for status in /proc/[0-9]*/status; do
+		grep -q '^State:.D' "$status" 2>/dev/null || continue
+		task=${status#/proc/}
+		echo "${task%/status}"
+	done
+}
+stuck=$(d_tasks)
+for round in 1 2 3; do
+	[ -n "$stuck" ] || break
+	sleep 1
+	again=""
+	for task in $(d_tasks); do
+		case " $stuck " in *" $task "*) again="$again $task" ;; esac
+	done
+	stuck=$again
+done
+if [ -n "$stuck" ]; then
+	for task in $stuck; do
+		name=$(grep '^Name:' "/proc/$task/status" 2>/dev/null)
+		echo "pid $task ${name#Name:	}" >> /harness/d-state
+		cat "/proc/$task/stack" >> /harness/d-state 2>/dev/null
+	done
+	echo w > /proc/sysrq-trigger 2>/dev/null
+fi
+
+dmesg > /harness/dmesg
+echo done > /harness/finished
+sync
+poweroff -f

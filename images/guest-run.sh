@@ -1,0 +1,29 @@
+#!/bin/sh
+# Runs inside the guest, in the host's root: loads the module under test
+# (its dependencies through modprobe), then runs the command with its output
+# and exit status in the harness directory.
+
+H=/run/harness
+. "$H/env"
+export HOME=/tmp
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export TERM=dumb
+
+if [ -n "${VDV_MODULE:-}" ]; then
+	for dep in $(modinfo -F depends "$VDV_MODULE" | tr ',' ' '); do
+		if ! modprobe "$dep" > "$H/module-error" 2>&1; then
+			echo "modprobe $dep (needed by $VDV_MODULE) failed: $(cat "$H/module-error")" > "$H/module-error"
+			exit 1
+		fi
+	done
+	# shellcheck disable=SC2086 # parameters are separate words
+	if ! insmod "$VDV_MODULE" $VDV_MODULE_PARAMS > "$H/module-error" 2>&1; then
+		echo "insmod $VDV_MODULE failed: $(cat "$H/module-error")" > "$H/module-error"
+		exit 1
+	fi
+	rm -f "$H/module-error"
+fi
+
+cd "${VDV_WORKDIR:-/}" 2>/dev/null || cd /
+/bin/sh "$H/command" > "$H/output" 2>&1 < /dev/null
+echo $? > "$H/status"

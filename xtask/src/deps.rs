@@ -1,0 +1,182 @@
+//! Installs what the other steps need: Debian packages through apt, Rust
+//! components through rustup. Checks with `dpkg-query` first, so a machine
+//! that has everything pays one query.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::process;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Process(#[from] process::Error),
+    #[error("missing packages and not root, and sudo is not available: {0}")]
+    NoRoot(String),
+    #[error("apt-get could not install {0} (see the output above)")]
+    Install(String),
+}
+
+/// Packages the harness, the backend and the guest tools need.
+pub const BASE_PACKAGES: &[&str] = &[
+    // building QEMU from Debian's source package
+    "build-essential",
+    "pkg-config",
+    "ninja-build",
+    "python3-venv",
+    "dpkg-dev",
+    "xz-utils",
+    "libglib2.0-dev",
+    "libpixman-1-dev",
+    "libfdt-dev",
+    "zlib1g-dev",
+    // QEMU firmware from Debian
+    "qemu-system-data",
+    "seabios",
+    "ipxe-qemu",
+    // kernels and modules
+    "linux-source-6.12",
+    "bc",
+    "flex",
+    "bison",
+    "libelf-dev",
+    "libssl-dev",
+    "kmod",
+    "perl",
+    // guest root: the host's tools run in the guest
+    "busybox-static",
+    "pciutils",
+    "v4l-utils",
+    "ffmpeg",
+    "gstreamer1.0-tools",
+    "gstreamer1.0-plugins-base",
+    "gstreamer1.0-plugins-good",
+    // the backend (ffmpeg-next bindings)
+    "clang",
+    "libclang-dev",
+    "libavcodec-dev",
+    "libavformat-dev",
+    "libavutil-dev",
+    "libavfilter-dev",
+    "libavdevice-dev",
+    "libswscale-dev",
+    "libswresample-dev",
+];
+
+const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+const APT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+
+/// The subset of `packages` that is not installed.
+pub fn missing(packages: &[&str]) -> Result<Vec<String>, Error> {
+    let mut command = Command::new("dpkg-query");
+    command
+        .arg("-W")
+        .arg("-f=${Package} ${db:Status-Abbrev}\n")
+        .args(packages);
+    // dpkg-query fails when a package is unknown; its output still lists the
+    // known ones.
+    let (_, text) = process::capture(command, QUERY_TIMEOUT)?;
+    let installed: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|line| {
+            let (name, status) = line.split_once(' ')?;
+            status
+                .starts_with("ii")
+                .then_some(name.split(':').next().unwrap_or(name))
+        })
+        .collect();
+    Ok(packages
+        .iter()
+        .filter(|p| !installed.contains(**p))
+        .map(|p| (*p).to_string())
+        .collect())
+}
+
+pub fn privileged(program: &str) -> Result<Command, Error> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(Command::new(program));
+    }
+    if Command::new("sudo").arg("-n").arg("true").status().is_err() {
+        return Err(Error::NoRoot(program.to_string()));
+    }
+    let mut command = Command::new("sudo");
+    command
+        .arg("-n")
+        .arg("--preserve-env=DEBIAN_FRONTEND")
+        .arg(program);
+    Ok(command)
+}
+
+fn apt_get(args: &[&str]) -> Result<bool, Error> {
+    let mut command = privileged("apt-get")?;
+    command
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["-o", "DPkg::Lock::Timeout=600", "-q", "-y"])
+        .args(args);
+    match process::run_visible(command, APT_TIMEOUT) {
+        Ok(()) => Ok(true),
+        Err(process::Error::Failed { .. }) => Ok(false),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Refreshes the package lists, at most once per run.
+pub fn apt_update() -> Result<(), Error> {
+    if APT_UPDATED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    apt_get(&["update"])?;
+    Ok(())
+}
+
+/// Installs whatever of `packages` is missing.
+pub fn ensure(packages: &[&str]) -> Result<(), Error> {
+    let missing = missing(packages)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing: {}", missing.join(" "));
+    let mut args = vec!["install", "--no-install-recommends"];
+    args.extend(missing.iter().map(String::as_str));
+    if apt_get(&args)? {
+        return Ok(());
+    }
+    // Stale or absent package lists are the usual reason on a fresh machine.
+    apt_update()?;
+    if apt_get(&args)? {
+        Ok(())
+    } else {
+        Err(Error::Install(missing.join(" ")))
+    }
+}
+
+/// Whether apt knows `package` at all (to pick among pinned versions).
+pub fn available(package: &str) -> Result<bool, Error> {
+    let mut command = Command::new("apt-cache");
+    command.arg("show").arg("--no-all-versions").arg(package);
+    let (status, text) = process::capture(command, QUERY_TIMEOUT)?;
+    Ok(status.success() && !text.trim().is_empty())
+}
+
+fn rust_components() -> Result<(), Error> {
+    for (probe, component) in [("fmt", "rustfmt"), ("clippy", "clippy")] {
+        let mut command = Command::new("cargo");
+        command.arg(probe).arg("--version");
+        if process::capture(command, QUERY_TIMEOUT)?.0.success() {
+            continue;
+        }
+        let mut install = Command::new("rustup");
+        install.args(["component", "add", component]);
+        process::run_visible(install, APT_TIMEOUT)?;
+    }
+    Ok(())
+}
+
+pub fn run() -> Result<(), Error> {
+    ensure(BASE_PACKAGES)?;
+    rust_components()
+}

@@ -1,0 +1,377 @@
+//! End-to-end tests (`tests/e2e/NAME.sh`, contract in `tests/README.md`):
+//! one guest run per test and kernel, reported as KTAP.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::kernel::{self, Flavor};
+use crate::{cache, kmod, process, qemu, splat, vm};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cache(#[from] cache::Error),
+    #[error(transparent)]
+    Process(#[from] process::Error),
+    #[error("{test}: header `{key}`: {problem}")]
+    Header {
+        test: String,
+        key: String,
+        problem: String,
+    },
+    #[error("no e2e test matches {0}")]
+    NoMatch(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Pass,
+    Splat,
+}
+
+/// A test script and what its header asks for.
+#[derive(Debug)]
+struct Test {
+    name: String,
+    script: PathBuf,
+    kernels: Vec<Flavor>,
+    devices: Vec<vm::Device>,
+    qemu: qemu::Choice,
+    module: Option<String>,
+    module_params: String,
+    data: Option<String>,
+    timeout: Duration,
+    expect: Expect,
+}
+
+fn header_error(test: &str, key: &str, problem: impl std::fmt::Display) -> Error {
+    Error::Header {
+        test: test.to_string(),
+        key: key.to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+fn parse(script: &Path) -> Result<Test, Error> {
+    let name = script
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = fs::read_to_string(script).map_err(cache::io_error("cannot read", script))?;
+    let mut test = Test {
+        name: name.clone(),
+        script: script.to_path_buf(),
+        kernels: vec![Flavor::DebianRt],
+        devices: Vec::new(),
+        qemu: qemu::Choice::Stock,
+        module: Some("virtio_video_m2m".to_string()),
+        module_params: String::new(),
+        data: None,
+        timeout: Duration::from_secs(300),
+        expect: Expect::Pass,
+    };
+    for line in text.lines().skip_while(|l| l.starts_with("#!")) {
+        let Some(comment) = line.strip_prefix('#') else {
+            break;
+        };
+        let Some((key, value)) = comment.split_once(':') else {
+            continue;
+        };
+        let key = key.trim();
+        // Headers may carry an explanation after the value, as in the README.
+        let value = value.trim();
+        match key {
+            "kernels" => {
+                test.kernels = value
+                    .split_whitespace()
+                    .map(|k| k.parse::<Flavor>())
+                    .collect::<Result<_, kernel::Error>>()
+                    .map_err(|e| header_error(&name, key, e))?;
+            }
+            "devices" => {
+                let word = value.split_whitespace().next().unwrap_or("none");
+                test.devices = match word {
+                    "none" => Vec::new(),
+                    "both" => vec![vm::Device::Decoder, vm::Device::Dewarper],
+                    list => list
+                        .split(',')
+                        .map(|d| d.parse::<vm::Device>())
+                        .collect::<Result<_, vm::Error>>()
+                        .map_err(|e| header_error(&name, key, e))?,
+                };
+            }
+            "qemu" => {
+                test.qemu = match value.split_whitespace().next() {
+                    Some("stock") | None => qemu::Choice::Stock,
+                    Some("patched") => qemu::Choice::Patched,
+                    Some(other) => {
+                        return Err(header_error(&name, key, format!("unknown `{other}`")))
+                    }
+                };
+            }
+            "module" => {
+                let mut words = value.split_whitespace();
+                test.module = match words.next() {
+                    Some("none") | None => None,
+                    Some(module) => {
+                        kmod::source_dir(module).map_err(|e| header_error(&name, key, e))?;
+                        Some(module.to_string())
+                    }
+                };
+                test.module_params = words.collect::<Vec<_>>().join(" ");
+            }
+            "data" => {
+                test.data = value
+                    .split_whitespace()
+                    .next()
+                    .filter(|d| *d != "none")
+                    .map(str::to_string);
+            }
+            "timeout" => {
+                let secs = value
+                    .split_whitespace()
+                    .next()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| header_error(&name, key, "not a number of seconds"))?;
+                test.timeout = Duration::from_secs(secs);
+            }
+            "expect" => {
+                test.expect = match value.split_whitespace().next() {
+                    Some("pass") | None => Expect::Pass,
+                    Some("splat") => Expect::Splat,
+                    Some(other) => {
+                        return Err(header_error(&name, key, format!("unknown `{other}`")))
+                    }
+                };
+            }
+            _ => {}
+        }
+    }
+    Ok(test)
+}
+
+fn discover(filters: &[String]) -> Result<Vec<Test>, Error> {
+    let dir = cache::repo_root().join("tests/e2e");
+    let mut scripts: Vec<PathBuf> = match fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sh"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    scripts.sort();
+    let tests = scripts
+        .iter()
+        .map(|script| parse(script))
+        .collect::<Result<Vec<_>, _>>()?;
+    if filters.is_empty() {
+        return Ok(tests);
+    }
+    let chosen: Vec<Test> = tests
+        .into_iter()
+        .filter(|t| filters.iter().any(|f| t.name.contains(f.as_str())))
+        .collect();
+    if chosen.is_empty() {
+        return Err(Error::NoMatch(filters.join(" ")));
+    }
+    Ok(chosen)
+}
+
+/// Runs `tests/data/NAME.sh OUT` once per script content; returns OUT.
+fn data_set(name: &str) -> Result<Result<PathBuf, String>, Error> {
+    let script = cache::repo_root().join(format!("tests/data/{name}.sh"));
+    let Ok(content) = fs::read(&script) else {
+        return Ok(Err(format!("tests/data/{name}.sh does not exist")));
+    };
+    let dir = cache::dir("testdata")?.join(format!("{name}-{}", cache::key(&[&content])));
+    if cache::is_complete(&dir) {
+        return Ok(Ok(dir));
+    }
+    let _lock = cache::lock(&format!("testdata-{name}"))?;
+    let log = cache::dir("logs")?.join(format!("testdata-{name}.log"));
+    let built = cache::build_in_place(&dir, |dir| -> Result<(), Error> {
+        let mut command = Command::new("sh");
+        command.arg(&script).arg(dir);
+        process::run_logged(command, &log, Duration::from_secs(3600))?;
+        Ok(())
+    });
+    match built {
+        Ok(()) => Ok(Ok(dir)),
+        Err(Error::Process(err)) => Ok(Err(format!("data set {name}: {err}"))),
+        Err(other) => Err(other),
+    }
+}
+
+enum Verdict {
+    Pass(String),
+    Fail(String),
+    Skip(String),
+}
+
+fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
+    if let Some(module) = &test.module {
+        if !kmod::present(module).unwrap_or(false) {
+            return Ok(Verdict::Skip(format!(
+                "{} does not exist yet",
+                kmod::source_dir(module).unwrap_or(module)
+            )));
+        }
+    }
+    if !test.devices.is_empty()
+        && !cache::repo_root()
+            .join("vhost-device-video/src/main.rs")
+            .exists()
+    {
+        return Ok(Verdict::Skip(
+            "the backend binary does not exist yet".to_string(),
+        ));
+    }
+    let testdata = match &test.data {
+        Some(name) => match data_set(name)? {
+            Ok(dir) => dir,
+            Err(reason) => return Ok(Verdict::Fail(reason)),
+        },
+        None => PathBuf::new(),
+    };
+    let base =
+        cache::repo_root()
+            .join("target/e2e")
+            .join(format!("{}-{}", test.name, kernel.name()));
+    let results = base.join("results");
+    if results.exists() {
+        fs::remove_dir_all(&results).map_err(cache::io_error("cannot remove", &results))?;
+    }
+    fs::create_dir_all(&results).map_err(cache::io_error("cannot create", &results))?;
+    let repo = cache::repo_root();
+    let options = vm::Options {
+        kernel,
+        devices: test.devices.clone(),
+        qemu: test.qemu.clone(),
+        shares: vec![results.clone()],
+        timeout: test.timeout,
+        module: match &test.module {
+            Some(name) => vm::Module::Named(name.clone()),
+            None => vm::Module::None,
+        },
+        module_params: test.module_params.clone(),
+        env: vec![
+            ("REPO".to_string(), repo.to_string_lossy().into_owned()),
+            (
+                "TESTDATA".to_string(),
+                testdata.to_string_lossy().into_owned(),
+            ),
+            (
+                "RESULTS".to_string(),
+                results.to_string_lossy().into_owned(),
+            ),
+        ],
+        accel: vm::Accel::Auto,
+        command: vec![
+            "sh".to_string(),
+            "-eu".to_string(),
+            test.script.to_string_lossy().into_owned(),
+        ],
+        artifacts: Some(base.join("vm")),
+        stream: false,
+    };
+    let outcome = match vm::run(&options) {
+        Ok(outcome) => outcome,
+        Err(vm::Error::Process(process::Error::Interrupted)) => {
+            return Err(process::Error::Interrupted.into())
+        }
+        Err(err) => return Ok(Verdict::Fail(err.to_string())),
+    };
+    let output = base.join("output.log");
+    let _ = fs::write(&output, &outcome.output);
+    let logs = format!("logs: {}", base.display());
+    Ok(match test.expect {
+        Expect::Pass if outcome.passed() => Verdict::Pass(String::new()),
+        Expect::Pass => {
+            eprintln!("{}", tail_lines(&outcome.output, 20));
+            if let Some(splat) = &outcome.splat {
+                eprintln!("--- kernel splat ---\n{splat}\n---");
+            }
+            Verdict::Fail(format!("{}; {logs}", outcome.reason()))
+        }
+        Expect::Splat => match &outcome.splat {
+            Some(found) => Verdict::Pass(format!(
+                "splat detected as expected: {}",
+                splat::headline(found)
+            )),
+            None => Verdict::Fail(format!(
+                "expected a kernel splat, none was detected ({}); {logs}",
+                outcome.reason()
+            )),
+        },
+    })
+}
+
+fn tail_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
+}
+
+/// Totals of a run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+/// Runs the matching tests, printing KTAP; also written to
+/// `target/e2e/results.ktap`.
+pub fn run(filters: &[String], only_kernel: Option<Flavor>) -> Result<Totals, Error> {
+    let tests = discover(filters)?;
+    let cases: Vec<(&Test, Flavor)> = tests
+        .iter()
+        .flat_map(|t| t.kernels.iter().map(move |k| (t, *k)))
+        .filter(|(_, k)| only_kernel.is_none_or(|only| only == *k))
+        .collect();
+    let mut ktap = format!("KTAP version 1\n1..{}\n", cases.len());
+    println!("KTAP version 1\n1..{}", cases.len());
+    let mut totals = Totals::default();
+    let mut summary = String::new();
+    for (index, (test, kernel)) in cases.iter().enumerate() {
+        let id = format!("{}.{}", test.name, kernel.name());
+        eprintln!("# running {id}");
+        let line = match run_one(test, *kernel)? {
+            Verdict::Pass(note) => {
+                totals.passed += 1;
+                let _ = writeln!(summary, "  PASS  {id}");
+                if note.is_empty() {
+                    format!("ok {} {id}", index + 1)
+                } else {
+                    format!("ok {} {id} # {note}", index + 1)
+                }
+            }
+            Verdict::Fail(reason) => {
+                totals.failed += 1;
+                let _ = writeln!(summary, "  FAIL  {id}: {reason}");
+                format!("not ok {} {id} # {}", index + 1, reason.replace('\n', " "))
+            }
+            Verdict::Skip(reason) => {
+                totals.skipped += 1;
+                let _ = writeln!(summary, "  SKIP  {id}: {reason}");
+                format!("ok {} {id} # SKIP {reason}", index + 1)
+            }
+        };
+        println!("{line}");
+        ktap.push_str(&line);
+        ktap.push('\n');
+    }
+    let report = cache::repo_root().join("target/e2e/results.ktap");
+    if let Some(parent) = report.parent() {
+        let _ = fs::create_dir_all(parent);
+    }
+    let _ = fs::write(&report, &ktap);
+    println!(
+        "# e2e summary:\n{summary}# {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.skipped
+    );
+    Ok(totals)
+}

@@ -1,0 +1,372 @@
+//! Guest kernels: Debian's PREEMPT_RT image from packages (`debian-rt`) and a
+//! small PREEMPT_RT kernel with lock debugging built from Debian's
+//! `linux-source-6.12` and `images/debug-rt.config` (`debug-rt`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{cache, deps, process};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cache(#[from] cache::Error),
+    #[error(transparent)]
+    Deps(#[from] deps::Error),
+    #[error(transparent)]
+    Process(#[from] process::Error),
+    #[error("no Debian 6.12 PREEMPT_RT kernel package is available (wanted {0})")]
+    NoDebianKernel(String),
+    #[error("kernel {release}: {path} is missing after installing its packages")]
+    Incomplete { release: String, path: PathBuf },
+    #[error("debug-rt config: symbols not set as {fragment} asks: {symbols}")]
+    ConfigMismatch { fragment: String, symbols: String },
+    #[error("kernel {release} has no module {module} (neither built in nor in modules.dep)")]
+    NoModule { release: String, module: String },
+    #[error("unknown kernel `{0}` (known: debian-rt, debug-rt)")]
+    Unknown(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    DebianRt,
+    DebugRt,
+}
+
+impl std::str::FromStr for Flavor {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text {
+            "debian-rt" => Ok(Self::DebianRt),
+            "debug-rt" => Ok(Self::DebugRt),
+            other => Err(Error::Unknown(other.to_string())),
+        }
+    }
+}
+
+impl Flavor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::DebianRt => "debian-rt",
+            Self::DebugRt => "debug-rt",
+        }
+    }
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A kernel ready to boot.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub flavor: Flavor,
+    pub release: String,
+    pub image: PathBuf,
+    /// The directory holding `<release>/` with modules.dep and the modules;
+    /// the guest sees it as `/lib/modules`.
+    pub modules_dir: PathBuf,
+    /// Where out-of-tree modules build against (`make -C <kbuild> M=...`).
+    pub kbuild: PathBuf,
+}
+
+const DEBIAN_RT_PIN: &str = "6.12.117+deb12-rt-amd64";
+const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+const FRAGMENT: &str = include_str!("../../images/debug-rt.config");
+const BUILD_TIMEOUT: Duration = Duration::from_secs(5400);
+
+fn debian_rt_ready(release: &str) -> bool {
+    Path::new(&format!("/boot/vmlinuz-{release}")).exists()
+        && Path::new(&format!("/lib/modules/{release}/modules.dep")).exists()
+        && Path::new(&format!("/lib/modules/{release}/build/Makefile")).exists()
+}
+
+fn install_debian_rt(release: &str) -> Result<bool, Error> {
+    let headers = format!("linux-headers-{release}");
+    for image in [
+        format!("linux-image-{release}-unsigned"),
+        format!("linux-image-{release}"),
+    ] {
+        if deps::available(&image)? && deps::available(&headers)? {
+            let already = deps::missing(&[image.as_str()])?.is_empty();
+            if !already {
+                deps::ensure(&[image.as_str(), headers.as_str()])?;
+            } else {
+                deps::ensure(&[headers.as_str()])?;
+            }
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Newest `6.12.*-rt-amd64` release apt knows, for when the pin is gone.
+fn newest_debian_rt() -> Result<Option<String>, Error> {
+    let mut command = Command::new("apt-cache");
+    command.arg("pkgnames").arg("linux-image-6.12.");
+    let (_, text) = process::capture(command, Duration::from_secs(60))?;
+    let mut releases: Vec<String> = text
+        .lines()
+        .filter_map(|name| name.strip_prefix("linux-image-"))
+        .map(|rest| rest.trim_end_matches("-unsigned").to_string())
+        .filter(|release| release.ends_with("-rt-amd64"))
+        .collect();
+    releases.sort_by_key(|release| version_key(release));
+    Ok(releases.pop())
+}
+
+fn version_key(release: &str) -> Vec<u64> {
+    release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+fn debian_rt() -> Result<Kernel, Error> {
+    let mut release = DEBIAN_RT_PIN.to_string();
+    if !debian_rt_ready(&release) && !install_debian_rt(&release)? {
+        deps::apt_update()?;
+        if !install_debian_rt(&release)? {
+            let newest = newest_debian_rt()?
+                .ok_or_else(|| Error::NoDebianKernel(DEBIAN_RT_PIN.to_string()))?;
+            eprintln!("kernel {DEBIAN_RT_PIN} is gone from apt; using {newest}");
+            release = newest;
+            if !debian_rt_ready(&release) && !install_debian_rt(&release)? {
+                return Err(Error::NoDebianKernel(release));
+            }
+        }
+    }
+    let image = PathBuf::from(format!("/boot/vmlinuz-{release}"));
+    let kbuild = PathBuf::from(format!("/lib/modules/{release}/build"));
+    for path in [&image, &kbuild] {
+        if !path.exists() {
+            return Err(Error::Incomplete {
+                release,
+                path: path.clone(),
+            });
+        }
+    }
+    Ok(Kernel {
+        flavor: Flavor::DebianRt,
+        release,
+        image,
+        modules_dir: PathBuf::from("/lib/modules"),
+        kbuild,
+    })
+}
+
+/// `CONFIG_FOO=value` and `# CONFIG_FOO is not set` lines of a config.
+fn config_values(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| {
+            if let Some(rest) = line.strip_prefix("# ") {
+                let symbol = rest.strip_suffix(" is not set")?;
+                return Some((symbol.to_string(), "n".to_string()));
+            }
+            let (symbol, value) = line.split_once('=')?;
+            symbol
+                .starts_with("CONFIG_")
+                .then(|| (symbol.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+fn verify_config(config: &Path) -> Result<(), Error> {
+    let text = fs::read_to_string(config).map_err(cache::io_error("cannot read", config))?;
+    let got = config_values(&text);
+    let wrong: Vec<String> = config_values(FRAGMENT)
+        .into_iter()
+        .filter(|(symbol, want)| {
+            let have = got.get(symbol).map(String::as_str).unwrap_or("n");
+            have != want
+        })
+        .map(|(symbol, want)| {
+            let have = got.get(&symbol).map(String::as_str).unwrap_or("n");
+            format!("{symbol}={want} (got {have})")
+        })
+        .collect();
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::ConfigMismatch {
+            fragment: "images/debug-rt.config".to_string(),
+            symbols: wrong.join(", "),
+        })
+    }
+}
+
+fn make(src: &Path, build: &Path, args: &[&str], log: &Path) -> Result<(), Error> {
+    let mut command = Command::new("nice");
+    command
+        .arg("make")
+        .arg("-C")
+        .arg(src)
+        .arg(format!("O={}", build.display()))
+        .args(args);
+    process::run_logged(command, log, BUILD_TIMEOUT)?;
+    Ok(())
+}
+
+/// The unpacked kernel source (shared by the debug-rt build and checkpatch).
+pub fn source_tree() -> Result<PathBuf, Error> {
+    deps::ensure(&["linux-source-6.12", "xz-utils"])?;
+    let version = package_version("linux-source-6.12")?;
+    let dir = cache::dir("kernel")?.join(format!("linux-source-{version}"));
+    if cache::is_complete(&dir) {
+        return Ok(dir);
+    }
+    let _lock = cache::lock("linux-source")?;
+    cache::build_in_place(&dir, |dir| -> Result<(), Error> {
+        eprintln!("unpacking {SOURCE_TARBALL}");
+        let mut untar = Command::new("tar");
+        untar
+            .arg("-xf")
+            .arg(SOURCE_TARBALL)
+            .arg("--strip-components=1")
+            .arg("-C")
+            .arg(dir);
+        let log = dir.with_extension("log");
+        process::run_logged(untar, &log, BUILD_TIMEOUT)?;
+        Ok(())
+    })?;
+    Ok(dir)
+}
+
+fn package_version(package: &str) -> Result<String, Error> {
+    let mut command = Command::new("dpkg-query");
+    command.arg("-W").arg("-f=${Version}").arg(package);
+    Ok(process::output(command, Duration::from_secs(60))?
+        .trim()
+        .to_string())
+}
+
+fn debug_rt() -> Result<Kernel, Error> {
+    deps::ensure(deps::BASE_PACKAGES)?;
+    let src = source_tree()?;
+    let version = package_version("linux-source-6.12")?;
+    let key = cache::key(&[version.as_bytes(), FRAGMENT.as_bytes()]);
+    let dir = cache::dir("kernel")?.join(format!("debug-rt-{version}-{key}"));
+    let build = dir.join("build");
+    let modroot = dir.join("modroot");
+    if !cache::is_complete(&dir) {
+        let _lock = cache::lock("kernel-debug-rt")?;
+        cache::build_in_place(&dir, |dir| -> Result<(), Error> {
+            eprintln!("building the debug-rt kernel in {}", dir.display());
+            let logs = dir.join("logs");
+            fs::create_dir_all(&logs).map_err(cache::io_error("cannot create", &logs))?;
+            let fragment = dir.join("debug-rt.config");
+            fs::write(&fragment, FRAGMENT).map_err(cache::io_error("cannot write", &fragment))?;
+            make(&src, &build, &["tinyconfig"], &logs.join("config.log"))?;
+            let mut merge = Command::new(src.join("scripts/kconfig/merge_config.sh"));
+            merge
+                .current_dir(&build)
+                .arg("-m")
+                .arg("-O")
+                .arg(&build)
+                .arg(build.join(".config"))
+                .arg(&fragment);
+            process::run_logged(merge, &logs.join("merge.log"), BUILD_TIMEOUT)?;
+            make(
+                &src,
+                &build,
+                &["olddefconfig"],
+                &logs.join("olddefconfig.log"),
+            )?;
+            verify_config(&build.join(".config"))?;
+            make(
+                &src,
+                &build,
+                &["-j2", "bzImage", "modules"],
+                &logs.join("build.log"),
+            )?;
+            let install = format!("INSTALL_MOD_PATH={}", modroot.display());
+            make(
+                &src,
+                &build,
+                &["modules_install", install.as_str()],
+                &logs.join("modules_install.log"),
+            )?;
+            Ok(())
+        })?;
+    }
+    let release_file = build.join("include/config/kernel.release");
+    let release = fs::read_to_string(&release_file)
+        .map_err(cache::io_error("cannot read", &release_file))?
+        .trim()
+        .to_string();
+    Ok(Kernel {
+        flavor: Flavor::DebugRt,
+        release,
+        image: build.join("arch/x86/boot/bzImage"),
+        modules_dir: modroot.join("lib/modules"),
+        kbuild: build,
+    })
+}
+
+/// Installs or builds (once) and returns a kernel.
+pub fn prepare(flavor: Flavor) -> Result<Kernel, Error> {
+    match flavor {
+        Flavor::DebianRt => debian_rt(),
+        Flavor::DebugRt => debug_rt(),
+    }
+}
+
+fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split(".ko").next().unwrap_or(file);
+    stem.replace('-', "_")
+}
+
+impl Kernel {
+    fn release_dir(&self) -> PathBuf {
+        self.modules_dir.join(&self.release)
+    }
+
+    /// Module files (relative to the release directory) that `names` need,
+    /// dependencies first; built-in modules are skipped.
+    pub fn module_closure(&self, names: &[&str]) -> Result<Vec<String>, Error> {
+        let dir = self.release_dir();
+        let dep_path = dir.join("modules.dep");
+        let deps_text = fs::read_to_string(&dep_path).unwrap_or_default();
+        let builtin_path = dir.join("modules.builtin");
+        let builtin_text = fs::read_to_string(&builtin_path).unwrap_or_default();
+        let table: BTreeMap<String, (String, Vec<String>)> = deps_text
+            .lines()
+            .filter_map(|line| {
+                let (module, deps) = line.split_once(':')?;
+                let deps = deps.split_whitespace().map(str::to_string).collect();
+                Some((module_name(module), (module.to_string(), deps)))
+            })
+            .collect();
+        let builtin: Vec<String> = builtin_text.lines().map(module_name).collect();
+        let mut order = Vec::new();
+        for name in names {
+            let name = name.replace('-', "_");
+            if let Some((path, deps)) = table.get(&name) {
+                for dep in deps.iter().rev() {
+                    if !order.contains(dep) {
+                        order.push(dep.clone());
+                    }
+                }
+                if !order.contains(path) {
+                    order.push(path.clone());
+                }
+            } else if !builtin.contains(&name) {
+                return Err(Error::NoModule {
+                    release: self.release.clone(),
+                    module: name,
+                });
+            }
+        }
+        Ok(order)
+    }
+
+    pub fn module_path(&self, relative: &str) -> PathBuf {
+        self.release_dir().join(relative)
+    }
+}

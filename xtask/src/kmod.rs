@@ -1,0 +1,117 @@
+//! Out-of-tree kernel modules of the project, built per kernel. The sources
+//! are copied to `target/kmod/<kernel>/<name>/` so builds for different
+//! kernels never share object files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::kernel::Kernel;
+use crate::{cache, process};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cache(#[from] cache::Error),
+    #[error(transparent)]
+    Process(#[from] process::Error),
+    #[error("unknown module `{0}` (known: virtio_video_m2m, rt_negative)")]
+    Unknown(String),
+    #[error("{0}/Makefile does not exist yet")]
+    NoMakefile(String),
+    #[error("building {name} for {kernel} produced no {name}.ko")]
+    NoObject { name: String, kernel: String },
+    #[error("{name} for {kernel}: the compiler warned ({log}):\n{warnings}")]
+    Warnings {
+        name: String,
+        kernel: String,
+        log: PathBuf,
+        warnings: String,
+    },
+}
+
+const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Source directory (relative to the checkout) of a module by name.
+pub fn source_dir(name: &str) -> Result<&'static str, Error> {
+    match name {
+        "virtio_video_m2m" => Ok("guest-driver"),
+        "rt_negative" => Ok("tests/rt-negative"),
+        other => Err(Error::Unknown(other.to_string())),
+    }
+}
+
+/// Whether the module's sources exist in this checkout yet.
+pub fn present(name: &str) -> Result<bool, Error> {
+    Ok(cache::repo_root()
+        .join(source_dir(name)?)
+        .join("Makefile")
+        .exists())
+}
+
+fn copy_sources(from: &Path, to: &Path) -> Result<(), Error> {
+    if to.exists() {
+        fs::remove_dir_all(to).map_err(cache::io_error("cannot remove", to))?;
+    }
+    fs::create_dir_all(to).map_err(cache::io_error("cannot create", to))?;
+    for entry in fs::read_dir(from).map_err(cache::io_error("cannot read", from))? {
+        let path = entry.map_err(cache::io_error("cannot read", from))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let wanted =
+            name == "Makefile" || name == "Kbuild" || name.ends_with(".c") || name.ends_with(".h");
+        if wanted && path.is_file() {
+            let target = to.join(name);
+            fs::copy(&path, &target).map_err(cache::io_error("cannot copy", &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds module `name` for `kernel` (`make -C <dir> KDIR=<kbuild>`); with
+/// `strict`, builds with `W=1` and fails on any compiler warning.
+pub fn build(name: &str, kernel: &Kernel, strict: bool) -> Result<PathBuf, Error> {
+    let dir = source_dir(name)?;
+    let source = cache::repo_root().join(dir);
+    if !source.join("Makefile").exists() {
+        return Err(Error::NoMakefile(dir.to_string()));
+    }
+    let out = cache::repo_root()
+        .join("target/kmod")
+        .join(kernel.flavor.name())
+        .join(name);
+    copy_sources(&source, &out)?;
+    let log = out.join("build.log");
+    let mut make = Command::new("make");
+    make.arg("-C")
+        .arg(&out)
+        .arg(format!("KDIR={}", kernel.kbuild.display()))
+        .arg("-j2");
+    if strict {
+        make.arg("W=1");
+    }
+    process::run_logged(make, &log, BUILD_TIMEOUT)?;
+    if strict {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let warnings: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("warning:"))
+            .collect();
+        if !warnings.is_empty() {
+            return Err(Error::Warnings {
+                name: name.to_string(),
+                kernel: kernel.flavor.name().to_string(),
+                log,
+                warnings: warnings.join("\n"),
+            });
+        }
+    }
+    let object = out.join(format!("{name}.ko"));
+    if !object.exists() {
+        return Err(Error::NoObject {
+            name: name.to_string(),
+            kernel: kernel.flavor.name().to_string(),
+        });
+    }
+    Ok(object)
+}

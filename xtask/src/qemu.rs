@@ -1,0 +1,317 @@
+//! QEMU 10.2 built from Debian's source package: stock, and patched with
+//! every `qemu-patches/*.patch` in name order. Both live side by side in the
+//! cache, keyed by version, patch contents and configuration.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{cache, deps, process};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cache(#[from] cache::Error),
+    #[error(transparent)]
+    Deps(#[from] deps::Error),
+    #[error(transparent)]
+    Process(#[from] process::Error),
+    #[error("no QEMU 10.2 source package could be downloaded (tried {0})")]
+    NoSource(String),
+    #[error("{0} is not a usable QEMU: {1}")]
+    Unusable(PathBuf, String),
+    #[error("{path}: QEMU {found} is too old, 10.2 or newer is needed")]
+    TooOld { path: PathBuf, found: String },
+}
+
+/// Which QEMU a VM runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    Stock,
+    Patched,
+    Path(PathBuf),
+}
+
+impl std::str::FromStr for Choice {
+    type Err = std::convert::Infallible;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "stock" => Self::Stock,
+            "patched" => Self::Patched,
+            path => Self::Path(PathBuf::from(path)),
+        })
+    }
+}
+
+impl std::fmt::Display for Choice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stock => f.write_str("stock"),
+            Self::Patched => f.write_str("patched"),
+            Self::Path(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+const PINNED_VERSION: &str = "1:10.2.2+ds-1";
+const MESON_VERSION: &str = "1.9.0";
+const SOURCES_FILE: &str = "/etc/apt/sources.list.d/vhost-device-video-sid-src.sources";
+const SOURCES: &str = "Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+";
+const DEVICES: &str = include_str!("../../images/qemu-devices.mak");
+const DEVICES_NAME: &str = "vhost-device-video";
+const FIRMWARE_PATH: &str = "/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu";
+const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
+
+fn configure_flags() -> Vec<String> {
+    [
+        "--target-list=x86_64-softmmu",
+        "--without-default-features",
+        "--enable-kvm",
+        "--enable-tcg",
+        "--enable-vhost-user",
+        "--enable-virtfs",
+        "--enable-attr",
+        "--disable-docs",
+        "--disable-werror",
+        "--disable-download",
+        "--disable-install-blobs",
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .chain([
+        format!("--with-devices-x86_64={DEVICES_NAME}"),
+        format!("--firmwarepath={FIRMWARE_PATH}"),
+    ])
+    .collect()
+}
+
+fn ensure_sources_entry() -> Result<(), Error> {
+    let path = Path::new(SOURCES_FILE);
+    if fs::read_to_string(path).is_ok_and(|text| text == SOURCES) {
+        return Ok(());
+    }
+    let staged = cache::dir("apt")?.join("sid-src.sources");
+    fs::write(&staged, SOURCES).map_err(cache::io_error("cannot write", &staged))?;
+    let mut install = deps::privileged("install")?;
+    install.arg("-m644").arg(&staged).arg(path);
+    process::run_visible(install, Duration::from_secs(60))?;
+    Ok(())
+}
+
+/// Refreshes only the sid source index, leaving the system's lists alone.
+fn update_source_index() -> Result<(), Error> {
+    let mut command = deps::privileged("apt-get")?;
+    command.args([
+        "-q",
+        "-o",
+        "DPkg::Lock::Timeout=600",
+        "-o",
+        &format!("Dir::Etc::sourcelist={SOURCES_FILE}"),
+        "-o",
+        "Dir::Etc::sourceparts=-",
+        "-o",
+        "APT::Get::List-Cleanup=0",
+        "update",
+    ]);
+    let log = cache::dir("logs")?.join("apt-update-sid-src.log");
+    process::run_logged(command, &log, FETCH_TIMEOUT)?;
+    Ok(())
+}
+
+fn candidate_versions() -> Result<Vec<String>, Error> {
+    let mut command = Command::new("apt-cache");
+    command.arg("showsrc").arg("qemu");
+    let (_, text) = process::capture(command, Duration::from_secs(60))?;
+    let mut versions: Vec<String> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("Version: "))
+        .filter(|v| v.starts_with("1:10.2.") && *v != PINNED_VERSION)
+        .map(str::to_string)
+        .collect();
+    versions.sort();
+    versions.dedup();
+    versions.reverse();
+    Ok(std::iter::once(PINNED_VERSION.to_string())
+        .chain(versions)
+        .collect())
+}
+
+fn dsc_in(dir: &Path) -> Option<PathBuf> {
+    fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "dsc"))
+}
+
+/// The downloaded source package (the pinned version when it is cached).
+fn source_package() -> Result<(String, PathBuf), Error> {
+    let sources = cache::dir("qemu-src")?;
+    let pinned_dir = sources.join(PINNED_VERSION.replace(':', "_"));
+    if cache::is_complete(&pinned_dir) {
+        if let Some(dsc) = dsc_in(&pinned_dir) {
+            return Ok((PINNED_VERSION.to_string(), dsc));
+        }
+    }
+    let _lock = cache::lock("qemu-src")?;
+    ensure_sources_entry()?;
+    update_source_index()?;
+    let versions = candidate_versions()?;
+    for version in &versions {
+        let dir = sources.join(version.replace(':', "_"));
+        if cache::is_complete(&dir) {
+            if let Some(dsc) = dsc_in(&dir) {
+                return Ok((version.clone(), dsc));
+            }
+        }
+        let fetched = cache::build_in_place(&dir, |dir| -> Result<(), Error> {
+            let mut command = Command::new("apt-get");
+            command
+                .current_dir(dir)
+                .args(["-q", "source", "--download-only"])
+                .arg(format!("qemu={version}"));
+            let log = dir.join("download.log");
+            process::run_logged(command, &log, FETCH_TIMEOUT)?;
+            Ok(())
+        });
+        match fetched {
+            Ok(()) => {
+                if let Some(dsc) = dsc_in(&dir) {
+                    return Ok((version.clone(), dsc));
+                }
+            }
+            Err(err) => eprintln!("qemu {version}: {err}"),
+        }
+    }
+    Err(Error::NoSource(versions.join(", ")))
+}
+
+fn meson_venv() -> Result<PathBuf, Error> {
+    let venv = cache::root()?.join(format!("pyvenv-meson-{MESON_VERSION}"));
+    let _lock = cache::lock("pyvenv")?;
+    cache::build_in_place(&venv, |venv| -> Result<(), Error> {
+        let log = venv.with_extension("log");
+        let mut create = Command::new("/usr/bin/python3");
+        create.arg("-m").arg("venv").arg(venv);
+        process::run_logged(create, &log, Duration::from_secs(300))?;
+        let mut pip = Command::new(venv.join("bin/pip"));
+        pip.args(["install", "-q"])
+            .arg(format!("meson=={MESON_VERSION}"));
+        process::run_logged(pip, &log, Duration::from_secs(600))?;
+        Ok(())
+    })?;
+    Ok(venv.join("bin/python3"))
+}
+
+pub fn patches() -> Result<Vec<PathBuf>, Error> {
+    let dir = cache::repo_root().join("qemu-patches");
+    let mut found: Vec<PathBuf> = match fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "patch"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    found.sort();
+    Ok(found)
+}
+
+/// Builds (once) and returns the QEMU binary of a variant.
+pub fn build(patched: bool) -> Result<PathBuf, Error> {
+    deps::ensure(deps::BASE_PACKAGES)?;
+    let (version, dsc) = source_package()?;
+    let flags = configure_flags();
+    let patch_files = if patched { patches()? } else { Vec::new() };
+    let mut parts: Vec<Vec<u8>> = vec![version.clone().into_bytes(), DEVICES.as_bytes().to_vec()];
+    parts.extend(flags.iter().map(|f| f.clone().into_bytes()));
+    for patch in &patch_files {
+        parts.push(fs::read(patch).map_err(cache::io_error("cannot read", patch))?);
+    }
+    let borrowed: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let variant = if patched { "patched" } else { "stock" };
+    let dir = cache::dir("qemu")?.join(format!(
+        "{variant}-{}-{}",
+        version.replace(':', "_"),
+        cache::key(&borrowed)
+    ));
+    let binary = dir.join("build/qemu-system-x86_64");
+    if cache::is_complete(&dir) {
+        return Ok(binary);
+    }
+    let python = meson_venv()?;
+    let _lock = cache::lock(&format!("qemu-{variant}"))?;
+    cache::build_in_place(&dir, |dir| -> Result<(), Error> {
+        eprintln!("building QEMU {version} ({variant}) in {}", dir.display());
+        let src = dir.join("src");
+        let logs = dir.join("logs");
+        fs::create_dir_all(&logs).map_err(cache::io_error("cannot create", &logs))?;
+        let mut unpack = Command::new("dpkg-source");
+        unpack.arg("-x").arg(&dsc).arg(&src);
+        process::run_logged(unpack, &logs.join("unpack.log"), Duration::from_secs(600))?;
+        for patch in &patch_files {
+            let mut apply = Command::new("patch");
+            apply
+                .current_dir(&src)
+                .args(["-p1", "--batch", "--forward", "-i"])
+                .arg(patch);
+            process::run_logged(apply, &logs.join("patch.log"), Duration::from_secs(60))?;
+        }
+        let devices = src.join(format!("configs/devices/x86_64-softmmu/{DEVICES_NAME}.mak"));
+        fs::write(&devices, DEVICES).map_err(cache::io_error("cannot write", &devices))?;
+        let build = dir.join("build");
+        fs::create_dir_all(&build).map_err(cache::io_error("cannot create", &build))?;
+        let mut configure = Command::new(src.join("configure"));
+        configure
+            .current_dir(&build)
+            .arg(format!("--python={}", python.display()))
+            .args(&flags);
+        process::run_logged(configure, &logs.join("configure.log"), BUILD_TIMEOUT)?;
+        let mut ninja = Command::new("nice");
+        ninja
+            .current_dir(&build)
+            .args(["ninja", "-j2", "qemu-system-x86_64"]);
+        process::run_logged(ninja, &logs.join("build.log"), BUILD_TIMEOUT)?;
+        Ok(())
+    })?;
+    Ok(binary)
+}
+
+/// Checks that a user-supplied QEMU runs and is 10.2 or newer.
+pub fn check_user_binary(path: &Path) -> Result<PathBuf, Error> {
+    let mut command = Command::new(path);
+    command.arg("--version");
+    let text = process::output(command, Duration::from_secs(30))
+        .map_err(|e| Error::Unusable(path.to_path_buf(), e.to_string()))?;
+    let found = text
+        .split_whitespace()
+        .skip_while(|word| *word != "version")
+        .nth(1)
+        .unwrap_or("")
+        .to_string();
+    let mut numbers = found.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+    let major = numbers.next().unwrap_or(0);
+    let minor = numbers.next().unwrap_or(0);
+    if (major, minor) < (10, 2) {
+        return Err(Error::TooOld {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    Ok(path.to_path_buf())
+}
+
+pub fn resolve(choice: &Choice) -> Result<PathBuf, Error> {
+    match choice {
+        Choice::Stock => build(false),
+        Choice::Patched => build(true),
+        Choice::Path(path) => check_user_binary(path),
+    }
+}

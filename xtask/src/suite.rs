@@ -1,0 +1,148 @@
+//! `cargo xtask test`: every check the project has, in order, continuing
+//! past failures so one run reports all of them.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::kernel::{self, Flavor};
+use crate::{cache, deps, e2e, kmod, process};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Deps(#[from] deps::Error),
+    #[error(transparent)]
+    E2e(#[from] e2e::Error),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+const CARGO_TIMEOUT: Duration = Duration::from_secs(3600);
+const CHECKPATCH_TIMEOUT: Duration = Duration::from_secs(600);
+
+struct Report {
+    failed: Vec<String>,
+}
+
+impl Report {
+    fn step(&mut self, name: &str, result: Result<(), String>) -> Result<(), Error> {
+        if process::interrupted() {
+            return Err(Error::Interrupted);
+        }
+        match result {
+            Ok(()) => eprintln!("# step ok: {name}"),
+            Err(reason) => {
+                eprintln!("# step FAILED: {name}: {reason}");
+                self.failed.push(format!("{name}: {reason}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    let mut command = Command::new("cargo");
+    command.current_dir(cache::repo_root()).args(args);
+    process::run_visible(command, CARGO_TIMEOUT).map_err(|e| e.to_string())
+}
+
+/// C sources of the project's kernel modules.
+fn c_sources(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(cache::repo_root().join(dir))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "c" || x == "h"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn checkpatch(dir: &str) -> Result<(), String> {
+    let files = c_sources(dir);
+    if files.is_empty() {
+        return Ok(());
+    }
+    let source = kernel::source_tree().map_err(|e| e.to_string())?;
+    let mut command = Command::new("perl");
+    command
+        .arg(source.join("scripts/checkpatch.pl"))
+        .args(["--strict", "--no-tree", "--terse", "--show-types", "-f"])
+        .args(&files);
+    let log = cache::repo_root().join(format!("target/checkpatch-{}.log", dir.replace('/', "-")));
+    process::run_logged(command, &log, CHECKPATCH_TIMEOUT).map_err(|e| e.to_string())
+}
+
+fn module_builds(name: &str) -> Vec<(String, Result<(), String>)> {
+    [Flavor::DebianRt, Flavor::DebugRt]
+        .into_iter()
+        .map(|flavor| {
+            let result = kernel::prepare(flavor)
+                .map_err(|e| e.to_string())
+                .and_then(|k| {
+                    kmod::build(name, &k, true)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                });
+            (format!("{name} W=1 build for {flavor}"), result)
+        })
+        .collect()
+}
+
+pub fn run() -> Result<bool, Error> {
+    let started = Instant::now();
+    deps::run()?;
+    let mut report = Report { failed: Vec::new() };
+    report.step("cargo fmt --check", cargo(&["fmt", "--all", "--check"]))?;
+    report.step(
+        "cargo clippy",
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    report.step("cargo test", cargo(&["test", "--workspace"]))?;
+    for (module, dir) in [
+        ("virtio_video_m2m", "guest-driver"),
+        ("rt_negative", "tests/rt-negative"),
+    ] {
+        if !kmod::present(module).unwrap_or(false) {
+            eprintln!("# step skipped: {dir} does not exist yet");
+            continue;
+        }
+        for (name, result) in module_builds(module) {
+            report.step(&name, result)?;
+        }
+        report.step(&format!("checkpatch --strict {dir}"), checkpatch(dir))?;
+    }
+    let totals = e2e::run(&[], None)?;
+    if totals.failed > 0 {
+        report
+            .failed
+            .push(format!("{} e2e test(s) failed", totals.failed));
+    }
+    let minutes = started.elapsed().as_secs() / 60;
+    let seconds = started.elapsed().as_secs() % 60;
+    if report.failed.is_empty() {
+        eprintln!("# all checks passed in {minutes}m{seconds:02}s");
+    } else {
+        eprintln!("# FAILED ({minutes}m{seconds:02}s):");
+        for failure in &report.failed {
+            eprintln!("#   {failure}");
+        }
+    }
+    println!(
+        "{} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.skipped
+    );
+    Ok(report.failed.is_empty())
+}

@@ -1,0 +1,795 @@
+//! Boots a guest under QEMU with backends attached and runs one command in
+//! it. The guest's root is the host's, read-only over 9p; a private harness
+//! directory carries the command in and its status, output and kernel log
+//! out. Every step has a deadline; QEMU, backends and sockets are cleaned up
+//! on every path out (drop guards, process groups, the signal flag).
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::kernel::{self, Flavor, Kernel};
+use crate::{cache, initramfs, kmod, process, qemu, splat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cache(#[from] cache::Error),
+    #[error(transparent)]
+    Kernel(#[from] kernel::Error),
+    #[error(transparent)]
+    Qemu(#[from] qemu::Error),
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::Error),
+    #[error(transparent)]
+    Kmod(#[from] kmod::Error),
+    #[error(transparent)]
+    Process(#[from] process::Error),
+    #[error("no command given (usage: cargo xtask vm [OPTIONS] -- COMMAND...)")]
+    NoCommand,
+    #[error("--device needs the backend binary, but vhost-device-video has no src/main.rs yet")]
+    NoBackend,
+    #[error("backend `{device}` did not create its socket within {secs} s{log}")]
+    BackendSocket {
+        device: String,
+        secs: u64,
+        log: String,
+    },
+    #[error("backend `{device}` exited at start ({status}){log}")]
+    BackendExited {
+        device: String,
+        status: std::process::ExitStatus,
+        log: String,
+    },
+    #[error("--share {0}: not an existing absolute directory without whitespace")]
+    BadShare(PathBuf),
+    #[error("--module {0}: no such file")]
+    NoModuleFile(PathBuf),
+    #[error("cannot create a private directory: {0}")]
+    TempDir(nix::Error),
+    #[error("unknown device `{0}` (known: decoder, dewarper)")]
+    UnknownDevice(String),
+    #[error("unknown accelerator `{0}` (known: auto, kvm, tcg)")]
+    UnknownAccel(String),
+}
+
+/// A backend the guest sees as a virtio device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Decoder,
+    Dewarper,
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text {
+            "decoder" => Ok(Self::Decoder),
+            "dewarper" => Ok(Self::Dewarper),
+            other => Err(Error::UnknownDevice(other.to_string())),
+        }
+    }
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Decoder => "decoder",
+            Self::Dewarper => "dewarper",
+        }
+    }
+
+    /// `vhost-user-test-device-pci` properties: virtio ID, queues, config size.
+    fn qemu_properties(self) -> &'static str {
+        match self {
+            Self::Decoder => "virtio-id=31,num_vqs=2,config_size=44,vq_size=1024",
+            Self::Dewarper => "virtio-id=63,num_vqs=1,config_size=16,vq_size=1024",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl std::str::FromStr for Accel {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "kvm" => Ok(Self::Kvm),
+            "tcg" => Ok(Self::Tcg),
+            other => Err(Error::UnknownAccel(other.to_string())),
+        }
+    }
+}
+
+/// Which kernel module to load before the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Module {
+    /// The project's guest driver, when its sources exist.
+    Project,
+    None,
+    /// A project module by name (see [`kmod::source_dir`]).
+    Named(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub kernel: Flavor,
+    pub devices: Vec<Device>,
+    pub qemu: qemu::Choice,
+    pub shares: Vec<PathBuf>,
+    pub timeout: Duration,
+    pub module: Module,
+    pub module_params: String,
+    pub env: Vec<(String, String)>,
+    pub accel: Accel,
+    pub command: Vec<String>,
+    /// Where the run's logs go; a fresh private directory when `None`.
+    pub artifacts: Option<PathBuf>,
+    /// Print the command's output as it comes.
+    pub stream: bool,
+}
+
+/// How a run went.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The command's exit status, when it ran to the end.
+    pub status: Option<i32>,
+    /// Why the harness judged the run failed, other than splats and D state.
+    pub failure: Option<String>,
+    pub splat: Option<String>,
+    pub d_state: Option<String>,
+    pub output: String,
+    pub artifacts: PathBuf,
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+            && self.splat.is_none()
+            && self.d_state.is_none()
+            && self.status == Some(0)
+    }
+
+    /// One line saying why the run failed, or "ok".
+    pub fn reason(&self) -> String {
+        if let Some(failure) = &self.failure {
+            failure.clone()
+        } else if let Some(splat) = &self.splat {
+            format!("kernel splat: {}", splat::headline(splat))
+        } else if let Some(d_state) = &self.d_state {
+            format!(
+                "task left in D state: {}",
+                d_state.lines().next().unwrap_or("")
+            )
+        } else {
+            match self.status {
+                Some(0) => "ok".to_string(),
+                Some(code) => format!("command exited with status {code}"),
+                None => "command did not finish".to_string(),
+            }
+        }
+    }
+}
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(60);
+const BACKEND_START: Duration = Duration::from_secs(15);
+const BACKEND_BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+const MEMORY: &str = "2G";
+const USERSPACE_MARKER: &str = "vdv-init: userspace reached";
+const GUEST_RUN: &str = include_str!("../../images/guest-run.sh");
+
+/// Removes the sockets directory when dropped; declared after the process
+/// guards so QEMU and the backends are gone first.
+struct Session {
+    qemu: Option<process::Group>,
+    backends: Vec<(Device, process::Group, PathBuf)>,
+    sockets: PathBuf,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.qemu = None;
+        self.backends.clear();
+        let _ = fs::remove_dir_all(&self.sockets);
+    }
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+fn backend_binary() -> Result<PathBuf, Error> {
+    let root = cache::repo_root();
+    if !root.join("vhost-device-video/src/main.rs").exists() {
+        return Err(Error::NoBackend);
+    }
+    let mut build = Command::new("cargo");
+    build
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "vhost-device-video"]);
+    let log = root.join("target/vhost-device-video-build.log");
+    if let Some(parent) = log.parent() {
+        fs::create_dir_all(parent).map_err(cache::io_error("cannot create", parent))?;
+    }
+    process::run_logged(build, &log, BACKEND_BUILD_TIMEOUT)?;
+    Ok(root.join("target/release/vhost-device-video"))
+}
+
+fn start_backends(
+    session: &mut Session,
+    devices: &[Device],
+    artifacts: &Path,
+) -> Result<(), Error> {
+    if devices.is_empty() {
+        return Ok(());
+    }
+    let binary = backend_binary()?;
+    for (index, device) in devices.iter().enumerate() {
+        let socket = session
+            .sockets
+            .join(format!("{}{index}.sock", device.name()));
+        let log = artifacts.join(format!("backend-{}{index}.log", device.name()));
+        let file = File::create(&log).map_err(cache::io_error("cannot create", &log))?;
+        let err = file
+            .try_clone()
+            .map_err(cache::io_error("cannot create", &log))?;
+        let mut command = Command::new(&binary);
+        command
+            .arg("--socket-path")
+            .arg(&socket)
+            .arg("--device")
+            .arg(device.name())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err));
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "info");
+        }
+        let mut group = process::Group::spawn(command, &format!("backend {}", device.name()))?;
+        let deadline = Instant::now() + BACKEND_START;
+        while !socket.exists() {
+            if let Some(status) = group.try_status()? {
+                return Err(Error::BackendExited {
+                    device: device.name().to_string(),
+                    status,
+                    log: tail_note(&log),
+                });
+            }
+            if process::interrupted() {
+                return Err(process::Error::Interrupted.into());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::BackendSocket {
+                    device: device.name().to_string(),
+                    secs: BACKEND_START.as_secs(),
+                    log: tail_note(&log),
+                });
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        session.backends.push((*device, group, log));
+    }
+    Ok(())
+}
+
+fn tail_note(log: &Path) -> String {
+    let tail = process::log_tail(log, 5);
+    if tail.trim().is_empty() {
+        format!("; log: {}", log.display())
+    } else {
+        format!(": {}", tail.replace('\n', " | "))
+    }
+}
+
+fn resolve_module(
+    options: &Options,
+    kernel: &Kernel,
+    notes: &mut Vec<String>,
+) -> Result<Option<PathBuf>, Error> {
+    match &options.module {
+        Module::None => Ok(None),
+        Module::File(path) => {
+            if path.is_file() {
+                Ok(Some(
+                    fs::canonicalize(path).map_err(cache::io_error("cannot resolve", path))?,
+                ))
+            } else {
+                Err(Error::NoModuleFile(path.clone()))
+            }
+        }
+        Module::Named(name) => Ok(Some(kmod::build(name, kernel, false)?)),
+        Module::Project => {
+            if kmod::present("virtio_video_m2m")? {
+                Ok(Some(kmod::build("virtio_video_m2m", kernel, false)?))
+            } else {
+                notes.push(
+                    "guest-driver/Makefile does not exist yet: running without the project module"
+                        .to_string(),
+                );
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn private_dir(prefix: &str) -> Result<PathBuf, Error> {
+    let template = std::env::temp_dir().join(format!("{prefix}-XXXXXX"));
+    nix::unistd::mkdtemp(&template).map_err(Error::TempDir)
+}
+
+fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// KVM when a tiny guest boots with it, TCG otherwise; probed once per host
+/// boot (some hosts expose /dev/kvm but fail guests with "emulation failure").
+fn choose_accel(
+    options: &Options,
+    kernel: &Kernel,
+    qemu: &Path,
+) -> Result<(Accel, Option<String>), Error> {
+    match options.accel {
+        Accel::Kvm | Accel::Tcg => return Ok((options.accel, None)),
+        Accel::Auto => {}
+    }
+    if File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        return Ok((
+            Accel::Tcg,
+            Some("no usable /dev/kvm: using TCG".to_string()),
+        ));
+    }
+    let record = cache::dir("accel")?.join(boot_id());
+    if let Ok(text) = fs::read_to_string(&record) {
+        let accel = if text.trim() == "kvm" {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        return Ok((accel, None));
+    }
+    let _lock = cache::lock("accel-probe")?;
+    let probe = Options {
+        kernel: options.kernel,
+        devices: Vec::new(),
+        qemu: options.qemu.clone(),
+        shares: Vec::new(),
+        timeout: PROBE_TIMEOUT,
+        module: Module::None,
+        module_params: String::new(),
+        env: Vec::new(),
+        accel: Accel::Kvm,
+        command: vec!["true".to_string()],
+        artifacts: None,
+        stream: false,
+    };
+    let outcome = boot(&probe, kernel, qemu, Accel::Kvm, None, Vec::new())?;
+    let (accel, name) = if outcome.passed() {
+        (Accel::Kvm, "kvm")
+    } else {
+        (Accel::Tcg, "tcg")
+    };
+    fs::write(&record, name).map_err(cache::io_error("cannot write", &record))?;
+    let note = if accel == Accel::Tcg {
+        format!(
+            "KVM does not run guests here ({}): using TCG",
+            outcome.reason()
+        )
+    } else {
+        "using KVM".to_string()
+    };
+    let _ = fs::remove_dir_all(&outcome.artifacts);
+    Ok((accel, Some(note)))
+}
+
+/// Prepares everything and runs the command in a guest.
+pub fn run(options: &Options) -> Result<Outcome, Error> {
+    if options.command.is_empty() {
+        return Err(Error::NoCommand);
+    }
+    for share in &options.shares {
+        let text = share.to_string_lossy();
+        if !share.is_absolute() || !share.is_dir() || text.chars().any(char::is_whitespace) {
+            return Err(Error::BadShare(share.clone()));
+        }
+    }
+    let kernel = kernel::prepare(options.kernel)?;
+    let qemu = qemu::resolve(&options.qemu)?;
+    let mut notes = Vec::new();
+    let module = resolve_module(options, &kernel, &mut notes)?;
+    let (accel, note) = choose_accel(options, &kernel, &qemu)?;
+    notes.extend(note);
+    boot(options, &kernel, &qemu, accel, module, notes)
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), Error> {
+    fs::write(path, text).map_err(cache::io_error("cannot write", path))?;
+    Ok(())
+}
+
+fn kernel_command_line() -> String {
+    [
+        "console=ttyS0",
+        "rdinit=/init",
+        "panic=-1",
+        "printk.devkmsg=on",
+        "mitigations=off",
+        "sysctl.kernel.hung_task_timeout_secs=20",
+    ]
+    .join(" ")
+}
+
+fn boot(
+    options: &Options,
+    kernel: &Kernel,
+    qemu: &Path,
+    accel: Accel,
+    module: Option<PathBuf>,
+    notes: Vec<String>,
+) -> Result<Outcome, Error> {
+    let artifacts = match &options.artifacts {
+        Some(dir) => {
+            if dir.exists() {
+                fs::remove_dir_all(dir).map_err(cache::io_error("cannot remove", dir))?;
+            }
+            fs::create_dir_all(dir).map_err(cache::io_error("cannot create", dir))?;
+            dir.clone()
+        }
+        None => {
+            let base = cache::repo_root().join("target/vm");
+            fs::create_dir_all(&base).map_err(cache::io_error("cannot create", &base))?;
+            let template = base.join("run-XXXXXX");
+            nix::unistd::mkdtemp(&template).map_err(Error::TempDir)?
+        }
+    };
+    let harness = artifacts.join("harness");
+    fs::create_dir_all(&harness).map_err(cache::io_error("cannot create", &harness))?;
+    let mut session = Session {
+        qemu: None,
+        backends: Vec::new(),
+        sockets: private_dir("vdv-sockets")?,
+    };
+
+    let initrd = artifacts.join("initramfs.cpio");
+    initramfs::build(kernel, &initrd)?;
+
+    let mut config = String::new();
+    let _ = writeln!(config, "TIMEOUT={}", options.timeout.as_secs().max(1));
+    let modules_shared = kernel.modules_dir != Path::new("/lib/modules");
+    let _ = writeln!(config, "MODULES_SHARED={}", u8::from(modules_shared));
+    let _ = writeln!(config, "SHARE_COUNT={}", options.shares.len());
+    for (index, share) in options.shares.iter().enumerate() {
+        let _ = writeln!(
+            config,
+            "SHARE_{index}={}",
+            shell_quote(&share.to_string_lossy())
+        );
+    }
+    write_file(&harness.join("config"), &config)?;
+
+    let mut env = String::new();
+    let workdir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let mut vars: Vec<(String, String)> = vec![
+        (
+            "VDV_WORKDIR".to_string(),
+            workdir.to_string_lossy().into_owned(),
+        ),
+        (
+            "VDV_MODULE".to_string(),
+            module
+                .as_ref()
+                .map(|m| m.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+        (
+            "VDV_MODULE_PARAMS".to_string(),
+            options.module_params.clone(),
+        ),
+    ];
+    vars.extend(options.env.iter().cloned());
+    for (name, value) in &vars {
+        let _ = writeln!(env, "export {name}={}", shell_quote(value));
+    }
+    write_file(&harness.join("env"), &env)?;
+    let command = options
+        .command
+        .iter()
+        .map(|arg| shell_quote(arg))
+        .collect::<Vec<_>>()
+        .join(" ");
+    write_file(&harness.join("command"), &format!("exec {command}\n"))?;
+    write_file(&harness.join("guest-run.sh"), GUEST_RUN)?;
+
+    start_backends(&mut session, &options.devices, &artifacts)?;
+
+    let console = artifacts.join("console.log");
+    let qemu_log = artifacts.join("qemu.log");
+    let mut args: Vec<String> = vec![
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-no-reboot".into(),
+        "-machine".into(),
+        "q35".into(),
+        "-accel".into(),
+        match accel {
+            Accel::Kvm => "kvm".into(),
+            _ => "tcg".into(),
+        },
+        "-cpu".into(),
+        match accel {
+            Accel::Kvm => "host".into(),
+            _ => "max".into(),
+        },
+        "-smp".into(),
+        "2".into(),
+        "-m".into(),
+        MEMORY.into(),
+        "-object".into(),
+        format!("memory-backend-memfd,id=mem,size={MEMORY},share=on"),
+        "-numa".into(),
+        "node,memdev=mem".into(),
+        "-kernel".into(),
+        kernel.image.to_string_lossy().into_owned(),
+        "-initrd".into(),
+        initrd.to_string_lossy().into_owned(),
+        "-append".into(),
+        kernel_command_line(),
+        "-chardev".into(),
+        format!("file,id=console,path={}", console.display()),
+        "-serial".into(),
+        "chardev:console".into(),
+        "-device".into(),
+        "virtio-rng-pci".into(),
+    ];
+    let mut fs_share = |id: &str, path: &Path, readonly: bool| {
+        args.push("-fsdev".into());
+        args.push(format!(
+            "local,id={id},path={},security_model=none,multidevs=remap{}",
+            path.display(),
+            if readonly { ",readonly=on" } else { "" }
+        ));
+        args.push("-device".into());
+        args.push(format!("virtio-9p-pci,fsdev={id},mount_tag={id}"));
+    };
+    fs_share("hostroot", Path::new("/"), true);
+    fs_share("harness", &harness, false);
+    if modules_shared {
+        fs_share("modules", &kernel.modules_dir, true);
+    }
+    for (index, share) in options.shares.iter().enumerate() {
+        fs_share(&format!("share{index}"), share, false);
+    }
+    for (index, (device, _, _)) in session.backends.iter().enumerate() {
+        args.push("-chardev".into());
+        args.push(format!(
+            "socket,id=vdev{index},path={}",
+            session
+                .sockets
+                .join(format!("{}{index}.sock", device.name()))
+                .display()
+        ));
+        args.push("-device".into());
+        args.push(format!(
+            "vhost-user-test-device-pci,chardev=vdev{index},{}",
+            device.qemu_properties()
+        ));
+    }
+    write_file(
+        &artifacts.join("qemu.cmdline"),
+        &format!("{} {}\n", qemu.display(), args.join(" ")),
+    )?;
+
+    let log = File::create(&qemu_log).map_err(cache::io_error("cannot create", &qemu_log))?;
+    let log_err = log
+        .try_clone()
+        .map_err(cache::io_error("cannot create", &qemu_log))?;
+    let mut command = Command::new(qemu);
+    command
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err));
+    session.qemu = Some(process::Group::spawn(command, "qemu")?);
+
+    let mut outcome = Outcome {
+        artifacts: artifacts.clone(),
+        notes,
+        ..Outcome::default()
+    };
+    watch(&mut session, options, &harness, &console, &mut outcome)?;
+    judge(
+        &mut session,
+        &harness,
+        &console,
+        &qemu_log,
+        options,
+        &mut outcome,
+    );
+    Ok(outcome)
+}
+
+/// Streams the command's output while QEMU runs, within the deadlines.
+fn watch(
+    session: &mut Session,
+    options: &Options,
+    harness: &Path,
+    console: &Path,
+    outcome: &mut Outcome,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let mut reached: Option<Instant> = None;
+    let mut output_offset = 0u64;
+    let mut console_text = String::new();
+    let mut console_offset = 0u64;
+    let output_path = harness.join("output");
+    loop {
+        if process::interrupted() {
+            return Err(process::Error::Interrupted.into());
+        }
+        if options.stream {
+            output_offset = copy_new(&output_path, output_offset);
+        }
+        let exited = match session.qemu.as_mut() {
+            Some(group) => group.try_status()?.is_some(),
+            None => true,
+        };
+        if exited {
+            break;
+        }
+        if reached.is_none() {
+            console_offset = append_new(console, console_offset, &mut console_text);
+            if console_text.contains(USERSPACE_MARKER) {
+                reached = Some(Instant::now());
+            } else if started.elapsed() > BOOT_TIMEOUT {
+                outcome.failure = Some(format!(
+                    "the guest did not reach userspace within {} s (see {})",
+                    BOOT_TIMEOUT.as_secs(),
+                    console.display()
+                ));
+                session.qemu = None;
+                break;
+            }
+        }
+        if let Some(at) = reached {
+            if at.elapsed() > options.timeout + SHUTDOWN_MARGIN {
+                outcome.failure = Some(format!(
+                    "the guest did not finish within {} s of its {} s command timeout (hung kernel?)",
+                    SHUTDOWN_MARGIN.as_secs(),
+                    options.timeout.as_secs()
+                ));
+                session.qemu = None;
+                break;
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    if options.stream {
+        copy_new(&output_path, output_offset);
+    }
+    Ok(())
+}
+
+fn copy_new(path: &Path, offset: u64) -> u64 {
+    let Ok(mut file) = File::open(path) else {
+        return offset;
+    };
+    if file.seek(SeekFrom::Start(offset)).is_err() {
+        return offset;
+    }
+    let mut buffer = Vec::new();
+    let Ok(read) = file.read_to_end(&mut buffer) else {
+        return offset;
+    };
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(&buffer);
+    let _ = stdout.flush();
+    offset + read as u64
+}
+
+fn append_new(path: &Path, offset: u64, text: &mut String) -> u64 {
+    let Ok(mut file) = File::open(path) else {
+        return offset;
+    };
+    if file.seek(SeekFrom::Start(offset)).is_err() {
+        return offset;
+    }
+    let mut buffer = Vec::new();
+    let Ok(read) = file.read_to_end(&mut buffer) else {
+        return offset;
+    };
+    text.push_str(&String::from_utf8_lossy(&buffer));
+    offset + read as u64
+}
+
+fn read_text(path: &Path) -> Option<String> {
+    fs::read(path)
+        .ok()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Reads what the guest left behind and decides how the run went.
+fn judge(
+    session: &mut Session,
+    harness: &Path,
+    console: &Path,
+    qemu_log: &Path,
+    options: &Options,
+    outcome: &mut Outcome,
+) {
+    let qemu_status = session
+        .qemu
+        .as_mut()
+        .and_then(|group| group.try_status().ok().flatten());
+    session.qemu = None;
+    let console_text = read_text(console).unwrap_or_default();
+    let dmesg = read_text(&harness.join("dmesg")).unwrap_or_default();
+    outcome.output = read_text(&harness.join("output")).unwrap_or_default();
+    outcome.splat = splat::find(&console_text).or_else(|| splat::find(&dmesg));
+    outcome.d_state = read_text(&harness.join("d-state")).filter(|t| !t.trim().is_empty());
+    outcome.status = read_text(&harness.join("status")).and_then(|t| t.trim().parse().ok());
+
+    for (device, group, log) in session.backends.iter_mut() {
+        if let Ok(Some(status)) = group.try_status() {
+            outcome.notes.push(format!(
+                "backend {} exited during the run ({status}); log: {}",
+                device.name(),
+                log.display()
+            ));
+        }
+    }
+    if outcome.failure.is_some() {
+        return;
+    }
+    let finished = harness.join("finished").exists();
+    outcome.failure = if let Some(error) = read_text(&harness.join("init-error")) {
+        Some(format!("guest init: {}", error.trim()))
+    } else if !finished {
+        if let Some(line) = console_text.lines().find(|l| l.contains("Kernel panic")) {
+            Some(format!("the guest kernel panicked: {}", line.trim()))
+        } else {
+            let tail = process::log_tail(qemu_log, 3).replace('\n', " | ");
+            Some(format!(
+                "QEMU exited ({}) before the guest finished{}",
+                qemu_status.map_or_else(|| "killed".to_string(), |s| s.to_string()),
+                if tail.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {tail}")
+                }
+            ))
+        }
+    } else if let Some(error) = read_text(&harness.join("module-error")) {
+        Some(format!("module: {}", error.trim()))
+    } else if harness.join("timed-out").exists() {
+        Some(format!(
+            "the command timed out after {} s",
+            options.timeout.as_secs()
+        ))
+    } else if outcome.status.is_none() {
+        Some("the command left no exit status".to_string())
+    } else {
+        None
+    };
+}
