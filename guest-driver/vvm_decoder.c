@@ -424,7 +424,10 @@ static void buf_finish(struct vvm_dec_buf *buf, enum vb2_buffer_state state,
 	spin_unlock_irqrestore(&ctx->slock, flags);
 	if (!output)
 		vb2_set_plane_payload(&vbuf->vb2_buf, 0,
-				      state == VB2_BUF_STATE_DONE ? payload : 0);
+				      state == VB2_BUF_STATE_DONE ?
+				      min_t(unsigned long, payload,
+					    vb2_plane_size(&vbuf->vb2_buf, 0)) :
+				      0);
 	vb2_buffer_done(&vbuf->vb2_buf, state);
 }
 
