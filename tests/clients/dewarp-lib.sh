@@ -37,3 +37,25 @@ dw_same() {
 		dw_failures=$((dw_failures + 1))
 	fi
 }
+
+# dw_run NAME CLIENT-ARGS...: run the client; a failure counts and is reported.
+dw_run() {
+	name=$1
+	shift
+	if "$DW_CLIENT" "$@" >/tmp/dw-client.log 2>&1; then
+		return 0
+	fi
+	echo "not ok - $name: dewarp-client failed:"
+	sed 's/^/#   /' /tmp/dw-client.log
+	dw_failures=$((dw_failures + 1))
+	return 1
+}
+
+# dw_done: the script's verdict.
+dw_done() {
+	if [ "$dw_failures" -ne 0 ]; then
+		echo "# $dw_failures check(s) failed"
+		return 1
+	fi
+	echo "# all checks passed"
+}
