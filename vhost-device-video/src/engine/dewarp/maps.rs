@@ -28,8 +28,8 @@ pub fn driver_identity_map(
     let (mw, mh) = (map_vertices(dst_width), map_vertices(dst_height));
     let qsw = u32::from(((src_width & 0xfff) << 4) as u16);
     let qsh = u32::from(((src_height & 0xfff) << 4) as u16);
-    let qdx = u32::from((qsw / (mw - 1)) as u16);
-    let qdy = u32::from((qsh / (mh - 1)) as u16);
+    let qdx = u32::from((qsw / (mw - 1).max(1)) as u16);
+    let qdy = u32::from((qsh / (mh - 1).max(1)) as u16);
     let entries = (0..mw * mh)
         .map(|idx| {
             let qy = ((idx / mw) * qdy).min(qsh);
