@@ -9,7 +9,9 @@ use thiserror::Error as ThisError;
 use std::sync::Arc;
 
 use crate::device::decoder::DecoderDevice;
+use crate::device::dewarper::{DewarperDevice, DEFAULT_MAP_CACHE_SLOTS};
 use crate::engine::decode::{DecoderFactory, EngineError, FfmpegDecoders};
+use crate::engine::dewarp::{DewarpEngine, FastEngine};
 use crate::transport::{serve, Listen, ServerError};
 
 /// The device this daemon serves.
@@ -39,19 +41,12 @@ pub struct Options {
     /// FFmpeg decoding threads per stream (0: FFmpeg chooses).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub decode_threads: usize,
-    /// Worker threads of the dewarper engine.
+    /// Threads the dewarper splits one job over (0: one per CPU).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub dewarp_threads: usize,
-}
-
-impl DeviceKind {
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            DeviceKind::Decoder => "decoder",
-            DeviceKind::Dewarper => "dewarper",
-        }
-    }
+    /// Dewarper jobs run at once (several V4L2 contexts share the device).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub dewarp_jobs: usize,
 }
 
 impl Options {
@@ -71,9 +66,6 @@ pub enum RunError {
     /// Serving failed.
     #[error(transparent)]
     Server(#[from] ServerError),
-    /// The requested device type is not part of this build.
-    #[error("{} device not built", .0.name())]
-    NotBuilt(DeviceKind),
     /// The decoding engine could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -91,6 +83,16 @@ pub fn run(options: &Options) -> Result<(), RunError> {
             })?;
             Ok(())
         }
-        kind @ DeviceKind::Dewarper => Err(RunError::NotBuilt(kind)),
+        DeviceKind::Dewarper => {
+            let engine: Arc<dyn DewarpEngine> = Arc::new(FastEngine::new(options.dewarp_threads));
+            serve(&listen, "vhost-device-video-dewarper", || {
+                Ok(Arc::new(DewarperDevice::new(
+                    engine.clone(),
+                    options.dewarp_jobs,
+                    DEFAULT_MAP_CACHE_SLOTS,
+                )))
+            })?;
+            Ok(())
+        }
     }
 }
