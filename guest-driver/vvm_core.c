@@ -174,33 +174,48 @@ static void vvm_watchdog_work(struct work_struct *work)
 {
 	struct vvm_core *core = container_of(to_delayed_work(work),
 					     struct vvm_core, watchdog);
+	unsigned long period = vvm_core_timeout_jiffies();
 	struct vvm_request *req, *expired = NULL;
-	unsigned long now = jiffies, next = 0;
+	bool timed = false, waiting = false;
+	unsigned long now, next = 0;
 	unsigned long flags;
-	bool pending = false;
 
+	/* Answers already harvested count, whatever the work order. */
+	vvm_run_done(core);
+
+	now = jiffies;
 	raw_spin_lock_irqsave(&core->lock, flags);
 	list_for_each_entry(req, &core->inflight, list) {
-		if (req->no_timeout)
+		if (req->wait == VVM_WAIT_LONG)
+			waiting = true;
+		if (req->wait != VVM_WAIT_TIMED)
 			continue;
 		if (time_after_eq(now, req->deadline)) {
 			expired = req;
 			break;
 		}
-		if (!pending || time_before(req->deadline, next))
+		if (!timed || time_before(req->deadline, next))
 			next = req->deadline;
-		pending = true;
+		timed = true;
 	}
 	raw_spin_unlock_irqrestore(&core->lock, flags);
 
 	if (expired) {
 		dev_err(&core->vdev->dev,
 			"no answer within %u ms, device marked dead\n",
-			jiffies_to_msecs(vvm_core_timeout_jiffies()));
+			jiffies_to_msecs(period));
 		vvm_kill(core, VVM_CORE_DEAD, expired);
-	} else if (pending) {
-		queue_delayed_work(core->wq, &core->watchdog, next - now);
+		return;
 	}
+	/* Requests that may wait forever: is anybody still there? */
+	if (waiting && !timed && core->ops->ping && !core->ops->ping(core)) {
+		timed = true;
+		next = now + period;
+	}
+	if (timed)
+		queue_delayed_work(core->wq, &core->watchdog, next - now);
+	else if (waiting)
+		queue_delayed_work(core->wq, &core->watchdog, period);
 }
 
 static int vvm_reinit_device(struct vvm_core *core)
@@ -250,6 +265,8 @@ static void vvm_revive_work(struct work_struct *work)
 
 	dev_info(&core->vdev->dev, "device re-initialised, probing backend\n");
 	ret = core->ops->revive(core);
+	if (!ret && core->ops->ping)
+		ret = core->ops->ping(core);
 	if (ret)
 		vvm_kill(core, VVM_CORE_DEAD, NULL);
 }
@@ -330,7 +347,7 @@ void vvm_request_init(struct vvm_request *req, vvm_complete_t complete,
 	req->complete = complete;
 	req->priv = priv;
 	req->used_len = 0;
-	req->no_timeout = false;
+	req->wait = VVM_WAIT_TIMED;
 	INIT_LIST_HEAD(&req->list);
 }
 
@@ -364,7 +381,7 @@ int vvm_core_submit(struct vvm_core *core, struct vvm_request *req,
 
 	if (notify)
 		virtqueue_notify(core->vqs[vq]);
-	if (!ret && !req->no_timeout)
+	if (!ret && req->wait != VVM_WAIT_EVENT)
 		queue_delayed_work(core->wq, &core->watchdog, timeout);
 	mutex_unlock(&core->submit_lock);
 	return ret;

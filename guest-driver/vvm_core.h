@@ -50,12 +50,27 @@ struct vvm_request;
 typedef void (*vvm_complete_t)(struct vvm_request *req, int status);
 
 /**
+ * enum vvm_wait - how long the device may legitimately hold a request
+ * @VVM_WAIT_TIMED: it answers within the watchdog period (timeout_ms), or
+ *	it is dead. The default.
+ * @VVM_WAIT_LONG: it answers when it has something to say (a picture
+ *	buffer waits for a picture, a drain for the last one). While such a
+ *	request is in flight and no timed one is, the core checks that the
+ *	backend still lives with &vvm_core_ops.ping once per watchdog period.
+ * @VVM_WAIT_EVENT: an event buffer; the device may keep it forever.
+ */
+enum vvm_wait {
+	VVM_WAIT_TIMED,
+	VVM_WAIT_LONG,
+	VVM_WAIT_EVENT,
+};
+
+/**
  * struct vvm_request - one descriptor chain handed to the device
  * @complete: called once, in the threaded half, when the request ends.
  * @priv: owner's cookie, untouched by the core.
  * @used_len: bytes the device wrote, valid when the status is 0.
- * @no_timeout: the device may legitimately hold this buffer forever (event
- *	queue buffers); the watchdog ignores it.
+ * @wait: &enum vvm_wait, %VVM_WAIT_TIMED after vvm_request_init().
  * @list: core-private: in-flight or done list.
  * @deadline: core-private: jiffies after which the watchdog fires.
  * @vq: core-private: index of the virtqueue the request sits on.
@@ -67,7 +82,7 @@ struct vvm_request {
 	vvm_complete_t complete;
 	void *priv;
 	u32 used_len;
-	bool no_timeout;
+	enum vvm_wait wait;
 	struct list_head list;
 	unsigned long deadline;
 	unsigned int vq;
@@ -81,13 +96,18 @@ struct vvm_request {
  *	buffers not yet sent) with VB2_BUF_STATE_ERROR, e.g. by
  *	vb2_queue_error() and finishing the current m2m job.
  * @revive: the virtqueues were re-created after a death and the device is
- *	DRIVER_OK again. Re-post long-lived buffers (event queue) and submit at
- *	least one request the device answers at once: its completion ends
- *	the dead state. Optional; without it the core cannot recover.
+ *	DRIVER_OK again. Re-post long-lived buffers (event queue) and, unless
+ *	@ping is set (the core then pings), submit at least one request the
+ *	device answers at once: the first answer ends the dead state.
+ *	Optional; without it the core cannot recover.
+ * @ping: submit one %VVM_WAIT_TIMED request the device answers at once,
+ *	proving the backend alive. Return 0 also when the previous ping is
+ *	still under way. Needed by nodes that use %VVM_WAIT_LONG.
  */
 struct vvm_core_ops {
 	void (*dead)(struct vvm_core *core, int err);
 	int (*revive)(struct vvm_core *core);
+	int (*ping)(struct vvm_core *core);
 };
 
 /**

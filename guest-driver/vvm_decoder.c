@@ -75,6 +75,7 @@ struct vvm_dec_dev {
 
 	struct vvm_dec_event *events;
 	struct vvm_request ping;
+	atomic_t ping_busy;
 	struct virtio_video_query_capability ping_cmd;
 	void *ping_resp;
 };
@@ -606,6 +607,8 @@ static void send_buffer(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
 	sgs[0] = &cmd_sg;
 	sgs[1] = &resp_sg;
 	vvm_request_init(&buf->req, resource_queue_done, buf);
+	/* Bitstream waits for a stalled decoder, a picture buffer for a picture. */
+	buf->req.wait = VVM_WAIT_LONG;
 	ret = vvm_core_submit(&ctx->dev->core, &buf->req,
 			      VIRTIO_VIDEO_QUEUE_COMMAND, sgs, 1, 1);
 	if (!ret)
@@ -921,7 +924,7 @@ static int post_event(struct vvm_dec_dev *dev, struct vvm_dec_event *e)
 
 	memset(&e->ev, 0, sizeof(e->ev));
 	vvm_request_init(&e->req, event_done, dev);
-	e->req.no_timeout = true;
+	e->req.wait = VVM_WAIT_EVENT;
 	sg_init_one(&sg, &e->ev, sizeof(e->ev));
 	return vvm_core_submit(&dev->core, &e->req, VIRTIO_VIDEO_QUEUE_EVENT,
 			       sgs, 0, 1);
@@ -1251,7 +1254,7 @@ static int dec_decoder_cmd(struct file *file, void *priv,
 	sgs[1] = &resp_sg;
 	vvm_request_init(&drain->req, drain_done, NULL);
 	/* The device answers a drain only once a picture buffer took the EOS. */
-	drain->req.no_timeout = true;
+	drain->req.wait = VVM_WAIT_LONG;
 	spin_lock_irqsave(&ctx->slock, flags);
 	ctx->draining = true;
 	spin_unlock_irqrestore(&ctx->slock, flags);
@@ -1457,18 +1460,17 @@ static void ping_done(struct vvm_request *req, int status)
 {
 	struct vvm_dec_dev *dev = req->priv;
 
-	dev_dbg(&dev->core.vdev->dev, "revival probe answered: %d\n", status);
+	atomic_set(&dev->ping_busy, 0);
 }
 
-static int dec_revive(struct vvm_core *core)
+static int dec_ping(struct vvm_core *core)
 {
 	struct vvm_dec_dev *dev = core_to_dev(core);
 	struct scatterlist cmd_sg, resp_sg, *sgs[2];
 	int ret;
 
-	ret = post_events(dev);
-	if (ret)
-		return ret;
+	if (atomic_xchg(&dev->ping_busy, 1))
+		return 0;
 	fill_hdr(&dev->ping_cmd.hdr, VIRTIO_VIDEO_CMD_QUERY_CAPABILITY, 0);
 	dev->ping_cmd.queue_type = cpu_to_le32(VIRTIO_VIDEO_QUEUE_TYPE_INPUT);
 	sg_init_one(&cmd_sg, &dev->ping_cmd, sizeof(dev->ping_cmd));
@@ -1476,13 +1478,22 @@ static int dec_revive(struct vvm_core *core)
 	sgs[0] = &cmd_sg;
 	sgs[1] = &resp_sg;
 	vvm_request_init(&dev->ping, ping_done, dev);
-	return vvm_core_submit(core, &dev->ping, VIRTIO_VIDEO_QUEUE_COMMAND,
-			       sgs, 1, 1);
+	ret = vvm_core_submit(core, &dev->ping, VIRTIO_VIDEO_QUEUE_COMMAND,
+			      sgs, 1, 1);
+	if (ret)
+		atomic_set(&dev->ping_busy, 0);
+	return ret;
+}
+
+static int dec_revive(struct vvm_core *core)
+{
+	return post_events(core_to_dev(core));
 }
 
 static const struct vvm_core_ops dec_core_ops = {
 	.dead = dec_dead,
 	.revive = dec_revive,
+	.ping = dec_ping,
 };
 
 /* Probe */
