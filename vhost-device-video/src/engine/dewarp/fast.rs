@@ -123,6 +123,37 @@ impl SourcePlane<'_> {
     }
 }
 
+/// Fills `out` with `(start + i * step) >> shift`: the numerator steps
+/// along a cell line (`step` wraps as a two's complement difference; every
+/// true numerator is non-negative and below 2^33).
+fn step_positions(out: &mut [u32], start: u64, step: u64, shift: u32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // Split `start` into `high << shift | low`: with every `low + i * step`
+        // inside i32, 32-bit lanes give the same floor division.
+        let high = start >> shift;
+        let low = start & ((1 << shift) - 1);
+        let step_signed = step as i64;
+        let reach = step_signed
+            .unsigned_abs()
+            .saturating_mul(out.len().saturating_sub(1) as u64)
+            .saturating_add(low);
+        if reach < 1 << 31 && high < 1 << 31 {
+            // SAFETY: AVX2 is present; the bounds above keep the lanes exact.
+            unsafe {
+                simd::step_positions_avx2(out, high as i32, low as i32, step_signed as i32, shift)
+            };
+            return;
+        }
+    }
+    let mut numerator = start;
+    for position in out {
+        // Below 2^22: the numerator is below 2^33 and `shift` at least 11.
+        *position = (numerator >> shift) as u32;
+        numerator = numerator.wrapping_add(step);
+    }
+}
+
 /// Writes `values` to the samples of one component in a destination line.
 fn scatter(line: &mut [u8], layout: ComponentLayout, values: &[u8]) {
     let Some(line) = line.get_mut(layout.offset..) else {
@@ -176,7 +207,7 @@ impl Plan<'_> {
         ) else {
             return;
         };
-        let mut outputs = xs.iter_mut().zip(ys.iter_mut());
+        let mut done = 0;
         for c in 0..columns {
             let cw = CELL_SIZE.min(self.dst.width - c as u32 * CELL_SIZE);
             let k = (u64::from(cw) * ch).trailing_zeros();
@@ -188,15 +219,18 @@ impl Plan<'_> {
                 let start = u64::from(cw) * left + (1 << (shift - 1));
                 (start, right.wrapping_sub(left) << step_shift, shift)
             };
-            let (mut nx, step_x, shift_x) = line(0, sub_x);
-            let (mut ny, step_y, shift_y) = line(1, sub_y);
-            for (x, y) in outputs.by_ref().take((cw >> step_shift) as usize) {
-                // Positions stay below 2^22: the numerator is below 2^32.
-                *x = (nx >> shift_x) as u32;
-                *y = (ny >> shift_y) as u32;
-                nx = nx.wrapping_add(step_x);
-                ny = ny.wrapping_add(step_y);
-            }
+            let count = (cw >> step_shift) as usize;
+            let (Some(cell_xs), Some(cell_ys)) = (
+                xs.get_mut(done..done + count),
+                ys.get_mut(done..done + count),
+            ) else {
+                return;
+            };
+            let (start, step, shift) = line(0, sub_x);
+            step_positions(cell_xs, start, step, shift);
+            let (start, step, shift) = line(1, sub_y);
+            step_positions(cell_ys, start, step, shift);
+            done += count;
         }
     }
 
@@ -260,6 +294,54 @@ mod simd {
 
     use super::SourcePlane;
     use crate::engine::dewarp::reference::FRACTION_BITS;
+
+    /// Fills `out` with `high + ((low + i * step) >> shift)` (arithmetic
+    /// shift).
+    ///
+    /// # Safety
+    /// AVX2 must be present and every `low + i * step` must fit in i32.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn step_positions_avx2(
+        out: &mut [u32],
+        high: i32,
+        low: i32,
+        step: i32,
+        shift: u32,
+    ) {
+        let count = out.len();
+        let shift_count = _mm_cvtsi32_si128(shift as i32);
+        let mut i = 0;
+        while i + 8 <= count {
+            let lanes = _mm256_add_epi32(
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                _mm256_set1_epi32(i as i32),
+            );
+            let numerator = _mm256_add_epi32(
+                _mm256_set1_epi32(low),
+                _mm256_mullo_epi32(lanes, _mm256_set1_epi32(step)),
+            );
+            let position = _mm256_add_epi32(
+                _mm256_set1_epi32(high),
+                _mm256_sra_epi32(numerator, shift_count),
+            );
+            _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, position);
+            i += 8;
+        }
+        while i + 4 <= count {
+            let lanes = _mm_add_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(i as i32));
+            let numerator = _mm_add_epi32(
+                _mm_set1_epi32(low),
+                _mm_mullo_epi32(lanes, _mm_set1_epi32(step)),
+            );
+            let position =
+                _mm_add_epi32(_mm_set1_epi32(high), _mm_sra_epi32(numerator, shift_count));
+            _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, position);
+            i += 4;
+        }
+        for (j, position) in out.iter_mut().enumerate().skip(i) {
+            *position = (high + ((low + j as i32 * step) >> shift)) as u32;
+        }
+    }
 
     /// # Safety
     /// AVX2 must be present, `plane.step` 1 or 2, `plane.data.len()` below
