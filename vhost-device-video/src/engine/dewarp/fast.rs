@@ -251,16 +251,24 @@ impl Plan<'_> {
             width
         };
         let (mut xs, mut ys) = (vec![0u32; width], vec![0u32; width]);
-        let mut values = vec![0u8; width];
+        let mut values = vec![0u8; 2 * width];
         let first_chroma_line = first_line >> dst_vs;
+        // Chroma pairs go straight into a semi-planar destination line.
+        let direct_pairs = !dst.format.is_packed();
+        let v_first = v_out.offset < u_out.offset;
         for py in first_line..end_line {
             let start = (py - first_line) as usize * dst.luma_stride;
             let Some(line) = luma.get_mut(start..start + line_bytes) else {
                 return;
             };
             self.line_positions(py, 0, 0, 0, &mut xs, &mut ys);
-            self.src_luma.sample_line(&xs, &ys, &mut values);
-            scatter(line, luma_out, &values);
+            if luma_out.step == 1 {
+                self.src_luma
+                    .sample_line(&xs, &ys, &mut line[luma_out.offset..]);
+            } else {
+                self.src_luma.sample_line(&xs, &ys, &mut values[..width]);
+                scatter(line, luma_out, &values[..width]);
+            }
             if py % (1 << dst_vs) != 0 {
                 continue;
             }
@@ -274,12 +282,46 @@ impl Plan<'_> {
                 line
             };
             let (xs, ys) = (&mut xs[..chroma_width], &mut ys[..chroma_width]);
-            let values = &mut values[..chroma_width];
             self.line_positions(py, dst_hs, self.src_hs, self.src_vs, xs, ys);
-            for (plane, layout) in self.src_chroma.iter().zip([u_out, v_out]) {
-                plane.sample_line(xs, ys, values);
-                scatter(line, layout, values);
+            if direct_pairs {
+                self.sample_chroma_pairs(xs, ys, v_first, line);
+            } else {
+                let pairs = &mut values[..2 * chroma_width];
+                self.sample_chroma_pairs(xs, ys, false, pairs);
+                for (layout, first) in [(u_out, 0), (v_out, 1)] {
+                    let Some(line) = line.get_mut(layout.offset..) else {
+                        return;
+                    };
+                    for (out, pair) in line
+                        .iter_mut()
+                        .step_by(layout.step)
+                        .zip(pairs.chunks_exact(2))
+                    {
+                        *out = pair[first];
+                    }
+                }
             }
+        }
+    }
+
+    /// Samples U and V at the positions `xs`, `ys` into `out` as interleaved
+    /// pairs, U first (V first with `v_first`).
+    fn sample_chroma_pairs(&self, xs: &[u32], ys: &[u32], v_first: bool, out: &mut [u8]) {
+        let [u, v] = &self.src_chroma;
+        #[cfg(target_arch = "x86_64")]
+        if u.step == 2
+            && v.offset == u.offset + 1
+            && i32::try_from(u.data.len()).is_ok()
+            && std::arch::is_x86_feature_detected!("avx2")
+        {
+            // SAFETY: AVX2 is present; the plane's bounds hold (`check_job`).
+            unsafe { simd::sample_pairs_avx2(u, xs, ys, v_first, out) };
+            return;
+        }
+        let (first, second) = if v_first { (v, u) } else { (u, v) };
+        for ((pair, &x), &y) in out.chunks_exact_mut(2).zip(xs).zip(ys) {
+            pair[0] = first.sample(x, y);
+            pair[1] = second.sample(x, y);
         }
     }
 }
@@ -294,6 +336,122 @@ mod simd {
 
     use super::SourcePlane;
     use crate::engine::dewarp::reference::FRACTION_BITS;
+
+    /// Like [`sample_line_avx2`] for interleaved chroma (`plane` is U with
+    /// step 2, V the next byte): one gather pair serves both components, and
+    /// `out` receives interleaved pairs, V first with `v_first`.
+    ///
+    /// # Safety
+    /// As for [`sample_line_avx2`], with `plane.step` 2 and V at
+    /// `plane.offset + 1`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sample_pairs_avx2(
+        plane: &SourcePlane<'_>,
+        xs: &[u32],
+        ys: &[u32],
+        v_first: bool,
+        out: &mut [u8],
+    ) {
+        let second = SourcePlane {
+            offset: plane.offset + 1,
+            ..*plane
+        };
+        let (first, second) = if v_first {
+            (&second, plane)
+        } else {
+            (plane, &second)
+        };
+        let n = xs.len().min(ys.len()).min(out.len() / 2);
+        let one = 1 << FRACTION_BITS;
+        let last_x = _mm256_set1_epi32(plane.width as i32 - 1);
+        let last_y = _mm256_set1_epi32(plane.height as i32 - 1);
+        let read_limit = _mm256_set1_epi32(plane.data.len() as i32 - 3);
+        let stride = _mm256_set1_epi32(plane.stride as i32);
+        let offset = _mm256_set1_epi32(plane.offset as i32);
+        let fraction_mask = _mm256_set1_epi32(one - 1);
+        // Gathered U0 V0 U1 V1 becomes (first, its neighbour, second, its neighbour).
+        let order = if v_first {
+            _mm256_setr_epi8(
+                1, 3, 0, 2, 5, 7, 4, 6, 9, 11, 8, 10, 13, 15, 12, 14, 1, 3, 0, 2, 5, 7, 4, 6, 9,
+                11, 8, 10, 13, 15, 12, 14,
+            )
+        } else {
+            _mm256_setr_epi8(
+                0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15, 0, 2, 1, 3, 4, 6, 5, 7, 8,
+                10, 9, 11, 12, 14, 13, 15,
+            )
+        };
+        let rounding = _mm256_set1_epi32(1 << (2 * FRACTION_BITS - 1));
+        let base = plane.data.as_ptr() as *const i32;
+        let mut done = 0;
+        while done + 8 <= n {
+            let vx = _mm256_loadu_si256(xs.as_ptr().add(done) as *const __m256i);
+            let vy = _mm256_loadu_si256(ys.as_ptr().add(done) as *const __m256i);
+            let ix = _mm256_srli_epi32(vx, FRACTION_BITS as i32);
+            let iy = _mm256_srli_epi32(vy, FRACTION_BITS as i32);
+            let upper = _mm256_add_epi32(
+                _mm256_add_epi32(_mm256_mullo_epi32(iy, stride), offset),
+                _mm256_slli_epi32(ix, 1),
+            );
+            let lower = _mm256_add_epi32(upper, stride);
+            let inside = _mm256_and_si256(
+                _mm256_and_si256(
+                    _mm256_cmpgt_epi32(last_x, ix),
+                    _mm256_cmpgt_epi32(last_y, iy),
+                ),
+                _mm256_cmpgt_epi32(read_limit, lower),
+            );
+            if _mm256_movemask_epi8(inside) != -1 {
+                for i in done..done + 8 {
+                    let (x, y) = (*xs.get_unchecked(i), *ys.get_unchecked(i));
+                    *out.get_unchecked_mut(2 * i) = first.sample(x, y);
+                    *out.get_unchecked_mut(2 * i + 1) = second.sample(x, y);
+                }
+                done += 8;
+                continue;
+            }
+            let top = _mm256_shuffle_epi8(_mm256_i32gather_epi32::<1>(base, upper), order);
+            let bottom = _mm256_shuffle_epi8(_mm256_i32gather_epi32::<1>(base, lower), order);
+            let fx = _mm256_and_si256(vx, fraction_mask);
+            let fy = _mm256_and_si256(vy, fraction_mask);
+            // Bytes (64 - fx, fx, 64 - fx, fx) per lane.
+            let wx = _mm256_add_epi32(
+                _mm256_sub_epi32(_mm256_slli_epi32(fx, 8), fx),
+                _mm256_set1_epi32(one),
+            );
+            let wx = _mm256_or_si256(wx, _mm256_slli_epi32(wx, 16));
+            let top = _mm256_maddubs_epi16(top, wx);
+            let bottom = _mm256_maddubs_epi16(bottom, wx);
+            let wy = _mm256_or_si256(
+                _mm256_sub_epi32(_mm256_set1_epi32(one), fy),
+                _mm256_slli_epi32(fy, 16),
+            );
+            let low = _mm256_madd_epi16(
+                _mm256_unpacklo_epi16(top, bottom),
+                _mm256_unpacklo_epi32(wy, wy),
+            );
+            let high = _mm256_madd_epi16(
+                _mm256_unpackhi_epi16(top, bottom),
+                _mm256_unpackhi_epi32(wy, wy),
+            );
+            const SHIFT: i32 = 2 * FRACTION_BITS as i32;
+            let low = _mm256_srli_epi32(_mm256_add_epi32(low, rounding), SHIFT);
+            let high = _mm256_srli_epi32(_mm256_add_epi32(high, rounding), SHIFT);
+            let words = _mm256_packus_epi32(low, high);
+            let bytes = _mm256_packus_epi16(words, words);
+            let sixteen = _mm_unpacklo_epi64(
+                _mm256_castsi256_si128(bytes),
+                _mm256_extracti128_si256::<1>(bytes),
+            );
+            _mm_storeu_si128(out.as_mut_ptr().add(2 * done) as *mut __m128i, sixteen);
+            done += 8;
+        }
+        for i in done..n {
+            let (x, y) = (*xs.get_unchecked(i), *ys.get_unchecked(i));
+            *out.get_unchecked_mut(2 * i) = first.sample(x, y);
+            *out.get_unchecked_mut(2 * i + 1) = second.sample(x, y);
+        }
+    }
 
     /// Fills `out` with `high + ((low + i * step) >> shift)` (arithmetic
     /// shift).
