@@ -25,6 +25,8 @@ pub const BASE_PACKAGES: &[&str] = &[
     "build-essential",
     "pkg-config",
     "ninja-build",
+    "ccache",
+    "patch",
     "python3-venv",
     "dpkg-dev",
     "xz-utils",

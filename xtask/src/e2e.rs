@@ -277,6 +277,7 @@ fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
         ],
         artifacts: Some(base.join("vm")),
         stream: false,
+        boot_timeout: vm::BOOT_TIMEOUT,
     };
     let outcome = match vm::run(&options) {
         Ok(outcome) => outcome,

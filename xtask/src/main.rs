@@ -135,6 +135,7 @@ fn demo() -> Result<u8, Error> {
         command: vec!["sh".into(), "-c".into(), DEMO_SCRIPT.into()],
         artifacts: None,
         stream: true,
+        boot_timeout: vm::BOOT_TIMEOUT,
     };
     report_vm(vm::run(&options)?)
 }
@@ -160,6 +161,7 @@ fn vm_command(args: VmArgs) -> Result<u8, Error> {
         command: args.command,
         artifacts: None,
         stream: true,
+        boot_timeout: vm::BOOT_TIMEOUT,
     };
     report_vm(vm::run(&options)?)
 }

@@ -138,6 +138,8 @@ pub struct Options {
     pub artifacts: Option<PathBuf>,
     /// Print the command's output as it comes.
     pub stream: bool,
+    /// How long the guest may take to reach its init.
+    pub boot_timeout: Duration,
 }
 
 /// How a run went.
@@ -183,7 +185,9 @@ impl Outcome {
     }
 }
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// A guest that boots with KVM at all does so in seconds.
+const PROBE_BOOT_TIMEOUT: Duration = Duration::from_secs(45);
 const SHUTDOWN_MARGIN: Duration = Duration::from_secs(60);
 const BACKEND_START: Duration = Duration::from_secs(15);
 const BACKEND_BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -382,6 +386,7 @@ fn choose_accel(
         command: vec!["true".to_string()],
         artifacts: None,
         stream: false,
+        boot_timeout: PROBE_BOOT_TIMEOUT,
     };
     let outcome = boot(&probe, kernel, qemu, Accel::Kvm, None, Vec::new())?;
     let (accel, name) = if outcome.passed() {
@@ -618,7 +623,14 @@ fn boot(
         notes,
         ..Outcome::default()
     };
-    watch(&mut session, options, &harness, &console, &mut outcome)?;
+    watch(
+        &mut session,
+        options,
+        &harness,
+        &console,
+        &qemu_log,
+        &mut outcome,
+    )?;
     judge(
         &mut session,
         &harness,
@@ -636,6 +648,7 @@ fn watch(
     options: &Options,
     harness: &Path,
     console: &Path,
+    qemu_log: &Path,
     outcome: &mut Outcome,
 ) -> Result<(), Error> {
     let started = Instant::now();
@@ -658,14 +671,23 @@ fn watch(
         if exited {
             break;
         }
+        if let Some(error) = read_text(qemu_log).and_then(|log| {
+            log.lines()
+                .find(|l| l.contains("KVM internal error"))
+                .map(str::to_string)
+        }) {
+            outcome.failure = Some(format!("QEMU: {}", error.trim()));
+            session.qemu = None;
+            break;
+        }
         if reached.is_none() {
             console_offset = append_new(console, console_offset, &mut console_text);
             if console_text.contains(USERSPACE_MARKER) {
                 reached = Some(Instant::now());
-            } else if started.elapsed() > BOOT_TIMEOUT {
+            } else if started.elapsed() > options.boot_timeout {
                 outcome.failure = Some(format!(
                     "the guest did not reach userspace within {} s (see {})",
-                    BOOT_TIMEOUT.as_secs(),
+                    options.boot_timeout.as_secs(),
                     console.display()
                 ));
                 session.qemu = None;
