@@ -126,26 +126,8 @@ impl SourcePlane<'_> {
 /// Fills `out` with `(start + i * step) >> shift`: the numerator steps
 /// along a cell line (`step` wraps as a two's complement difference; every
 /// true numerator is non-negative and below 2^33).
+#[inline(always)]
 fn step_positions(out: &mut [u32], start: u64, step: u64, shift: u32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // Split `start` into `high << shift | low`: with every `low + i * step`
-        // inside i32, 32-bit lanes give the same floor division.
-        let high = start >> shift;
-        let low = start & ((1 << shift) - 1);
-        let step_signed = step as i64;
-        let reach = step_signed
-            .unsigned_abs()
-            .saturating_mul(out.len().saturating_sub(1) as u64)
-            .saturating_add(low);
-        if reach < 1 << 31 && high < 1 << 31 {
-            // SAFETY: AVX2 is present; the bounds above keep the lanes exact.
-            unsafe {
-                simd::step_positions_avx2(out, high as i32, low as i32, step_signed as i32, shift)
-            };
-            return;
-        }
-    }
     let mut numerator = start;
     for position in out {
         // Below 2^22: the numerator is below 2^33 and `shift` at least 11.
@@ -195,6 +177,28 @@ impl Plan<'_> {
         xs: &mut [u32],
         ys: &mut [u32],
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present.
+            unsafe { simd::line_positions_avx2(self, py, step_shift, sub_x, sub_y, xs, ys) };
+            return;
+        }
+        self.line_positions_with(py, step_shift, sub_x, sub_y, xs, ys, step_positions);
+    }
+
+    /// [`Self::line_positions`] with `fill` stepping each cell line.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn line_positions_with(
+        &self,
+        py: u32,
+        step_shift: u32,
+        sub_x: u32,
+        sub_y: u32,
+        xs: &mut [u32],
+        ys: &mut [u32],
+        fill: impl Fn(&mut [u32], u64, u64, u32),
+    ) {
         let row = (py / CELL_SIZE) as usize;
         let fy = u64::from(py % CELL_SIZE);
         let ch = u64::from(CELL_SIZE.min(self.dst.height - row as u32 * CELL_SIZE));
@@ -227,9 +231,9 @@ impl Plan<'_> {
                 return;
             };
             let (start, step, shift) = line(0, sub_x);
-            step_positions(cell_xs, start, step, shift);
+            fill(cell_xs, start, step, shift);
             let (start, step, shift) = line(1, sub_y);
-            step_positions(cell_ys, start, step, shift);
+            fill(cell_ys, start, step, shift);
             done += count;
         }
     }
@@ -334,7 +338,7 @@ mod simd {
 
     use std::arch::x86_64::*;
 
-    use super::SourcePlane;
+    use super::{step_positions, Plan, SourcePlane};
     use crate::engine::dewarp::reference::FRACTION_BITS;
 
     /// Like [`sample_line_avx2`] for interleaved chroma (`plane` is U with
@@ -453,19 +457,64 @@ mod simd {
         }
     }
 
+    /// [`Plan::line_positions`] with AVX2 stepping inlined.
+    ///
+    /// # Safety
+    /// AVX2 must be present.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn line_positions_avx2(
+        plan: &Plan<'_>,
+        py: u32,
+        step_shift: u32,
+        sub_x: u32,
+        sub_y: u32,
+        xs: &mut [u32],
+        ys: &mut [u32],
+    ) {
+        plan.line_positions_with(
+            py,
+            step_shift,
+            sub_x,
+            sub_y,
+            xs,
+            ys,
+            |out, start, step, shift| {
+                // SAFETY: AVX2 is present (this function's contract).
+                unsafe { cell_positions(out, start, step, shift) }
+            },
+        );
+    }
+
+    /// Fills one cell line like [`step_positions`], in 32-bit lanes when
+    /// that is exact: with `start = high << shift | low` and every
+    /// `low + i * step` inside i32, `high + ((low + i * step) >> shift)` is
+    /// the same floor division.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn cell_positions(out: &mut [u32], start: u64, step: u64, shift: u32) {
+        let high = start >> shift;
+        let low = start & ((1 << shift) - 1);
+        let step_signed = step as i64;
+        let reach = step_signed
+            .unsigned_abs()
+            .saturating_mul(out.len().saturating_sub(1) as u64)
+            .saturating_add(low);
+        if reach < 1 << 31 && high < 1 << 31 {
+            step_positions_avx2(out, high as i32, low as i32, step_signed as i32, shift);
+        } else {
+            step_positions(out, start, step, shift);
+        }
+    }
+
     /// Fills `out` with `high + ((low + i * step) >> shift)` (arithmetic
     /// shift).
     ///
     /// # Safety
     /// AVX2 must be present and every `low + i * step` must fit in i32.
+    #[inline]
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn step_positions_avx2(
-        out: &mut [u32],
-        high: i32,
-        low: i32,
-        step: i32,
-        shift: u32,
-    ) {
+    unsafe fn step_positions_avx2(out: &mut [u32], high: i32, low: i32, step: i32, shift: u32) {
         let count = out.len();
         let shift_count = _mm_cvtsi32_si128(shift as i32);
         let mut i = 0;
