@@ -457,6 +457,8 @@ mod tests {
     enum Part {
         Read(Vec<u8>),
         Write(u32),
+        /// A descriptor at an arbitrary guest address: `(address, length, writable)`.
+        Raw(u64, u32, bool),
     }
 
     struct Harness<'a> {
@@ -535,6 +537,10 @@ mod tests {
                             .unwrap();
                         writable.push((addr, len));
                         descs.push((addr, len, VRING_DESC_F_WRITE as u16));
+                    }
+                    Part::Raw(addr, len, write) => {
+                        let flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
+                        descs.push((addr, len, flags));
                     }
                 }
             }
@@ -910,6 +916,20 @@ mod tests {
             status_of(&mut h, vec![Part::Write(128), Part::Write(dst_len)]),
             malformed
         );
+        // Descriptors outside guest memory.
+        let outside = MEM_SIZE + 0x1000;
+        assert_eq!(
+            status_of(
+                &mut h,
+                vec![Part::Raw(outside, 4096, false), Part::Write(dst_len)]
+            ),
+            malformed
+        );
+        let done = h.run(vec![
+            Part::Read(readable.clone()),
+            Part::Raw(outside, 4096, true),
+        ]);
+        assert_eq!(done.len, 0);
 
         // Bad fields.
         let field = |h: &mut Harness<'_>, corrupt: &dyn Fn(&mut VdwJob)| {
