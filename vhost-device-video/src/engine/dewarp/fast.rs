@@ -6,6 +6,14 @@
 //! one `A`, `B` pair and every pixel after it one addition; the rounding
 //! offset of step 3 is folded into `A`. The crop-scaled vertices are computed
 //! once per job. Rows are split into bands run on scoped threads.
+//!
+//! Each destination line is done in two passes: the source positions of all
+//! its samples (32-bit AVX2 lanes when the stepping provably fits them, else
+//! 64-bit scalar steps), then the sampling, eight positions at a time with
+//! AVX2 gathers when all their neighbours lie inside the source (one gather
+//! pair serves both U and V of an NV source), per sample otherwise. Packed
+//! sources and machines without AVX2 take the scalar path. Every path sums
+//! the same products and rounds once, as the reference does.
 
 use std::num::NonZeroUsize;
 
