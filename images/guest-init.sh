@@ -52,6 +52,8 @@ fi
 i=0
 while [ "$i" -lt "$SHARE_COUNT" ]; do
 	eval "dir=\$SHARE_$i"
+	# Under a tmpfs (/tmp, ...) the mount point does not exist yet.
+	mkdir -p "/newroot$dir" 2>/dev/null
 	mount -t 9p -o "$P9,cache=none" "share$i" "/newroot$dir" ||
 		fail "cannot mount the shared directory $dir"
 	i=$((i + 1))

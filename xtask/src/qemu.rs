@@ -66,6 +66,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 const DEVICES: &str = include_str!("../../images/qemu-devices.mak");
 const DEVICES_NAME: &str = "vhost-device-video";
 const FIRMWARE_PATH: &str = "/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu";
+const CCACHE_BIN: &str = "/usr/lib/ccache";
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -268,12 +269,17 @@ pub fn build(patched: bool) -> Result<PathBuf, Error> {
         fs::write(&devices, DEVICES).map_err(cache::io_error("cannot write", &devices))?;
         let build = dir.join("build");
         fs::create_dir_all(&build).map_err(cache::io_error("cannot create", &build))?;
-        // Meson compiles through ccache when it is installed; with paths made
-        // relative to the variant's directory, the second variant reuses
-        // nearly every object of the first.
+        // Compile through ccache (Debian's masquerading `cc` comes first in
+        // PATH); with paths made relative to the variant's directory, the
+        // second variant reuses nearly every object of the first.
         let ccache = cache::dir("ccache")?;
+        let path = format!(
+            "{CCACHE_BIN}:{}",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_string())
+        );
         let with_ccache = |command: &mut Command| {
             command
+                .env("PATH", &path)
                 .env("CCACHE_DIR", &ccache)
                 .env("CCACHE_BASEDIR", dir)
                 .env("CCACHE_NOHASHDIR", "1");

@@ -535,6 +535,14 @@ fn boot(
         "-display".into(),
         "none".into(),
         "-no-reboot".into(),
+        // QEMU run from its build tree does not search its configured
+        // firmware path; Debian's firmware packages install here.
+        "-L".into(),
+        "/usr/share/seabios".into(),
+        "-L".into(),
+        "/usr/share/qemu".into(),
+        "-L".into(),
+        "/usr/lib/ipxe/qemu".into(),
         "-machine".into(),
         "q35".into(),
         "-accel".into(),
