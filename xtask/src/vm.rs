@@ -389,12 +389,21 @@ fn choose_accel(
         boot_timeout: PROBE_BOOT_TIMEOUT,
     };
     let outcome = boot(&probe, kernel, qemu, Accel::Kvm, None, Vec::new())?;
+    let reason = outcome.reason();
     let (accel, name) = if outcome.passed() {
         (Accel::Kvm, "kvm")
     } else {
         (Accel::Tcg, "tcg")
     };
-    fs::write(&record, name).map_err(cache::io_error("cannot write", &record))?;
+    // Only an answer about KVM is worth keeping: a QEMU that fails for any
+    // other reason fails the same way under TCG, with its own message.
+    let about_kvm = outcome.passed()
+        || reason.contains("KVM")
+        || reason.contains("did not reach userspace")
+        || reason.contains("panicked");
+    if about_kvm {
+        fs::write(&record, name).map_err(cache::io_error("cannot write", &record))?;
+    }
     let note = if accel == Accel::Tcg {
         format!(
             "KVM does not run guests here ({}): using TCG",
