@@ -98,10 +98,24 @@ static int xioctl(int fd, unsigned long req, void *arg)
 	return ret;
 }
 
+/* A fourcc, or a format name of a two-plane format ("NV12M" is 'NM12'). */
 static uint32_t parse_fourcc(const char *s)
 {
+	static const struct {
+		const char *name;
+		uint32_t fourcc;
+	} multi[] = {
+		{ "NV12M", V4L2_PIX_FMT_NV12M },
+		{ "NV21M", V4L2_PIX_FMT_NV21M },
+		{ "NV16M", V4L2_PIX_FMT_NV16M },
+		{ "NV61M", V4L2_PIX_FMT_NV61M },
+	};
+
+	for (size_t i = 0; i < sizeof(multi) / sizeof(multi[0]); i++)
+		if (!strcmp(s, multi[i].name))
+			return multi[i].fourcc;
 	if (strlen(s) != 4)
-		die("bad fourcc '%s' (want 4 characters, e.g. NV12)", s);
+		die("bad format '%s' (want a fourcc such as NV12, or NV12M)", s);
 	return v4l2_fourcc(s[0], s[1], s[2], s[3]);
 }
 
@@ -115,10 +129,10 @@ static void fourcc_str(uint32_t f, char out[5])
 /* "NV12:640x480" */
 static void parse_image(const char *arg, struct image *img)
 {
-	char fcc[5];
+	char fcc[6];
 
-	if (sscanf(arg, "%4[^:]:%ux%u", fcc, &img->width, &img->height) != 3)
-		die("bad image '%s' (want FOURCC:WxH)", arg);
+	if (sscanf(arg, "%5[^:]:%ux%u", fcc, &img->width, &img->height) != 3)
+		die("bad image '%s' (want FORMAT:WxH)", arg);
 	img->fourcc = parse_fourcc(fcc);
 }
 
