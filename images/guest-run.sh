@@ -7,6 +7,10 @@ H=/run/harness
 . "$H/env"
 export HOME=/tmp
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# Tools built for the guest kernels come before the host's older ones.
+if [ -n "${VDV_TOOLS_PATH:-}" ]; then
+	PATH="$VDV_TOOLS_PATH:$PATH"
+fi
 export TERM=dumb
 
 if [ -n "${VDV_MODULE:-}" ]; then

@@ -12,6 +12,7 @@ mod process;
 mod qemu;
 mod splat;
 mod suite;
+mod v4l_utils;
 mod vm;
 
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ enum Cmd {
         #[arg(long, default_value = "stock", value_parser = ["stock", "patched"])]
         variant: String,
     },
+    /// Build v4l2-compliance, v4l2-ctl and media-ctl for the guests (cached).
+    V4lUtils,
     /// Install or build a guest kernel (cached).
     Kernel {
         #[arg(long, default_value = "debian-rt")]
@@ -108,6 +111,8 @@ enum Error {
     Qemu(#[from] qemu::Error),
     #[error(transparent)]
     Kernel(#[from] kernel::Error),
+    #[error(transparent)]
+    V4lUtils(#[from] v4l_utils::Error),
     #[error(transparent)]
     Kmod(#[from] kmod::Error),
     #[error(transparent)]
@@ -204,6 +209,10 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Cmd::Qemu { variant } => {
             let binary = qemu::build(variant == "patched")?;
             println!("{}", binary.display());
+        }
+        Cmd::V4lUtils => {
+            let bin = v4l_utils::build()?;
+            println!("{}", bin.display());
         }
         Cmd::Kernel { kernel } => {
             let kernel = kernel::prepare(kernel)?;

@@ -93,7 +93,7 @@ fn configure_flags() -> Vec<String> {
     .collect()
 }
 
-fn ensure_sources_entry() -> Result<(), Error> {
+pub(crate) fn ensure_sources_entry() -> Result<(), Error> {
     let path = Path::new(SOURCES_FILE);
     if fs::read_to_string(path).is_ok_and(|text| text == SOURCES) {
         return Ok(());
@@ -107,7 +107,7 @@ fn ensure_sources_entry() -> Result<(), Error> {
 }
 
 /// Refreshes only the sid source index, leaving the system's lists alone.
-fn update_source_index() -> Result<(), Error> {
+pub(crate) fn update_source_index() -> Result<(), Error> {
     let mut command = deps::privileged("apt-get")?;
     command.args([
         "-q",
@@ -194,7 +194,7 @@ fn source_package() -> Result<(String, PathBuf), Error> {
     Err(Error::NoSource(versions.join(", ")))
 }
 
-fn meson_venv() -> Result<PathBuf, Error> {
+pub(crate) fn meson_venv() -> Result<PathBuf, Error> {
     let venv = cache::root()?.join(format!("pyvenv-meson-{MESON_VERSION}"));
     let _lock = cache::lock("pyvenv")?;
     cache::build_in_place(&venv, |venv| -> Result<(), Error> {

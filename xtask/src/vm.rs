@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::kernel::{self, Flavor, Kernel};
-use crate::{cache, initramfs, kmod, process, qemu, splat};
+use crate::{cache, initramfs, kmod, process, qemu, splat, v4l_utils};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -431,9 +431,17 @@ pub fn run(options: &Options) -> Result<Outcome, Error> {
     let qemu = qemu::resolve(&options.qemu)?;
     let mut notes = Vec::new();
     let module = resolve_module(options, &kernel, &mut notes)?;
-    let (accel, note) = choose_accel(options, &kernel, &qemu)?;
+    let mut options = options.clone();
+    match v4l_utils::guest_bin() {
+        Ok(bin) => options.env.push((
+            "VDV_TOOLS_PATH".to_string(),
+            bin.to_string_lossy().into_owned(),
+        )),
+        Err(note) => notes.push(note),
+    }
+    let (accel, note) = choose_accel(&options, &kernel, &qemu)?;
     notes.extend(note);
-    boot(options, &kernel, &qemu, accel, module, notes)
+    boot(&options, &kernel, &qemu, accel, module, notes)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), Error> {
