@@ -14,7 +14,7 @@ failures=0
 for name in truncated corrupt; do
 	status=0
 	timeout 300 ffmpeg -hide_banner -loglevel warning -nostdin \
-		-c:v h264_v4l2m2m -i "$TESTDATA/$name.h264" -f framemd5 \
+		-c:v h264_v4l2m2m -i "$TESTDATA/$name.h264" -fps_mode passthrough -f framemd5 \
 		"$RESULTS/$name.framemd5" >"$RESULTS/$name.log" 2>&1 || status=$?
 	frames=$(grep -vc '^#' "$RESULTS/$name.framemd5" 2>/dev/null || true)
 	if [ "$status" -eq 124 ]; then
@@ -26,9 +26,9 @@ for name in truncated corrupt; do
 done
 
 size=$(ffprobe -v error -select_streams v:0 -show_entries stream=width,height \
-	-of csv=p=0:s=: "$TESTDATA/h264.h264")
+	-of csv=p=0:s=x "$TESTDATA/h264.h264")
 timeout 300 ffmpeg -hide_banner -loglevel warning -nostdin -c:v h264_v4l2m2m \
-	-i "$TESTDATA/h264.h264" -vf "crop=$size:0:0,format=nv12" -f framemd5 - \
+	-i "$TESTDATA/h264.h264" -vf "crop=${size%x*}:${size#*x}:0:0,format=nv12" -fps_mode passthrough -f framemd5 - \
 	2>"$RESULTS/good.log" | grep -v '^#' | awk -F', *' '{ print $NF }' \
 	>"$RESULTS/good.md5"
 if cmp -s "$TESTDATA/h264.md5" "$RESULTS/good.md5"; then

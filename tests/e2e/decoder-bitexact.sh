@@ -23,12 +23,12 @@ for stream in h264.h264 hevc.hevc vp8.ivf vp9.ivf reschange.h264; do
 	filter=format=nv12
 	if [ "$name" != reschange ]; then
 		size=$(ffprobe -v error -select_streams v:0 \
-			-show_entries stream=width,height -of csv=p=0:s=: \
+			-show_entries stream=width,height -of csv=p=0:s=x \
 			"$TESTDATA/$stream")
-		filter="crop=$size:0:0,format=nv12"
+		filter="crop=${size%x*}:${size#*x}:0:0,format=nv12"
 	fi
 	timeout 600 ffmpeg -hide_banner -loglevel warning -nostdin \
-		-c:v "$codec" -i "$TESTDATA/$stream" -vf "$filter" \
+		-c:v "$codec" -i "$TESTDATA/$stream" -vf "$filter" -fps_mode passthrough \
 		-f framemd5 "$RESULTS/$name.framemd5" \
 		>"$RESULTS/$name.log" 2>&1 || echo "# $codec exit $?" >>"$RESULTS/$name.log"
 	grep -v '^#' "$RESULTS/$name.framemd5" 2>/dev/null |
