@@ -1,4 +1,4 @@
 //! Wire structures of the devices' virtqueue protocols.
 
-pub mod virtio_video;
 pub mod dewarp;
+pub mod virtio_video;
