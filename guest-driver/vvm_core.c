@@ -24,6 +24,15 @@ module_param(timeout_ms, uint, 0644);
 MODULE_PARM_DESC(timeout_ms,
 		 "Watchdog per request in ms; an unanswered request marks the device dead");
 
+/*
+ * Off by default: QEMU 10.2's vhost-user front end aborts when the guest
+ * restarts a device whose backend is gone, so the user decides when.
+ */
+static bool revive_on_open;
+module_param(revive_on_open, bool, 0644);
+MODULE_PARM_DESC(revive_on_open,
+		 "Re-initialise a dead device on the next open (the backend must be back)");
+
 unsigned long vvm_core_timeout_jiffies(void)
 {
 	return max(msecs_to_jiffies(READ_ONCE(timeout_ms)), 1UL);
@@ -463,7 +472,8 @@ int vvm_core_check_alive(struct vvm_core *core)
 		ret = 0;
 		break;
 	case VVM_CORE_DEAD:
-		queue_work(core->wq, &core->revive_work);
+		if (READ_ONCE(revive_on_open))
+			queue_work(core->wq, &core->revive_work);
 		ret = -EIO;
 		break;
 	case VVM_CORE_REVIVING:

@@ -270,8 +270,9 @@ int vvm_core_call(struct vvm_core *core, unsigned int vq,
  * @core: the core.
  *
  * Call it from open() and before starting a job. When the device is dead it
- * starts a revival in the background (see &vvm_core_ops.revive) and fails
- * at once instead of waiting out a watchdog period.
+ * fails at once instead of waiting out a watchdog period, and, if the module
+ * parameter revive_on_open is set, starts a revival in the background (see
+ * &vvm_core_ops.revive).
  *
  * Return: 0 if live, -EIO if dead or still reviving, -ENODEV if removed.
  */
