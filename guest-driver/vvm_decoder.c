@@ -108,6 +108,7 @@ struct vvm_dec_ctx {
 	struct vvm_dec_pic_fmt pic;
 	enum v4l2_colorspace colorspace;
 	bool res_created[2];
+	bool stream_ok; /* the device holds a stream for this context */
 	bool device_fmt_known; /* the device reported the stream's format */
 
 	spinlock_t slock; /* guards the fields below */
@@ -318,6 +319,7 @@ static int dec_stream_create(struct vvm_dec_ctx *ctx)
 	if (!ret) {
 		memset(ctx->res_created, 0, sizeof(ctx->res_created));
 		ctx->device_fmt_known = false;
+		ctx->stream_ok = true;
 	}
 	return ret;
 }
@@ -672,6 +674,11 @@ static int dec_queue_setup(struct vb2_queue *vq, unsigned int *nbuffers,
 	if (*nplanes)
 		return (*nplanes != 1 || sizes[0] < size) ? -EINVAL : 0;
 
+	if (!ctx->stream_ok) {
+		ret = dec_stream_create(ctx);
+		if (ret)
+			return ret;
+	}
 	/* Fresh allocation: the device forgets the previous resources. */
 	if (!vb2_get_num_buffers(vq) && ctx->res_created[output]) {
 		ret = dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_RESOURCE_DESTROY_ALL,
@@ -1120,9 +1127,12 @@ static int set_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 		/* The coded format is fixed at stream creation. */
 		if (vb2_is_busy(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx)))
 			return -EBUSY;
-		ret = dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
-		if (ret)
-			return ret;
+		if (ctx->stream_ok) {
+			ret = dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
+			if (ret)
+				return ret;
+			ctx->stream_ok = false;
+		}
 		ctx->coded = fmt;
 		ret = dec_stream_create(ctx);
 		if (ret)
@@ -1370,11 +1380,18 @@ static int dec_open(struct file *file)
 	if (ret < 0)
 		goto release_m2m;
 	ctx->stream_id = ret;
+	/*
+	 * A device out of streams does not stop an open that only looks
+	 * (v4l2-compliance opens 100 times); REQBUFS tries again.
+	 */
 	ret = dec_stream_create(ctx);
+	if (ret == -ENOMEM)
+		ret = 0;
 	if (ret)
 		goto free_id;
 	/* The device's initial picture layout, if it already knows one. */
-	refresh_output_params(ctx);
+	if (ctx->stream_ok)
+		refresh_output_params(ctx);
 
 	spin_lock(&dev->ctx_slock);
 	list_add_tail(&ctx->list, &dev->ctxs);
@@ -1408,7 +1425,8 @@ static int dec_release(struct file *file)
 
 	mutex_lock(&dev->lock);
 	v4l2_m2m_ctx_release(ctx->fh.m2m_ctx);
-	dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
+	if (ctx->stream_ok)
+		dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
 	ida_free(&dev->stream_ida, ctx->stream_id);
 	mutex_unlock(&dev->lock);
 
