@@ -1,10 +1,14 @@
-//! v4l2-compliance, v4l2-ctl and media-ctl from Debian's v4l-utils source
-//! package, at least as new as the 6.12 guest kernels: an older
-//! v4l2-compliance reports fields the kernel now uses as non-zero reserved
-//! ones. Built with meson, static, into the cache; the guest sees the host's
-//! root at the same path, so its `bin` goes first in the guest's PATH.
+//! v4l2-compliance, v4l2-ctl and media-ctl at least as new as the 6.12 guest
+//! kernels: an older v4l2-compliance reports fields the kernel now uses as
+//! non-zero reserved ones. First choice: built from Debian's v4l-utils source
+//! package with meson, static. When that source cannot be downloaded: Debian
+//! trixie's binary packages with the trixie libraries they link, unpacked
+//! into the cache and run through trixie's own loader by wrapper scripts.
+//! The guest sees the host's root at the same path, so the chosen `bin` goes
+//! first in the guest's PATH.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -26,6 +30,15 @@ pub enum Error {
     NoSource(String),
     #[error("the v4l-utils build did not produce {0}")]
     Missing(PathBuf),
+    #[error("Debian trixie has no v4l-utils of at least {MIN_TRIXIE_UPSTREAM:?}")]
+    NoTrixieVersion,
+    #[error("{tool} from trixie resolves {library} outside the unpacked tree")]
+    HostLibrary { tool: String, library: String },
+    #[error("neither the source build ({source_build}) nor trixie's binaries ({binaries}) are available")]
+    Unavailable {
+        source_build: Box<Error>,
+        binaries: Box<Error>,
+    },
 }
 
 const PINNED_VERSION: &str = "1.32.0-5";
@@ -64,13 +77,48 @@ const TOOLS: &[&str] = &[
 const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
 
-fn upstream_at_least_min(version: &str) -> bool {
+/// The trixie binary package preferred when the source cannot be had; any
+/// other trixie version of at least [`MIN_TRIXIE_UPSTREAM`] is taken when
+/// the archive has moved on.
+const TRIXIE_VERSION: &str = "1.30.1-1";
+/// The oldest v4l2-compliance that passes the 6.12 guests' reserved-field
+/// and request checks.
+const MIN_TRIXIE_UPSTREAM: (u32, u32) = (1, 30);
+const TRIXIE_SOURCES: &str = "Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Architectures: amd64
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+";
+/// v4l-utils and every library its tools link, closed under NEEDED: the
+/// tools never fall back to the host's (older) glibc or libstdc++.
+const TRIXIE_LIBRARIES: &[&str] = &[
+    "libc6",
+    "libgcc-s1",
+    "libstdc++6",
+    "libv4l-0t64",
+    "libv4lconvert0t64",
+    "libjpeg62-turbo",
+    "libudev1",
+    "libcap2",
+];
+const TRIXIE_TOOLS: &[&str] = &["v4l2-compliance", "v4l2-ctl", "media-ctl"];
+const TRIXIE_LIB_DIR: &str = "usr/lib/x86_64-linux-gnu";
+const TRIXIE_LOADER: &str = "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2";
+const TRIXIE_PREFIX: &str = "v4l-utils-trixie-";
+
+fn upstream_at_least(version: &str, min: (u32, u32)) -> bool {
     let mut numbers = version
         .split(['.', '-', '+', '~'])
         .map(|n| n.parse::<u32>().unwrap_or(0));
     let major = numbers.next().unwrap_or(0);
     let minor = numbers.next().unwrap_or(0);
-    (major, minor) >= MIN_UPSTREAM
+    (major, minor) >= min
+}
+
+fn upstream_at_least_min(version: &str) -> bool {
+    upstream_at_least(version, MIN_UPSTREAM)
 }
 
 fn candidate_versions() -> Result<Vec<String>, Error> {
@@ -140,14 +188,18 @@ fn source_package() -> Result<(String, PathBuf), Error> {
     Err(Error::NoSource(versions.join(", ")))
 }
 
-/// Builds (once) and returns the directory holding the tools.
-pub fn build() -> Result<PathBuf, Error> {
-    deps::ensure(BUILD_PACKAGES)?;
-    let (version, dsc) = source_package()?;
+fn source_build_dir(version: &str) -> Result<PathBuf, Error> {
     let mut parts: Vec<&[u8]> = vec![version.as_bytes()];
     parts.extend(MESON_OPTIONS.iter().map(|o| o.as_bytes()));
     parts.extend(TOOLS.iter().map(|t| t.as_bytes()));
-    let dir = cache::root()?.join(format!("v4l-utils-{version}-{}", cache::key(&parts)));
+    Ok(cache::root()?.join(format!("v4l-utils-{version}-{}", cache::key(&parts))))
+}
+
+/// Builds (once) from the source package and returns the tools' directory.
+fn build_from_source() -> Result<PathBuf, Error> {
+    deps::ensure(BUILD_PACKAGES)?;
+    let (version, dsc) = source_package()?;
+    let dir = source_build_dir(&version)?;
     let bin = dir.join("bin");
     if cache::is_complete(&dir) {
         return Ok(bin);
@@ -185,6 +237,243 @@ pub fn build() -> Result<PathBuf, Error> {
     Ok(bin)
 }
 
+/// What goes into a trixie entry besides the version: a change to any of it
+/// makes a new entry.
+fn trixie_key() -> String {
+    let mut parts: Vec<&[u8]> = vec![TRIXIE_SOURCES.as_bytes()];
+    parts.extend(TRIXIE_LIBRARIES.iter().map(|p| p.as_bytes()));
+    parts.extend(TRIXIE_TOOLS.iter().map(|t| t.as_bytes()));
+    parts.push(WRAPPER_FORMAT.as_bytes());
+    cache::key(&parts)
+}
+
+/// A complete trixie entry, the preferred version first, without touching
+/// the network.
+fn cached_trixie(root: &Path, key: &str) -> Option<PathBuf> {
+    let preferred = root.join(format!("{TRIXIE_PREFIX}{TRIXIE_VERSION}-{key}"));
+    if cache::is_complete(&preferred) {
+        return Some(preferred.join("bin"));
+    }
+    let suffix = format!("-{key}");
+    let mut others: Vec<PathBuf> = fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(TRIXIE_PREFIX) && name.ends_with(&suffix))
+        })
+        .filter(|path| cache::is_complete(path))
+        .collect();
+    others.sort();
+    others.pop().map(|dir| dir.join("bin"))
+}
+
+/// apt-get or apt-cache on trixie's index alone: its own sources list, lists
+/// and archive cache under `apt_dir`, so the system's apt state stays as it
+/// is.
+fn trixie_apt(program: &str, apt_dir: &Path) -> Command {
+    let mut command = Command::new(program);
+    command.arg("-q");
+    for (option, value) in [
+        ("Dir::Etc::sourcelist", apt_dir.join("trixie.sources")),
+        ("Dir::Etc::sourceparts", PathBuf::from("-")),
+        ("Dir::Etc::preferences", apt_dir.join("preferences")),
+        ("Dir::Etc::preferencesparts", apt_dir.join("preferences.d")),
+        ("Dir::State::Lists", apt_dir.join("lists")),
+        ("Dir::Cache", apt_dir.join("cache")),
+        ("APT::Get::List-Cleanup", PathBuf::from("0")),
+    ] {
+        command
+            .arg("-o")
+            .arg(format!("{option}={}", value.display()));
+    }
+    command
+}
+
+fn prepare_trixie_apt(apt_dir: &Path) -> Result<(), Error> {
+    for sub in ["lists/partial", "cache/archives/partial", "preferences.d"] {
+        let path = apt_dir.join(sub);
+        fs::create_dir_all(&path).map_err(cache::io_error("cannot create", &path))?;
+    }
+    let sources = apt_dir.join("trixie.sources");
+    fs::write(&sources, TRIXIE_SOURCES).map_err(cache::io_error("cannot write", &sources))?;
+    let mut update = trixie_apt("apt-get", apt_dir);
+    update.arg("update");
+    process::run_logged(update, &apt_dir.join("update.log"), FETCH_TIMEOUT)?;
+    Ok(())
+}
+
+/// The preferred version when trixie still has it, else its newest one that
+/// is new enough.
+fn trixie_version(apt_dir: &Path) -> Result<String, Error> {
+    let mut madison = trixie_apt("apt-cache", apt_dir);
+    madison.args(["madison", "v4l-utils"]);
+    let text = process::output(madison, Duration::from_secs(60))?;
+    let mut versions: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("trixie"))
+        .filter_map(|line| line.split('|').nth(1))
+        .map(str::trim)
+        .filter(|v| !v.contains(':') && upstream_at_least(v, MIN_TRIXIE_UPSTREAM))
+        .collect();
+    if versions.contains(&TRIXIE_VERSION) {
+        return Ok(TRIXIE_VERSION.to_string());
+    }
+    versions.sort();
+    versions
+        .pop()
+        .map(str::to_string)
+        .ok_or(Error::NoTrixieVersion)
+}
+
+const WRAPPER_FORMAT: &str = "#!/bin/sh
+# {tool} from Debian trixie's v4l-utils {version}, run by trixie's loader
+# with trixie's libraries only (the host's are older).
+exec {loader} --inhibit-cache --library-path {libs} --argv0 {tool} {binary} \"$@\"
+";
+
+/// `text` as one single-quoted shell word.
+fn shell_word(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+fn write_wrapper(root: &Path, bin: &Path, tool: &str, version: &str) -> Result<(), Error> {
+    let binary = root.join("usr/bin").join(tool);
+    if !binary.is_file() {
+        return Err(Error::Missing(binary));
+    }
+    let script = WRAPPER_FORMAT
+        .replace("{version}", version)
+        .replace(
+            "{loader}",
+            &shell_word(&root.join(TRIXIE_LOADER).to_string_lossy()),
+        )
+        .replace(
+            "{libs}",
+            &shell_word(&root.join(TRIXIE_LIB_DIR).to_string_lossy()),
+        )
+        .replace("{binary}", &shell_word(&binary.to_string_lossy()))
+        .replace("{tool}", tool);
+    let path = bin.join(tool);
+    fs::write(&path, script).map_err(cache::io_error("cannot write", &path))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+        .map_err(cache::io_error("cannot chmod", &path))?;
+    Ok(())
+}
+
+/// Every library the loader resolves for `tool` must come from the unpacked
+/// tree: a missing package would otherwise be filled in from the host.
+fn check_resolution(root: &Path, tool: &str, log: &Path) -> Result<(), Error> {
+    let libs = root.join(TRIXIE_LIB_DIR);
+    let mut list = Command::new(root.join(TRIXIE_LOADER));
+    list.arg("--inhibit-cache")
+        .arg("--library-path")
+        .arg(&libs)
+        .arg("--list")
+        .arg(root.join("usr/bin").join(tool));
+    let text = process::output(list, Duration::from_secs(60))?;
+    fs::write(log, &text).map_err(cache::io_error("cannot write", log))?;
+    for line in text.lines() {
+        let resolved = match line.split_once("=>") {
+            Some((_, target)) => target.split_whitespace().next().unwrap_or("not"),
+            None => line.split_whitespace().next().unwrap_or_default(),
+        };
+        let inside = resolved.starts_with(&*libs.to_string_lossy())
+            || resolved.starts_with("linux-vdso")
+            || Path::new(resolved) == root.join(TRIXIE_LOADER);
+        if !inside {
+            return Err(Error::HostLibrary {
+                tool: tool.to_string(),
+                library: line.trim().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Downloads (once) trixie's v4l-utils and the libraries its tools link,
+/// unpacks them and returns the directory of wrapper scripts.
+fn trixie_binaries() -> Result<PathBuf, Error> {
+    let root = cache::root()?;
+    let key = trixie_key();
+    if let Some(bin) = cached_trixie(&root, &key) {
+        return Ok(bin);
+    }
+    let _lock = cache::lock("v4l-utils-trixie")?;
+    if let Some(bin) = cached_trixie(&root, &key) {
+        return Ok(bin);
+    }
+    let apt_dir = cache::dir("apt-trixie")?;
+    prepare_trixie_apt(&apt_dir)?;
+    let version = trixie_version(&apt_dir)?;
+    let dir = root.join(format!("{TRIXIE_PREFIX}{version}-{key}"));
+    cache::build_in_place(&dir, |dir| -> Result<(), Error> {
+        eprintln!(
+            "unpacking Debian trixie's v4l-utils {version} in {}",
+            dir.display()
+        );
+        let debs = dir.join("debs");
+        let tree = dir.join("root");
+        let logs = dir.join("logs");
+        for path in [&debs, &tree, &logs] {
+            fs::create_dir_all(path).map_err(cache::io_error("cannot create", path))?;
+        }
+        let mut download = trixie_apt("apt-get", &apt_dir);
+        download
+            .current_dir(&debs)
+            .arg("download")
+            .arg(format!("v4l-utils={version}"))
+            .args(TRIXIE_LIBRARIES);
+        process::run_logged(download, &logs.join("download.log"), FETCH_TIMEOUT)?;
+        let mut packages: Vec<PathBuf> = fs::read_dir(&debs)
+            .map_err(cache::io_error("cannot read", &debs))?
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "deb"))
+            .collect();
+        packages.sort();
+        for deb in &packages {
+            let mut unpack = Command::new("dpkg-deb");
+            unpack.arg("-x").arg(deb).arg(&tree);
+            let name = deb.file_stem().unwrap_or_default().to_string_lossy();
+            let log = logs.join(format!("unpack-{name}.log"));
+            process::run_logged(unpack, &log, Duration::from_secs(300))?;
+        }
+        let bin = dir.join("bin");
+        fs::create_dir_all(&bin).map_err(cache::io_error("cannot create", &bin))?;
+        for tool in TRIXIE_TOOLS {
+            check_resolution(&tree, tool, &logs.join(format!("{tool}.libs")))?;
+            write_wrapper(&tree, &bin, tool, &version)?;
+        }
+        Ok(())
+    })?;
+    Ok(dir.join("bin"))
+}
+
+/// The tools' directory: a finished source build or trixie unpack from the
+/// cache without any network access, else the source build, else trixie's
+/// binaries.
+pub fn build() -> Result<PathBuf, Error> {
+    let pinned = source_build_dir(PINNED_VERSION)?;
+    if cache::is_complete(&pinned) {
+        return Ok(pinned.join("bin"));
+    }
+    if let Some(bin) = cached_trixie(&cache::root()?, &trixie_key()) {
+        return Ok(bin);
+    }
+    let source_error = match build_from_source() {
+        Ok(bin) => return Ok(bin),
+        Err(err) => err,
+    };
+    eprintln!("v4l-utils: no source build ({source_error}); trying Debian trixie's binaries");
+    trixie_binaries().map_err(|binaries| Error::Unavailable {
+        source_build: Box::new(source_error),
+        binaries: Box::new(binaries),
+    })
+}
+
 /// The tools' directory for the guest's PATH, or why there is none (the
 /// guest then uses the host's older tools). Tried once per process, so a
 /// test run does not retry a download that failed.
@@ -194,7 +483,8 @@ pub fn guest_bin() -> Result<PathBuf, String> {
         .get_or_init(|| {
             build().map_err(|err| {
                 format!(
-                    "no v4l-utils {PINNED_VERSION} ({err}); the guest uses the host's v4l-utils"
+                    "no v4l-utils of at least {}.{} ({err}); the guest uses the host's v4l-utils, whose v4l2-compliance reports false failures on 6.12 kernels",
+                    MIN_TRIXIE_UPSTREAM.0, MIN_TRIXIE_UPSTREAM.1
                 )
             })
         })
