@@ -1,7 +1,6 @@
 //! `cargo xtask test`: every check the project has, in order, continuing
 //! past failures so one run reports all of them.
 
-use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -48,18 +47,37 @@ fn cargo(args: &[&str]) -> Result<(), String> {
     process::run_visible(command, CARGO_TIMEOUT).map_err(|e| e.to_string())
 }
 
-/// C sources of the project's kernel modules.
+/// C sources of a module directory: files git tracks or would track, so
+/// build products (`*.mod.c`, ignored extracted sources) are left out.
 fn c_sources(dir: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(cache::repo_root().join(dir))
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "c" || x == "h"))
-                .collect()
+    let root = cache::repo_root();
+    let mut command = Command::new("git");
+    command
+        .current_dir(&root)
+        .args([
+            "ls-files",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "--",
+        ])
+        .arg(format!("{dir}/*.c"))
+        .arg(format!("{dir}/*.h"));
+    let listed = process::output(command, Duration::from_secs(60)).unwrap_or_default();
+    let mut files: Vec<PathBuf> = listed
+        .lines()
+        .filter(|line| {
+            !line.is_empty()
+                && !line
+                    .trim_start_matches(dir)
+                    .trim_start_matches('/')
+                    .contains('/')
         })
-        .unwrap_or_default();
+        .map(|line| root.join(line))
+        .filter(|path| path.is_file())
+        .collect();
     files.sort();
+    files.dedup();
     files
 }
 
