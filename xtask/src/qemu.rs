@@ -263,7 +263,15 @@ pub fn build(patched: bool) -> Result<PathBuf, Error> {
                 .current_dir(&src)
                 .args(["-p1", "--batch", "--forward", "-i"])
                 .arg(patch);
-            process::run_logged(apply, &logs.join("patch.log"), Duration::from_secs(60))?;
+            let name = patch
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            process::run_logged(
+                apply,
+                &logs.join(format!("{name}.log")),
+                Duration::from_secs(60),
+            )?;
         }
         let devices = src.join(format!("configs/devices/x86_64-softmmu/{DEVICES_NAME}.mak"));
         fs::write(&devices, DEVICES).map_err(cache::io_error("cannot write", &devices))?;
