@@ -41,7 +41,7 @@ enum Cmd {
         #[arg(long, default_value = "stock", value_parser = ["stock", "patched"])]
         variant: String,
     },
-    /// Build v4l2-compliance, v4l2-ctl and media-ctl for the guests (cached).
+    /// Build or fetch v4l2-compliance, v4l2-ctl and media-ctl for the guests (cached).
     V4lUtils,
     /// Install or build a guest kernel (cached).
     Kernel {
