@@ -30,7 +30,11 @@ pub enum Error {
     NoSource(String),
     #[error("the v4l-utils build did not produce {0}")]
     Missing(PathBuf),
-    #[error("Debian trixie has no v4l-utils of at least {MIN_TRIXIE_UPSTREAM:?}")]
+    #[error(
+        "Debian trixie's index lists no v4l-utils of at least {}.{}",
+        MIN_TRIXIE_UPSTREAM.0,
+        MIN_TRIXIE_UPSTREAM.1
+    )]
     NoTrixieVersion,
     #[error("{tool} from trixie resolves {library} outside the unpacked tree")]
     HostLibrary { tool: String, library: String },
@@ -300,7 +304,7 @@ fn prepare_trixie_apt(apt_dir: &Path) -> Result<(), Error> {
     let sources = apt_dir.join("trixie.sources");
     fs::write(&sources, TRIXIE_SOURCES).map_err(cache::io_error("cannot write", &sources))?;
     let mut update = trixie_apt("apt-get", apt_dir);
-    update.arg("update");
+    update.args(["--error-on=any", "update"]);
     process::run_logged(update, &apt_dir.join("update.log"), FETCH_TIMEOUT)?;
     Ok(())
 }
