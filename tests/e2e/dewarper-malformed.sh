@@ -2,7 +2,7 @@
 # kernels: debug-rt debian-rt
 # devices: dewarper
 # qemu: patched
-# module: virtio_video_m2m
+# module: virtio_video_m2m_debug
 # data: dewarp
 # timeout: 600
 # expect: pass

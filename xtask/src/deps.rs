@@ -55,6 +55,8 @@ pub const BASE_PACKAGES: &[&str] = &[
     "gstreamer1.0-tools",
     "gstreamer1.0-plugins-base",
     "gstreamer1.0-plugins-good",
+    // h264parse and the other parsers GStreamer's v4l2 decoders need.
+    "gstreamer1.0-plugins-bad",
     // the backend (ffmpeg-next bindings)
     "clang",
     "libclang-dev",

@@ -45,6 +45,9 @@ struct Test {
     data: Option<String>,
     timeout: Duration,
     expect: Expect,
+    /// Per kernel, why the test is known to fail there: it still runs, and a
+    /// failure is reported as KTAP `# TODO` instead of failing the suite.
+    known_failures: Vec<(Flavor, String)>,
 }
 
 fn header_error(test: &str, key: &str, problem: impl std::fmt::Display) -> Error {
@@ -72,6 +75,7 @@ fn parse(script: &Path) -> Result<Test, Error> {
         data: None,
         timeout: Duration::from_secs(300),
         expect: Expect::Pass,
+        known_failures: Vec::new(),
     };
     for line in text.lines().skip_while(|l| l.starts_with("#!")) {
         let Some(comment) = line.strip_prefix('#') else {
@@ -137,6 +141,21 @@ fn parse(script: &Path) -> Result<Test, Error> {
                     .and_then(|s| s.parse::<u64>().ok())
                     .ok_or_else(|| header_error(&name, key, "not a number of seconds"))?;
                 test.timeout = Duration::from_secs(secs);
+            }
+            "todo" => {
+                // `# todo: KERNEL|all REASON`
+                let (which, reason) = value.split_once(' ').unwrap_or((value, ""));
+                let kernels = if which == "all" {
+                    vec![Flavor::DebugRt, Flavor::DebianRt]
+                } else {
+                    vec![which
+                        .parse::<Flavor>()
+                        .map_err(|e| header_error(&name, key, e))?]
+                };
+                for kernel in kernels {
+                    test.known_failures
+                        .push((kernel, reason.trim().to_string()));
+                }
             }
             "expect" => {
                 test.expect = match value.split_whitespace().next() {
@@ -210,6 +229,7 @@ enum Verdict {
     Pass(String),
     Fail(String),
     Skip(String),
+    Todo(String),
 }
 
 fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
@@ -311,6 +331,20 @@ fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
     })
 }
 
+/// Builds the guest-side test clients on the host: compiling them inside a
+/// TCG guest would cost minutes per test.
+fn build_guest_clients() -> Result<(), Error> {
+    let dir = cache::repo_root().join("tests/clients");
+    if !dir.join("Makefile").exists() {
+        return Ok(());
+    }
+    let log = cache::dir("logs")?.join("guest-clients.log");
+    let mut make = Command::new("make");
+    make.arg("-C").arg(&dir);
+    process::run_logged(make, &log, Duration::from_secs(600))?;
+    Ok(())
+}
+
 fn tail_lines(text: &str, count: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(count)..].join("\n")
@@ -322,12 +356,15 @@ pub struct Totals {
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Known failures (`# todo:`) that failed as known.
+    pub todo: usize,
 }
 
 /// Runs the matching tests, printing KTAP; also written to
 /// `target/e2e/results.ktap`.
 pub fn run(filters: &[String], only_kernel: Option<Flavor>) -> Result<Totals, Error> {
     let tests = discover(filters)?;
+    build_guest_clients()?;
     let cases: Vec<(&Test, Flavor)> = tests
         .iter()
         .flat_map(|t| t.kernels.iter().map(move |k| (t, *k)))
@@ -340,7 +377,19 @@ pub fn run(filters: &[String], only_kernel: Option<Flavor>) -> Result<Totals, Er
     for (index, (test, kernel)) in cases.iter().enumerate() {
         let id = format!("{}.{}", test.name, kernel.name());
         eprintln!("# running {id}");
-        let line = match run_one(test, *kernel)? {
+        let known = test
+            .known_failures
+            .iter()
+            .find(|(k, _)| k == kernel)
+            .map(|(_, reason)| reason.as_str());
+        let verdict = match (run_one(test, *kernel)?, known) {
+            (Verdict::Fail(reason), Some(known)) => Verdict::Todo(format!("{known} ({reason})")),
+            (Verdict::Pass(_), Some(known)) => {
+                Verdict::Pass(format!("passed although marked todo: {known}"))
+            }
+            (verdict, _) => verdict,
+        };
+        let line = match verdict {
             Verdict::Pass(note) => {
                 totals.passed += 1;
                 let _ = writeln!(summary, "  PASS  {id}");
@@ -354,6 +403,15 @@ pub fn run(filters: &[String], only_kernel: Option<Flavor>) -> Result<Totals, Er
                 totals.failed += 1;
                 let _ = writeln!(summary, "  FAIL  {id}: {reason}");
                 format!("not ok {} {id} # {}", index + 1, reason.replace('\n', " "))
+            }
+            Verdict::Todo(reason) => {
+                totals.todo += 1;
+                let _ = writeln!(summary, "  TODO  {id}: known failure: {reason}");
+                format!(
+                    "not ok {} {id} # TODO {}",
+                    index + 1,
+                    reason.replace('\n', " ")
+                )
             }
             Verdict::Skip(reason) => {
                 totals.skipped += 1;
@@ -371,8 +429,8 @@ pub fn run(filters: &[String], only_kernel: Option<Flavor>) -> Result<Totals, Er
     }
     let _ = fs::write(&report, &ktap);
     println!(
-        "# e2e summary:\n{summary}# {} passed, {} failed, {} skipped",
-        totals.passed, totals.failed, totals.skipped
+        "# e2e summary:\n{summary}# {} passed, {} failed, {} skipped, {} known failures (TODO)",
+        totals.passed, totals.failed, totals.skipped, totals.todo
     );
     Ok(totals)
 }

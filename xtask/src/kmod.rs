@@ -16,7 +16,7 @@ pub enum Error {
     Cache(#[from] cache::Error),
     #[error(transparent)]
     Process(#[from] process::Error),
-    #[error("unknown module `{0}` (known: virtio_video_m2m, rt_negative)")]
+    #[error("unknown module `{0}` (known: virtio_video_m2m, virtio_video_m2m_debug, rt_negative)")]
     Unknown(String),
     #[error("{0}/Makefile does not exist yet")]
     NoMakefile(String),
@@ -33,13 +33,41 @@ pub enum Error {
 
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 
-/// Source directory (relative to the checkout) of a module by name.
-pub fn source_dir(name: &str) -> Result<&'static str, Error> {
+/// How a module the harness knows by name is built.
+struct Spec {
+    /// Source directory, relative to the checkout.
+    dir: &'static str,
+    /// The `.ko` the build produces.
+    object: &'static str,
+    /// Extra `make` variables.
+    make_vars: &'static [&'static str],
+}
+
+fn spec(name: &str) -> Result<Spec, Error> {
     match name {
-        "virtio_video_m2m" => Ok("guest-driver"),
-        "rt_negative" => Ok("tests/rt-negative"),
+        "virtio_video_m2m" => Ok(Spec {
+            dir: "guest-driver",
+            object: "virtio_video_m2m",
+            make_vars: &[],
+        }),
+        // The guest module with its fault-injection paths (docs/guest-driver.md).
+        "virtio_video_m2m_debug" => Ok(Spec {
+            dir: "guest-driver",
+            object: "virtio_video_m2m",
+            make_vars: &["VVM_DEBUG=y"],
+        }),
+        "rt_negative" => Ok(Spec {
+            dir: "tests/rt-negative",
+            object: "rt_negative",
+            make_vars: &[],
+        }),
         other => Err(Error::Unknown(other.to_string())),
     }
+}
+
+/// Source directory (relative to the checkout) of a module by name.
+pub fn source_dir(name: &str) -> Result<&'static str, Error> {
+    Ok(spec(name)?.dir)
 }
 
 /// Whether the module's sources exist in this checkout yet.
@@ -71,7 +99,8 @@ fn copy_sources(from: &Path, to: &Path) -> Result<(), Error> {
 /// Builds module `name` for `kernel` (`make -C <dir> KDIR=<kbuild>`); with
 /// `strict`, builds with `W=1` and fails on any compiler warning.
 pub fn build(name: &str, kernel: &Kernel, strict: bool) -> Result<PathBuf, Error> {
-    let dir = source_dir(name)?;
+    let spec = spec(name)?;
+    let dir = spec.dir;
     let source = cache::repo_root().join(dir);
     if !source.join("Makefile").exists() {
         return Err(Error::NoMakefile(dir.to_string()));
@@ -86,7 +115,8 @@ pub fn build(name: &str, kernel: &Kernel, strict: bool) -> Result<PathBuf, Error
     make.arg("-C")
         .arg(&out)
         .arg(format!("KDIR={}", kernel.kbuild.display()))
-        .arg("-j2");
+        .arg("-j2")
+        .args(spec.make_vars);
     if strict {
         make.arg("W=1");
     }
@@ -106,7 +136,7 @@ pub fn build(name: &str, kernel: &Kernel, strict: bool) -> Result<PathBuf, Error
             });
         }
     }
-    let object = out.join(format!("{name}.ko"));
+    let object = out.join(format!("{}.ko", spec.object));
     if !object.exists() {
         return Err(Error::NoObject {
             name: name.to_string(),

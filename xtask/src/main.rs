@@ -226,6 +226,12 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Cmd::Vm(args) => return vm_command(args),
         Cmd::E2e { filters, kernel } => {
             let totals = e2e::run(&filters, kernel)?;
+            if totals.todo > 0 {
+                println!(
+                    "# {} known failure(s) marked TODO, listed above",
+                    totals.todo
+                );
+            }
             println!(
                 "{} passed, {} failed, {} skipped",
                 totals.passed, totals.failed, totals.skipped

@@ -158,6 +158,12 @@ pub fn run() -> Result<bool, Error> {
             eprintln!("#   {failure}");
         }
     }
+    if totals.todo > 0 {
+        println!(
+            "# {} known failure(s) marked TODO, listed above",
+            totals.todo
+        );
+    }
     println!(
         "{} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.skipped
