@@ -4,8 +4,9 @@
 # qemu: stock
 # module: virtio_video_m2m
 # data: streams
-# timeout: 900
+# timeout: 300
 # expect: pass
+# todo: all v4l2-compliance 1.30 fails the MIN_BUFFERS_FOR_CAPTURE event check and S_FMT xfer_func propagation, and its decoder streaming test stalls after 3 frames
 #
 # v4l2-compliance, streaming a real H.264 stream through the decoder node:
 # no failure, no warning.
