@@ -149,12 +149,27 @@ pub fn ensure(packages: &[&str]) -> Result<(), Error> {
     if apt_get(&args)? {
         return Ok(());
     }
-    // Stale or absent package lists are the usual reason on a fresh machine.
+    // Stale or absent package lists are the usual reason on a fresh machine;
+    // an earlier install interrupted half-way is the other.
+    finish_interrupted_install()?;
     apt_update()?;
     if apt_get(&args)? {
         Ok(())
     } else {
         Err(Error::Install(missing.join(" ")))
+    }
+}
+
+/// Configures packages an interrupted install left unpacked; apt refuses to
+/// install anything until that is done.
+fn finish_interrupted_install() -> Result<(), Error> {
+    let mut command = privileged("dpkg")?;
+    command
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["--configure", "-a"]);
+    match process::run_visible(command, APT_TIMEOUT) {
+        Ok(()) | Err(process::Error::Failed { .. }) => Ok(()),
+        Err(other) => Err(other.into()),
     }
 }
 
