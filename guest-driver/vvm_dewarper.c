@@ -153,6 +153,13 @@ struct vvm_dw_ctx {
 	atomic_t queued;
 	/* Jobs whose completion has not returned yet; the context outlives them. */
 	atomic_t inflight;
+	/*
+	 * Jobs in the order device_run() built them. The device may complete
+	 * them in any order; their buffers go back to userspace in this one.
+	 */
+	struct list_head in_order;
+	/* Guards in_order and the done/state fields of the jobs on it. */
+	spinlock_t in_order_lock;
 };
 
 /*
@@ -170,6 +177,10 @@ struct vvm_dw_job {
 	/* Already sent again with the map after ERR_MAP_REQUIRED. */
 	bool resent;
 	u32 dst_bytes;
+	/* On ctx->in_order; done and state are under ctx->in_order_lock. */
+	struct list_head in_order_node;
+	bool done;
+	enum vb2_buffer_state state;
 
 	struct vvm_dw_job_hdr hdr;
 	struct vvm_dw_status status;
@@ -658,6 +669,31 @@ static void vvm_dw_job_finish(struct vvm_dw_job *job,
 		wake_up_var(&ctx->inflight);
 }
 
+/*
+ * Finishes @job and every job queued after it that is already done, so that
+ * buffers are dequeued in sequence order even when the device answers jobs
+ * out of order.
+ */
+static void vvm_dw_job_complete(struct vvm_dw_job *job,
+				enum vb2_buffer_state state)
+{
+	struct vvm_dw_ctx *ctx = job->ctx;
+	struct vvm_dw_job *next;
+	LIST_HEAD(ready);
+
+	spin_lock(&ctx->in_order_lock);
+	job->state = state;
+	job->done = true;
+	while ((next = list_first_entry_or_null(&ctx->in_order,
+						struct vvm_dw_job,
+						in_order_node)) && next->done)
+		list_move_tail(&next->in_order_node, &ready);
+	spin_unlock(&ctx->in_order_lock);
+
+	list_for_each_entry_safe(job, next, &ready, in_order_node)
+		vvm_dw_job_finish(job, job->state);
+}
+
 /* Retries the parked job; runs after every completion. */
 static void vvm_dw_send_deferred(struct vvm_dewarper *dw)
 {
@@ -678,7 +714,7 @@ static void vvm_dw_send_deferred(struct vvm_dewarper *dw)
 	if (ret) {
 		dev_warn_ratelimited(ctx_dev(ctx), "job %u not sent: %d\n",
 				     le32_to_cpu(job->hdr.sequence), ret);
-		vvm_dw_job_finish(job, VB2_BUF_STATE_ERROR);
+		vvm_dw_job_complete(job, VB2_BUF_STATE_ERROR);
 	}
 	v4l2_m2m_job_finish(dw->m2m_dev, ctx->fh.m2m_ctx);
 }
@@ -729,7 +765,7 @@ static void vvm_dw_job_done(struct vvm_request *req, int status)
 		break;
 	}
 finish:
-	vvm_dw_job_finish(job, state);
+	vvm_dw_job_complete(job, state);
 out:
 	vvm_dw_send_deferred(dw);
 }
@@ -777,6 +813,9 @@ static void vvm_dw_device_run(void *priv)
 	}
 
 	vvm_dw_debug_corrupt(job);
+	spin_lock(&ctx->in_order_lock);
+	list_add_tail(&job->in_order_node, &ctx->in_order);
+	spin_unlock(&ctx->in_order_lock);
 	job->with_map = atomic_read(&ctx->map_known) != job->map->generation;
 	atomic_inc(&ctx->queued);
 	atomic_inc(&ctx->inflight);
@@ -789,7 +828,7 @@ static void vvm_dw_device_run(void *priv)
 	if (ret) {
 		dev_warn_ratelimited(ctx_dev(ctx), "job %u not sent: %d\n",
 				     src->sequence, ret);
-		vvm_dw_job_finish(job, VB2_BUF_STATE_ERROR);
+		vvm_dw_job_complete(job, VB2_BUF_STATE_ERROR);
 	}
 next:
 	/* The device takes several jobs: let mem2mem schedule the next one. */
@@ -996,6 +1035,8 @@ static int vvm_dw_open(struct file *file)
 	ctx->dw = dw;
 	ctx->context_id = atomic_inc_return(&dw->next_context_id);
 	mutex_init(&ctx->vq_lock);
+	INIT_LIST_HEAD(&ctx->in_order);
+	spin_lock_init(&ctx->in_order_lock);
 	v4l2_fh_init(&ctx->fh, video_devdata(file));
 	file->private_data = &ctx->fh;
 
