@@ -6,6 +6,7 @@
 # data: streams
 # timeout: 900
 # expect: pass
+# todo: debian-rt v4l2h264dec returns 19 frames that are not bit-exact to the host decoder
 #
 # GStreamer's v4l2h264dec, unmodified, decodes through the decoder node;
 # every frame matches the host software decoder.

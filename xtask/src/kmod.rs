@@ -78,19 +78,26 @@ pub fn present(name: &str) -> Result<bool, Error> {
         .exists())
 }
 
-fn copy_sources(from: &Path, to: &Path) -> Result<(), Error> {
-    if to.exists() {
-        fs::remove_dir_all(to).map_err(cache::io_error("cannot remove", to))?;
-    }
-    fs::create_dir_all(to).map_err(cache::io_error("cannot create", to))?;
+/// The files of a module's source directory that its build reads, sorted.
+fn source_files(from: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut files = Vec::new();
     for entry in fs::read_dir(from).map_err(cache::io_error("cannot read", from))? {
         let path = entry.map_err(cache::io_error("cannot read", from))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let wanted =
             name == "Makefile" || name == "Kbuild" || name.ends_with(".c") || name.ends_with(".h");
         if wanted && path.is_file() {
-            let target = to.join(name);
-            fs::copy(&path, &target).map_err(cache::io_error("cannot copy", &path))?;
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn copy_sources(files: &[PathBuf], to: &Path) -> Result<(), Error> {
+    for path in files {
+        if let Some(name) = path.file_name() {
+            fs::copy(path, to.join(name)).map_err(cache::io_error("cannot copy", path))?;
         }
     }
     Ok(())
@@ -105,15 +112,49 @@ pub fn build(name: &str, kernel: &Kernel, strict: bool) -> Result<PathBuf, Error
     if !source.join("Makefile").exists() {
         return Err(Error::NoMakefile(dir.to_string()));
     }
+    // One build directory per input set: concurrent runs never rebuild a
+    // module another run is about to load, and an unchanged module is not
+    // rebuilt at all.
+    let files = source_files(&source)?;
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for path in &files {
+        inputs.push(
+            path.file_name()
+                .map(|n| n.as_encoded_bytes().to_vec())
+                .unwrap_or_default(),
+        );
+        inputs.push(fs::read(path).map_err(cache::io_error("cannot read", path))?);
+    }
+    inputs.push(spec.make_vars.join(" ").into_bytes());
+    inputs.push(kernel.kbuild.as_os_str().as_encoded_bytes().to_vec());
+    inputs.push(vec![u8::from(strict)]);
+    let parts: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let key = cache::key(&parts);
     let out = cache::repo_root()
         .join("target/kmod")
         .join(kernel.flavor.name())
-        .join(name);
-    copy_sources(&source, &out)?;
+        .join(format!("{name}-{}", &key[..16.min(key.len())]));
+    let object = out.join(format!("{}.ko", spec.object));
+    let _lock = cache::lock(&format!("kmod-{}-{name}", kernel.flavor.name()))?;
+    cache::build_in_place(&out, |out| -> Result<(), Error> {
+        copy_sources(&files, out)?;
+        make_module(name, spec, kernel, strict, out)
+    })?;
+    Ok(object)
+}
+
+fn make_module(
+    name: &str,
+    spec: Spec,
+    kernel: &Kernel,
+    strict: bool,
+    out: &Path,
+) -> Result<(), Error> {
+    let object = out.join(format!("{}.ko", spec.object));
     let log = out.join("build.log");
     let mut make = Command::new("make");
     make.arg("-C")
-        .arg(&out)
+        .arg(out)
         .arg(format!("KDIR={}", kernel.kbuild.display()))
         .arg("-j2")
         .args(spec.make_vars);
@@ -136,12 +177,11 @@ pub fn build(name: &str, kernel: &Kernel, strict: bool) -> Result<PathBuf, Error
             });
         }
     }
-    let object = out.join(format!("{}.ko", spec.object));
     if !object.exists() {
         return Err(Error::NoObject {
             name: name.to_string(),
             kernel: kernel.flavor.name().to_string(),
         });
     }
-    Ok(object)
+    Ok(())
 }
