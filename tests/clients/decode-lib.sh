@@ -1,0 +1,40 @@
+# Helpers for the decoder e2e tests; sourced, not run.
+
+# decode_compare STREAM: decodes $TESTDATA/STREAM with ffmpeg's V4L2 mem2mem
+# decoder for its codec, unmodified, and compares each frame's MD5 with the
+# host software decoder's ($TESTDATA/NAME.md5). Prints a TAP line; returns
+# non-zero on a mismatch.
+decode_compare() {
+	stream=$1
+	case "$stream" in
+	*.h264) codec=h264_v4l2m2m ;;
+	*.hevc) codec=hevc_v4l2m2m ;;
+	vp8.*) codec=vp8_v4l2m2m ;;
+	vp9.*) codec=vp9_v4l2m2m ;;
+	*) echo "not ok - $stream: no V4L2 decoder for it"; return 1 ;;
+	esac
+	name=${stream%.*}
+	# The node may hand out the coded size; keep the visible part.
+	filter=format=nv12
+	if [ "$name" != reschange ]; then
+		size=$(ffprobe -v error -select_streams v:0 \
+			-show_entries stream=width,height -of csv=p=0:s=x \
+			"$TESTDATA/$stream")
+		filter="crop=${size%x*}:${size#*x}:0:0,format=nv12"
+	fi
+	timeout 600 ffmpeg -hide_banner -loglevel warning -nostdin \
+		-c:v "$codec" -i "$TESTDATA/$stream" -vf "$filter" -fps_mode passthrough \
+		-f framemd5 "$RESULTS/$name.framemd5" \
+		>"$RESULTS/$name.log" 2>&1 || echo "# $codec exit $?" >>"$RESULTS/$name.log"
+	grep -v '^#' "$RESULTS/$name.framemd5" 2>/dev/null |
+		awk -F', *' '{ print $NF }' >"$RESULTS/$name.md5"
+	if cmp -s "$TESTDATA/$name.md5" "$RESULTS/$name.md5"; then
+		echo "ok - $name: $(wc -l <"$RESULTS/$name.md5") frames bit-exact"
+		return 0
+	fi
+	echo "not ok - $name: $(wc -l <"$RESULTS/$name.md5") frames decoded," \
+		"$(wc -l <"$TESTDATA/$name.md5") expected," \
+		"first mismatch at line $(cmp "$TESTDATA/$name.md5" "$RESULTS/$name.md5" 2>&1 | sed -n 's/.* line \([0-9]*\).*/\1/p')"
+	cat "$RESULTS/$name.log"
+	return 1
+}
