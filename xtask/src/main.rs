@@ -3,6 +3,7 @@
 //! attached, and runs every test.
 
 mod cache;
+mod debsrc;
 mod deps;
 mod e2e;
 mod initramfs;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{cache, deps, process};
+use crate::{cache, debsrc, deps, process};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -17,8 +17,8 @@ pub enum Error {
     Deps(#[from] deps::Error),
     #[error(transparent)]
     Process(#[from] process::Error),
-    #[error("no QEMU 10.2 source package could be downloaded (tried {0})")]
-    NoSource(String),
+    #[error(transparent)]
+    Source(#[from] debsrc::Error),
     #[error("{0} is not a usable QEMU: {1}")]
     Unusable(PathBuf, String),
     #[error("{path}: QEMU {found} is too old, 10.2 or newer is needed")]
@@ -56,19 +56,11 @@ impl std::fmt::Display for Choice {
 
 const PINNED_VERSION: &str = "1:10.2.2+ds-1";
 const MESON_VERSION: &str = "1.9.0";
-const SOURCES_FILE: &str = "/etc/apt/sources.list.d/vhost-device-video-sid-src.sources";
-const SOURCES: &str = "Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: sid
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-";
 const DEVICES: &str = include_str!("../../images/qemu-devices.mak");
 const DEVICES_NAME: &str = "vhost-device-video";
 const FIRMWARE_PATH: &str = "/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu";
 const CCACHE_BIN: &str = "/usr/lib/ccache";
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
-const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
 
 fn configure_flags() -> Vec<String> {
     [
@@ -93,105 +85,11 @@ fn configure_flags() -> Vec<String> {
     .collect()
 }
 
-pub(crate) fn ensure_sources_entry() -> Result<(), Error> {
-    let path = Path::new(SOURCES_FILE);
-    if fs::read_to_string(path).is_ok_and(|text| text == SOURCES) {
-        return Ok(());
-    }
-    let staged = cache::dir("apt")?.join("sid-src.sources");
-    fs::write(&staged, SOURCES).map_err(cache::io_error("cannot write", &staged))?;
-    let mut install = deps::privileged("install")?;
-    install.arg("-m644").arg(&staged).arg(path);
-    process::run_visible(install, Duration::from_secs(60))?;
-    Ok(())
-}
-
-/// Refreshes only the sid source index, leaving the system's lists alone.
-pub(crate) fn update_source_index() -> Result<(), Error> {
-    let mut command = deps::privileged("apt-get")?;
-    command.args([
-        "-q",
-        "-o",
-        "DPkg::Lock::Timeout=600",
-        "-o",
-        &format!("Dir::Etc::sourcelist={SOURCES_FILE}"),
-        "-o",
-        "Dir::Etc::sourceparts=-",
-        "-o",
-        "APT::Get::List-Cleanup=0",
-        "update",
-    ]);
-    let log = cache::dir("logs")?.join("apt-update-sid-src.log");
-    process::run_logged(command, &log, FETCH_TIMEOUT)?;
-    Ok(())
-}
-
-fn candidate_versions() -> Result<Vec<String>, Error> {
-    let mut command = Command::new("apt-cache");
-    command.arg("showsrc").arg("qemu");
-    let (_, text) = process::capture(command, Duration::from_secs(60))?;
-    let mut versions: Vec<String> = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("Version: "))
-        .filter(|v| v.starts_with("1:10.2.") && *v != PINNED_VERSION)
-        .map(str::to_string)
-        .collect();
-    versions.sort();
-    versions.dedup();
-    versions.reverse();
-    Ok(std::iter::once(PINNED_VERSION.to_string())
-        .chain(versions)
-        .collect())
-}
-
-fn dsc_in(dir: &Path) -> Option<PathBuf> {
-    fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|ext| ext == "dsc"))
-}
-
-/// The downloaded source package (the pinned version when it is cached).
+/// The downloaded QEMU 10.2 source package.
 fn source_package() -> Result<(String, PathBuf), Error> {
-    let sources = cache::dir("qemu-src")?;
-    let pinned_dir = sources.join(PINNED_VERSION.replace(':', "_"));
-    if cache::is_complete(&pinned_dir) {
-        if let Some(dsc) = dsc_in(&pinned_dir) {
-            return Ok((PINNED_VERSION.to_string(), dsc));
-        }
-    }
-    let _lock = cache::lock("qemu-src")?;
-    ensure_sources_entry()?;
-    update_source_index()?;
-    let versions = candidate_versions()?;
-    for version in &versions {
-        let dir = sources.join(version.replace(':', "_"));
-        if cache::is_complete(&dir) {
-            if let Some(dsc) = dsc_in(&dir) {
-                return Ok((version.clone(), dsc));
-            }
-        }
-        let fetched = cache::build_in_place(&dir, |dir| -> Result<(), Error> {
-            let mut command = Command::new("apt-get");
-            command
-                .current_dir(dir)
-                .args(["-q", "source", "--download-only"])
-                .arg(format!("qemu={version}"));
-            let log = dir.join("download.log");
-            process::run_logged(command, &log, FETCH_TIMEOUT)?;
-            Ok(())
-        });
-        match fetched {
-            Ok(()) => {
-                if let Some(dsc) = dsc_in(&dir) {
-                    return Ok((version.clone(), dsc));
-                }
-            }
-            Err(err) => eprintln!("qemu {version}: {err}"),
-        }
-    }
-    Err(Error::NoSource(versions.join(", ")))
+    Ok(debsrc::fetch("qemu", "qemu-src", PINNED_VERSION, |v| {
+        v.starts_with("1:10.2.")
+    })?)
 }
 
 pub(crate) fn meson_venv() -> Result<PathBuf, Error> {

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::{cache, deps, process, qemu};
+use crate::{cache, debsrc, deps, process, qemu};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -26,8 +26,8 @@ pub enum Error {
     Process(#[from] process::Error),
     #[error(transparent)]
     Qemu(#[from] qemu::Error),
-    #[error("no v4l-utils source package could be downloaded (tried {0})")]
-    NoSource(String),
+    #[error(transparent)]
+    Source(#[from] debsrc::Error),
     #[error("the v4l-utils build did not produce {0}")]
     Missing(PathBuf),
     #[error(
@@ -125,71 +125,14 @@ fn upstream_at_least_min(version: &str) -> bool {
     upstream_at_least(version, MIN_UPSTREAM)
 }
 
-fn candidate_versions() -> Result<Vec<String>, Error> {
-    let mut command = Command::new("apt-cache");
-    command.arg("showsrc").arg("v4l-utils");
-    let (_, text) = process::capture(command, Duration::from_secs(60))?;
-    let mut versions: Vec<String> = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("Version: "))
-        .filter(|v| *v != PINNED_VERSION && !v.contains(':') && upstream_at_least_min(v))
-        .map(str::to_string)
-        .collect();
-    versions.sort();
-    versions.dedup();
-    versions.reverse();
-    Ok(std::iter::once(PINNED_VERSION.to_string())
-        .chain(versions)
-        .collect())
-}
-
-fn dsc_in(dir: &Path) -> Option<PathBuf> {
-    fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|ext| ext == "dsc"))
-}
-
 /// The downloaded source package (the pinned version when it is cached).
 fn source_package() -> Result<(String, PathBuf), Error> {
-    let sources = cache::dir("v4l-utils-src")?;
-    let pinned_dir = sources.join(PINNED_VERSION);
-    if cache::is_complete(&pinned_dir) {
-        if let Some(dsc) = dsc_in(&pinned_dir) {
-            return Ok((PINNED_VERSION.to_string(), dsc));
-        }
-    }
-    let _lock = cache::lock("v4l-utils-src")?;
-    qemu::ensure_sources_entry()?;
-    qemu::update_source_index()?;
-    let versions = candidate_versions()?;
-    for version in &versions {
-        let dir = sources.join(version);
-        if cache::is_complete(&dir) {
-            if let Some(dsc) = dsc_in(&dir) {
-                return Ok((version.clone(), dsc));
-            }
-        }
-        let fetched = cache::build_in_place(&dir, |dir| -> Result<(), Error> {
-            let mut command = Command::new("apt-get");
-            command
-                .current_dir(dir)
-                .args(["-q", "source", "--download-only"])
-                .arg(format!("v4l-utils={version}"));
-            process::run_logged(command, &dir.join("download.log"), FETCH_TIMEOUT)?;
-            Ok(())
-        });
-        match fetched {
-            Ok(()) => {
-                if let Some(dsc) = dsc_in(&dir) {
-                    return Ok((version.clone(), dsc));
-                }
-            }
-            Err(err) => eprintln!("v4l-utils {version}: {err}"),
-        }
-    }
-    Err(Error::NoSource(versions.join(", ")))
+    Ok(debsrc::fetch(
+        "v4l-utils",
+        "v4l-utils-src",
+        PINNED_VERSION,
+        |v| !v.contains(':') && upstream_at_least_min(v),
+    )?)
 }
 
 fn source_build_dir(version: &str) -> Result<PathBuf, Error> {
