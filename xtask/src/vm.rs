@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use crate::kernel::{self, Flavor, Kernel};
 use crate::{cache, initramfs, kmod, process, qemu, splat, v4l_utils};
 
+mod control;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -88,6 +90,26 @@ impl Device {
         match self {
             Self::Decoder => "virtio-id=31,num_vqs=2,config_size=44,vq_size=1024",
             Self::Dewarper => "virtio-id=63,num_vqs=1,config_size=16,vq_size=1024",
+        }
+    }
+
+    /// The QEMU device and chardev options for this device. The patched
+    /// QEMU gets its named device and reconnects to a restarted backend;
+    /// any other QEMU gets the generic device, which cannot reconnect (stock
+    /// 10.2 refuses to start with `reconnect-ms`).
+    fn qemu_device(self, choice: &qemu::Choice, id: &str) -> (String, &'static str) {
+        match choice {
+            qemu::Choice::Patched => (
+                format!("vhost-user-video-pci,chardev={id},kind={}", self.name()),
+                ",reconnect-ms=500",
+            ),
+            _ => (
+                format!(
+                    "vhost-user-test-device-pci,chardev={id},{}",
+                    self.qemu_properties()
+                ),
+                "",
+            ),
         }
     }
 }
@@ -196,11 +218,26 @@ const MEMORY: &str = "2G";
 const USERSPACE_MARKER: &str = "vdv-init: userspace reached";
 const GUEST_RUN: &str = include_str!("../../images/guest-run.sh");
 
+/// A backend process and where it serves; `process` is `None` while the
+/// guest has had it killed.
+struct Backend {
+    device: Device,
+    /// `decoder0`, `dewarper1`: the device name and its index on the
+    /// command line, as the guest names it in control requests.
+    name: String,
+    process: Option<process::Group>,
+    socket: PathBuf,
+    log: PathBuf,
+    /// Kills the guest asked for; such an exit is no finding.
+    kills: u32,
+}
+
 /// Removes the sockets directory when dropped; declared after the process
 /// guards so QEMU and the backends are gone first.
 struct Session {
     qemu: Option<process::Group>,
-    backends: Vec<(Device, process::Group, PathBuf)>,
+    backends: Vec<Backend>,
+    backend_binary: PathBuf,
     sockets: PathBuf,
 }
 
@@ -242,51 +279,72 @@ fn start_backends(
         return Ok(());
     }
     let binary = backend_binary()?;
+    session.backend_binary.clone_from(&binary);
     for (index, device) in devices.iter().enumerate() {
-        let socket = session
-            .sockets
-            .join(format!("{}{index}.sock", device.name()));
-        let log = artifacts.join(format!("backend-{}{index}.log", device.name()));
-        let file = File::create(&log).map_err(cache::io_error("cannot create", &log))?;
-        let err = file
-            .try_clone()
-            .map_err(cache::io_error("cannot create", &log))?;
-        let mut command = Command::new(&binary);
-        command
-            .arg("--socket-path")
-            .arg(&socket)
-            .arg("--device")
-            .arg(device.name())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file))
-            .stderr(Stdio::from(err));
-        if std::env::var_os("RUST_LOG").is_none() {
-            command.env("RUST_LOG", "info");
-        }
-        let mut group = process::Group::spawn(command, &format!("backend {}", device.name()))?;
-        let deadline = Instant::now() + BACKEND_START;
-        while !socket.exists() {
-            if let Some(status) = group.try_status()? {
-                return Err(Error::BackendExited {
-                    device: device.name().to_string(),
-                    status,
-                    log: tail_note(&log),
-                });
-            }
-            if process::interrupted() {
-                return Err(process::Error::Interrupted.into());
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::BackendSocket {
-                    device: device.name().to_string(),
-                    secs: BACKEND_START.as_secs(),
-                    log: tail_note(&log),
-                });
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        session.backends.push((*device, group, log));
+        let name = format!("{}{index}", device.name());
+        let mut backend = Backend {
+            device: *device,
+            socket: session.sockets.join(format!("{name}.sock")),
+            log: artifacts.join(format!("backend-{name}.log")),
+            name,
+            process: None,
+            kills: 0,
+        };
+        spawn_backend(&binary, &mut backend)?;
+        session.backends.push(backend);
     }
+    Ok(())
+}
+
+/// Starts the backend and waits for its socket; its output is appended to
+/// its log, so a restarted backend's follows the killed one's.
+fn spawn_backend(binary: &Path, backend: &mut Backend) -> Result<(), Error> {
+    let device = backend.device;
+    // A killed backend leaves its socket behind; only a new one counts.
+    let _ = fs::remove_file(&backend.socket);
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(&backend.log)
+        .map_err(cache::io_error("cannot create", &backend.log))?;
+    let err = file
+        .try_clone()
+        .map_err(cache::io_error("cannot create", &backend.log))?;
+    let mut command = Command::new(binary);
+    command
+        .arg("--socket-path")
+        .arg(&backend.socket)
+        .arg("--device")
+        .arg(device.name())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(err));
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", "info");
+    }
+    let mut group = process::Group::spawn(command, &format!("backend {}", device.name()))?;
+    let deadline = Instant::now() + BACKEND_START;
+    while !backend.socket.exists() {
+        if let Some(status) = group.try_status()? {
+            return Err(Error::BackendExited {
+                device: device.name().to_string(),
+                status,
+                log: tail_note(&backend.log),
+            });
+        }
+        if process::interrupted() {
+            return Err(process::Error::Interrupted.into());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::BackendSocket {
+                device: device.name().to_string(),
+                secs: BACKEND_START.as_secs(),
+                log: tail_note(&backend.log),
+            });
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    backend.process = Some(group);
     Ok(())
 }
 
@@ -486,9 +544,12 @@ fn boot(
     };
     let harness = artifacts.join("harness");
     fs::create_dir_all(&harness).map_err(cache::io_error("cannot create", &harness))?;
+    let control_dir = harness.join(control::DIR);
+    fs::create_dir_all(&control_dir).map_err(cache::io_error("cannot create", &control_dir))?;
     let mut session = Session {
         qemu: None,
         backends: Vec::new(),
+        backend_binary: PathBuf::new(),
         sockets: private_dir("vdv-sockets")?,
     };
 
@@ -526,6 +587,10 @@ fn boot(
         (
             "VDV_MODULE_PARAMS".to_string(),
             options.module_params.clone(),
+        ),
+        (
+            "VDV_CONTROL".to_string(),
+            format!("/run/harness/{}", control::DIR),
         ),
     ];
     vars.extend(options.env.iter().cloned());
@@ -611,21 +676,33 @@ fn boot(
     for (index, share) in options.shares.iter().enumerate() {
         fs_share(&format!("share{index}"), share, false);
     }
-    for (index, (device, _, _)) in session.backends.iter().enumerate() {
+    // Each video device sits behind its own PCIe root port, so that it can
+    // be hot-unplugged (`device_del`); devices on the root bus cannot.
+    for (index, backend) in session.backends.iter().enumerate() {
+        let chardev = format!("chr{}", backend.name);
+        let (device, reconnect) = backend.device.qemu_device(&options.qemu, &chardev);
+        args.push("-device".into());
+        args.push(format!(
+            "pcie-root-port,id=port{},chassis={},slot=0",
+            backend.name,
+            index + 1
+        ));
         args.push("-chardev".into());
         args.push(format!(
-            "socket,id=vdev{index},path={}",
-            session
-                .sockets
-                .join(format!("{}{index}.sock", device.name()))
-                .display()
+            "socket,id={chardev},path={}{reconnect}",
+            backend.socket.display()
         ));
         args.push("-device".into());
         args.push(format!(
-            "vhost-user-test-device-pci,chardev=vdev{index},{}",
-            device.qemu_properties()
+            "{device},id={},bus=port{}",
+            backend.name, backend.name
         ));
     }
+    args.push("-qmp".into());
+    args.push(format!(
+        "unix:{},server=on,wait=off",
+        session.sockets.join(control::QMP_SOCKET).display()
+    ));
     write_file(
         &artifacts.join("qemu.cmdline"),
         &format!("{} {}\n", qemu.display(), args.join(" ")),
@@ -696,6 +773,7 @@ fn watch(
         if exited {
             break;
         }
+        serve_control(session, &harness.join(control::DIR));
         if let Some(error) = read_text(qemu_log).and_then(|log| {
             log.lines()
                 .find(|l| l.contains("KVM internal error"))
@@ -736,6 +814,63 @@ fn watch(
         copy_new(&output_path, output_offset);
     }
     Ok(())
+}
+
+/// Carries out the guest's pending control requests, in order.
+fn serve_control(session: &mut Session, dir: &Path) {
+    for request in control::pending(dir) {
+        let result = control::Action::parse(&request.line)
+            .and_then(|action| carry_out(session, &action).map_err(|e| e.to_string()));
+        request.answer(&result);
+    }
+}
+
+fn find_backend<'a>(session: &'a mut Session, target: &str) -> Result<&'a mut Backend, String> {
+    let known = session
+        .backends
+        .iter()
+        .map(|b| b.name.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    session
+        .backends
+        .iter_mut()
+        .find(|b| b.name == target || b.device.name() == target)
+        .ok_or_else(|| format!("no device `{target}` (known: {known})"))
+}
+
+fn carry_out(session: &mut Session, action: &control::Action) -> Result<String, String> {
+    match action {
+        control::Action::Kill(target) => {
+            let backend = find_backend(session, target)?;
+            let mut group = backend
+                .process
+                .take()
+                .ok_or_else(|| format!("backend {} is not running", backend.name))?;
+            group.kill();
+            backend.kills += 1;
+            Ok(format!("killed backend {}", backend.name))
+        }
+        control::Action::Start(target) => {
+            let binary = session.backend_binary.clone();
+            let backend = find_backend(session, target)?;
+            if backend.process.is_some() {
+                return Err(format!("backend {} is running", backend.name));
+            }
+            spawn_backend(&binary, backend).map_err(|e| e.to_string())?;
+            Ok(format!("started backend {}", backend.name))
+        }
+        control::Action::Unplug(target) => {
+            let name = find_backend(session, target)?.name.clone();
+            let qmp = session.sockets.join(control::QMP_SOCKET);
+            control::qmp(
+                &qmp,
+                &format!("{{\"execute\":\"device_del\",\"arguments\":{{\"id\":\"{name}\"}}}}"),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(format!("device_del {name} sent"))
+        }
+    }
 }
 
 fn copy_new(path: &Path, offset: u64) -> u64 {
@@ -797,12 +932,23 @@ fn judge(
     outcome.d_state = read_text(&harness.join("d-state")).filter(|t| !t.trim().is_empty());
     outcome.status = read_text(&harness.join("status")).and_then(|t| t.trim().parse().ok());
 
-    for (device, group, log) in session.backends.iter_mut() {
+    for backend in session.backends.iter_mut() {
+        if backend.kills > 0 {
+            outcome.notes.push(format!(
+                "backend {} killed {} time(s) at the guest's request; log: {}",
+                backend.name,
+                backend.kills,
+                backend.log.display()
+            ));
+        }
+        let Some(group) = backend.process.as_mut() else {
+            continue;
+        };
         if let Ok(Some(status)) = group.try_status() {
             outcome.notes.push(format!(
                 "backend {} exited during the run ({status}); log: {}",
-                device.name(),
-                log.display()
+                backend.name,
+                backend.log.display()
             ));
         }
     }

@@ -1,0 +1,128 @@
+# SPDX-License-Identifier: GPL-2.0
+# Helpers for the backend-failure guest tests (sourced, POSIX sh).
+. "$REPO/tests/clients/host-lib.sh"
+
+fault_failures=0
+
+# fault_check NAME CONDITION...: TAP line for a shell test; counts failures.
+fault_check() {
+	name=$1
+	shift
+	if "$@"; then
+		echo "ok - $name"
+	else
+		echo "not ok - $name"
+		fault_failures=$((fault_failures + 1))
+	fi
+}
+
+# fault_node NAME-PREFIX: the video node whose name starts with the prefix.
+fault_node() {
+	for d in /sys/class/video4linux/video*; do
+		[ -e "$d/name" ] || continue
+		case "$(cat "$d/name")" in
+		"$1"*)
+			echo "/dev/${d##*/}"
+			return 0
+			;;
+		esac
+	done
+	return 1
+}
+
+# fault_wait_exit PID SECONDS: wait for the child PID to end. Sets
+# fault_ms (how long that took) and fault_status (its exit status, or 255
+# when it did not end; its state and kernel stack are printed then).
+fault_wait_exit() {
+	start=$(now_ms)
+	limit=$(($2 * 10))
+	n=0
+	while kill -0 "$1" 2>/dev/null && ! grep -q '^State:.Z' "/proc/$1/status" 2>/dev/null; do
+		n=$((n + 1))
+		if [ "$n" -gt "$limit" ]; then
+			echo "# pid $1 still there after $2 s: $(grep '^State:' "/proc/$1/status")"
+			sed 's/^/#   /' "/proc/$1/stack" 2>/dev/null
+			fault_ms=$(($(now_ms) - start))
+			fault_status=255
+			return 1
+		fi
+		sleep 0.1
+	done
+	fault_ms=$(($(now_ms) - start))
+	fault_status=0
+	wait "$1" || fault_status=$?
+}
+
+# fault_reload: rmmod the guest driver (must succeed) and insmod it again.
+fault_reload() {
+	rmmod virtio_video_m2m || return 1
+	# shellcheck disable=SC2086 # parameters are separate words
+	insmod "$VDV_MODULE" $VDV_MODULE_PARAMS
+}
+
+# fault_wait_node PREFIX SECONDS: wait until a node named PREFIX* opens.
+fault_wait_node() {
+	n=0
+	while :; do
+		node=$(fault_node "$1") && v4l2-ctl -d "$node" --info >/dev/null 2>&1 && return 0
+		n=$((n + 1))
+		[ "$n" -le $(($2 * 5)) ] || return 1
+		sleep 0.2
+	done
+}
+
+# fault_done: the script's verdict.
+fault_done() {
+	if [ "$fault_failures" -ne 0 ]; then
+		echo "# $fault_failures check(s) failed"
+		return 1
+	fi
+	echo "# all checks passed"
+}
+
+# fault_client: the test client, built on the host by `make -C
+# tests/clients`, else here with the host's compiler.
+fault_client() {
+	if [ -x "$REPO/tests/clients/fault-client" ]; then
+		echo "$REPO/tests/clients/fault-client"
+		return 0
+	fi
+	if [ ! -x /tmp/fault-client ]; then
+		cc -O2 -std=gnu11 -static -o /tmp/fault-client \
+			"$REPO/tests/clients/fault-client.c" >&2 || return 1
+	fi
+	echo /tmp/fault-client
+}
+
+# fault_dewarp_round NAME ACTION SECONDS: start the fault client on the
+# dewarper, do ACTION (a command) once two frames are through, then check
+# that the client ends within SECONDS with every buffer back in error and
+# that no call blocked. The client's report goes to $RESULTS/NAME.log.
+fault_dewarp_round() {
+	name=$1
+	action=$2
+	bound_ms=$(($3 * 1000))
+	node=$(fault_node dw100) || {
+		fault_check "$name: dewarper node" false
+		return 1
+	}
+	rm -f /tmp/ready
+	"$FAULT_CLIENT" --device "$node" --ready /tmp/ready >"$RESULTS/$name.log" 2>&1 &
+	pid=$!
+	n=0
+	until [ -e /tmp/ready ]; do
+		n=$((n + 1))
+		if [ "$n" -gt 600 ] || ! kill -0 "$pid" 2>/dev/null; then
+			fault_check "$name: the stream started" false
+			sed 's/^/#   /' "$RESULTS/$name.log"
+			return 1
+		fi
+		sleep 0.1
+	done
+	$action
+	fault_wait_exit "$pid" 30
+	fault_check "$name: client ended ${fault_ms} ms after the fault, every buffer back in error" \
+		[ "$fault_status" -eq 0 ]
+	fault_check "$name: within $bound_ms ms" [ "$fault_ms" -lt "$bound_ms" ]
+	[ "$fault_status" -eq 0 ] || sed 's/^/#   /' "$RESULTS/$name.log"
+}

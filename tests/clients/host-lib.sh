@@ -1,0 +1,39 @@
+# SPDX-License-Identifier: GPL-2.0
+# Helpers for guest tests that need the host to act at a chosen moment
+# (sourced, POSIX sh). The harness carries out each request before the
+# helper returns; see "Host control" in docs/harness.md.
+
+host_seq=0
+
+# host_do ACTION TARGET: ask the host to `kill` or `start` the backend of a
+# device, or to `unplug` it (PCI hot-unplug through QEMU's monitor). TARGET
+# is `decoder`, `dewarper` (the first of that kind) or `decoder0`,
+# `dewarper1`... (the device's place in the run's device list). Prints the
+# host's answer; fails if the host refused or did not answer in 60 s.
+host_do() {
+	host_seq=$((host_seq + 1))
+	req=$(printf '%s/%s-%06d' "$VDV_CONTROL" "$$" "$host_seq")
+	echo "$1 $2" >"$req.tmp"
+	mv "$req.tmp" "$req.req"
+	tries=0
+	while [ ! -e "$req.reply" ]; do
+		tries=$((tries + 1))
+		if [ "$tries" -gt 600 ]; then
+			echo "host_do $1 $2: no answer from the host in 60 s" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+	answer=$(cat "$req.reply")
+	rm -f "$req.reply"
+	echo "# host: $answer"
+	case "$answer" in
+	ok*) return 0 ;;
+	*) return 1 ;;
+	esac
+}
+
+# now_ms: monotonic-enough wall clock in milliseconds, for timing calls.
+now_ms() {
+	echo $(($(date +%s%N) / 1000000))
+}
