@@ -56,7 +56,8 @@ typedef void (*vvm_complete_t)(struct vvm_request *req, int status);
  * @VVM_WAIT_LONG: it answers when it has something to say (a picture
  *	buffer waits for a picture, a drain for the last one). While such a
  *	request is in flight and no timed one is, the core checks that the
- *	backend still lives with &vvm_core_ops.ping once per watchdog period.
+ *	backend still lives with &vvm_core_ops.ping every quarter watchdog
+ *	period (each ping has the full period to be answered).
  * @VVM_WAIT_EVENT: an event buffer; the device may keep it forever.
  */
 enum vvm_wait {
