@@ -32,8 +32,9 @@ fault_node() {
 
 # fault_wait_exit PID SECONDS: wait for the child PID to end. Sets
 # fault_ms (how long that took) and fault_status (its exit status, or 255
-# when it did not end; its state and kernel stack are printed then, and it
-# is left to the harness's D-state check). Always returns 0 (sh -e).
+# when it did not end: its state and kernel stack are printed, it gets
+# SIGKILL, and if it is stuck in the kernel the harness's D-state check
+# reports it). Always returns 0 (sh -e).
 fault_wait_exit() {
 	start=$(now_ms)
 	while kill -0 "$1" 2>/dev/null && ! grep -q '^State:.Z' "/proc/$1/status" 2>/dev/null; do
@@ -42,6 +43,14 @@ fault_wait_exit() {
 			sed 's/^/#   /' "/proc/$1/stack" 2>/dev/null
 			fault_ms=$(($(now_ms) - start))
 			fault_status=255
+			# Killed, it closes its file: a close that hangs in the
+			# driver leaves it in D state for the harness to report.
+			kill -KILL "$1" 2>/dev/null
+			sleep 5
+			if kill -0 "$1" 2>/dev/null; then
+				echo "# pid $1 survives SIGKILL: $(grep '^State:' "/proc/$1/status")"
+				sed 's/^/#   /' "/proc/$1/stack" 2>/dev/null
+			fi
 			return 0
 		fi
 		sleep 0.1
