@@ -4,6 +4,7 @@
 
 mod cache;
 mod debsrc;
+mod demo;
 mod deps;
 mod e2e;
 mod initramfs;
@@ -124,28 +125,6 @@ enum Error {
     Suite(#[from] suite::Error),
 }
 
-const DEMO_SCRIPT: &str = "echo '== PCI devices'; lspci -nn; \
-echo '== V4L2 devices'; v4l2-ctl --list-devices || true";
-
-fn demo() -> Result<u8, Error> {
-    let options = vm::Options {
-        kernel: kernel::Flavor::DebianRt,
-        devices: vec![vm::Device::Decoder, vm::Device::Dewarper],
-        qemu: qemu::Choice::Patched,
-        shares: Vec::new(),
-        timeout: Duration::from_secs(120),
-        module: vm::Module::Project,
-        module_params: String::new(),
-        env: Vec::new(),
-        accel: vm::Accel::Auto,
-        command: vec!["sh".into(), "-c".into(), DEMO_SCRIPT.into()],
-        artifacts: None,
-        stream: true,
-        boot_timeout: vm::BOOT_TIMEOUT,
-    };
-    report_vm(vm::run(&options)?)
-}
-
 fn vm_command(args: VmArgs) -> Result<u8, Error> {
     let module = if args.no_module {
         vm::Module::None
@@ -240,7 +219,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
             return Ok(u8::from(totals.failed > 0));
         }
         Cmd::Test => return Ok(u8::from(!suite::run()?)),
-        Cmd::Demo => return demo(),
+        Cmd::Demo => return demo::run(),
     }
     Ok(0)
 }
