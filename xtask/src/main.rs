@@ -66,7 +66,7 @@ enum Cmd {
     },
     /// Run every check: format, lints, unit tests, module builds, e2e.
     Test,
-    /// Boot the default RT guest with the backends and show its devices.
+    /// Decode a clip and dewarp a frame in the RT guest, checked against the host.
     Demo,
 }
 
@@ -123,6 +123,8 @@ enum Error {
     E2e(#[from] e2e::Error),
     #[error(transparent)]
     Suite(#[from] suite::Error),
+    #[error(transparent)]
+    Demo(#[from] demo::Error),
 }
 
 fn vm_command(args: VmArgs) -> Result<u8, Error> {
@@ -219,7 +221,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
             return Ok(u8::from(totals.failed > 0));
         }
         Cmd::Test => return Ok(u8::from(!suite::run()?)),
-        Cmd::Demo => return demo::run(),
+        Cmd::Demo => return Ok(demo::run()?),
     }
     Ok(0)
 }
