@@ -2,6 +2,7 @@
 //! a cache outside the checkout, boots PREEMPT_RT guests with the backend
 //! attached, and runs every test.
 
+mod bench;
 mod cache;
 mod debsrc;
 mod demo;
@@ -68,6 +69,12 @@ enum Cmd {
     Test,
     /// Decode a clip and dewarp a frame in the RT guest, checked against the host.
     Demo,
+    /// Decode and dewarp speed next to host ffmpeg and OpenCV, and from the guest.
+    Bench {
+        /// decode or dewarp (both when omitted).
+        #[arg(value_enum)]
+        which: Option<bench::Which>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -125,6 +132,8 @@ enum Error {
     Suite(#[from] suite::Error),
     #[error(transparent)]
     Demo(#[from] demo::Error),
+    #[error(transparent)]
+    Bench(#[from] bench::Error),
 }
 
 fn vm_command(args: VmArgs) -> Result<u8, Error> {
@@ -222,6 +231,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
         }
         Cmd::Test => return Ok(u8::from(!suite::run()?)),
         Cmd::Demo => return Ok(demo::run()?),
+        Cmd::Bench { which } => bench::run(which)?,
     }
     Ok(0)
 }
