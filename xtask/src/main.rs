@@ -2,8 +2,10 @@
 //! a cache outside the checkout, boots PREEMPT_RT guests with the backend
 //! attached, and runs every test.
 
+mod bench;
 mod cache;
 mod debsrc;
+mod demo;
 mod deps;
 mod e2e;
 mod initramfs;
@@ -65,8 +67,14 @@ enum Cmd {
     },
     /// Run every check: format, lints, unit tests, module builds, e2e.
     Test,
-    /// Boot the default RT guest with the backends and show its devices.
+    /// Decode a clip and dewarp a frame in the RT guest, checked against the host.
     Demo,
+    /// Decode and dewarp speed next to host ffmpeg and OpenCV, and from the guest.
+    Bench {
+        /// decode or dewarp (both when omitted).
+        #[arg(value_enum)]
+        which: Option<bench::Which>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -122,28 +130,10 @@ enum Error {
     E2e(#[from] e2e::Error),
     #[error(transparent)]
     Suite(#[from] suite::Error),
-}
-
-const DEMO_SCRIPT: &str = "echo '== PCI devices'; lspci -nn; \
-echo '== V4L2 devices'; v4l2-ctl --list-devices || true";
-
-fn demo() -> Result<u8, Error> {
-    let options = vm::Options {
-        kernel: kernel::Flavor::DebianRt,
-        devices: vec![vm::Device::Decoder, vm::Device::Dewarper],
-        qemu: qemu::Choice::Patched,
-        shares: Vec::new(),
-        timeout: Duration::from_secs(120),
-        module: vm::Module::Project,
-        module_params: String::new(),
-        env: Vec::new(),
-        accel: vm::Accel::Auto,
-        command: vec!["sh".into(), "-c".into(), DEMO_SCRIPT.into()],
-        artifacts: None,
-        stream: true,
-        boot_timeout: vm::BOOT_TIMEOUT,
-    };
-    report_vm(vm::run(&options)?)
+    #[error(transparent)]
+    Demo(#[from] demo::Error),
+    #[error(transparent)]
+    Bench(#[from] bench::Error),
 }
 
 fn vm_command(args: VmArgs) -> Result<u8, Error> {
@@ -240,7 +230,8 @@ fn run(cli: Cli) -> Result<u8, Error> {
             return Ok(u8::from(totals.failed > 0));
         }
         Cmd::Test => return Ok(u8::from(!suite::run()?)),
-        Cmd::Demo => return demo(),
+        Cmd::Demo => return Ok(demo::run()?),
+        Cmd::Bench { which } => bench::run(which)?,
     }
     Ok(0)
 }
