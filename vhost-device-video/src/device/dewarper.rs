@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use log::{debug, error, warn};
@@ -120,6 +120,10 @@ struct Shared {
     engine: Arc<dyn DewarpEngine>,
     maps: Mutex<MapCache>,
     epoch: AtomicU64,
+    /// Held shared by every job while it runs, taken exclusively by a
+    /// reset: the frontend may hand a job's guest memory back to the guest
+    /// driver once the reset returns, so no job may still be writing there.
+    running: RwLock<()>,
 }
 
 /// Per-worker buffers, reused from job to job.
@@ -145,6 +149,7 @@ impl DewarperDevice {
             engine,
             maps: Mutex::new(MapCache::new(map_cache_slots)),
             epoch: AtomicU64::new(0),
+            running: RwLock::new(()),
         });
         let (jobs, receiver) = mpsc::channel::<Work>();
         let receiver = Arc::new(Mutex::new(receiver));
@@ -183,6 +188,7 @@ impl Shared {
             queue,
             epoch,
         } = work;
+        let _running = self.running.read().unwrap_or_else(PoisonError::into_inner);
         if self.epoch.load(Ordering::Acquire) != epoch {
             return;
         }
@@ -421,6 +427,13 @@ impl VirtioDevice for DewarperDevice {
 
     fn reset(&self) {
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        // Jobs of the old epoch still under way finish their writes first.
+        drop(
+            self.shared
+                .running
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         self.shared
             .maps
             .lock()
