@@ -198,7 +198,7 @@ static void drain(int fd, struct queue *q)
 	char name[32];
 	unsigned int flags;
 
-	snprintf(name, sizeof(name), "dqbuf-drain-%s", queue_name(q));
+	snprintf(name, sizeof(name), "dqbuf-%s-after", queue_name(q));
 	while (holds_any(q)) {
 		long start = now_ms();
 		int index = dqbuf(fd, q, &flags);
