@@ -630,3 +630,41 @@ pub fn run(which: Option<Which>) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_from_ffmpeg_benchmark_output() {
+        let text = "frame=120\nframe=250\nprogress=end\n\
+                    bench: utime=0.965s stime=0.022s rtime=4.625s\n";
+        assert_eq!(find_number(text, "frame="), Some(250.0));
+        assert_eq!(find_number(text, "utime="), Some(0.965));
+        assert_eq!(find_number(text, "rtime="), Some(4.625));
+        assert_eq!(find_number(text, "maxrss="), None);
+    }
+
+    #[test]
+    fn durations_as_debug_prints_them() {
+        let close = |text: &str, ms: f64| {
+            debug_duration_ms(text).is_some_and(|parsed| (parsed - ms).abs() < 1e-9)
+        };
+        assert!(close("12.5ms", 12.5));
+        assert!(close("950µs", 0.95));
+        assert!(close("1.5s", 1500.0));
+        assert_eq!(debug_duration_ms("fast"), None);
+    }
+
+    #[test]
+    fn rate_lines() {
+        let text = "exported\nrate fisheye fast-1T 132.16 268.54\nrate bad\n";
+        let parsed = rates(text);
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(
+            (parsed[0].0.as_str(), parsed[0].1.as_str()),
+            ("fisheye", "fast-1T")
+        );
+        assert_eq!(parsed[0].2.cpu, 268.54);
+    }
+}
