@@ -1,5 +1,10 @@
 //! The FFmpeg input path: any bitstream, cut into buffers of any size, for
 //! any coded format, through the decoding engine and the picture writer.
+//!
+//! Input: a selector byte (bits 0-2 the coded format, bit 3 YUV420 rather
+//! than NV12 output, bits 4-6 the buffer size `64 << n`, bit 7 buffers
+//! framed as `[length u16 le][bytes]`, as a guest queues whole frames),
+//! then the bitstream.
 
 #![no_main]
 
@@ -49,6 +54,18 @@ fn write_out(events: Vec<DecodeEvent>, format: PixelFormat) {
     }
 }
 
+/// Splits `[length u16 le][bytes]` records; a short last record keeps what is there.
+fn framed(mut data: &[u8]) -> Vec<&[u8]> {
+    let mut buffers = Vec::new();
+    while let [low, high, rest @ ..] = data {
+        let length = usize::from(u16::from_le_bytes([*low, *high])).min(rest.len());
+        let (buffer, next) = rest.split_at(length);
+        buffers.push(buffer);
+        data = next;
+    }
+    buffers
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
@@ -59,15 +76,19 @@ fuzz_target!(|data: &[u8]| {
     } else {
         PixelFormat::Nv12
     };
-    let chunk = 64 << usize::from(selector >> 4 & 7);
+    let buffers = if selector & 0x80 != 0 {
+        framed(rest)
+    } else {
+        rest.chunks(64 << usize::from(selector >> 4 & 7)).collect()
+    };
     let factory = factory();
     let Ok(mut decoder) = factory.create(format) else {
         return;
     };
     let mut events = Vec::new();
-    for (timestamp, piece) in rest.chunks(chunk).enumerate() {
+    for (timestamp, buffer) in buffers.into_iter().enumerate() {
         if decoder
-            .decode(piece, timestamp as u64, &mut events)
+            .decode(buffer, timestamp as u64, &mut events)
             .is_err()
         {
             break;

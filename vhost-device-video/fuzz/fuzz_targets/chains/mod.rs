@@ -3,7 +3,8 @@
 //! `VringRwLock`, and descriptor chains built from the fuzz input.
 //!
 //! The input is a series of records, each one chain:
-//! `[shape u8][writable u8][split u8][length u16 le][length bytes]`.
+//! `[shape u8][writable u8][split u8]([size u32 le])[length u16 le][length bytes]`,
+//! where `size`, the writable bytes, is there only for writable class 7.
 //! The bytes are the device-readable request, cut into up to three
 //! descriptors at `split`; `shape` and `writable` add the hostile cases a
 //! guest can build: no readable part, readable after writable, zero-length,
@@ -27,7 +28,10 @@ const QUEUE_SIZE: u16 = 256;
 /// Chains per input: enough for a stream's life, few enough that the
 /// avail ring never wraps.
 const MAX_CHAINS: usize = 48;
-const WRITABLE_SIZES: [u32; 8] = [0, 4, 8, 24, 64, 256, 4096, 65536];
+/// Writable bytes of classes 0 to 6; class 7 reads its size from the input.
+const WRITABLE_SIZES: [u32; 7] = [0, 4, 8, 24, 64, 256, 4096];
+/// Largest writable size a record may ask for.
+const MAX_WRITABLE: u32 = 2 << 20;
 
 const SHAPE_READABLE_PARTS: u8 = 0b11;
 const SHAPE_WRITABLE_FIRST: u8 = 1 << 2;
@@ -150,6 +154,13 @@ impl<'a> Guest<'a> {
         let shape = input.byte()?;
         let writable = input.byte()?;
         let split = input.byte()?;
+        let size = match WRITABLE_SIZES.get(usize::from(writable & WRITABLE_SIZE)) {
+            Some(&size) => size,
+            None => {
+                let bytes = [input.byte()?, input.byte()?, input.byte()?, input.byte()?];
+                u32::from_le_bytes(bytes) % (MAX_WRITABLE + 1)
+            }
+        };
         let length = u16::from_le_bytes([input.byte()?, input.byte().unwrap_or(0)]);
         let request = input.take(usize::from(length));
 
@@ -190,7 +201,6 @@ impl<'a> Guest<'a> {
             };
             written.push((MEM_SIZE + 0x1000, 64, flags));
         }
-        let size = WRITABLE_SIZES[usize::from(writable & WRITABLE_SIZE)];
         let halves = if writable & WRITABLE_SPLIT != 0 && size > 1 {
             vec![size / 2, size - size / 2]
         } else if size > 0 {
