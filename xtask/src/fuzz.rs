@@ -269,3 +269,40 @@ fn host_triple() -> Option<String> {
         .find_map(|line| line.strip_prefix("host: "))
         .map(str::to_owned)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CRASH_LOG: &str = "\
+INFO: Seed: 1
+#2\tINITED cov: 183 ft: 275 corp: 73/8066b exec/s: 0 rss: 94Mb
+==1== ERROR: libFuzzer: deadly signal
+artifact_prefix='/t/a/'; Test unit written to /t/a/crash-635d22
+stat::number_of_executed_units: 429934
+stat::average_exec_per_sec:     14331
+";
+
+    #[test]
+    fn reads_executions_and_the_reproducer_from_a_crash_log() {
+        assert_eq!(
+            last_number(CRASH_LOG, "stat::number_of_executed_units:"),
+            Some(429_934)
+        );
+        assert_eq!(
+            reproducer(CRASH_LOG),
+            Some(PathBuf::from("/t/a/crash-635d22"))
+        );
+    }
+
+    #[test]
+    fn a_clean_log_has_no_reproducer() {
+        let log = "#100\tDONE   cov: 1\nstat::number_of_executed_units: 100\n";
+        assert_eq!(reproducer(log), None);
+        assert_eq!(
+            last_number(log, "stat::number_of_executed_units:"),
+            Some(100)
+        );
+        assert_eq!(last_number("", "stat::number_of_executed_units:"), None);
+    }
+}
