@@ -195,14 +195,10 @@ pub fn run(options: &Options) -> Result<bool, Error> {
     if sanitizer == "none" {
         eprintln!("# fuzz: no AddressSanitizer runtime in this toolchain: coverage-guided only");
     }
-    let target_dir = target_dir();
-    let target_dir = target_dir.to_string_lossy();
     let names = targets(&cargo_fuzz, &options.filters)?;
-    let build_log = cache::repo_root().join("target/fuzz-build.log");
-    fs::create_dir_all(cache::repo_root().join("target")).map_err(cache::io_error(
-        "cannot create",
-        &cache::repo_root().join("target"),
-    ))?;
+    let out = target_dir();
+    fs::create_dir_all(&out).map_err(cache::io_error("cannot create", &out))?;
+    let build_log = out.join("build.log");
     let started = Instant::now();
     process::run_logged(
         cargo_fuzz_command(
@@ -214,22 +210,18 @@ pub fn run(options: &Options) -> Result<bool, Error> {
                 "--sanitizer",
                 sanitizer,
                 "--target-dir",
-                &target_dir,
+                &out.to_string_lossy(),
             ],
         ),
         &build_log,
         BUILD_TIMEOUT,
     )?;
     eprintln!(
-        "# fuzz: built {} targets (sanitizer: {sanitizer}) in {} s",
-        names.len(),
+        "# fuzz: targets built (sanitizer: {sanitizer}) in {} s",
         started.elapsed().as_secs()
     );
     let host = host_triple().unwrap_or_else(|| "x86_64-unknown-linux-gnu".to_owned());
-    let bin_dir = cache::repo_root()
-        .join("target/fuzz")
-        .join(host)
-        .join("release");
+    let bin_dir = out.join(host).join("release");
     let mut all_passed = true;
     for name in &names {
         let outcome = run_target(&bin_dir.join(name), name, options.seconds)?;
