@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{cache, process};
+use crate::{cache, deps, process};
 
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const FUZZ_DIR: &str = "vhost-device-video/fuzz";
@@ -27,6 +27,8 @@ pub enum Error {
     Cache(#[from] cache::Error),
     #[error(transparent)]
     Process(#[from] process::Error),
+    #[error(transparent)]
+    Deps(#[from] deps::Error),
     #[error("no fuzz target matches {0:?}")]
     NoTarget(Vec<String>),
 }
@@ -190,6 +192,8 @@ fn run_target(binary: &Path, name: &str, seconds: u64) -> Result<Outcome, Error>
 
 /// Builds and runs the chosen targets; true when none crashed.
 pub fn run(options: &Options) -> Result<bool, Error> {
+    // The targets link FFmpeg and build libFuzzer: the backend's packages.
+    deps::run()?;
     let cargo_fuzz = cargo_fuzz()?;
     let sanitizer = sanitizer();
     if sanitizer == "none" {
