@@ -150,6 +150,10 @@ fn refuse_while_connected(listener: &UnixListener, stop_fd: RawFd, socket: &str)
         if fds[1].revents != 0 {
             return;
         }
+        if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            warn!("{socket} failed; no longer refusing further frontends");
+            return;
+        }
         if fds[0].revents & libc::POLLIN != 0 {
             // The accepted connection is closed at once by the drop.
             match listener.accept() {
