@@ -8,6 +8,7 @@ mod debsrc;
 mod demo;
 mod deps;
 mod e2e;
+mod fuzz;
 mod initramfs;
 mod kernel;
 mod kmod;
@@ -65,8 +66,16 @@ enum Cmd {
         #[arg(long)]
         kernel: Option<kernel::Flavor>,
     },
-    /// Run every check: format, lints, unit tests, module builds, e2e.
+    /// Run every check: format, lints, unit tests, a short fuzz run, module builds, e2e.
     Test,
+    /// Build the fuzz targets and run each for a while, growing the cached corpus.
+    Fuzz {
+        /// Only targets whose name contains one of these.
+        filters: Vec<String>,
+        /// Seconds each target runs.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+    },
     /// Decode a clip and dewarp a frame in the RT guest, checked against the host.
     Demo,
     /// Decode and dewarp speed next to host ffmpeg and OpenCV, and from the guest.
@@ -130,6 +139,8 @@ enum Error {
     E2e(#[from] e2e::Error),
     #[error(transparent)]
     Suite(#[from] suite::Error),
+    #[error(transparent)]
+    Fuzz(#[from] fuzz::Error),
     #[error(transparent)]
     Demo(#[from] demo::Error),
     #[error(transparent)]
@@ -230,6 +241,10 @@ fn run(cli: Cli) -> Result<u8, Error> {
             return Ok(u8::from(totals.failed > 0));
         }
         Cmd::Test => return Ok(u8::from(!suite::run()?)),
+        Cmd::Fuzz { filters, seconds } => {
+            let passed = fuzz::run(&fuzz::Options { filters, seconds })?;
+            return Ok(u8::from(!passed));
+        }
         Cmd::Demo => return Ok(demo::run()?),
         Cmd::Bench { which } => bench::run(which)?,
     }
