@@ -735,24 +735,25 @@ static void dec_buf_queue(struct vb2_buffer *vb)
 	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
 	struct vvm_dec_buf *buf = vb_to_buf(vb);
 	bool output = V4L2_TYPE_IS_OUTPUT(vb->type);
-	bool send, last = false;
+	bool last = false;
 	unsigned long flags;
 
+	/*
+	 * The buffer waits until QBUF has reported its state (dec_qbuf) or
+	 * streaming starts: the device may return it at once, and QBUF must
+	 * not report a buffer it queued as already done.
+	 */
 	spin_lock_irqsave(&ctx->slock, flags);
-	send = vb2_start_streaming_called(vb->vb2_queue);
 	if (!output && ctx->hold_capture) {
-		send = false;
 		last = ctx->last_pending;
 		ctx->last_pending = false;
 	}
-	if (!send && !last)
+	if (!last)
 		list_add_tail(&buf->list, &ctx->held);
 	spin_unlock_irqrestore(&ctx->slock, flags);
 
 	if (last)
 		buf_finish(buf, VB2_BUF_STATE_DONE, 0, true);
-	else if (send)
-		send_buffer(ctx, buf);
 }
 
 static int dec_start_streaming(struct vb2_queue *vq, unsigned int count)
@@ -1215,6 +1216,21 @@ static int dec_s_fmt(struct file *file, void *priv, struct v4l2_format *f)
 	return set_pic_fmt(ctx, f);
 }
 
+static int dec_qbuf(struct file *file, void *priv, struct v4l2_buffer *b)
+{
+	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vb2_queue *vq;
+	int ret;
+
+	ret = v4l2_m2m_ioctl_qbuf(file, priv, b);
+	if (ret)
+		return ret;
+	vq = v4l2_m2m_get_vq(ctx->fh.m2m_ctx, b->type);
+	if (vb2_start_streaming_called(vq))
+		send_held(ctx, V4L2_TYPE_IS_OUTPUT(b->type));
+	return 0;
+}
+
 static int dec_g_selection(struct file *file, void *priv,
 			   struct v4l2_selection *s)
 {
@@ -1331,7 +1347,7 @@ static const struct v4l2_ioctl_ops dec_ioctl_ops = {
 
 	.vidioc_reqbufs = v4l2_m2m_ioctl_reqbufs,
 	.vidioc_querybuf = v4l2_m2m_ioctl_querybuf,
-	.vidioc_qbuf = v4l2_m2m_ioctl_qbuf,
+	.vidioc_qbuf = dec_qbuf,
 	.vidioc_dqbuf = v4l2_m2m_ioctl_dqbuf,
 	.vidioc_prepare_buf = v4l2_m2m_ioctl_prepare_buf,
 	.vidioc_create_bufs = v4l2_m2m_ioctl_create_bufs,
