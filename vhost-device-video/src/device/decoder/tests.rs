@@ -898,7 +898,14 @@ fn garbage_bitstream_neither_crashes_nor_blocks_the_stream() {
 /// Byte offsets at which ffprobe's parser starts each access unit.
 fn access_units(path: &str) -> Vec<usize> {
     let out = Process::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "packet=pos", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=pos",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .unwrap();
