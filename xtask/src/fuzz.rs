@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{cache, process};
+use crate::{cache, deps, process};
 
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const FUZZ_DIR: &str = "vhost-device-video/fuzz";
@@ -27,6 +27,8 @@ pub enum Error {
     Cache(#[from] cache::Error),
     #[error(transparent)]
     Process(#[from] process::Error),
+    #[error(transparent)]
+    Deps(#[from] deps::Error),
     #[error("no fuzz target matches {0:?}")]
     NoTarget(Vec<String>),
 }
@@ -190,19 +192,17 @@ fn run_target(binary: &Path, name: &str, seconds: u64) -> Result<Outcome, Error>
 
 /// Builds and runs the chosen targets; true when none crashed.
 pub fn run(options: &Options) -> Result<bool, Error> {
+    // The targets link FFmpeg and build libFuzzer: the backend's packages.
+    deps::run()?;
     let cargo_fuzz = cargo_fuzz()?;
     let sanitizer = sanitizer();
     if sanitizer == "none" {
         eprintln!("# fuzz: no AddressSanitizer runtime in this toolchain: coverage-guided only");
     }
-    let target_dir = target_dir();
-    let target_dir = target_dir.to_string_lossy();
     let names = targets(&cargo_fuzz, &options.filters)?;
-    let build_log = cache::repo_root().join("target/fuzz-build.log");
-    fs::create_dir_all(cache::repo_root().join("target")).map_err(cache::io_error(
-        "cannot create",
-        &cache::repo_root().join("target"),
-    ))?;
+    let out = target_dir();
+    fs::create_dir_all(&out).map_err(cache::io_error("cannot create", &out))?;
+    let build_log = out.join("build.log");
     let started = Instant::now();
     process::run_logged(
         cargo_fuzz_command(
@@ -214,22 +214,18 @@ pub fn run(options: &Options) -> Result<bool, Error> {
                 "--sanitizer",
                 sanitizer,
                 "--target-dir",
-                &target_dir,
+                &out.to_string_lossy(),
             ],
         ),
         &build_log,
         BUILD_TIMEOUT,
     )?;
     eprintln!(
-        "# fuzz: built {} targets (sanitizer: {sanitizer}) in {} s",
-        names.len(),
+        "# fuzz: targets built (sanitizer: {sanitizer}) in {} s",
         started.elapsed().as_secs()
     );
     let host = host_triple().unwrap_or_else(|| "x86_64-unknown-linux-gnu".to_owned());
-    let bin_dir = cache::repo_root()
-        .join("target/fuzz")
-        .join(host)
-        .join("release");
+    let bin_dir = out.join(host).join("release");
     let mut all_passed = true;
     for name in &names {
         let outcome = run_target(&bin_dir.join(name), name, options.seconds)?;
@@ -268,4 +264,41 @@ fn host_triple() -> Option<String> {
         .lines()
         .find_map(|line| line.strip_prefix("host: "))
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CRASH_LOG: &str = "\
+INFO: Seed: 1
+#2\tINITED cov: 183 ft: 275 corp: 73/8066b exec/s: 0 rss: 94Mb
+==1== ERROR: libFuzzer: deadly signal
+artifact_prefix='/t/a/'; Test unit written to /t/a/crash-635d22
+stat::number_of_executed_units: 429934
+stat::average_exec_per_sec:     14331
+";
+
+    #[test]
+    fn reads_executions_and_the_reproducer_from_a_crash_log() {
+        assert_eq!(
+            last_number(CRASH_LOG, "stat::number_of_executed_units:"),
+            Some(429_934)
+        );
+        assert_eq!(
+            reproducer(CRASH_LOG),
+            Some(PathBuf::from("/t/a/crash-635d22"))
+        );
+    }
+
+    #[test]
+    fn a_clean_log_has_no_reproducer() {
+        let log = "#100\tDONE   cov: 1\nstat::number_of_executed_units: 100\n";
+        assert_eq!(reproducer(log), None);
+        assert_eq!(
+            last_number(log, "stat::number_of_executed_units:"),
+            Some(100)
+        );
+        assert_eq!(last_number("", "stat::number_of_executed_units:"), None);
+    }
 }

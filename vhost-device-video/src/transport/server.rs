@@ -123,6 +123,23 @@ impl SecondFrontendGuard {
     }
 }
 
+/// How long a new connection may wait for the served frontend's disconnect
+/// to be seen before it counts as a second frontend: a frontend that closes
+/// and reconnects at once must not be refused.
+const RECONNECT_GRACE_MS: i32 = 2000;
+
+/// Whether `stop_fd` becomes readable within `timeout_ms`.
+fn stopped_within(stop_fd: RawFd, timeout_ms: i32) -> bool {
+    let mut fd = libc::pollfd {
+        fd: stop_fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `fd` is a valid pollfd for the whole call.
+    let ready = unsafe { libc::poll(&mut fd, 1, timeout_ms) };
+    ready > 0 && fd.revents != 0
+}
+
 fn refuse_while_connected(listener: &UnixListener, stop_fd: RawFd, socket: &str) {
     let mut fds = [
         libc::pollfd {
@@ -150,7 +167,16 @@ fn refuse_while_connected(listener: &UnixListener, stop_fd: RawFd, socket: &str)
         if fds[1].revents != 0 {
             return;
         }
+        if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            warn!("{socket} failed; no longer refusing further frontends");
+            return;
+        }
         if fds[0].revents & libc::POLLIN != 0 {
+            if stopped_within(stop_fd, RECONNECT_GRACE_MS) {
+                // The served frontend left: this is the next one, left in
+                // the backlog for the accept loop.
+                return;
+            }
             // The accepted connection is closed at once by the drop.
             match listener.accept() {
                 Ok(_) => {
