@@ -29,8 +29,16 @@
 #include "vvm_decoder.h"
 #include "vvm_virtio_video.h"
 
-/* Stateful AV1 has no V4L2 fourcc; this one follows the AV1 codec tag. */
+/* Stateful AV1 has no V4L2 fourcc in 6.12; later kernels define this one. */
 #define VVM_PIX_FMT_AV1 v4l2_fourcc('A', 'V', '0', '1')
+
+/*
+ * v4l2-compliance up to 1.32 does not know AV01 and then tests the node as a
+ * plain mem2mem device instead of a stateful decoder.
+ */
+static bool offer_av1 = true;
+module_param(offer_av1, bool, 0444);
+MODULE_PARM_DESC(offer_av1, "Offer AV1 (fourcc AV01) on the OUTPUT queue (default: on)");
 
 #define VVM_DEC_MAX_FORMATS 16
 #define VVM_DEC_NUM_EVENTS 32
@@ -106,7 +114,8 @@ struct vvm_dec_ctx {
 	const struct vvm_dec_format *coded;
 	u32 coded_width, coded_height, coded_sizeimage;
 	struct vvm_dec_pic_fmt pic;
-	enum v4l2_colorspace colorspace;
+	/* The client's colorimetry for the stream; CAPTURE reports it too. */
+	u8 colorspace, xfer_func, ycbcr_enc, quantization;
 	bool res_created[2];
 	bool stream_ok; /* the device holds a stream for this context */
 	bool device_fmt_known; /* the device reported the stream's format */
@@ -726,24 +735,25 @@ static void dec_buf_queue(struct vb2_buffer *vb)
 	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
 	struct vvm_dec_buf *buf = vb_to_buf(vb);
 	bool output = V4L2_TYPE_IS_OUTPUT(vb->type);
-	bool send, last = false;
+	bool last = false;
 	unsigned long flags;
 
+	/*
+	 * The buffer waits until QBUF has reported its state (dec_qbuf) or
+	 * streaming starts: the device may return it at once, and QBUF must
+	 * not report a buffer it queued as already done.
+	 */
 	spin_lock_irqsave(&ctx->slock, flags);
-	send = vb2_start_streaming_called(vb->vb2_queue);
 	if (!output && ctx->hold_capture) {
-		send = false;
 		last = ctx->last_pending;
 		ctx->last_pending = false;
 	}
-	if (!send && !last)
+	if (!last)
 		list_add_tail(&buf->list, &ctx->held);
 	spin_unlock_irqrestore(&ctx->slock, flags);
 
 	if (last)
 		buf_finish(buf, VB2_BUF_STATE_DONE, 0, true);
-	else if (send)
-		send_buffer(ctx, buf);
 }
 
 static int dec_start_streaming(struct vb2_queue *vq, unsigned int count)
@@ -1041,9 +1051,9 @@ static void fill_pix_mp(struct vvm_dec_ctx *ctx, struct v4l2_pix_format_mplane *
 	mp->num_planes = 1;
 	mp->flags = 0;
 	mp->colorspace = ctx->colorspace;
-	mp->xfer_func = V4L2_XFER_FUNC_DEFAULT;
-	mp->ycbcr_enc = V4L2_YCBCR_ENC_DEFAULT;
-	mp->quantization = V4L2_QUANTIZATION_DEFAULT;
+	mp->xfer_func = ctx->xfer_func;
+	mp->ycbcr_enc = ctx->ycbcr_enc;
+	mp->quantization = ctx->quantization;
 	memset(mp->plane_fmt[0].reserved, 0, sizeof(mp->plane_fmt[0].reserved));
 	mp->plane_fmt[0].bytesperline = bpl;
 	mp->plane_fmt[0].sizeimage = size;
@@ -1068,7 +1078,8 @@ static const struct vvm_dec_format *
 try_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 {
 	struct v4l2_pix_format_mplane *mp = &f->fmt.pix_mp;
-	enum v4l2_colorspace colorspace = mp->colorspace;
+	u32 colorspace = mp->colorspace, xfer_func = mp->xfer_func;
+	u32 ycbcr_enc = mp->ycbcr_enc, quantization = mp->quantization;
 	const struct vvm_dec_format *fmt;
 	u32 size;
 
@@ -1083,8 +1094,19 @@ try_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 		size = clamp_t(u32, mp->width * mp->height * 3 / 4,
 			       VVM_DEC_MIN_CODED_SIZE, VVM_DEC_MAX_CODED_SIZE);
 	fill_pix_mp(ctx, mp, fmt->fourcc, mp->width, mp->height, 0, size);
-	if (colorspace != V4L2_COLORSPACE_DEFAULT)
+	/* The bitstream's colorimetry is the client's to state. */
+	if (colorspace != V4L2_COLORSPACE_DEFAULT &&
+	    colorspace <= V4L2_COLORSPACE_DCI_P3 &&
+	    colorspace != V4L2_COLORSPACE_BT878 &&
+	    colorspace != V4L2_COLORSPACE_JPEG) {
 		mp->colorspace = colorspace;
+		mp->xfer_func = xfer_func <= V4L2_XFER_FUNC_SMPTE2084 ?
+				xfer_func : V4L2_XFER_FUNC_DEFAULT;
+		mp->ycbcr_enc = ycbcr_enc <= V4L2_YCBCR_ENC_SMPTE240M ?
+				ycbcr_enc : V4L2_YCBCR_ENC_DEFAULT;
+		mp->quantization = quantization <= V4L2_QUANTIZATION_LIM_RANGE ?
+				   quantization : V4L2_QUANTIZATION_DEFAULT;
+	}
 	return fmt;
 }
 
@@ -1142,6 +1164,9 @@ static int set_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 	ctx->coded_height = mp->height;
 	ctx->coded_sizeimage = mp->plane_fmt[0].sizeimage;
 	ctx->colorspace = mp->colorspace;
+	ctx->xfer_func = mp->xfer_func;
+	ctx->ycbcr_enc = mp->ycbcr_enc;
+	ctx->quantization = mp->quantization;
 	/* Until the stream header is parsed, CAPTURE follows OUTPUT. */
 	reset_pic_fmt(ctx);
 	return 0;
@@ -1189,6 +1214,21 @@ static int dec_s_fmt(struct file *file, void *priv, struct v4l2_format *f)
 	if (V4L2_TYPE_IS_OUTPUT(f->type))
 		return set_coded_fmt(ctx, f);
 	return set_pic_fmt(ctx, f);
+}
+
+static int dec_qbuf(struct file *file, void *priv, struct v4l2_buffer *b)
+{
+	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vb2_queue *vq;
+	int ret;
+
+	ret = v4l2_m2m_ioctl_qbuf(file, priv, b);
+	if (ret)
+		return ret;
+	vq = v4l2_m2m_get_vq(ctx->fh.m2m_ctx, b->type);
+	if (vb2_start_streaming_called(vq))
+		send_held(ctx, V4L2_TYPE_IS_OUTPUT(b->type));
+	return 0;
 }
 
 static int dec_g_selection(struct file *file, void *priv,
@@ -1307,7 +1347,7 @@ static const struct v4l2_ioctl_ops dec_ioctl_ops = {
 
 	.vidioc_reqbufs = v4l2_m2m_ioctl_reqbufs,
 	.vidioc_querybuf = v4l2_m2m_ioctl_querybuf,
-	.vidioc_qbuf = v4l2_m2m_ioctl_qbuf,
+	.vidioc_qbuf = dec_qbuf,
 	.vidioc_dqbuf = v4l2_m2m_ioctl_dqbuf,
 	.vidioc_prepare_buf = v4l2_m2m_ioctl_prepare_buf,
 	.vidioc_create_bufs = v4l2_m2m_ioctl_create_bufs,
@@ -1571,7 +1611,8 @@ static int parse_caps(const u8 *buf, size_t len, struct vvm_dec_format *out,
 		}
 		fmt.max_width = min_t(u32, fmt.max_width, VVM_DEC_MAX_DIM);
 		fmt.max_height = min_t(u32, fmt.max_height, VVM_DEC_MAX_DIM);
-		if (!fmt.fourcc || !fmt.min_width || !fmt.min_height ||
+		if (!fmt.fourcc || (fmt.fourcc == VVM_PIX_FMT_AV1 && !offer_av1) ||
+		    !fmt.min_width || !fmt.min_height ||
 		    fmt.min_width > fmt.max_width ||
 		    fmt.min_height > fmt.max_height ||
 		    find_format(out, *count, fmt.fourcc) ||

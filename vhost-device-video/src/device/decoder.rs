@@ -1163,6 +1163,7 @@ fn run_job(
 ) {
     let mut produced = Vec::new();
     let mut fatal = None;
+    let mut header_size = None;
     if !matches!(job, Job::Pump) {
         // A new generation means a seek or a format change: reset or remake
         // the decoder before decoding.
@@ -1191,6 +1192,7 @@ fn run_job(
             if let Err(e) = result {
                 fatal = Some(e.to_string());
             }
+            header_size = decoder.header_size();
         }
     }
     let mut st = stream.lock();
@@ -1205,6 +1207,15 @@ fn run_job(
         error!("stream {}: {e}", stream.id);
         st.failed = true;
         stream.events.post(event::ERROR, stream.id);
+    }
+    // Clients wait for the first format before they give picture buffers,
+    // so it is announced as soon as the header is read, not with the first
+    // picture, which reordering may hold back for several inputs. Later
+    // changes go with the pictures: those of the old size still come first.
+    if let Some((w, h)) = header_size.filter(|_| !st.output_known) {
+        if valid_size(w, h) {
+            announce_size(stream, &mut st, w, h);
+        }
     }
     for event in produced {
         st.ready.push_back(match event {
@@ -1224,23 +1235,12 @@ fn pump(stream: &Stream, st: &mut StreamState) {
         if let Some(Ready::Picture(picture)) = st.ready.front() {
             let (w, h) = picture.size();
             if !st.output_known || (w, h) != (st.output.width, st.output.height) {
-                if w == 0 || h == 0 || w > MAX_DIMENSION || h > MAX_DIMENSION {
+                if !valid_size(w, h) {
                     st.ready.pop_front();
                     st.ready.push_front(Ready::Lost { timestamp: 0 });
                     continue;
                 }
-                let layout = PictureLayout::packed(st.output.format, w, h);
-                // Buffers queued for the layout the guest already had stay
-                // good when the first picture confirms it; after a real
-                // change only buffers queued after the event are used.
-                if layout != st.output {
-                    st.output = layout;
-                    st.output_generation += 1;
-                }
-                st.output_known = true;
-                stream
-                    .events
-                    .post(event::DECODER_RESOLUTION_CHANGED, stream.id);
+                announce_size(stream, st, w, h);
             }
         }
         let generation = st.output_generation;
@@ -1291,6 +1291,26 @@ fn pump(stream: &Stream, st: &mut StreamState) {
             }
         }
     }
+}
+
+fn valid_size(w: u32, h: u32) -> bool {
+    (1..=MAX_DIMENSION).contains(&w) && (1..=MAX_DIMENSION).contains(&h)
+}
+
+/// Takes `w`x`h` as the stream's picture size and tells the guest.
+fn announce_size(stream: &Stream, st: &mut StreamState, w: u32, h: u32) {
+    let layout = PictureLayout::packed(st.output.format, w, h);
+    // Buffers queued for the layout the guest already had stay good when the
+    // stream confirms it; after a real change only buffers queued after the
+    // event are used.
+    if layout != st.output {
+        st.output = layout;
+        st.output_generation += 1;
+    }
+    st.output_known = true;
+    stream
+        .events
+        .post(event::DECODER_RESOLUTION_CHANGED, stream.id);
 }
 
 fn release(st: &mut StreamState, resource_id: u32) {

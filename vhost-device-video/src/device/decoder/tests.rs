@@ -978,6 +978,120 @@ fn garbage_bitstream_neither_crashes_nor_blocks_the_stream() {
     assert_eq!(done.code(), resp::OK_GET_PARAMS);
 }
 
+/// Byte offsets at which ffprobe's parser starts each access unit.
+fn access_units(path: &str) -> Vec<usize> {
+    let out = Process::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=pos",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().trim_end_matches(',').parse().unwrap())
+        .collect()
+}
+
+/// The first format is announced once the stream header is decoded, before
+/// any picture is out: with B-frames the decoder holds pictures back for
+/// several inputs, while a client waits for the event before it allocates
+/// picture buffers.
+#[test]
+fn format_is_announced_before_reordered_pictures_come_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.h264");
+    let path = path.to_str().unwrap();
+    let Some(_) = ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=176x144:rate=25",
+        "-frames:v",
+        "10",
+        "-c:v",
+        "libx264",
+        "-bf",
+        "2",
+        "-pix_fmt",
+        "yuv420p",
+        "-f",
+        "h264",
+        path,
+    ]) else {
+        eprintln!("skipped: no ffmpeg binary");
+        return;
+    };
+    let stream = std::fs::read(path).unwrap();
+    let units = access_units(path);
+    assert!(units.len() >= 3, "{units:?}");
+
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let (ev, ev_addr) = h.submit(1, &[Part::Write(8)]);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    let size = 176 * 144 * 3 / 2;
+    let out = h.alloc(size);
+    h.command(
+        &req(
+            cmd::RESOURCE_CREATE,
+            1,
+            &resource_create(QueueType::Output, 1, &[(out, size as u32)]),
+        ),
+        8,
+    );
+    let (pic, _) = h.submit(
+        0,
+        &[
+            Part::Read(&req(
+                cmd::RESOURCE_QUEUE,
+                1,
+                &resource_queue(QueueType::Output, 1, 0, 0),
+            )),
+            Part::Write(24),
+        ],
+    );
+    // The first two access units, one per bitstream buffer.
+    for (id, range) in [(1u32, units[0]..units[1]), (2, units[1]..units[2])] {
+        let unit = &stream[range];
+        let addr = h.put(unit);
+        h.command(
+            &req(
+                cmd::RESOURCE_CREATE,
+                1,
+                &resource_create(QueueType::Input, id, &[(addr, unit.len() as u32)]),
+            ),
+            8,
+        );
+        let done = h.command(
+            &req(
+                cmd::RESOURCE_QUEUE,
+                1,
+                &resource_queue(QueueType::Input, id, u64::from(id), unit.len() as u32),
+            ),
+            24,
+        );
+        assert_eq!((done.code(), done.le32(16)), (resp::OK_RESOURCE_QUEUE, 0));
+    }
+    assert_eq!(
+        h.wait(1, ev, ev_addr).le32(0),
+        event::DECODER_RESOLUTION_CHANGED
+    );
+    assert_eq!(h.used_position(0, pic), None, "no picture is out yet");
+    let done = h.command(
+        &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Output)),
+        128,
+    );
+    assert_eq!((done.le32(8 + 8), done.le32(8 + 12)), (176, 144));
+}
+
 /// Buffers queued before the first picture are used when the picture has
 /// the size the guest set (the flow of clients that allocate before the
 /// source-change event and only reallocate on a real change).

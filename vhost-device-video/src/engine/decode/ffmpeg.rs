@@ -276,6 +276,11 @@ impl Decoder for FfmpegDecoder {
         self.parser = Parser::new(codec_id(self.format));
         Ok(())
     }
+
+    fn header_size(&self) -> Option<(u32, u32)> {
+        let (width, height) = (self.decoder.width(), self.decoder.height());
+        (width > 0 && height > 0).then_some((width, height))
+    }
 }
 
 /// The unit the parser completed, if any.

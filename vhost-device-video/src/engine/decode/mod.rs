@@ -83,6 +83,10 @@ pub trait Decoder: Send {
     fn flush(&mut self, out: &mut Vec<DecodeEvent>) -> Result<(), EngineError>;
     /// Drops buffered input and pictures (seek).
     fn reset(&mut self) -> Result<(), EngineError>;
+    /// The visible size of the pictures to come, once the decoder has read
+    /// the stream's header: that may be before any picture is out, as a
+    /// decoder holds pictures back to put them in display order.
+    fn header_size(&self) -> Option<(u32, u32)>;
 }
 
 /// Makes decoders.
