@@ -843,6 +843,7 @@ static void res_change_work(struct work_struct *work)
 	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
 					       res_change_work);
 	struct vvm_dec_dev *dev = ctx->dev;
+	struct vb2_queue *cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
 	struct vvm_dec_pic_fmt old;
 	bool same_layout;
 	unsigned long flags;
@@ -858,8 +859,15 @@ static void res_change_work(struct work_struct *work)
 		return;
 	}
 	ctx->device_fmt_known = true;
-	queue_src_change_event(ctx);
-	if (!vb2_is_streaming(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx))) {
+	same_layout = !memcmp(&old, &ctx->pic, sizeof(old));
+	/*
+	 * A client that allocated CAPTURE buffers for exactly this format
+	 * (the stream's size given on OUTPUT) sees no resolution change: an
+	 * event would make it tear down buffers that already hold pictures.
+	 */
+	if (!same_layout || !vb2_is_busy(cap_q))
+		queue_src_change_event(ctx);
+	if (!vb2_is_streaming(cap_q)) {
 		mutex_unlock(&dev->lock);
 		return;
 	}
@@ -870,7 +878,6 @@ static void res_change_work(struct work_struct *work)
 	 * again; otherwise the client must reallocate, which it learns from
 	 * a LAST buffer, and further buffers wait for its STREAMOFF.
 	 */
-	same_layout = !memcmp(&old, &ctx->pic, sizeof(old));
 	spin_lock_irqsave(&ctx->slock, flags);
 	if (same_layout) {
 		ctx->requeue_capture = true;
