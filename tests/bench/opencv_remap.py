@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """OpenCV cv2.remap on the dewarper benchmark's picture and maps.
 
-Usage: tests/bench/opencv_remap.py [DIR]
+Usage: tests/bench/opencv_remap.py [--rates] [DIR]
 
 DIR holds source.nv12 (1920x1080 NV12), identity.map and fisheye.map
 (little-endian u32 vertex maps) as `cargo run --release --example
@@ -12,7 +12,9 @@ converted to CV_16SC2 fixed-point maps, and remapped with INTER_LINEAR and a
 black BORDER_CONSTANT: the luma plane and the interleaved chroma plane (as a
 2-channel picture at the chroma co-sited positions), as one frame. Prints
 frames per second on one thread and on every core, by wall clock and per
-CPU-second of the process (the fair figure on a busy machine).
+CPU-second of the process (the fair figure on a busy machine). With
+--rates, one line per measurement instead, `rate MAP COLUMN WALL_FPS CPU_FPS`
+(for `cargo xtask bench dewarp`).
 
 OpenCV comes from opencv-python-headless in a virtualenv under the cache
 directory (created on first use) unless the running Python already has cv2.
@@ -97,8 +99,11 @@ def main():
     import cv2
     import numpy as np
 
+    args = sys.argv[1:]
+    rates_only = "--rates" in args
+    args = [a for a in args if a != "--rates"]
     with tempfile.TemporaryDirectory() as scratch:
-        directory = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(scratch)
+        directory = Path(args[0]) if args else Path(scratch)
         if not (directory / "source.nv12").exists():
             export(directory)
         frame = np.fromfile(directory / "source.nv12", dtype=np.uint8)
@@ -106,9 +111,12 @@ def main():
         chroma = frame[WIDTH * HEIGHT :].reshape(HEIGHT // 2, WIDTH // 2, 2)
 
         cores = os.cpu_count() or 1
-        print(f"OpenCV {cv2.__version__} cv2.remap INTER_LINEAR CV_16SC2, {WIDTH}x{HEIGHT} NV12, "
-              "frames per second by wall clock (per CPU-second of the process)")
-        print(f"{'map':<10} {'opencv 1T':>20} {f'opencv {cores}T':>20}")
+        if rates_only:
+            print(f"version opencv {cv2.__version__}")
+        else:
+            print(f"OpenCV {cv2.__version__} cv2.remap INTER_LINEAR CV_16SC2, {WIDTH}x{HEIGHT} NV12, "
+                  "frames per second by wall clock (per CPU-second of the process)")
+            print(f"{'map':<10} {'opencv 1T':>20} {f'opencv {cores}T':>20}")
         for name in ("identity", "fisheye"):
             map_x, map_y = pixel_maps(directory / f"{name}.map")
             luma_maps = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
@@ -134,8 +142,11 @@ def main():
                     frames += 1
                 wall = frames / (time.perf_counter() - start)
                 cpu = frames / max(time.process_time() - cpu_start, 1e-9)
+                if rates_only:
+                    print(f"rate {name} opencv-{threads}T {wall:.2f} {cpu:.2f}", flush=True)
                 rates.append(f"{wall:.1f} ({cpu:.1f})")
-            print(f"{name:<10} {rates[0]:>20} {rates[1]:>20}")
+            if not rates_only:
+                print(f"{name:<10} {rates[0]:>20} {rates[1]:>20}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@
  *
  * Frames in files are the planes of one buffer laid end to end, each plane
  * as long as the driver's sizeimage for it.
+ *
+ * With --timing, one frame is in flight at a time and each frame's round
+ * trip (source QBUF to result DQBUF) is printed, so that the time is one
+ * job's and not a queue's.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -26,6 +30,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/media.h>
@@ -74,6 +79,7 @@ struct options {
 	unsigned int expected_errors[MAX_EXPECTED_ERRORS];
 	unsigned int n_expected_errors;
 	bool info;
+	bool timing;
 };
 
 static void die(const char *fmt, ...)
@@ -370,9 +376,17 @@ static bool error_expected(const struct options *o, unsigned int frame)
 	return false;
 }
 
+static uint64_t monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void queue_source(int fd, int media_fd, const struct options *o,
 			 struct buffer *buf, unsigned int index,
-			 unsigned int frame, FILE *in)
+			 unsigned int frame, FILE *in, uint64_t *queued_ns)
 {
 	struct v4l2_plane planes[VIDEO_MAX_PLANES] = {};
 	struct v4l2_buffer b = {
@@ -404,6 +418,7 @@ static void queue_source(int fd, int media_fd, const struct options *o,
 		b.flags |= V4L2_BUF_FLAG_REQUEST_FD;
 		b.request_fd = buf->request_fd;
 	}
+	*queued_ns = monotonic_ns();
 	if (xioctl(fd, VIDIOC_QBUF, &b))
 		die("QBUF(OUTPUT, frame %u): %s", frame, strerror(errno));
 	if (media_fd >= 0 &&
@@ -461,6 +476,8 @@ static void stream(int fd, const struct options *o)
 	size_t dst_frame = frame_bytes(&o->dst);
 	unsigned int frames = o->frames, count, queued = 0, done = 0;
 	unsigned int errors = 0, unexpected = 0;
+	/* When each frame in flight was queued, by frame % MAX_BUFFERS. */
+	uint64_t queued_ns[MAX_BUFFERS] = {};
 	int media_fd = -1, out_fd;
 	struct stat st;
 	FILE *in;
@@ -480,12 +497,15 @@ static void stream(int fd, const struct options *o)
 		media_fd = open_media_device(o->device);
 
 	count = frames < MAX_BUFFERS ? frames : MAX_BUFFERS;
+	if (o->timing)
+		count = 1;
 	setup_buffers(fd, out_type, &o->src, src_bufs, count);
 	setup_buffers(fd, cap_type, &o->dst, dst_bufs, count);
 
 	for (unsigned int i = 0; i < count; i++) {
 		queue_capture(fd, &o->dst, i);
-		queue_source(fd, media_fd, o, &src_bufs[i], i, queued, in);
+		queue_source(fd, media_fd, o, &src_bufs[i], i, queued, in,
+			     &queued_ns[queued % MAX_BUFFERS]);
 		queued++;
 	}
 	if (xioctl(fd, VIDIOC_STREAMON, &out_type) ||
@@ -503,6 +523,11 @@ static void stream(int fd, const struct options *o)
 		if (frame >= frames || b.sequence != frame)
 			die("result for frame %u came with sequence %u", frame,
 			    b.sequence);
+		if (o->timing)
+			printf("frame %u round_trip_us %llu\n", frame,
+			       (unsigned long long)(monotonic_ns() -
+						    queued_ns[frame % MAX_BUFFERS]) /
+				       1000);
 		if (b.flags & V4L2_BUF_FLAG_ERROR) {
 			errors++;
 			if (!error_expected(o, frame)) {
@@ -537,7 +562,8 @@ static void stream(int fd, const struct options *o)
 		recycle_request(&src_bufs[b.index]);
 		if (queued < frames) {
 			queue_source(fd, media_fd, o, &src_bufs[b.index],
-				     b.index, queued, in);
+				     b.index, queued, in,
+				     &queued_ns[queued % MAX_BUFFERS]);
 			queued++;
 		}
 	}
@@ -593,7 +619,9 @@ static void usage(void)
 	      "  -o, --out FILE          raw destination frames\n"
 	      "  -n, --frames N          frames to process (default: all in --in)\n"
 	      "  -e, --expect-error N    frame N must come back with an error\n"
-	      "      --info              print capabilities and formats\n",
+	      "      --info              print capabilities and formats\n"
+	      "      --timing            one frame in flight at a time; print each\n"
+	      "                          frame's QBUF-to-DQBUF round trip\n",
 	      stderr);
 	exit(2);
 }
@@ -613,6 +641,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 		{ "frames", required_argument, NULL, 'n' },
 		{ "expect-error", required_argument, NULL, 'e' },
 		{ "info", no_argument, NULL, 'I' },
+		{ "timing", no_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -685,6 +714,9 @@ static void parse_args(int argc, char **argv, struct options *o)
 			break;
 		case 'I':
 			o->info = true;
+			break;
+		case 'T':
+			o->timing = true;
 			break;
 		default:
 			usage();

@@ -2,10 +2,12 @@
 //! same bytes: the fast engine on one thread and on every core, and the
 //! reference engine, with the identity and the fisheye-correction maps.
 //!
-//! `cargo run --release --example dewarp_bench [-- --export[-only] DIR]`;
+//! `cargo run --release --example dewarp_bench [-- [--export[-only] DIR] [--rates]]`;
 //! with `--export`, the source picture and both maps are written to DIR (raw
 //! NV12 and little-endian u32 maps) for `tests/bench/opencv_remap.py`;
-//! `--export-only` stops there.
+//! `--export-only` stops there. `--rates` prints one line per measurement,
+//! `rate MAP COLUMN WALL_FPS CPU_FPS`, instead of the table (for
+//! `cargo xtask bench dewarp`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -111,16 +113,22 @@ fn engine_fps(engine: &dyn DewarpEngine, map: &VertexMap, src: &[u8], budget: Du
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let (export, only_export) = match (args.get(1).map(String::as_str), args.get(2)) {
-        (Some("--export"), Some(dir)) => (Some(dir.clone()), false),
-        (Some("--export-only"), Some(dir)) => (Some(dir.clone()), true),
-        (None, _) => (None, false),
-        _ => {
-            eprintln!("usage: dewarp_bench [--export DIR | --export-only DIR]");
-            std::process::exit(2);
+    let (mut export, mut only_export, mut rates_only) = (None, false, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match (
+            arg.as_str(),
+            arg.starts_with("--export").then(|| args.next()),
+        ) {
+            ("--export", Some(Some(dir))) => export = Some(dir),
+            ("--export-only", Some(Some(dir))) => (export, only_export) = (Some(dir), true),
+            ("--rates", None) => rates_only = true,
+            _ => {
+                eprintln!("usage: dewarp_bench [--export DIR | --export-only DIR] [--rates]");
+                std::process::exit(2);
+            }
         }
-    };
+    }
     let src = test_card();
     let identity = maps::driver_identity_map(WIDTH, HEIGHT, WIDTH, HEIGHT);
     let fisheye = maps::fisheye_correction_map(WIDTH, HEIGHT, WIDTH, HEIGHT, 0.3);
@@ -152,18 +160,20 @@ fn main() {
         dst.copy_from_slice(black_box(&src));
         black_box(&mut dst);
     });
-    println!("1920x1080 NV12, frames per second by wall clock (per CPU-second of the process)");
     let columns = [
-        "fast 1T".to_string(),
-        format!("fast {cores}T"),
+        "fast-1T".to_string(),
+        format!("fast-{cores}T"),
         "reference".into(),
         "memcpy".into(),
     ];
-    print!("{:<10}", "map");
-    for column in &columns {
-        print!(" {column:>20}");
+    if !rates_only {
+        println!("1920x1080 NV12, frames per second by wall clock (per CPU-second of the process)");
+        print!("{:<10}", "map");
+        for column in &columns {
+            print!(" {column:>20}");
+        }
+        println!();
     }
-    println!();
     for (name, map) in [("identity", &identity), ("fisheye", &fisheye)] {
         let rates = [
             engine_fps(&FastEngine::new(1), map, &src, budget),
@@ -171,6 +181,12 @@ fn main() {
             engine_fps(&ReferenceEngine, map, &src, budget),
             memcpy,
         ];
+        if rates_only {
+            for (column, rate) in columns.iter().zip(rates) {
+                println!("rate {name} {column} {:.2} {:.2}", rate.wall, rate.cpu);
+            }
+            continue;
+        }
         print!("{name:<10}");
         for rate in rates {
             print!(" {:>20}", format!("{:.1} ({:.1})", rate.wall, rate.cpu));

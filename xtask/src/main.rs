@@ -2,10 +2,13 @@
 //! a cache outside the checkout, boots PREEMPT_RT guests with the backend
 //! attached, and runs every test.
 
+mod bench;
 mod cache;
 mod debsrc;
+mod demo;
 mod deps;
 mod e2e;
+mod fuzz;
 mod initramfs;
 mod kernel;
 mod kmod;
@@ -63,10 +66,24 @@ enum Cmd {
         #[arg(long)]
         kernel: Option<kernel::Flavor>,
     },
-    /// Run every check: format, lints, unit tests, module builds, e2e.
+    /// Run every check: format, lints, unit tests, a short fuzz run, module builds, e2e.
     Test,
-    /// Boot the default RT guest with the backends and show its devices.
+    /// Build the fuzz targets and run each for a while, growing the cached corpus.
+    Fuzz {
+        /// Only targets whose name contains one of these.
+        filters: Vec<String>,
+        /// Seconds each target runs.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+    },
+    /// Decode a clip and dewarp a frame in the RT guest, checked against the host.
     Demo,
+    /// Decode and dewarp speed next to host ffmpeg and OpenCV, and from the guest.
+    Bench {
+        /// decode or dewarp (both when omitted).
+        #[arg(value_enum)]
+        which: Option<bench::Which>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -122,28 +139,12 @@ enum Error {
     E2e(#[from] e2e::Error),
     #[error(transparent)]
     Suite(#[from] suite::Error),
-}
-
-const DEMO_SCRIPT: &str = "echo '== PCI devices'; lspci -nn; \
-echo '== V4L2 devices'; v4l2-ctl --list-devices || true";
-
-fn demo() -> Result<u8, Error> {
-    let options = vm::Options {
-        kernel: kernel::Flavor::DebianRt,
-        devices: vec![vm::Device::Decoder, vm::Device::Dewarper],
-        qemu: qemu::Choice::Patched,
-        shares: Vec::new(),
-        timeout: Duration::from_secs(120),
-        module: vm::Module::Project,
-        module_params: String::new(),
-        env: Vec::new(),
-        accel: vm::Accel::Auto,
-        command: vec!["sh".into(), "-c".into(), DEMO_SCRIPT.into()],
-        artifacts: None,
-        stream: true,
-        boot_timeout: vm::BOOT_TIMEOUT,
-    };
-    report_vm(vm::run(&options)?)
+    #[error(transparent)]
+    Fuzz(#[from] fuzz::Error),
+    #[error(transparent)]
+    Demo(#[from] demo::Error),
+    #[error(transparent)]
+    Bench(#[from] bench::Error),
 }
 
 fn vm_command(args: VmArgs) -> Result<u8, Error> {
@@ -240,7 +241,12 @@ fn run(cli: Cli) -> Result<u8, Error> {
             return Ok(u8::from(totals.failed > 0));
         }
         Cmd::Test => return Ok(u8::from(!suite::run()?)),
-        Cmd::Demo => return demo(),
+        Cmd::Fuzz { filters, seconds } => {
+            let passed = fuzz::run(&fuzz::Options { filters, seconds })?;
+            return Ok(u8::from(!passed));
+        }
+        Cmd::Demo => return Ok(demo::run()?),
+        Cmd::Bench { which } => bench::run(which)?,
     }
     Ok(0)
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::kernel::{self, Flavor};
-use crate::{cache, deps, e2e, kmod, process};
+use crate::{cache, deps, e2e, fuzz, kmod, process};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -20,6 +20,8 @@ pub enum Error {
 
 const CARGO_TIMEOUT: Duration = Duration::from_secs(3600);
 const CHECKPATCH_TIMEOUT: Duration = Duration::from_secs(600);
+/// Fuzzing time per target in the suite; `cargo xtask fuzz` runs longer.
+const SHORT_FUZZ_SECONDS: u64 = 20;
 
 struct Report {
     failed: Vec<String>,
@@ -96,6 +98,18 @@ fn checkpatch(dir: &str) -> Result<(), String> {
     process::run_logged(command, &log, CHECKPATCH_TIMEOUT).map_err(|e| e.to_string())
 }
 
+fn short_fuzz() -> Result<(), String> {
+    let options = fuzz::Options {
+        filters: Vec::new(),
+        seconds: SHORT_FUZZ_SECONDS,
+    };
+    match fuzz::run(&options) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("a fuzz target crashed (reproducer above)".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn module_builds(name: &str) -> Vec<(String, Result<(), String>)> {
     [Flavor::DebianRt, Flavor::DebugRt]
         .into_iter()
@@ -129,6 +143,10 @@ pub fn run() -> Result<bool, Error> {
         ]),
     )?;
     report.step("cargo test", cargo(&["test", "--workspace"]))?;
+    report.step(
+        &format!("fuzz, {SHORT_FUZZ_SECONDS} s per target"),
+        short_fuzz(),
+    )?;
     for (module, dir) in [
         ("virtio_video_m2m", "guest-driver"),
         ("rt_negative", "tests/rt-negative"),

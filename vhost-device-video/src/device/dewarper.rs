@@ -992,6 +992,62 @@ mod tests {
         assert_ok(&done, &good, &good.src);
     }
 
+    /// Chains longer than the job, with empty descriptors, or looping back
+    /// to their head: each fails alone, and a good job still works.
+    #[test]
+    fn overlong_empty_and_looping_chains_fail_alone() {
+        let mem = guest_memory();
+        let mut h = Harness::new(&mem, 4);
+        let good = identity_job(3, 1);
+        let readable = good.readable();
+        let dst_len = 16 + good.dst_len();
+
+        let mut longer = readable.clone();
+        longer.push(0);
+        let done = h.run(vec![Part::Read(longer), Part::Write(dst_len)]);
+        assert_eq!((done.status, done.len), (status::ERR_MALFORMED, 16));
+        let done = h.run(vec![Part::Read(readable.clone()), Part::Write(dst_len + 1)]);
+        assert_eq!((done.status, done.len), (status::ERR_MALFORMED, 16));
+
+        // Empty descriptors carry no bytes: the job around them is whole.
+        let done = h.run(vec![
+            Part::Raw(DATA_START, 0, false),
+            Part::Read(readable.clone()),
+            Part::Raw(DATA_START, 0, false),
+            Part::Raw(DATA_START, 0, true),
+            Part::Write(dst_len),
+        ]);
+        assert_eq!(done.status, status::OK);
+
+        // The last descriptor links back to the head.
+        let header = h.alloc(readable.len() as u64);
+        h.mem.write_slice(&readable, GuestAddress(header)).unwrap();
+        let status_addr = h.alloc(u64::from(dst_len));
+        if h.next_desc + 2 > QSIZE {
+            h.next_desc = 0;
+        }
+        let head = h.next_desc;
+        let next = VRING_DESC_F_NEXT as u16;
+        let raw = [
+            SplitDescriptor::new(header, readable.len() as u32, next, head + 1),
+            SplitDescriptor::new(status_addr, dst_len, next | VRING_DESC_F_WRITE as u16, head),
+        ]
+        .map(RawDescriptor::from);
+        let before = h.used().len();
+        h.mock.add_desc_chains(&raw, head).unwrap();
+        h.next_desc += 2;
+        let queue = DeviceQueue::new(0, h.vring.clone(), h.atomic.clone());
+        h.device.handle_kick(&queue);
+        let nth = h.used()[..before]
+            .iter()
+            .filter(|(id, _)| *id == u32::from(head))
+            .count();
+        h.wait(head, &[(status_addr, dst_len)], nth);
+
+        let done = h.run(good.paged_parts());
+        assert_ok(&done, &good, &good.src);
+    }
+
     #[test]
     fn reset_drops_cached_maps() {
         let mem = guest_memory();

@@ -1,17 +1,19 @@
-//! The accept loop: serve one frontend at a time, and serve again after it
-//! disconnects.
+//! The accept loop: serve one frontend at a time, refuse any other while it
+//! is connected, and serve again after it disconnects.
 
 use std::io;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 
 use log::{info, warn};
 use thiserror::Error as ThisError;
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::GuestMemoryAtomic;
+use vmm_sys_util::eventfd::EventFd;
 
 use super::{Backend, GuestMem, VirtioDevice};
 
@@ -39,6 +41,9 @@ pub enum ServerError {
     /// The device could not be created.
     #[error("cannot create the device: {0}")]
     Device(String),
+    /// The guard that refuses further frontends could not be set up.
+    #[error("cannot guard the socket against a second frontend: {0}")]
+    Guard(io::Error),
 }
 
 /// Binds `path` so that only the owner may connect: the process umask is
@@ -63,9 +68,9 @@ fn bind_owner_only(path: &Path) -> Result<UnixListener, ServerError> {
     })
 }
 
-fn listener(listen: &Listen) -> Result<(Listener, Option<PathBuf>), ServerError> {
+fn listener(listen: &Listen) -> Result<(UnixListener, Option<PathBuf>), ServerError> {
     match listen {
-        Listen::Path(path) => Ok((Listener::from(bind_owner_only(path)?), Some(path.clone()))),
+        Listen::Path(path) => Ok((bind_owner_only(path)?, Some(path.clone()))),
         Listen::Fd(fd) => {
             let fd = *fd;
             // SAFETY: fcntl(F_GETFD) only queries the descriptor.
@@ -81,7 +86,104 @@ fn listener(listen: &Listen) -> Result<(Listener, Option<PathBuf>), ServerError>
             socket
                 .local_addr()
                 .map_err(|source| ServerError::BadFd { fd, source })?;
-            Ok((Listener::from(socket), None))
+            Ok((socket, None))
+        }
+    }
+}
+
+/// Accepts and closes every connection on a listening socket while a
+/// frontend is being served: two frontends driving one device would corrupt
+/// each other's rings, and a frontend left waiting in the backlog would hang
+/// until the first one goes away.
+struct SecondFrontendGuard {
+    stop: EventFd,
+    thread: JoinHandle<()>,
+}
+
+impl SecondFrontendGuard {
+    fn start(listener: &UnixListener, socket: String) -> io::Result<Self> {
+        let listener = listener.try_clone()?;
+        let stop = EventFd::new(libc::EFD_CLOEXEC)?;
+        let stop_fd = stop.as_raw_fd();
+        let thread = thread::Builder::new()
+            .name("refuse-frontend".into())
+            .spawn(move || refuse_while_connected(&listener, stop_fd, &socket))?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops refusing before the listener is handed back to the accept loop.
+    fn finish(self) {
+        if let Err(e) = self.stop.write(1) {
+            warn!("cannot stop refusing frontends: {e}");
+            return;
+        }
+        if self.thread.join().is_err() {
+            warn!("the frontend guard thread panicked");
+        }
+    }
+}
+
+/// How long a new connection may wait for the served frontend's disconnect
+/// to be seen before it counts as a second frontend: a frontend that closes
+/// and reconnects at once must not be refused.
+const RECONNECT_GRACE_MS: i32 = 2000;
+
+/// Whether `stop_fd` becomes readable within `timeout_ms`.
+fn stopped_within(stop_fd: RawFd, timeout_ms: i32) -> bool {
+    let mut fd = libc::pollfd {
+        fd: stop_fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `fd` is a valid pollfd for the whole call.
+    let ready = unsafe { libc::poll(&mut fd, 1, timeout_ms) };
+    ready > 0 && fd.revents != 0
+}
+
+fn refuse_while_connected(listener: &UnixListener, stop_fd: RawFd, socket: &str) {
+    let mut fds = [
+        libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is a valid array of two pollfd for the whole call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            warn!("cannot watch {socket} for further frontends: {e}");
+            return;
+        }
+        if fds[1].revents != 0 {
+            return;
+        }
+        if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            warn!("{socket} failed; no longer refusing further frontends");
+            return;
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            if stopped_within(stop_fd, RECONNECT_GRACE_MS) {
+                // The served frontend left: this is the next one, left in
+                // the backlog for the accept loop.
+                return;
+            }
+            // The accepted connection is closed at once by the drop.
+            match listener.accept() {
+                Ok(_) => {
+                    warn!("refused a second frontend on {socket}: a frontend is already connected")
+                }
+                Err(e) => warn!("cannot refuse a frontend on {socket}: {e}"),
+            }
         }
     }
 }
@@ -94,7 +196,13 @@ where
     D: VirtioDevice,
     F: FnMut() -> Result<Arc<D>, String>,
 {
-    let (mut listener, path) = listener(listen)?;
+    let (socket, path) = listener(listen)?;
+    let socket_name = match &path {
+        Some(p) => p.display().to_string(),
+        None => "the inherited socket".to_owned(),
+    };
+    let guard_listener = socket.try_clone().map_err(ServerError::Guard)?;
+    let mut listener = Listener::from(socket);
     let result = loop {
         let device = match make_device() {
             Ok(device) => device,
@@ -104,15 +212,18 @@ where
         let backend = Arc::new(Backend::new(device.clone(), mem.clone()));
         let mut daemon = VhostUserDaemon::new(name.to_owned(), backend, mem)
             .map_err(|e| ServerError::Daemon(e.to_string()))?;
-        match &path {
-            Some(p) => info!("waiting for a frontend on {}", p.display()),
-            None => info!("waiting for a frontend on the inherited socket"),
-        }
+        info!("waiting for a frontend on {socket_name}");
         if let Err(e) = daemon.start(&mut listener) {
             break Err(ServerError::Daemon(e.to_string()));
         }
         info!("frontend connected");
-        match daemon.wait() {
+        let guard = match SecondFrontendGuard::start(&guard_listener, socket_name.clone()) {
+            Ok(guard) => guard,
+            Err(e) => break Err(ServerError::Guard(e)),
+        };
+        let ended = daemon.wait();
+        guard.finish();
+        match ended {
             Ok(())
             | Err(vhost_user_backend::Error::HandleRequest(
                 vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
@@ -123,6 +234,7 @@ where
         // Dropping the daemon stops and joins its vring threads.
         drop(daemon);
     };
+    drop(guard_listener);
     drop(listener);
     result
 }

@@ -411,6 +411,8 @@ fn malformed_requests_get_error_replies(
 #[case::chain_over_4_gib(vec![Part::Raw(DATA_START, u32::MAX, 0), Part::Write(64)], None)]
 #[case::writable_out_of_range(vec![Part::Read(&[0; 16]), Part::Raw(MEM_SIZE - 4, 64, VRING_DESC_F_WRITE as u16)], None)]
 #[case::no_writable_part(vec![Part::Read(&[0; 16])], None)]
+#[case::readable_after_writable(vec![Part::Write(64), Part::Read(&[0; 16])], None)]
+#[case::zero_length_descriptors(vec![Part::Raw(DATA_START, 0, 0), Part::Read(&[0; 16]), Part::Raw(DATA_START, 0, VRING_DESC_F_WRITE as u16), Part::Write(64)], Some(resp::ERR_INVALID_OPERATION))]
 #[case::reply_too_small(vec![Part::Read(&[0; 16]), Part::Write(4)], None)]
 fn broken_chains_are_returned(#[case] parts: Vec<Part<'static>>, #[case] code: Option<u32>) {
     let mem = guest_memory();
@@ -422,6 +424,87 @@ fn broken_chains_are_returned(#[case] parts: Vec<Part<'static>>, #[case] code: O
     }
     let done = h.command(&req(cmd::STREAM_CREATE, 4, &stream_create(format::VP9)), 8);
     assert_eq!(done.code(), resp::OK_NODATA);
+}
+
+/// A chain whose last descriptor links back to its head never ends: it is
+/// returned, and the device goes on serving.
+#[test]
+fn looping_chain_is_returned() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let request = req(cmd::STREAM_CREATE, 1, &stream_create(format::H264));
+    let addr = h.put(&request);
+    let reply = h.alloc(64);
+    let ring = &mut h.rings[0];
+    let head = ring.next_desc;
+    let next = VRING_DESC_F_NEXT as u16;
+    let raw = [
+        SplitDescriptor::new(addr, request.len() as u32, next, head + 1),
+        SplitDescriptor::new(reply, 64, next | VRING_DESC_F_WRITE as u16, head),
+    ]
+    .map(RawDescriptor::from);
+    ring.mock.add_desc_chains(&raw, head).unwrap();
+    ring.next_desc += 2;
+    let queue = DeviceQueue::new(0, ring.vring.clone(), h.atomic.clone());
+    h.device.handle_kick(&queue);
+    h.wait(0, head, reply);
+
+    let done = h.command(&req(cmd::STREAM_CREATE, 2, &stream_create(format::VP9)), 8);
+    assert_eq!(done.code(), resp::OK_NODATA);
+}
+
+/// Resources are gone after RESOURCE_DESTROY_ALL: queueing one is an error
+/// naming the resource, and the stream itself still works.
+#[test]
+fn destroyed_resources_are_refused() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    let input = h.alloc(4096);
+    let done = h.command(
+        &req(
+            cmd::RESOURCE_CREATE,
+            1,
+            &resource_create(QueueType::Input, 1, &[(input, 4096)]),
+        ),
+        8,
+    );
+    assert_eq!(done.code(), resp::OK_NODATA);
+    let done = h.command(
+        &req(cmd::RESOURCE_DESTROY_ALL, 1, &queue_body(QueueType::Input)),
+        8,
+    );
+    assert_eq!(done.code(), resp::OK_NODATA);
+    let done = h.command(
+        &req(
+            cmd::RESOURCE_QUEUE,
+            1,
+            &resource_queue(QueueType::Input, 1, 0, 16),
+        ),
+        24,
+    );
+    assert_eq!(
+        (done.code(), done.hdr().stream_id.to_native()),
+        (resp::ERR_INVALID_RESOURCE_ID, 1)
+    );
+    let done = h.command(
+        &req(
+            cmd::RESOURCE_CREATE,
+            1,
+            &resource_create(QueueType::Input, 1, &[(input, 4096)]),
+        ),
+        8,
+    );
+    assert_eq!(done.code(), resp::OK_NODATA);
+    let done = h.command(
+        &req(
+            cmd::RESOURCE_QUEUE,
+            1,
+            &resource_queue(QueueType::Input, 1, 0, 16),
+        ),
+        24,
+    );
+    assert_eq!(done.code(), resp::OK_RESOURCE_QUEUE);
 }
 
 #[test]

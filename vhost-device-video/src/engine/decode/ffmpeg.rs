@@ -96,7 +96,13 @@ struct FfmpegDecoder {
     parser: Option<Parser>,
     /// Timestamp of the latest input, for the unit a flush completes.
     last_pts: i64,
+    /// The input copied with the zeroed tail FFmpeg's parsers may read past
+    /// its end (`AV_INPUT_BUFFER_PADDING_SIZE`), reused from call to call.
+    padded: Vec<u8>,
 }
+
+/// Bytes FFmpeg may read beyond the end of an input buffer.
+const INPUT_PADDING: usize = ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
 
 fn ff_err(context: &'static str) -> impl FnOnce(ff::Error) -> EngineError {
     move |source| EngineError::Ffmpeg { context, source }
@@ -124,6 +130,7 @@ impl FfmpegDecoder {
             decoder,
             parser: Parser::new(codec_id(format)),
             last_pts: 0,
+            padded: Vec::new(),
         })
     }
 
@@ -177,13 +184,18 @@ impl Decoder for FfmpegDecoder {
             return Ok(());
         };
         let parser = parser.0.as_ptr();
-        let mut rest = data;
+        let mut padded = std::mem::take(&mut self.padded);
+        padded.clear();
+        padded.extend_from_slice(data);
+        padded.resize(data.len() + INPUT_PADDING, 0);
+        let mut rest = padded.get(..data.len()).unwrap_or_default();
         while !rest.is_empty() {
             let mut unit: *mut u8 = ptr::null_mut();
             let mut unit_len: i32 = 0;
             // SAFETY: parser and codec context are live; `rest` is valid for
-            // its length (≤ MAX_INPUT, fits in i32); FFmpeg writes the output
-            // pointer and size, pointing into `rest` or its own buffer.
+            // its length (≤ MAX_INPUT, fits in i32) plus the zeroed padding
+            // after it in `padded`; FFmpeg writes the output pointer and size,
+            // pointing into `rest` or its own buffer.
             let used = unsafe {
                 ffi::av_parser_parse2(
                     parser,
@@ -200,7 +212,7 @@ impl Decoder for FfmpegDecoder {
             let Ok(used) = usize::try_from(used) else {
                 warn!("{:?}: parser error {used}", self.format);
                 out.push(DecodeEvent::Corrupt { timestamp });
-                return Ok(());
+                break;
             };
             rest = rest.get(used..).unwrap_or_default();
             if let Some(unit) = parsed_unit(unit, unit_len) {
@@ -218,6 +230,7 @@ impl Decoder for FfmpegDecoder {
                 break;
             }
         }
+        self.padded = padded;
         Ok(())
     }
 
