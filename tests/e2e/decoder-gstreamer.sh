@@ -10,10 +10,10 @@
 # GStreamer's V4L2 stateful decoders (v4l2h264dec, v4l2h265dec, v4l2vp8dec,
 # v4l2vp9dec), unmodified, decode through the decoder node (320x240
 # streams: GStreamer under TCG is slow); every frame matches the host
-# software decoder. Debian's kernel only: under the debug kernel each
-# gst-launch-1.0 takes minutes to start (the run took 13 minutes); the
-# driver paths it uses run there in decoder-bitexact, -reschange and -dmabuf. videocodectestsink writes the visible
-# frames without the buffers' padding, as I420.
+# software decoder. videocodectestsink writes the visible frames without
+# the buffers' padding, as I420. Debian's kernel only: under the debug
+# kernel each gst-launch-1.0 took minutes (13 for the test); the driver
+# paths it uses run there in decoder-bitexact, -reschange and -dmabuf.
 . "$REPO/tests/clients/decode-lib.sh"
 export GST_REGISTRY="$RESULTS/gst-registry.bin"
 
