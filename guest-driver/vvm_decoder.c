@@ -127,6 +127,12 @@ struct vvm_dec_ctx {
 	bool requeue_capture; /* picture buffers cleared only to be resent */
 	bool draining;
 	u32 out_seq, cap_seq;
+	u32 cap_undequeued; /* CAPTURE buffers completed, not dequeued yet */
+	/*
+	 * Pictures from before a resolution change the client must dequeue
+	 * before it sees the event; 0 when no event waits.
+	 */
+	u32 src_change_after;
 	struct vvm_dec_meta meta[VVM_DEC_META_SLOTS];
 	unsigned int meta_next;
 };
@@ -433,6 +439,8 @@ static void buf_finish(struct vvm_dec_buf *buf, enum vb2_buffer_state state,
 		vbuf->sequence = ctx->cap_seq++;
 	else
 		vbuf->sequence = ctx->cap_seq;
+	if (!output)
+		ctx->cap_undequeued++;
 	spin_unlock_irqrestore(&ctx->slock, flags);
 	if (!output)
 		vb2_set_plane_payload(&vbuf->vb2_buf, 0,
@@ -730,6 +738,31 @@ static int dec_buf_prepare(struct vb2_buffer *vb)
 	return 0;
 }
 
+/*
+ * DQBUF. A client sees a resolution change only once it has taken every
+ * picture from before it: FFmpeg and GStreamer handle the event before
+ * the buffers that are ready with it and drop those with the old buffers.
+ */
+static void dec_buf_finish(struct vb2_buffer *vb)
+{
+	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
+	bool signal = false;
+	unsigned long flags;
+
+	/* Buffers a STREAMOFF takes back are not dequeued. */
+	if (V4L2_TYPE_IS_OUTPUT(vb->type) || !vb2_is_streaming(vb->vb2_queue) ||
+	    (vb->state != VB2_BUF_STATE_DONE && vb->state != VB2_BUF_STATE_ERROR))
+		return;
+	spin_lock_irqsave(&ctx->slock, flags);
+	if (ctx->cap_undequeued)
+		ctx->cap_undequeued--;
+	if (ctx->src_change_after)
+		signal = !--ctx->src_change_after;
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	if (signal)
+		queue_src_change_event(ctx);
+}
+
 static void dec_buf_queue(struct vb2_buffer *vb)
 {
 	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
@@ -769,10 +802,13 @@ static int dec_start_streaming(struct vb2_queue *vq, unsigned int count)
 		return ret;
 	}
 	spin_lock_irqsave(&ctx->slock, flags);
-	if (output)
+	if (output) {
 		ctx->out_seq = 0;
-	else
+	} else {
 		ctx->cap_seq = 0;
+		ctx->cap_undequeued = 0;
+		ctx->src_change_after = 0;
+	}
 	spin_unlock_irqrestore(&ctx->slock, flags);
 	/*
 	 * The device announces a format only when it changes: after a seek
@@ -790,10 +826,12 @@ static void dec_stop_streaming(struct vb2_queue *vq)
 	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vq);
 	bool output = V4L2_TYPE_IS_OUTPUT(vq->type);
 	unsigned long flags;
+	bool signal = false;
 
 	/* The device returns every queued resource before the reply. */
 	dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_QUEUE_CLEAR, output);
 	vvm_core_flush(&ctx->dev->core);
+	return_held(ctx, output, VB2_BUF_STATE_ERROR);
 
 	spin_lock_irqsave(&ctx->slock, flags);
 	if (output) {
@@ -801,9 +839,14 @@ static void dec_stop_streaming(struct vb2_queue *vq)
 	} else {
 		ctx->hold_capture = false;
 		ctx->last_pending = false;
+		/* The pictures it waited for are gone: the change is not. */
+		signal = ctx->src_change_after;
+		ctx->src_change_after = 0;
+		ctx->cap_undequeued = 0;
 	}
 	spin_unlock_irqrestore(&ctx->slock, flags);
-	return_held(ctx, output, VB2_BUF_STATE_ERROR);
+	if (signal)
+		queue_src_change_event(ctx);
 }
 
 static const struct vb2_ops dec_qops = {
@@ -811,6 +854,7 @@ static const struct vb2_ops dec_qops = {
 	.buf_out_validate = dec_buf_out_validate,
 	.buf_init = dec_buf_init,
 	.buf_prepare = dec_buf_prepare,
+	.buf_finish = dec_buf_finish,
 	.buf_queue = dec_buf_queue,
 	.start_streaming = dec_start_streaming,
 	.stop_streaming = dec_stop_streaming,
@@ -853,8 +897,9 @@ static void res_change_work(struct work_struct *work)
 	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
 					       res_change_work);
 	struct vvm_dec_dev *dev = ctx->dev;
+	struct vb2_queue *cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
 	struct vvm_dec_pic_fmt old;
-	bool same_layout;
+	bool same_layout, signal;
 	unsigned long flags;
 	int ret;
 
@@ -868,8 +913,25 @@ static void res_change_work(struct work_struct *work)
 		return;
 	}
 	ctx->device_fmt_known = true;
-	queue_src_change_event(ctx);
-	if (!vb2_is_streaming(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx))) {
+	same_layout = !memcmp(&old, &ctx->pic, sizeof(old));
+	/*
+	 * A client that allocated CAPTURE buffers for exactly this format
+	 * (the stream's size given on OUTPUT) sees no resolution change: an
+	 * event would make it tear down buffers that already hold pictures.
+	 * Otherwise the event waits until the client has dequeued the
+	 * pictures completed before it (every completion the device sent
+	 * before the event has run: the answer above came after them).
+	 */
+	signal = !same_layout || !vb2_is_busy(cap_q);
+	spin_lock_irqsave(&ctx->slock, flags);
+	if (signal && vb2_is_streaming(cap_q) && ctx->cap_undequeued) {
+		ctx->src_change_after = ctx->cap_undequeued;
+		signal = false;
+	}
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	if (signal)
+		queue_src_change_event(ctx);
+	if (!vb2_is_streaming(cap_q)) {
 		mutex_unlock(&dev->lock);
 		return;
 	}
@@ -880,7 +942,6 @@ static void res_change_work(struct work_struct *work)
 	 * again; otherwise the client must reallocate, which it learns from
 	 * a LAST buffer, and further buffers wait for its STREAMOFF.
 	 */
-	same_layout = !memcmp(&old, &ctx->pic, sizeof(old));
 	spin_lock_irqsave(&ctx->slock, flags);
 	if (same_layout) {
 		ctx->requeue_capture = true;

@@ -15,6 +15,10 @@
 #   reschange.h264 H.264, 640x360 then 1280x720 mid-stream (the reference
 #                  is ffmpeg's output: every frame at the first size)
 #   small.h264     H.264, 320x240, for compliance runs
+#   small-hevc.hevc, small-vp8.ivf, small-vp9.ivf
+#                  HEVC, VP8, VP9 at 320x240, for clients that decode slowly
+#   dense.h264     H.264, 640x360 at a low quantiser: larger than one 512 KiB
+#                  bitstream buffer, which v4l2-ctl's file streaming needs
 #   truncated.h264 h264.h264 cut in the middle of a frame
 #   corrupt.h264   h264.h264 with garbage written over slice data
 set -eu
@@ -49,7 +53,17 @@ ff -f lavfi -i "$(src 1918x1078 20)" -pix_fmt yuv420p -c:v libvpx-vp9 \
 ff -f lavfi -i "$(src 320x240 20)" -pix_fmt yuv420p -c:v libx264 \
 	-profile:v main -bf 2 -g 10 -f h264 small.h264
 
-for stream in h264.h264 hevc.hevc vp8.ivf vp9.ivf small.h264; do
+ff -f lavfi -i "$(src 320x240 20)" -pix_fmt yuv420p -c:v libx265 \
+	-x265-params log-level=error:bframes=2:keyint=10 -f hevc small-hevc.hevc
+ff -f lavfi -i "$(src 320x240 20)" -pix_fmt yuv420p -c:v libvpx \
+	-b:v 500k -g 10 -f ivf small-vp8.ivf
+ff -f lavfi -i "$(src 320x240 20)" -pix_fmt yuv420p -c:v libvpx-vp9 \
+	-b:v 500k -g 10 -f ivf small-vp9.ivf
+ff -f lavfi -i "$(src 640x360 50)" -pix_fmt yuv420p -c:v libx264 \
+	-profile:v high -bf 2 -g 12 -qp 2 -f h264 dense.h264
+
+for stream in h264.h264 hevc.hevc vp8.ivf vp9.ivf small.h264 small-hevc.hevc \
+	small-vp8.ivf small-vp9.ivf dense.h264; do
 	ref "$stream"
 done
 

@@ -1,0 +1,288 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Checks the order in which a stateful V4L2 decoder tells a client about a
+ * mid-stream resolution change: the pictures decoded before the change must
+ * be dequeued before the V4L2_EVENT_SOURCE_CHANGE is pending. Clients such
+ * as FFmpeg and GStreamer handle the event first when both are ready, and
+ * drop the pictures still in the old buffers.
+ *
+ * Usage: reschange-order NODE STREAM.h264 WIDTH HEIGHT OLD_PICTURES TOTAL
+ *
+ * CAPTURE is set up for WIDTHxHEIGHT (the first size) before decoding, with
+ * more buffers than the OLD_PICTURES before the change; the whole stream
+ * goes in one OUTPUT buffer followed by V4L2_DEC_CMD_STOP. The client waits
+ * until every CAPTURE buffer is done (the pictures, then the buffers the
+ * change returned), so the decoder has made all its choices; only then does
+ * it look at events and buffers. Prints TAP lines; exits non-zero on a
+ * wrong order or picture count.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/videodev2.h>
+
+#define CAPTURE_BUFFERS 16
+#define WAIT_SECONDS 300
+
+static int fd;
+
+static void fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("not ok - ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	exit(1);
+}
+
+static void xioctl(unsigned long request, void *arg, const char *name)
+{
+	if (ioctl(fd, request, arg))
+		fail("%s: %s", name, strerror(errno));
+}
+
+static unsigned int capture_count;
+
+static void setup_capture(unsigned int width, unsigned int height)
+{
+	struct v4l2_requestbuffers rb = {
+		.type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE,
+		.memory = V4L2_MEMORY_MMAP,
+		.count = CAPTURE_BUFFERS,
+	};
+	struct v4l2_format f = { .type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE };
+	unsigned int i;
+
+	xioctl(VIDIOC_G_FMT, &f, "G_FMT CAPTURE");
+	if (f.fmt.pix_mp.width != width || f.fmt.pix_mp.height != height)
+		fail("CAPTURE is %ux%u, the stream %ux%u", f.fmt.pix_mp.width,
+		     f.fmt.pix_mp.height, width, height);
+	xioctl(VIDIOC_REQBUFS, &rb, "REQBUFS CAPTURE");
+	capture_count = rb.count;
+	for (i = 0; i < rb.count; i++) {
+		struct v4l2_plane plane = {};
+		struct v4l2_buffer b = {
+			.type = rb.type,
+			.memory = rb.memory,
+			.index = i,
+			.length = 1,
+			.m.planes = &plane,
+		};
+
+		xioctl(VIDIOC_QBUF, &b, "QBUF CAPTURE");
+	}
+	xioctl(VIDIOC_STREAMON, &rb.type, "STREAMON CAPTURE");
+}
+
+static void teardown_capture(void)
+{
+	struct v4l2_requestbuffers rb = {
+		.type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE,
+		.memory = V4L2_MEMORY_MMAP,
+	};
+
+	xioctl(VIDIOC_STREAMOFF, &rb.type, "STREAMOFF CAPTURE");
+	xioctl(VIDIOC_REQBUFS, &rb, "REQBUFS 0 CAPTURE");
+}
+
+/* How many CAPTURE buffers are done, and how many of those hold pictures. */
+static void done_buffers(unsigned int *done, unsigned int *pictures)
+{
+	unsigned int i;
+
+	*done = 0;
+	*pictures = 0;
+	for (i = 0; i < capture_count; i++) {
+		struct v4l2_plane plane = {};
+		struct v4l2_buffer b = {
+			.type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE,
+			.memory = V4L2_MEMORY_MMAP,
+			.index = i,
+			.length = 1,
+			.m.planes = &plane,
+		};
+
+		xioctl(VIDIOC_QUERYBUF, &b, "QUERYBUF CAPTURE");
+		if (!(b.flags & V4L2_BUF_FLAG_DONE))
+			continue;
+		(*done)++;
+		if (plane.bytesused &&
+		    !(b.flags & (V4L2_BUF_FLAG_ERROR | V4L2_BUF_FLAG_LAST)))
+			(*pictures)++;
+	}
+}
+
+static int event_pending(void)
+{
+	struct pollfd p = { .fd = fd, .events = POLLPRI };
+
+	if (poll(&p, 1, 0) < 0)
+		fail("poll: %s", strerror(errno));
+	return !!(p.revents & POLLPRI);
+}
+
+/* Dequeues one CAPTURE buffer, waiting for it; returns its flags. */
+static unsigned int dequeue_capture(unsigned int *bytesused)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct v4l2_plane plane = {};
+	struct v4l2_buffer b = {
+		.type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE,
+		.memory = V4L2_MEMORY_MMAP,
+		.length = 1,
+		.m.planes = &plane,
+	};
+
+	for (;;) {
+		if (!ioctl(fd, VIDIOC_DQBUF, &b))
+			break;
+		if (errno != EAGAIN)
+			fail("DQBUF CAPTURE: %s", strerror(errno));
+		if (poll(&p, 1, WAIT_SECONDS * 1000) <= 0)
+			fail("no CAPTURE buffer within %d s", WAIT_SECONDS);
+	}
+	*bytesused = plane.bytesused;
+	return b.flags;
+}
+
+static void queue_stream(const char *path)
+{
+	struct v4l2_requestbuffers rb = {
+		.type = V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE,
+		.memory = V4L2_MEMORY_MMAP,
+		.count = 1,
+	};
+	struct v4l2_plane plane = {};
+	struct v4l2_buffer b = {
+		.type = rb.type,
+		.memory = rb.memory,
+		.length = 1,
+		.m.planes = &plane,
+	};
+	struct v4l2_decoder_cmd stop = { .cmd = V4L2_DEC_CMD_STOP };
+	struct stat st;
+	void *map;
+	int in;
+
+	xioctl(VIDIOC_REQBUFS, &rb, "REQBUFS OUTPUT");
+	xioctl(VIDIOC_QUERYBUF, &b, "QUERYBUF OUTPUT");
+	in = open(path, O_RDONLY);
+	if (in < 0 || fstat(in, &st))
+		fail("%s: %s", path, strerror(errno));
+	if (st.st_size > plane.length)
+		fail("%s: %lld bytes do not fit in one %u-byte OUTPUT buffer",
+		     path, (long long)st.st_size, plane.length);
+	map = mmap(NULL, plane.length, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		   plane.m.mem_offset);
+	if (map == MAP_FAILED)
+		fail("mmap OUTPUT: %s", strerror(errno));
+	if (read(in, map, st.st_size) != st.st_size)
+		fail("%s: short read", path);
+	close(in);
+	plane.bytesused = st.st_size;
+	b.timestamp.tv_sec = 1;
+	xioctl(VIDIOC_QBUF, &b, "QBUF OUTPUT");
+	xioctl(VIDIOC_STREAMON, &rb.type, "STREAMON OUTPUT");
+	xioctl(VIDIOC_DECODER_CMD, &stop, "DECODER_CMD STOP");
+}
+
+int main(int argc, char **argv)
+{
+	struct v4l2_event_subscription sub = {};
+	struct v4l2_format f = { .type = V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE };
+	unsigned int width, height, old, total, done, ready, pictures = 0;
+	unsigned int flags, bytesused;
+	struct v4l2_event ev;
+	time_t deadline;
+
+	if (argc != 7) {
+		fprintf(stderr, "usage: %s NODE STREAM.h264 WIDTH HEIGHT OLD_PICTURES TOTAL\n",
+			argv[0]);
+		return 2;
+	}
+	width = strtoul(argv[3], NULL, 0);
+	height = strtoul(argv[4], NULL, 0);
+	old = strtoul(argv[5], NULL, 0);
+	total = strtoul(argv[6], NULL, 0);
+	if (old >= CAPTURE_BUFFERS - 1)
+		fail("%u pictures before the change need more than %d buffers",
+		     old, CAPTURE_BUFFERS);
+
+	fd = open(argv[1], O_RDWR | O_NONBLOCK);
+	if (fd < 0)
+		fail("%s: %s", argv[1], strerror(errno));
+	sub.type = V4L2_EVENT_SOURCE_CHANGE;
+	xioctl(VIDIOC_SUBSCRIBE_EVENT, &sub, "SUBSCRIBE_EVENT SOURCE_CHANGE");
+	sub.type = V4L2_EVENT_EOS;
+	xioctl(VIDIOC_SUBSCRIBE_EVENT, &sub, "SUBSCRIBE_EVENT EOS");
+
+	/* The first size on OUTPUT: CAPTURE can be set up at once. */
+	f.fmt.pix_mp.pixelformat = V4L2_PIX_FMT_H264;
+	f.fmt.pix_mp.width = width;
+	f.fmt.pix_mp.height = height;
+	f.fmt.pix_mp.num_planes = 1;
+	xioctl(VIDIOC_S_FMT, &f, "S_FMT OUTPUT");
+	setup_capture(width, height);
+	queue_stream(argv[2]);
+
+	deadline = time(NULL) + WAIT_SECONDS;
+	for (;;) {
+		done_buffers(&done, &ready);
+		if (done == capture_count)
+			break;
+		if (time(NULL) > deadline)
+			fail("only %u of %u CAPTURE buffers done within %d s",
+			     done, capture_count, WAIT_SECONDS);
+		usleep(100 * 1000);
+	}
+	if (ready != old)
+		fail("%u pictures before the change, expected %u", ready, old);
+
+	/* Dequeue the way FFmpeg does: an event first, if there is one. */
+	for (;;) {
+		if (event_pending()) {
+			done_buffers(&done, &ready);
+			if (ready)
+				fail("source change pending with %u of %u pictures from before it not dequeued",
+				     ready, old);
+			break;
+		}
+		flags = dequeue_capture(&bytesused);
+		if (!bytesused || (flags & V4L2_BUF_FLAG_LAST))
+			fail("LAST buffer before the source change event");
+		if (!(flags & V4L2_BUF_FLAG_ERROR))
+			pictures++;
+	}
+	printf("ok - the %u pictures before the change came before its event\n",
+	       pictures);
+
+	xioctl(VIDIOC_DQEVENT, &ev, "DQEVENT");
+	if (ev.type != V4L2_EVENT_SOURCE_CHANGE)
+		fail("event %u instead of SOURCE_CHANGE", ev.type);
+	teardown_capture();
+	f.type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE;
+	xioctl(VIDIOC_G_FMT, &f, "G_FMT CAPTURE");
+	setup_capture(f.fmt.pix_mp.width, f.fmt.pix_mp.height);
+	do {
+		flags = dequeue_capture(&bytesused);
+		if (bytesused && !(flags & (V4L2_BUF_FLAG_ERROR | V4L2_BUF_FLAG_LAST)))
+			pictures++;
+	} while (!(flags & V4L2_BUF_FLAG_LAST));
+	if (pictures != total)
+		fail("%u pictures decoded, expected %u", pictures, total);
+	printf("ok - %u pictures, %u after the change to %ux%u\n", pictures,
+	       pictures - old, f.fmt.pix_mp.width, f.fmt.pix_mp.height);
+	return 0;
+}
