@@ -197,7 +197,7 @@ static void vvm_watchdog_work(struct work_struct *work)
 	list_for_each_entry(req, &core->inflight, list) {
 		if (req->wait == VVM_WAIT_LONG)
 			waiting = true;
-		if (req->wait != VVM_WAIT_TIMED)
+		if (req->wait != VVM_WAIT_TIMED && req->wait != VVM_WAIT_PROBE)
 			continue;
 		if (time_after_eq(now, req->deadline)) {
 			expired = req;
@@ -212,23 +212,28 @@ static void vvm_watchdog_work(struct work_struct *work)
 	if (expired) {
 		dev_err(&core->vdev->dev,
 			"no answer within %u ms, device marked dead\n",
-			jiffies_to_msecs(period));
+			jiffies_to_msecs(expired->wait == VVM_WAIT_PROBE ?
+					 period / 2 : period));
 		vvm_kill(core, VVM_CORE_DEAD, expired);
 		return;
 	}
 	/*
 	 * Requests that may wait forever: is anybody still there? Look again
-	 * a quarter period later and ping anew if this one was answered, so
-	 * that a death is noticed within 1.25 periods, not two.
+	 * every quarter period, whatever else is in flight, and ping anew once
+	 * no timed request is left: a ping has half a period, so a death is
+	 * noticed within one period.
 	 */
-	if (waiting && !timed && core->ops->ping && !core->ops->ping(core)) {
+	if (waiting && !timed && core->ops->ping)
+		core->ops->ping(core);
+	if (waiting) {
+		unsigned long quarter = now + max(period / 4, 1UL);
+
+		if (!timed || time_before(quarter, next))
+			next = quarter;
 		timed = true;
-		next = now + max(period / 4, 1UL);
 	}
 	if (timed)
 		queue_delayed_work(core->wq, &core->watchdog, next - now);
-	else if (waiting)
-		queue_delayed_work(core->wq, &core->watchdog, period);
 }
 
 static int vvm_reinit_device(struct vvm_core *core)
@@ -369,6 +374,9 @@ int vvm_core_submit(struct vvm_core *core, struct vvm_request *req,
 		    unsigned int out_sgs, unsigned int in_sgs)
 {
 	unsigned long timeout = vvm_core_timeout_jiffies();
+
+	if (req->wait == VVM_WAIT_PROBE)
+		timeout = max(timeout / 2, 1UL);
 	bool notify = false;
 	unsigned long flags;
 	int ret;

@@ -57,12 +57,16 @@ typedef void (*vvm_complete_t)(struct vvm_request *req, int status);
  *	buffer waits for a picture, a drain for the last one). While such a
  *	request is in flight and no timed one is, the core checks that the
  *	backend still lives with &vvm_core_ops.ping every quarter watchdog
- *	period (each ping has the full period to be answered).
+ *	period.
+ * @VVM_WAIT_PROBE: a liveness ping the device answers at once; it has half
+ *	a watchdog period, so that with a ping every quarter period a death
+ *	is noticed within one period.
  * @VVM_WAIT_EVENT: an event buffer; the device may keep it forever.
  */
 enum vvm_wait {
 	VVM_WAIT_TIMED,
 	VVM_WAIT_LONG,
+	VVM_WAIT_PROBE,
 	VVM_WAIT_EVENT,
 };
 

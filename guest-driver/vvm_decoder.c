@@ -1597,6 +1597,7 @@ static int dec_ping(struct vvm_core *core)
 	sgs[0] = &cmd_sg;
 	sgs[1] = &resp_sg;
 	vvm_request_init(&dev->ping, ping_done, dev);
+	dev->ping.wait = VVM_WAIT_PROBE;
 	ret = vvm_core_submit(core, &dev->ping, VIRTIO_VIDEO_QUEUE_COMMAND,
 			      sgs, 1, 1);
 	if (ret)

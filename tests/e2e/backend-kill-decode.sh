@@ -28,9 +28,9 @@ while [ "$round" -le "$ROUNDS" ]; do
 		fault_check "round $round: a working decoder node" false
 		break
 	fi
-	# Pictures alone in flight are checked by a ping every quarter of the
-	# watchdog period (2 s), so a death shows within 2.5 s; plus TCG slack.
-	fault_round "virtio-video decoder" "round-$round" kill_backend 8 \
+	# Pictures alone in flight are checked by pings that have half the
+	# watchdog period (2 s), so a death shows within 2 s; plus TCG slack.
+	fault_round "virtio-video decoder" "round-$round" kill_backend 5 \
 		--decode "$TESTDATA/h264.h264"
 	host_do start decoder
 	fault_check "round $round: rmmod and insmod" fault_reload

@@ -28,7 +28,7 @@ while [ "$round" -le "$ROUNDS" ]; do
 		break
 	fi
 	# Watchdog 2 s, plus TCG slack.
-	fault_round dw100 "round-$round" kill_backend 6
+	fault_round dw100 "round-$round" kill_backend 5
 	host_do start dewarper
 	fault_check "round $round: rmmod and insmod" fault_reload
 	round=$((round + 1))

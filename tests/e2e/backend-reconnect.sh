@@ -14,7 +14,7 @@
 # decodes bit-exact again, with the same driver instance.
 . "$REPO/tests/clients/fault-lib.sh"
 . "$REPO/tests/clients/decode-lib.sh"
-BOUND_MS=8000
+BOUND_MS=5000
 
 fault_check "bit-exact before the kill" decode_compare small.h264
 
