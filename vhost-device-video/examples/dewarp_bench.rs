@@ -7,7 +7,8 @@
 //! NV12 and little-endian u32 maps) for `tests/bench/opencv_remap.py`;
 //! `--export-only` stops there. `--rates` prints one line per measurement,
 //! `rate MAP COLUMN WALL_FPS CPU_FPS`, instead of the table (for
-//! `cargo xtask bench dewarp`).
+//! `cargo xtask bench dewarp`). `--fast-only` measures the fast engine on
+//! one thread alone (quick, and light enough to run under callgrind).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -114,6 +115,7 @@ fn engine_fps(engine: &dyn DewarpEngine, map: &VertexMap, src: &[u8], budget: Du
 
 fn main() {
     let (mut export, mut only_export, mut rates_only) = (None, false, false);
+    let mut fast_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match (
@@ -123,8 +125,11 @@ fn main() {
             ("--export", Some(Some(dir))) => export = Some(dir),
             ("--export-only", Some(Some(dir))) => (export, only_export) = (Some(dir), true),
             ("--rates", None) => rates_only = true,
+            ("--fast-only", None) => fast_only = true,
             _ => {
-                eprintln!("usage: dewarp_bench [--export DIR | --export-only DIR] [--rates]");
+                eprintln!(
+                    "usage: dewarp_bench [--export DIR | --export-only DIR] [--rates] [--fast-only]"
+                );
                 std::process::exit(2);
             }
         }
@@ -166,7 +171,7 @@ fn main() {
         "reference".into(),
         "memcpy".into(),
     ];
-    if !rates_only {
+    if !rates_only && !fast_only {
         println!("1920x1080 NV12, frames per second by wall clock (per CPU-second of the process)");
         print!("{:<10}", "map");
         for column in &columns {
@@ -175,6 +180,11 @@ fn main() {
         println!();
     }
     for (name, map) in [("identity", &identity), ("fisheye", &fisheye)] {
+        if fast_only {
+            let rate = engine_fps(&FastEngine::new(1), map, &src, budget);
+            println!("{name:<10} fast-1T {:.1} ({:.1})", rate.wall, rate.cpu);
+            continue;
+        }
         let rates = [
             engine_fps(&FastEngine::new(1), map, &src, budget),
             engine_fps(&FastEngine::new(cores), map, &src, budget),

@@ -11,9 +11,12 @@
 //! its samples (32-bit AVX2 lanes when the stepping provably fits them, else
 //! 64-bit scalar steps), then the sampling, eight positions at a time with
 //! AVX2 gathers when all their neighbours lie inside the source (one gather
-//! pair serves both U and V of an NV source), per sample otherwise. Packed
-//! sources and machines without AVX2 take the scalar path. Every path sums
-//! the same products and rounds once, as the reference does.
+//! pair serves both U and V of an NV source), per sample otherwise. A luma
+//! line written one byte per pixel is done in one pass instead: the 32-bit
+//! positions of a cell line go to the sampler in registers, and a cell's
+//! two groups of eight are packed to bytes together. Packed sources and
+//! machines without AVX2 take the scalar path. Every path sums the same
+//! products and rounds once, as the reference does.
 
 use std::num::NonZeroUsize;
 
@@ -114,6 +117,18 @@ impl SourcePlane<'_> {
             as u8
     }
 
+    /// Whether [`simd::luma_line_avx2`] may sample this plane.
+    fn fused_luma(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if (self.step == 1 || self.step == 2)
+            && i32::try_from(self.data.len()).is_ok()
+            && std::arch::is_x86_feature_detected!("avx2")
+        {
+            return true;
+        }
+        false
+    }
+
     /// Samples the positions `xs`, `ys` (1/64 sample) into `out`.
     fn sample_line(&self, xs: &[u32], ys: &[u32], out: &mut [u8]) {
         #[cfg(target_arch = "x86_64")]
@@ -158,6 +173,15 @@ fn scatter(line: &mut [u8], layout: ComponentLayout, values: &[u8]) {
             *out = value;
         }
     }
+}
+
+/// How the position numerator of one axis steps along a cell line: sample
+/// `i` lies at `(start + i * step) >> shift` (see [`step_positions`]).
+#[derive(Clone, Copy)]
+struct CellStep {
+    start: u64,
+    step: u64,
+    shift: u32,
 }
 
 /// What every band of a job shares.
@@ -207,6 +231,32 @@ impl Plan<'_> {
         ys: &mut [u32],
         fill: impl Fn(&mut [u32], u64, u64, u32),
     ) {
+        self.for_each_cell_line(py, step_shift, sub_x, sub_y, |done, count, x, y| {
+            let (Some(cell_xs), Some(cell_ys)) = (
+                xs.get_mut(done..done + count),
+                ys.get_mut(done..done + count),
+            ) else {
+                return false;
+            };
+            fill(cell_xs, x.start, x.step, x.shift);
+            fill(cell_ys, y.start, y.step, y.shift);
+            true
+        });
+    }
+
+    /// Calls `visit(first, count, x, y)` for each cell of luma line `py`
+    /// with the index of its first destination sample (taken every
+    /// `2^step_shift` pixels), their count and the stepping of both axes,
+    /// until `visit` returns false.
+    #[inline(always)]
+    fn for_each_cell_line(
+        &self,
+        py: u32,
+        step_shift: u32,
+        sub_x: u32,
+        sub_y: u32,
+        mut visit: impl FnMut(usize, usize, CellStep, CellStep) -> bool,
+    ) {
         let row = (py / CELL_SIZE) as usize;
         let fy = u64::from(py % CELL_SIZE);
         let ch = u64::from(CELL_SIZE.min(self.dst.height - row as u32 * CELL_SIZE));
@@ -229,19 +279,16 @@ impl Plan<'_> {
                 let left = (ch - fy) * u64::from(v00[axis]) + fy * u64::from(v01[axis]);
                 let right = (ch - fy) * u64::from(v10[axis]) + fy * u64::from(v11[axis]);
                 let start = u64::from(cw) * left + (1 << (shift - 1));
-                (start, right.wrapping_sub(left) << step_shift, shift)
+                CellStep {
+                    start,
+                    step: right.wrapping_sub(left) << step_shift,
+                    shift,
+                }
             };
             let count = (cw >> step_shift) as usize;
-            let (Some(cell_xs), Some(cell_ys)) = (
-                xs.get_mut(done..done + count),
-                ys.get_mut(done..done + count),
-            ) else {
+            if !visit(done, count, line(0, sub_x), line(1, sub_y)) {
                 return;
-            };
-            let (start, step, shift) = line(0, sub_x);
-            fill(cell_xs, start, step, shift);
-            let (start, step, shift) = line(1, sub_y);
-            fill(cell_ys, start, step, shift);
+            }
             done += count;
         }
     }
@@ -273,11 +320,19 @@ impl Plan<'_> {
             let Some(line) = luma.get_mut(start..start + line_bytes) else {
                 return;
             };
-            self.line_positions(py, 0, 0, 0, &mut xs, &mut ys);
-            if luma_out.step == 1 {
+            if luma_out.step == 1 && self.src_luma.fused_luma() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2 is present and the plane's bounds hold
+                // (`fused_luma`, `check_job`).
+                unsafe {
+                    simd::luma_line_avx2(self, py, &mut line[luma_out.offset..]);
+                }
+            } else if luma_out.step == 1 {
+                self.line_positions(py, 0, 0, 0, &mut xs, &mut ys);
                 self.src_luma
                     .sample_line(&xs, &ys, &mut line[luma_out.offset..]);
             } else {
+                self.line_positions(py, 0, 0, 0, &mut xs, &mut ys);
                 self.src_luma.sample_line(&xs, &ys, &mut values[..width]);
                 scatter(line, luma_out, &values[..width]);
             }
@@ -346,7 +401,7 @@ mod simd {
 
     use std::arch::x86_64::*;
 
-    use super::{step_positions, Plan, SourcePlane};
+    use super::{step_positions, CellStep, Plan, SourcePlane, CELL_SIZE};
     use crate::engine::dewarp::reference::FRACTION_BITS;
 
     /// Like [`sample_line_avx2`] for interleaved chroma (`plane` is U with
@@ -558,66 +613,121 @@ mod simd {
         }
     }
 
-    /// # Safety
-    /// AVX2 must be present, `plane.step` 1 or 2, `plane.data.len()` below
-    /// `i32::MAX`, and the plane's bounds as `check_job` verifies them.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn sample_line_avx2(
-        plane: &SourcePlane<'_>,
-        xs: &[u32],
-        ys: &[u32],
-        out: &mut [u8],
-    ) {
-        let n = out.len().min(xs.len()).min(ys.len());
-        let one = 1 << FRACTION_BITS;
-        let last_x = _mm256_set1_epi32(plane.width as i32 - 1);
-        let last_y = _mm256_set1_epi32(plane.height as i32 - 1);
-        // A gather reads 4 bytes: the lower line's read must end in the buffer.
-        let read_limit = _mm256_set1_epi32(plane.data.len() as i32 - 3);
-        let stride = _mm256_set1_epi32(plane.stride as i32);
-        let offset = _mm256_set1_epi32(plane.offset as i32);
-        let fraction_mask = _mm256_set1_epi32(one - 1);
-        let step_shift = _mm_cvtsi32_si128(if plane.step == 2 { 1 } else { 0 });
-        // Brings the two neighbours of a 2-byte-step component side by side.
-        let pair_bytes = _mm256_setr_epi8(
-            0, 2, -1, -1, 4, 6, -1, -1, 8, 10, -1, -1, 12, 14, -1, -1, 0, 2, -1, -1, 4, 6, -1, -1,
-            8, 10, -1, -1, 12, 14, -1, -1,
-        );
-        let base = plane.data.as_ptr() as *const i32;
-        let mut done = 0;
-        while done + 8 <= n {
-            let vx = _mm256_loadu_si256(xs.as_ptr().add(done) as *const __m256i);
-            let vy = _mm256_loadu_si256(ys.as_ptr().add(done) as *const __m256i);
+    /// The constants of 8-position bilinear sampling of one plane.
+    pub(super) struct LineKernel<'p, 'a> {
+        plane: &'p SourcePlane<'a>,
+        last_x: __m256i,
+        last_y: __m256i,
+        read_limit: __m256i,
+        stride: __m256i,
+        offset: __m256i,
+        fraction_mask: __m256i,
+        step_shift: __m128i,
+        pair_bytes: __m256i,
+        base: *const i32,
+    }
+
+    impl<'p, 'a> LineKernel<'p, 'a> {
+        /// # Safety
+        /// AVX2 must be present, `plane.step` 1 or 2, `plane.data.len()`
+        /// below `i32::MAX`, and the plane's bounds as `check_job` verifies
+        /// them.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        pub(super) unsafe fn new(plane: &'p SourcePlane<'a>) -> Self {
+            LineKernel {
+                plane,
+                last_x: _mm256_set1_epi32(plane.width as i32 - 1),
+                last_y: _mm256_set1_epi32(plane.height as i32 - 1),
+                // A gather reads 4 bytes: the lower line's read must end in the buffer.
+                read_limit: _mm256_set1_epi32(plane.data.len() as i32 - 3),
+                stride: _mm256_set1_epi32(plane.stride as i32),
+                offset: _mm256_set1_epi32(plane.offset as i32),
+                fraction_mask: _mm256_set1_epi32((1 << FRACTION_BITS) - 1),
+                step_shift: _mm_cvtsi32_si128(if plane.step == 2 { 1 } else { 0 }),
+                // Brings the two neighbours of a 2-byte-step component side by side.
+                pair_bytes: _mm256_setr_epi8(
+                    0, 2, -1, -1, 4, 6, -1, -1, 8, 10, -1, -1, 12, 14, -1, -1, 0, 2, -1, -1, 4, 6,
+                    -1, -1, 8, 10, -1, -1, 12, 14, -1, -1,
+                ),
+                base: plane.data.as_ptr() as *const i32,
+            }
+        }
+
+        /// Samples the 16 positions `vx`, `vy` (two groups of 8) into
+        /// `out[..16]`, packing both groups' results together.
+        ///
+        /// # Safety
+        /// AVX2 must be present and `out` valid for 16 bytes of writes.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn sample16(&self, vx: [__m256i; 2], vy: [__m256i; 2], out: *mut u8) {
+            match (self.values8(vx[0], vy[0]), self.values8(vx[1], vy[1])) {
+                (Some(first), Some(second)) => {
+                    // Dwords: first 0-3, second 0-3, first 4-7, second 4-7.
+                    let words = _mm256_packus_epi32(first, second);
+                    let bytes = _mm256_packus_epi16(words, words);
+                    let ordered = _mm256_permutevar8x32_epi32(
+                        bytes,
+                        _mm256_setr_epi32(0, 4, 1, 5, 0, 4, 1, 5),
+                    );
+                    _mm_storeu_si128(out as *mut __m128i, _mm256_castsi256_si128(ordered));
+                }
+                _ => {
+                    self.sample8(vx[0], vy[0], out);
+                    self.sample8(vx[1], vy[1], out.add(8));
+                }
+            }
+        }
+
+        /// Samples the 8 positions `vx`, `vy` one at a time, with the
+        /// border handling of [`SourcePlane::sample`].
+        ///
+        /// # Safety
+        /// `out` must be valid for 8 bytes of writes.
+        #[inline(never)]
+        #[target_feature(enable = "avx2")]
+        unsafe fn sample8_each(&self, vx: __m256i, vy: __m256i, out: *mut u8) {
+            let (mut xs, mut ys) = ([0u32; 8], [0u32; 8]);
+            _mm256_storeu_si256(xs.as_mut_ptr() as *mut __m256i, vx);
+            _mm256_storeu_si256(ys.as_mut_ptr() as *mut __m256i, vy);
+            for (i, (&x, &y)) in xs.iter().zip(&ys).enumerate() {
+                *out.add(i) = self.plane.sample(x, y);
+            }
+        }
+
+        /// The bilinear values of the 8 positions `vx`, `vy` (1/64 sample)
+        /// in 32-bit lanes, or `None` when a neighbour of one lies outside
+        /// the plane.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn values8(&self, vx: __m256i, vy: __m256i) -> Option<__m256i> {
+            let one = 1 << FRACTION_BITS;
             let ix = _mm256_srli_epi32(vx, FRACTION_BITS as i32);
             let iy = _mm256_srli_epi32(vy, FRACTION_BITS as i32);
             let upper = _mm256_add_epi32(
-                _mm256_add_epi32(_mm256_mullo_epi32(iy, stride), offset),
-                _mm256_sll_epi32(ix, step_shift),
+                _mm256_add_epi32(_mm256_mullo_epi32(iy, self.stride), self.offset),
+                _mm256_sll_epi32(ix, self.step_shift),
             );
-            let lower = _mm256_add_epi32(upper, stride);
+            let lower = _mm256_add_epi32(upper, self.stride);
             let inside = _mm256_and_si256(
                 _mm256_and_si256(
-                    _mm256_cmpgt_epi32(last_x, ix),
-                    _mm256_cmpgt_epi32(last_y, iy),
+                    _mm256_cmpgt_epi32(self.last_x, ix),
+                    _mm256_cmpgt_epi32(self.last_y, iy),
                 ),
-                _mm256_cmpgt_epi32(read_limit, lower),
+                _mm256_cmpgt_epi32(self.read_limit, lower),
             );
             if _mm256_movemask_epi8(inside) != -1 {
-                for i in done..done + 8 {
-                    *out.get_unchecked_mut(i) =
-                        plane.sample(*xs.get_unchecked(i), *ys.get_unchecked(i));
-                }
-                done += 8;
-                continue;
+                return None;
             }
-            let mut top = _mm256_i32gather_epi32::<1>(base, upper);
-            let mut bottom = _mm256_i32gather_epi32::<1>(base, lower);
-            if plane.step == 2 {
-                top = _mm256_shuffle_epi8(top, pair_bytes);
-                bottom = _mm256_shuffle_epi8(bottom, pair_bytes);
+            let mut top = _mm256_i32gather_epi32::<1>(self.base, upper);
+            let mut bottom = _mm256_i32gather_epi32::<1>(self.base, lower);
+            if self.plane.step == 2 {
+                top = _mm256_shuffle_epi8(top, self.pair_bytes);
+                bottom = _mm256_shuffle_epi8(bottom, self.pair_bytes);
             }
-            let fx = _mm256_and_si256(vx, fraction_mask);
-            let fy = _mm256_and_si256(vy, fraction_mask);
+            let fx = _mm256_and_si256(vx, self.fraction_mask);
+            let fy = _mm256_and_si256(vy, self.fraction_mask);
             // Bytes (64 - fx, fx, 0, 0) per lane.
             let wx = _mm256_add_epi32(
                 _mm256_sub_epi32(_mm256_slli_epi32(fx, 8), fx),
@@ -631,21 +741,143 @@ mod simd {
                 _mm256_slli_epi32(fy, 16),
             );
             let sum = _mm256_madd_epi16(both, wy);
-            let value = _mm256_srli_epi32(
+            Some(_mm256_srli_epi32(
                 _mm256_add_epi32(sum, _mm256_set1_epi32(1 << (2 * FRACTION_BITS - 1))),
                 2 * FRACTION_BITS as i32,
-            );
+            ))
+        }
+
+        /// Samples the 8 positions `vx`, `vy` (1/64 sample) into
+        /// `out[..8]`.
+        ///
+        /// # Safety
+        /// AVX2 must be present and `out` valid for 8 bytes of writes.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        pub(super) unsafe fn sample8(&self, vx: __m256i, vy: __m256i, out: *mut u8) {
+            let Some(value) = self.values8(vx, vy) else {
+                self.sample8_each(vx, vy, out);
+                return;
+            };
             let words = _mm256_packus_epi32(value, value);
             let bytes = _mm256_packus_epi16(words, words);
             let eight = _mm_unpacklo_epi32(
                 _mm256_castsi256_si128(bytes),
                 _mm256_extracti128_si256::<1>(bytes),
             );
-            _mm_storel_epi64(out.as_mut_ptr().add(done) as *mut __m128i, eight);
+            _mm_storel_epi64(out as *mut __m128i, eight);
+        }
+    }
+
+    /// # Safety
+    /// As for [`LineKernel::new`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sample_line_avx2(
+        plane: &SourcePlane<'_>,
+        xs: &[u32],
+        ys: &[u32],
+        out: &mut [u8],
+    ) {
+        let n = out.len().min(xs.len()).min(ys.len());
+        let kernel = LineKernel::new(plane);
+        let mut done = 0;
+        while done + 8 <= n {
+            let vx = _mm256_loadu_si256(xs.as_ptr().add(done) as *const __m256i);
+            let vy = _mm256_loadu_si256(ys.as_ptr().add(done) as *const __m256i);
+            kernel.sample8(vx, vy, out.as_mut_ptr().add(done));
             done += 8;
         }
         for i in done..n {
             *out.get_unchecked_mut(i) = plane.sample(*xs.get_unchecked(i), *ys.get_unchecked(i));
+        }
+    }
+
+    /// Positions and samples luma line `py` of `plan` into `out` (one byte
+    /// per pixel) in one pass: cells whose stepping fits 32-bit lanes feed
+    /// their positions to the sampler in registers, the others go through
+    /// [`step_positions`] and [`sample_line_avx2`].
+    ///
+    /// # Safety
+    /// As for [`LineKernel::new`] with `plan.src_luma`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn luma_line_avx2(plan: &Plan<'_>, py: u32, out: &mut [u8]) {
+        let plane = &plan.src_luma;
+        let kernel = LineKernel::new(plane);
+        let (mut xs, mut ys) = ([0u32; CELL_SIZE as usize], [0u32; CELL_SIZE as usize]);
+        plan.for_each_cell_line(py, 0, 0, 0, |done, count, x, y| {
+            let Some(out) = out.get_mut(done..done + count) else {
+                return false;
+            };
+            if count == 8 || count == 16 {
+                if let (Some(x), Some(y)) = (Lanes::new(x, count), Lanes::new(y, count)) {
+                    let (vx, vy) = (x.positions(), y.positions());
+                    // SAFETY: AVX2 is present; `out` holds `count` bytes, 8
+                    // or 16.
+                    unsafe {
+                        if count == 16 {
+                            kernel.sample16(vx, vy, out.as_mut_ptr());
+                        } else {
+                            kernel.sample8(vx[0], vy[0], out.as_mut_ptr());
+                        }
+                    }
+                    return true;
+                }
+            }
+            let (Some(xs), Some(ys)) = (xs.get_mut(..count), ys.get_mut(..count)) else {
+                return false;
+            };
+            step_positions(xs, x.start, x.step, x.shift);
+            step_positions(ys, y.start, y.step, y.shift);
+            // SAFETY: as this function's contract.
+            unsafe { sample_line_avx2(plane, xs, ys, out) };
+            true
+        });
+    }
+
+    /// A cell line's stepping in 32-bit lanes, when that is exact: with
+    /// `start = high << shift | low` and every `low + i * step` inside i32,
+    /// `high + ((low + i * step) >> shift)` is the same floor division.
+    #[derive(Clone, Copy)]
+    struct Lanes {
+        high: __m256i,
+        first: __m256i,
+        eight_steps: __m256i,
+        shift: __m128i,
+    }
+
+    impl Lanes {
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn new(cell: CellStep, count: usize) -> Option<Lanes> {
+            let high = cell.start >> cell.shift;
+            let low = cell.start & ((1 << cell.shift) - 1);
+            let step = cell.step as i64;
+            let reach = step
+                .unsigned_abs()
+                .saturating_mul(count.saturating_sub(1) as u64)
+                .saturating_add(low);
+            (reach < 1 << 31 && high < 1 << 31).then(|| Lanes {
+                high: _mm256_set1_epi32(high as i32),
+                first: _mm256_add_epi32(
+                    _mm256_set1_epi32(low as i32),
+                    _mm256_mullo_epi32(
+                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                        _mm256_set1_epi32(step as i32),
+                    ),
+                ),
+                eight_steps: _mm256_set1_epi32((step as i32).wrapping_mul(8)),
+                shift: _mm_cvtsi32_si128(cell.shift as i32),
+            })
+        }
+
+        /// The positions of samples 0-7 and 8-15 of the cell line.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn positions(&self) -> [__m256i; 2] {
+            let second = _mm256_add_epi32(self.first, self.eight_steps);
+            [self.first, second].map(|numerator| {
+                _mm256_add_epi32(self.high, _mm256_sra_epi32(numerator, self.shift))
+            })
         }
     }
 }
