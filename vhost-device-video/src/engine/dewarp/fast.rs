@@ -349,10 +349,18 @@ impl Plan<'_> {
                 line
             };
             let (xs, ys) = (&mut xs[..chroma_width], &mut ys[..chroma_width]);
-            self.line_positions(py, dst_hs, self.src_hs, self.src_vs, xs, ys);
-            if direct_pairs {
+            if direct_pairs && self.fused_pairs() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2 is present and the plane's layout and bounds
+                // hold (`fused_pairs`, `check_job`).
+                unsafe {
+                    simd::chroma_pairs_line_avx2(self, py, dst_hs, v_first, line);
+                }
+            } else if direct_pairs {
+                self.line_positions(py, dst_hs, self.src_hs, self.src_vs, xs, ys);
                 self.sample_chroma_pairs(xs, ys, v_first, line);
             } else {
+                self.line_positions(py, dst_hs, self.src_hs, self.src_vs, xs, ys);
                 let pairs = &mut values[..2 * chroma_width];
                 self.sample_chroma_pairs(xs, ys, false, pairs);
                 for (layout, first) in [(u_out, 0), (v_out, 1)] {
@@ -369,6 +377,23 @@ impl Plan<'_> {
                 }
             }
         }
+    }
+
+    /// Whether [`simd::chroma_pairs_line_avx2`] may sample the source
+    /// chroma.
+    fn fused_pairs(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let [u, v] = &self.src_chroma;
+            if u.step == 2
+                && v.offset == u.offset + 1
+                && i32::try_from(u.data.len()).is_ok()
+                && std::arch::is_x86_feature_detected!("avx2")
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// Samples U and V at the positions `xs`, `ys` into `out` as interleaved
@@ -404,83 +429,96 @@ mod simd {
     use super::{step_positions, CellStep, Plan, SourcePlane, CELL_SIZE};
     use crate::engine::dewarp::reference::FRACTION_BITS;
 
-    /// Like [`sample_line_avx2`] for interleaved chroma (`plane` is U with
-    /// step 2, V the next byte): one gather pair serves both components, and
-    /// `out` receives interleaved pairs, V first with `v_first`.
-    ///
-    /// # Safety
-    /// As for [`sample_line_avx2`], with `plane.step` 2 and V at
-    /// `plane.offset + 1`.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn sample_pairs_avx2(
-        plane: &SourcePlane<'_>,
-        xs: &[u32],
-        ys: &[u32],
-        v_first: bool,
-        out: &mut [u8],
-    ) {
-        let second = SourcePlane {
-            offset: plane.offset + 1,
-            ..*plane
-        };
-        let (first, second) = if v_first {
-            (&second, plane)
-        } else {
-            (plane, &second)
-        };
-        let n = xs.len().min(ys.len()).min(out.len() / 2);
-        let one = 1 << FRACTION_BITS;
-        let last_x = _mm256_set1_epi32(plane.width as i32 - 1);
-        let last_y = _mm256_set1_epi32(plane.height as i32 - 1);
-        let read_limit = _mm256_set1_epi32(plane.data.len() as i32 - 3);
-        let stride = _mm256_set1_epi32(plane.stride as i32);
-        let offset = _mm256_set1_epi32(plane.offset as i32);
-        let fraction_mask = _mm256_set1_epi32(one - 1);
-        // Gathered U0 V0 U1 V1 becomes (first, its neighbour, second, its neighbour).
-        let order = if v_first {
-            _mm256_setr_epi8(
-                1, 3, 0, 2, 5, 7, 4, 6, 9, 11, 8, 10, 13, 15, 12, 14, 1, 3, 0, 2, 5, 7, 4, 6, 9,
-                11, 8, 10, 13, 15, 12, 14,
-            )
-        } else {
-            _mm256_setr_epi8(
-                0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15, 0, 2, 1, 3, 4, 6, 5, 7, 8,
-                10, 9, 11, 12, 14, 13, 15,
-            )
-        };
-        let rounding = _mm256_set1_epi32(1 << (2 * FRACTION_BITS - 1));
-        let base = plane.data.as_ptr() as *const i32;
-        let mut done = 0;
-        while done + 8 <= n {
-            let vx = _mm256_loadu_si256(xs.as_ptr().add(done) as *const __m256i);
-            let vy = _mm256_loadu_si256(ys.as_ptr().add(done) as *const __m256i);
+    /// The constants of 8-position bilinear sampling of interleaved chroma
+    /// (`plane` is U with step 2, V the next byte): one gather pair serves
+    /// both components.
+    struct PairKernel<'a> {
+        first: SourcePlane<'a>,
+        second: SourcePlane<'a>,
+        last_x: __m256i,
+        last_y: __m256i,
+        read_limit: __m256i,
+        stride: __m256i,
+        offset: __m256i,
+        fraction_mask: __m256i,
+        order: __m256i,
+        base: *const i32,
+    }
+
+    impl<'a> PairKernel<'a> {
+        /// A kernel writing V first with `v_first`.
+        ///
+        /// # Safety
+        /// As for [`sample_line_avx2`], with `plane.step` 2 and V at
+        /// `plane.offset + 1`.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn new(plane: &SourcePlane<'a>, v_first: bool) -> Self {
+            let u = *plane;
+            let v = SourcePlane {
+                offset: plane.offset + 1,
+                ..*plane
+            };
+            let (first, second) = if v_first { (v, u) } else { (u, v) };
+            // Gathered U0 V0 U1 V1 becomes (first, its neighbour, second, its neighbour).
+            let order = if v_first {
+                _mm256_setr_epi8(
+                    1, 3, 0, 2, 5, 7, 4, 6, 9, 11, 8, 10, 13, 15, 12, 14, 1, 3, 0, 2, 5, 7, 4, 6,
+                    9, 11, 8, 10, 13, 15, 12, 14,
+                )
+            } else {
+                _mm256_setr_epi8(
+                    0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15, 0, 2, 1, 3, 4, 6, 5, 7,
+                    8, 10, 9, 11, 12, 14, 13, 15,
+                )
+            };
+            PairKernel {
+                first,
+                second,
+                last_x: _mm256_set1_epi32(plane.width as i32 - 1),
+                last_y: _mm256_set1_epi32(plane.height as i32 - 1),
+                read_limit: _mm256_set1_epi32(plane.data.len() as i32 - 3),
+                stride: _mm256_set1_epi32(plane.stride as i32),
+                offset: _mm256_set1_epi32(plane.offset as i32),
+                fraction_mask: _mm256_set1_epi32((1 << FRACTION_BITS) - 1),
+                order,
+                base: plane.data.as_ptr() as *const i32,
+            }
+        }
+
+        /// Samples both components at the 8 positions `vx`, `vy` (1/64
+        /// sample) into `out[..16]` as interleaved pairs.
+        ///
+        /// # Safety
+        /// AVX2 must be present and `out` valid for 16 bytes of writes.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn pairs8(&self, vx: __m256i, vy: __m256i, out: *mut u8) {
+            let one = 1 << FRACTION_BITS;
             let ix = _mm256_srli_epi32(vx, FRACTION_BITS as i32);
             let iy = _mm256_srli_epi32(vy, FRACTION_BITS as i32);
             let upper = _mm256_add_epi32(
-                _mm256_add_epi32(_mm256_mullo_epi32(iy, stride), offset),
+                _mm256_add_epi32(_mm256_mullo_epi32(iy, self.stride), self.offset),
                 _mm256_slli_epi32(ix, 1),
             );
-            let lower = _mm256_add_epi32(upper, stride);
+            let lower = _mm256_add_epi32(upper, self.stride);
             let inside = _mm256_and_si256(
                 _mm256_and_si256(
-                    _mm256_cmpgt_epi32(last_x, ix),
-                    _mm256_cmpgt_epi32(last_y, iy),
+                    _mm256_cmpgt_epi32(self.last_x, ix),
+                    _mm256_cmpgt_epi32(self.last_y, iy),
                 ),
-                _mm256_cmpgt_epi32(read_limit, lower),
+                _mm256_cmpgt_epi32(self.read_limit, lower),
             );
             if _mm256_movemask_epi8(inside) != -1 {
-                for i in done..done + 8 {
-                    let (x, y) = (*xs.get_unchecked(i), *ys.get_unchecked(i));
-                    *out.get_unchecked_mut(2 * i) = first.sample(x, y);
-                    *out.get_unchecked_mut(2 * i + 1) = second.sample(x, y);
-                }
-                done += 8;
-                continue;
+                self.pairs8_each(vx, vy, out);
+                return;
             }
-            let top = _mm256_shuffle_epi8(_mm256_i32gather_epi32::<1>(base, upper), order);
-            let bottom = _mm256_shuffle_epi8(_mm256_i32gather_epi32::<1>(base, lower), order);
-            let fx = _mm256_and_si256(vx, fraction_mask);
-            let fy = _mm256_and_si256(vy, fraction_mask);
+            let top =
+                _mm256_shuffle_epi8(_mm256_i32gather_epi32::<1>(self.base, upper), self.order);
+            let bottom =
+                _mm256_shuffle_epi8(_mm256_i32gather_epi32::<1>(self.base, lower), self.order);
+            let fx = _mm256_and_si256(vx, self.fraction_mask);
+            let fy = _mm256_and_si256(vy, self.fraction_mask);
             // Bytes (64 - fx, fx, 64 - fx, fx) per lane.
             let wx = _mm256_add_epi32(
                 _mm256_sub_epi32(_mm256_slli_epi32(fx, 8), fx),
@@ -502,6 +540,7 @@ mod simd {
                 _mm256_unpackhi_epi32(wy, wy),
             );
             const SHIFT: i32 = 2 * FRACTION_BITS as i32;
+            let rounding = _mm256_set1_epi32(1 << (2 * FRACTION_BITS - 1));
             let low = _mm256_srli_epi32(_mm256_add_epi32(low, rounding), SHIFT);
             let high = _mm256_srli_epi32(_mm256_add_epi32(high, rounding), SHIFT);
             let words = _mm256_packus_epi32(low, high);
@@ -510,14 +549,112 @@ mod simd {
                 _mm256_castsi256_si128(bytes),
                 _mm256_extracti128_si256::<1>(bytes),
             );
-            _mm_storeu_si128(out.as_mut_ptr().add(2 * done) as *mut __m128i, sixteen);
+            _mm_storeu_si128(out as *mut __m128i, sixteen);
+        }
+
+        /// [`Self::pairs8`] one position at a time, with the border
+        /// handling of [`SourcePlane::sample`].
+        ///
+        /// # Safety
+        /// `out` must be valid for 16 bytes of writes.
+        #[inline(never)]
+        #[target_feature(enable = "avx2")]
+        unsafe fn pairs8_each(&self, vx: __m256i, vy: __m256i, out: *mut u8) {
+            let (mut xs, mut ys) = ([0u32; 8], [0u32; 8]);
+            _mm256_storeu_si256(xs.as_mut_ptr() as *mut __m256i, vx);
+            _mm256_storeu_si256(ys.as_mut_ptr() as *mut __m256i, vy);
+            for (i, (&x, &y)) in xs.iter().zip(&ys).enumerate() {
+                self.pair(x, y, out.add(2 * i));
+            }
+        }
+
+        /// Samples both components at `(x, y)` into `out[..2]`.
+        ///
+        /// # Safety
+        /// `out` must be valid for 2 bytes of writes.
+        #[inline]
+        unsafe fn pair(&self, x: u32, y: u32, out: *mut u8) {
+            *out = self.first.sample(x, y);
+            *out.add(1) = self.second.sample(x, y);
+        }
+    }
+
+    /// Like [`sample_line_avx2`] for interleaved chroma: `out` receives
+    /// interleaved pairs, V first with `v_first`.
+    ///
+    /// # Safety
+    /// As for [`PairKernel::new`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sample_pairs_avx2(
+        plane: &SourcePlane<'_>,
+        xs: &[u32],
+        ys: &[u32],
+        v_first: bool,
+        out: &mut [u8],
+    ) {
+        let n = xs.len().min(ys.len()).min(out.len() / 2);
+        let kernel = PairKernel::new(plane, v_first);
+        let mut done = 0;
+        while done + 8 <= n {
+            let vx = _mm256_loadu_si256(xs.as_ptr().add(done) as *const __m256i);
+            let vy = _mm256_loadu_si256(ys.as_ptr().add(done) as *const __m256i);
+            kernel.pairs8(vx, vy, out.as_mut_ptr().add(2 * done));
             done += 8;
         }
         for i in done..n {
-            let (x, y) = (*xs.get_unchecked(i), *ys.get_unchecked(i));
-            *out.get_unchecked_mut(2 * i) = first.sample(x, y);
-            *out.get_unchecked_mut(2 * i + 1) = second.sample(x, y);
+            kernel.pair(
+                *xs.get_unchecked(i),
+                *ys.get_unchecked(i),
+                out.as_mut_ptr().add(2 * i),
+            );
         }
+    }
+
+    /// Positions and samples the chroma of luma line `py` of `plan` into
+    /// `out` as interleaved pairs (V first with `v_first`) in one pass, as
+    /// [`luma_line_avx2`] does for luma. Chroma samples are taken every
+    /// `2^step_shift` pixels.
+    ///
+    /// # Safety
+    /// As for [`PairKernel::new`] with `plan.src_chroma[0]`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn chroma_pairs_line_avx2(
+        plan: &Plan<'_>,
+        py: u32,
+        step_shift: u32,
+        v_first: bool,
+        out: &mut [u8],
+    ) {
+        let plane = &plan.src_chroma[0];
+        let kernel = PairKernel::new(plane, v_first);
+        let (mut xs, mut ys) = ([0u32; CELL_SIZE as usize], [0u32; CELL_SIZE as usize]);
+        plan.for_each_cell_line(
+            py,
+            step_shift,
+            plan.src_hs,
+            plan.src_vs,
+            |done, count, x, y| {
+                let Some(out) = out.get_mut(2 * done..2 * (done + count)) else {
+                    return false;
+                };
+                if count == 8 {
+                    if let (Some(x), Some(y)) = (Lanes::new(x, count), Lanes::new(y, count)) {
+                        let (vx, vy) = (x.positions(), y.positions());
+                        // SAFETY: AVX2 is present; `out` holds 16 bytes.
+                        unsafe { kernel.pairs8(vx[0], vy[0], out.as_mut_ptr()) };
+                        return true;
+                    }
+                }
+                let (Some(xs), Some(ys)) = (xs.get_mut(..count), ys.get_mut(..count)) else {
+                    return false;
+                };
+                step_positions(xs, x.start, x.step, x.shift);
+                step_positions(ys, y.start, y.step, y.shift);
+                // SAFETY: as this function's contract.
+                unsafe { sample_pairs_avx2(plane, xs, ys, v_first, out) };
+                true
+            },
+        );
     }
 
     /// [`Plan::line_positions`] with AVX2 stepping inlined.
