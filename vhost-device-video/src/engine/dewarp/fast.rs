@@ -269,15 +269,21 @@ impl Plan<'_> {
         ) else {
             return;
         };
+        // The vertical blend of a vertex column, shared by the cells on
+        // either side of it.
+        let blend = |c: usize| {
+            let (upper, lower) = (top[c], bottom[c]);
+            [0, 1].map(|axis| (ch - fy) * u64::from(upper[axis]) + fy * u64::from(lower[axis]))
+        };
         let mut done = 0;
+        let mut left_edge = blend(0);
         for c in 0..columns {
             let cw = CELL_SIZE.min(self.dst.width - c as u32 * CELL_SIZE);
             let k = (u64::from(cw) * ch).trailing_zeros();
-            let (v00, v10, v01, v11) = (top[c], top[c + 1], bottom[c], bottom[c + 1]);
+            let right_edge = blend(c + 1);
             let line = |axis: usize, sub: u32| {
                 let shift = k + VERTEX_FRACTION_BITS - FRACTION_BITS + sub;
-                let left = (ch - fy) * u64::from(v00[axis]) + fy * u64::from(v01[axis]);
-                let right = (ch - fy) * u64::from(v10[axis]) + fy * u64::from(v11[axis]);
+                let (left, right) = (left_edge[axis], right_edge[axis]);
                 let start = u64::from(cw) * left + (1 << (shift - 1));
                 CellStep {
                     start,
@@ -290,6 +296,7 @@ impl Plan<'_> {
                 return;
             }
             done += count;
+            left_edge = right_edge;
         }
     }
 
