@@ -1,6 +1,8 @@
 //! QEMU 10.2 built from Debian's source package: stock, and patched with
 //! every `qemu-patches/*.patch` in name order. Both live side by side in the
-//! cache, keyed by version, patch contents and configuration.
+//! cache, keyed by version, patch contents and configuration. The patched
+//! variant also builds `qemu-system-aarch64` for the emulated i.MX8MP DW100
+//! (`imx8mp-evk`); the stock one is the x86 system emulator alone.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -57,14 +59,36 @@ impl std::fmt::Display for Choice {
 const PINNED_VERSION: &str = "1:10.2.2+ds-1";
 const MESON_VERSION: &str = "1.9.0";
 const DEVICES: &str = include_str!("../../images/qemu-devices.mak");
+const DEVICES_AARCH64: &str = include_str!("../../images/qemu-devices-aarch64.mak");
 const DEVICES_NAME: &str = "vhost-device-video";
 const FIRMWARE_PATH: &str = "/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu";
 const CCACHE_BIN: &str = "/usr/lib/ccache";
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
 
-fn configure_flags() -> Vec<String> {
+/// Which system emulator of a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    X86_64,
+    Aarch64,
+}
+
+impl Target {
+    fn binary(self) -> &'static str {
+        match self {
+            Self::X86_64 => "qemu-system-x86_64",
+            Self::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+}
+
+fn configure_flags(patched: bool) -> Vec<String> {
+    let targets = if patched {
+        "--target-list=x86_64-softmmu,aarch64-softmmu"
+    } else {
+        "--target-list=x86_64-softmmu"
+    };
     [
-        "--target-list=x86_64-softmmu",
+        targets,
         "--without-default-features",
         "--enable-kvm",
         "--enable-tcg",
@@ -82,6 +106,7 @@ fn configure_flags() -> Vec<String> {
         format!("--with-devices-x86_64={DEVICES_NAME}"),
         format!("--firmwarepath={FIRMWARE_PATH}"),
     ])
+    .chain(patched.then(|| format!("--with-devices-aarch64={DEVICES_NAME}")))
     .collect()
 }
 
@@ -123,13 +148,23 @@ pub fn patches() -> Result<Vec<PathBuf>, Error> {
     Ok(found)
 }
 
-/// Builds (once) and returns the QEMU binary of a variant.
+/// Builds (once) and returns the x86_64 QEMU binary of a variant.
 pub fn build(patched: bool) -> Result<PathBuf, Error> {
+    build_target(patched, Target::X86_64)
+}
+
+/// Builds (once) and returns one system emulator of a variant; aarch64
+/// exists only in the patched variant.
+pub fn build_target(patched: bool, target: Target) -> Result<PathBuf, Error> {
+    let patched = patched || target == Target::Aarch64;
     deps::ensure(deps::BASE_PACKAGES)?;
     let (version, dsc) = source_package()?;
-    let flags = configure_flags();
+    let flags = configure_flags(patched);
     let patch_files = if patched { patches()? } else { Vec::new() };
     let mut parts: Vec<Vec<u8>> = vec![version.clone().into_bytes(), DEVICES.as_bytes().to_vec()];
+    if patched {
+        parts.push(DEVICES_AARCH64.as_bytes().to_vec());
+    }
     parts.extend(flags.iter().map(|f| f.clone().into_bytes()));
     for patch in &patch_files {
         parts.push(fs::read(patch).map_err(cache::io_error("cannot read", patch))?);
@@ -141,7 +176,7 @@ pub fn build(patched: bool) -> Result<PathBuf, Error> {
         version.replace(':', "_"),
         cache::key(&borrowed)
     ));
-    let binary = dir.join("build/qemu-system-x86_64");
+    let binary = dir.join("build").join(target.binary());
     if cache::is_complete(&dir) {
         return Ok(binary);
     }
@@ -171,8 +206,14 @@ pub fn build(patched: bool) -> Result<PathBuf, Error> {
                 Duration::from_secs(60),
             )?;
         }
-        let devices = src.join(format!("configs/devices/x86_64-softmmu/{DEVICES_NAME}.mak"));
-        fs::write(&devices, DEVICES).map_err(cache::io_error("cannot write", &devices))?;
+        let mut device_sets = vec![("x86_64", DEVICES)];
+        if patched {
+            device_sets.push(("aarch64", DEVICES_AARCH64));
+        }
+        for (arch, set) in device_sets {
+            let devices = src.join(format!("configs/devices/{arch}-softmmu/{DEVICES_NAME}.mak"));
+            fs::write(&devices, set).map_err(cache::io_error("cannot write", &devices))?;
+        }
         let build = dir.join("build");
         fs::create_dir_all(&build).map_err(cache::io_error("cannot create", &build))?;
         // Compile through ccache (Debian's masquerading `cc` comes first in
@@ -201,7 +242,10 @@ pub fn build(patched: bool) -> Result<PathBuf, Error> {
         with_ccache(&mut ninja);
         ninja
             .current_dir(&build)
-            .args(["ninja", "-j2", "qemu-system-x86_64"]);
+            .args(["ninja", "-j2", Target::X86_64.binary()]);
+        if patched {
+            ninja.arg(Target::Aarch64.binary());
+        }
         process::run_logged(ninja, &logs.join("build.log"), BUILD_TIMEOUT)?;
         Ok(())
     })?;
