@@ -16,8 +16,11 @@ dw_node() {
 # The test client: built on the host by `make -C tests/clients`, else built
 # here with the host's compiler (the guest sees the host root).
 dw_client() {
-	if [ -x "$REPO/tests/clients/dewarp-client" ]; then
-		echo "$REPO/tests/clients/dewarp-client"
+	# The arm64 (imx8mp-evk) guests run the cross-built NAME.aarch64.
+	suffix=
+	[ "$(uname -m)" = aarch64 ] && suffix=.aarch64
+	if [ -x "$REPO/tests/clients/dewarp-client$suffix" ]; then
+		echo "$REPO/tests/clients/dewarp-client$suffix"
 		return 0
 	fi
 	if [ ! -x /tmp/dewarp-client ]; then

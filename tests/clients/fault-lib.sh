@@ -90,8 +90,11 @@ fault_done() {
 # fault_client: the test client, built on the host by `make -C
 # tests/clients`, else here with the host's compiler.
 fault_client() {
-	if [ -x "$REPO/tests/clients/fault-client" ]; then
-		echo "$REPO/tests/clients/fault-client"
+	# The arm64 (imx8mp-evk) guests run the cross-built NAME.aarch64.
+	suffix=
+	[ "$(uname -m)" = aarch64 ] && suffix=.aarch64
+	if [ -x "$REPO/tests/clients/fault-client$suffix" ]; then
+		echo "$REPO/tests/clients/fault-client$suffix"
 		return 0
 	fi
 	if [ ! -x /tmp/fault-client ]; then
