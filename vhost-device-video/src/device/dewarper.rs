@@ -20,7 +20,8 @@ use virtio_queue::{Reader, Writer};
 use vm_memory::ByteValued;
 
 use crate::engine::dewarp::{
-    DestImage, DewarpEngine, RemapParams, SourceImage, VertexMap, MAX_HEIGHT, MAX_WIDTH,
+    DestImage, DewarpEngine, DewarpError, RemapParams, SourceImage, VertexMap, MAX_HEIGHT,
+    MAX_WIDTH,
 };
 use crate::protocol::dewarp::{
     status, ImageLayout, JobError, ValidJob, VdwConfig, VdwJob, VdwStatus, CONFIG_VERSION,
@@ -52,7 +53,7 @@ enum Failure {
     #[error("cannot write the chain: {0}")]
     Write(std::io::Error),
     #[error("remap engine: {0}")]
-    Engine(crate::engine::dewarp::DewarpError),
+    Engine(DewarpError),
 }
 
 impl Failure {
@@ -321,34 +322,46 @@ impl Shared {
         map: &VertexMap,
         buffers: &mut Buffers,
     ) -> Result<u64, Failure> {
-        let (luma, chroma) = split(&buffers.src, &job.src);
-        let source = SourceImage {
-            geometry: job.src.geometry,
-            luma,
-            chroma,
-        };
-        let (luma, chroma) = if job.dst.geometry.format.is_packed() {
-            (&mut buffers.dst[..], &mut [][..])
-        } else {
-            buffers
-                .dst
-                .split_at_mut(job.dst.chroma_start.min(job.dst.total_size))
-        };
-        let mut dest = DestImage {
-            geometry: job.dst.geometry,
-            luma,
-            chroma,
-        };
-        let params = RemapParams {
-            map,
-            crop: job.crop,
-        };
-        let start = Instant::now();
-        self.engine
-            .remap(&params, &source, &mut dest)
-            .map_err(Failure::Engine)?;
-        Ok(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        remap_job(&*self.engine, job, map, &buffers.src, &mut buffers.dst).map_err(Failure::Engine)
     }
+}
+
+/// Runs `engine` on one checked job: `src` holds the source image's memory
+/// planes back to back, `dst` the destination's (as [`ImageLayout`] places
+/// them). Bytes of `dst` outside the picture are left as they are. Returns
+/// the engine time in nanoseconds. Every front of the dewarper (the
+/// virtqueue here, the DW100 model's job socket) runs its jobs through this.
+pub fn remap_job(
+    engine: &dyn DewarpEngine,
+    job: &ValidJob,
+    map: &VertexMap,
+    src: &[u8],
+    dst: &mut [u8],
+) -> Result<u64, DewarpError> {
+    let (luma, chroma) = split(src, &job.src);
+    let source = SourceImage {
+        geometry: job.src.geometry,
+        luma,
+        chroma,
+    };
+    let (luma, chroma) = if job.dst.geometry.format.is_packed() {
+        (dst, &mut [][..])
+    } else {
+        let chroma_start = job.dst.chroma_start.min(dst.len());
+        dst.split_at_mut(chroma_start)
+    };
+    let mut dest = DestImage {
+        geometry: job.dst.geometry,
+        luma,
+        chroma,
+    };
+    let params = RemapParams {
+        map,
+        crop: job.crop,
+    };
+    let start = Instant::now();
+    engine.remap(&params, &source, &mut dest)?;
+    Ok(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// The luma and chroma components of an image's bytes.

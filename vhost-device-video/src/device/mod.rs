@@ -2,3 +2,4 @@
 
 pub mod decoder;
 pub mod dewarper;
+pub mod dw100_model;

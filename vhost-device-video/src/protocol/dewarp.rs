@@ -305,6 +305,30 @@ impl VdwJob {
     /// status). Returns the first problem in this order: reserved fields,
     /// images, crop, map dimensions, chain lengths.
     pub fn validate(&self, readable: usize, writable: usize) -> Result<ValidJob, JobError> {
+        let job = self.check()?;
+        let expected = size_of::<VdwJob>() + job.map_bytes() + job.src.total_size;
+        if readable != expected {
+            return Err(JobError::ChainLength {
+                direction: "device-readable",
+                actual: readable,
+                expected,
+            });
+        }
+        let expected = size_of::<VdwStatus>() + job.dst.total_size;
+        if writable != expected {
+            return Err(JobError::ChainLength {
+                direction: "device-writable",
+                actual: writable,
+                expected,
+            });
+        }
+        Ok(job)
+    }
+
+    /// Checks every field, in the order of [`validate`](Self::validate),
+    /// without the chain lengths: what any front of the dewarper (the
+    /// virtqueue, the DW100 model's job socket) runs on a job.
+    pub fn check(&self) -> Result<ValidJob, JobError> {
         let flags = self.flags.to_native();
         if flags & !VDW_JOB_F_MAP != 0 || self.reserved.iter().any(|r| r.to_native() != 0) {
             return Err(JobError::Reserved("job header"));
@@ -337,7 +361,7 @@ impl VdwJob {
                 expected_height,
             });
         }
-        let job = ValidJob {
+        Ok(ValidJob {
             context_id: self.context_id.to_native(),
             sequence: self.sequence.to_native(),
             map_generation: self.map_generation.to_native(),
@@ -347,24 +371,7 @@ impl VdwJob {
             crop,
             src,
             dst,
-        };
-        let expected = size_of::<VdwJob>() + job.map_bytes() + src.total_size;
-        if readable != expected {
-            return Err(JobError::ChainLength {
-                direction: "device-readable",
-                actual: readable,
-                expected,
-            });
-        }
-        let expected = size_of::<VdwStatus>() + dst.total_size;
-        if writable != expected {
-            return Err(JobError::ChainLength {
-                direction: "device-writable",
-                actual: writable,
-                expected,
-            });
-        }
-        Ok(job)
+        })
     }
 }
 

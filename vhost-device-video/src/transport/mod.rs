@@ -5,6 +5,9 @@
 //! this module turns queue kicks into [`VirtioDevice::handle_kick`] calls and
 //! hands devices a cloneable [`DeviceQueue`] through which requests are popped
 //! and completed, on the vring thread or later from worker threads.
+//!
+//! [`dw100_model`] is the other front: the job socket of QEMU's emulated
+//! i.MX8MP DW100, on the same socket rules.
 
 use std::io;
 use std::sync::{Arc, RwLock};
@@ -22,6 +25,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+pub mod dw100_model;
 mod server;
 pub use server::{serve, Listen, ServerError};
 

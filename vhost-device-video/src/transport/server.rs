@@ -68,7 +68,9 @@ fn bind_owner_only(path: &Path) -> Result<UnixListener, ServerError> {
     })
 }
 
-fn listener(listen: &Listen) -> Result<(UnixListener, Option<PathBuf>), ServerError> {
+/// The listening socket `listen` names, and its path when this process
+/// created it.
+pub(super) fn listener(listen: &Listen) -> Result<(UnixListener, Option<PathBuf>), ServerError> {
     match listen {
         Listen::Path(path) => Ok((bind_owner_only(path)?, Some(path.clone()))),
         Listen::Fd(fd) => {
@@ -126,7 +128,7 @@ impl SecondFrontendGuard {
 /// How long a new connection may wait for the served frontend's disconnect
 /// to be seen before it counts as a second frontend: a frontend that closes
 /// and reconnects at once must not be refused.
-const RECONNECT_GRACE_MS: i32 = 2000;
+pub(super) const RECONNECT_GRACE_MS: i32 = 2000;
 
 /// Whether `stop_fd` becomes readable within `timeout_ms`.
 fn stopped_within(stop_fd: RawFd, timeout_ms: i32) -> bool {
