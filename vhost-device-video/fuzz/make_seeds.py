@@ -2,7 +2,8 @@
 """Writes the seed corpus of the fuzz targets into seeds/<target>/.
 
 Seeds are small valid inputs the fuzzers start from: well-formed requests,
-a valid dewarp job, a decoder stream's life and short real bitstreams.
+a valid dewarp job, DW100 model jobs, a decoder stream's life and short real
+bitstreams.
 Bitstreams come from Debian's ffmpeg (libx264, libx265, libvpx, libaom).
 Run from this directory: ./make_seeds.py
 """
@@ -174,6 +175,43 @@ def dewarp(width=176, height=144):
     write("dewarper_chains", "identity", job.data)
 
 
+def dw100_model_job(src_format, dst_format, swap, width=176, height=144):
+    """A JOB payload of the DW100 model (docs/protocol-dw100-model.md):
+    registers as the dw100 driver programs them, the identity map, source."""
+    def planes(fmt):
+        stride = width * (2 if fmt == 1 else 1)
+        luma = stride * height
+        return stride, luma, {0: luma, 1: 0, 2: luma // 2}[fmt]
+    src_stride, src_y, src_uv = planes(src_format)
+    dst_stride, dst_y, dst_uv = planes(dst_format)
+    map_w, map_h = -(-width // 16) + 1, -(-height // 16) + 1
+    regs = [0] * 36
+    regs[0x04 // 4] = 1 | (src_format << 4) | (dst_format << 6)
+    regs[0x0c // 4] = map_w | (map_h << 16)
+    regs[0x18 // 4] = regs[0x40 // 4] = width | (height << 16)
+    regs[0x1c // 4], regs[0x44 // 4] = src_stride, dst_stride
+    regs[0x58 // 4] = swap
+    regs[0x64 // 4] = 128
+    regs[0x6c // 4] = 0x8080
+    regs[0x80 // 4], regs[0x84 // 4] = dst_y >> 4, dst_uv >> 4
+    header = struct.pack("<36I", *regs)
+    header += struct.pack("<5I3I", map_w * map_h * 4, src_y, src_uv, dst_y, dst_uv, 0, 0, 0)
+    vertex_map = b"".join(
+        struct.pack("<I", (min(y * 16, height) * 16) << 16 | min(x * 16, width) * 16)
+        for y in range(map_h) for x in range(map_w))
+    source = bytes((i * 7) & 0xff for i in range(src_y + src_uv))
+    return header + vertex_map + source
+
+
+def dw100_model():
+    # First 4 bytes: 0 runs the payload, else a length to check the header against.
+    nv12 = dw100_model_job(2, 2, 0)
+    write("dw100_model_job", "nv12_identity", bytes(4) + nv12)
+    write("dw100_model_job", "nv12_header", struct.pack("<I", len(nv12)) + nv12[:176])
+    # UYVY (source Y byte swap) to NV21 (destination UV byte swap).
+    write("dw100_model_job", "uyvy_to_nv21", bytes(4) + dw100_model_job(1, 2, 0x1 | 0x1000))
+
+
 def main():
     streams = {
         "h264": bitstream("libx264", "h264"),
@@ -192,6 +230,7 @@ def main():
             write("ffmpeg_input", name, bytes([index | 0x80]) + framed)
     virtio_video_requests(streams)
     dewarp()
+    dw100_model()
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ pub enum DeviceKind {
     Decoder,
     /// DW100-compatible dewarper (experimental virtio ID 63).
     Dewarper,
-    /// The pixel work of QEMU's emulated i.MX8MP DW100 (`imx8mp-dw100`),
-    /// served on its job socket instead of vhost-user.
+    /// pixel work of QEMU's emulated i.MX8MP DW100 (imx8mp-dw100), on its
+    /// job socket instead of vhost-user.
     #[value(name = "dw100-model")]
     Dw100Model,
 }
