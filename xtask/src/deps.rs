@@ -17,6 +17,8 @@ pub enum Error {
     NoRoot(String),
     #[error("apt-get could not install {0} (see the output above)")]
     Install(String),
+    #[error("apt-get update failed after adding the {0} architecture (see the output above)")]
+    AddArchitecture(String),
 }
 
 /// Packages the harness, the backend and the guest tools need.
@@ -47,6 +49,9 @@ pub const BASE_PACKAGES: &[&str] = &[
     "libssl-dev",
     "kmod",
     "perl",
+    // arm64 guests (imx8mp-evk): cross builds and the board's device tree
+    "gcc-aarch64-linux-gnu",
+    "device-tree-compiler",
     // guest root: the host's tools run in the guest
     "busybox-static",
     "pciutils",
@@ -135,6 +140,30 @@ pub fn apt_update() -> Result<(), Error> {
     }
     apt_get(&["update"])?;
     Ok(())
+}
+
+/// Makes apt know packages of a foreign architecture (`arm64`), refreshing
+/// the package lists when it adds one. Nothing of it is installed: the
+/// harness fetches such packages with `apt-get download`.
+pub fn add_architecture(arch: &str) -> Result<(), Error> {
+    let mut query = Command::new("dpkg");
+    query.arg("--print-foreign-architectures");
+    let known = process::output(query, QUERY_TIMEOUT)?;
+    if known.lines().any(|line| line.trim() == arch) {
+        return Ok(());
+    }
+    eprintln!("adding the {arch} architecture to dpkg");
+    let mut add = privileged("dpkg")?;
+    add.arg("--add-architecture").arg(arch);
+    process::run_visible(add, QUERY_TIMEOUT)?;
+    // Refreshed even if the lists were refreshed earlier in this run: they
+    // lack the new architecture.
+    APT_UPDATED.store(true, Ordering::SeqCst);
+    if apt_get(&["update"])? {
+        Ok(())
+    } else {
+        Err(Error::AddArchitecture(arch.to_string()))
+    }
 }
 
 /// Installs whatever of `packages` is missing.

@@ -22,7 +22,7 @@ pub enum Error {
     NoDebianKernel(String),
     #[error("kernel {release}: {path} is missing after installing its packages")]
     Incomplete { release: String, path: PathBuf },
-    #[error("debug-rt config: symbols not set as {fragment} asks: {symbols}")]
+    #[error("kernel config: symbols not set as {fragment} asks: {symbols}")]
     ConfigMismatch { fragment: String, symbols: String },
     #[error("kernel {release} has no module {module} (neither built in nor in modules.dep)")]
     NoModule { release: String, module: String },
@@ -62,10 +62,29 @@ impl std::fmt::Display for Flavor {
     }
 }
 
+/// The architecture a kernel is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Arm64,
+}
+
+impl Arch {
+    /// `make` variables for kbuild: the architecture and, off the host's
+    /// own, the cross compiler.
+    pub fn make_vars(self) -> &'static [&'static str] {
+        match self {
+            Self::X86_64 => &[],
+            Self::Arm64 => &["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"],
+        }
+    }
+}
+
 /// A kernel ready to boot.
 #[derive(Debug, Clone)]
 pub struct Kernel {
     pub flavor: Flavor,
+    pub arch: Arch,
     pub release: String,
     pub image: PathBuf,
     /// The directory holding `<release>/` with modules.dep and the modules;
@@ -105,8 +124,9 @@ fn install_debian_rt(release: &str) -> Result<bool, Error> {
     Ok(false)
 }
 
-/// Newest `6.12.*-rt-amd64` release apt knows, for when the pin is gone.
-fn newest_debian_rt() -> Result<Option<String>, Error> {
+/// Newest `6.12.*<suffix>` release apt knows (suffix `-rt-amd64`,
+/// `-rt-arm64`), for when the pin is gone.
+pub fn newest_debian_release(suffix: &str) -> Result<Option<String>, Error> {
     let mut command = Command::new("apt-cache");
     command.arg("pkgnames").arg("linux-image-6.12.");
     let (_, text) = process::capture(command, Duration::from_secs(60))?;
@@ -114,7 +134,7 @@ fn newest_debian_rt() -> Result<Option<String>, Error> {
         .lines()
         .filter_map(|name| name.strip_prefix("linux-image-"))
         .map(|rest| rest.trim_end_matches("-unsigned").to_string())
-        .filter(|release| release.ends_with("-rt-amd64"))
+        .filter(|release| release.ends_with(suffix))
         .collect();
     releases.sort_by_key(|release| version_key(release));
     Ok(releases.pop())
@@ -132,7 +152,7 @@ fn debian_rt() -> Result<Kernel, Error> {
     if !debian_rt_ready(&release) && !install_debian_rt(&release)? {
         deps::apt_update()?;
         if !install_debian_rt(&release)? {
-            let newest = newest_debian_rt()?
+            let newest = newest_debian_release("-rt-amd64")?
                 .ok_or_else(|| Error::NoDebianKernel(DEBIAN_RT_PIN.to_string()))?;
             eprintln!("kernel {DEBIAN_RT_PIN} is gone from apt; using {newest}");
             release = newest;
@@ -153,6 +173,7 @@ fn debian_rt() -> Result<Kernel, Error> {
     }
     Ok(Kernel {
         flavor: Flavor::DebianRt,
+        arch: Arch::X86_64,
         release,
         image,
         modules_dir: PathBuf::from("/lib/modules"),
@@ -176,10 +197,10 @@ fn config_values(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn verify_config(config: &Path) -> Result<(), Error> {
+fn verify_config(config: &Path, spec: &SourceBuild) -> Result<(), Error> {
     let text = fs::read_to_string(config).map_err(cache::io_error("cannot read", config))?;
     let got = config_values(&text);
-    let wrong: Vec<String> = config_values(FRAGMENT)
+    let wrong: Vec<String> = config_values(spec.fragment)
         .into_iter()
         .filter(|(symbol, want)| {
             let have = got.get(symbol).map(String::as_str).unwrap_or("n");
@@ -194,19 +215,20 @@ fn verify_config(config: &Path) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::ConfigMismatch {
-            fragment: "images/debug-rt.config".to_string(),
+            fragment: spec.fragment_name.to_string(),
             symbols: wrong.join(", "),
         })
     }
 }
 
-fn make(src: &Path, build: &Path, args: &[&str], log: &Path) -> Result<(), Error> {
+fn make(src: &Path, build: &Path, arch: Arch, args: &[&str], log: &Path) -> Result<(), Error> {
     let mut command = Command::new("nice");
     command
         .arg("make")
         .arg("-C")
         .arg(src)
         .arg(format!("O={}", build.display()))
+        .args(arch.make_vars())
         .args(args);
     process::run_logged(command, log, BUILD_TIMEOUT)?;
     Ok(())
@@ -237,7 +259,7 @@ pub fn source_tree() -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
-fn package_version(package: &str) -> Result<String, Error> {
+pub fn package_version(package: &str) -> Result<String, Error> {
     let mut command = Command::new("dpkg-query");
     command.arg("-W").arg("-f=${Version}").arg(package);
     Ok(process::output(command, Duration::from_secs(60))?
@@ -245,23 +267,48 @@ fn package_version(package: &str) -> Result<String, Error> {
         .to_string())
 }
 
-fn debug_rt() -> Result<Kernel, Error> {
+/// A kernel built from `linux-source-6.12`: `make tinyconfig`, a checked-in
+/// fragment merged in, `olddefconfig`, then every symbol of the fragment
+/// verified. Its build tree stays in the cache for out-of-tree modules.
+pub struct SourceBuild<'a> {
+    pub flavor: Flavor,
+    pub arch: Arch,
+    /// Cache entry prefix and lock name.
+    pub name: &'a str,
+    /// The fragment's path in the checkout, for messages.
+    pub fragment_name: &'a str,
+    pub fragment: &'a str,
+    /// What `make` builds besides the config (the image, `modules`, ...).
+    pub targets: &'a [&'a str],
+    /// The bootable image, relative to the build tree.
+    pub image: &'a str,
+}
+
+/// Builds (once) the kernel `spec` describes.
+pub fn build_from_source(spec: &SourceBuild) -> Result<Kernel, Error> {
     deps::ensure(deps::BASE_PACKAGES)?;
     let src = source_tree()?;
     let version = package_version("linux-source-6.12")?;
-    let key = cache::key(&[version.as_bytes(), FRAGMENT.as_bytes()]);
-    let dir = cache::dir("kernel")?.join(format!("debug-rt-{version}-{key}"));
+    let key = cache::key(&[version.as_bytes(), spec.fragment.as_bytes()]);
+    let dir = cache::dir("kernel")?.join(format!("{}-{version}-{key}", spec.name));
     let build = dir.join("build");
     let modroot = dir.join("modroot");
     if !cache::is_complete(&dir) {
-        let _lock = cache::lock("kernel-debug-rt")?;
+        let _lock = cache::lock(&format!("kernel-{}", spec.name))?;
         cache::build_in_place(&dir, |dir| -> Result<(), Error> {
-            eprintln!("building the debug-rt kernel in {}", dir.display());
+            eprintln!("building the {} kernel in {}", spec.name, dir.display());
             let logs = dir.join("logs");
             fs::create_dir_all(&logs).map_err(cache::io_error("cannot create", &logs))?;
-            let fragment = dir.join("debug-rt.config");
-            fs::write(&fragment, FRAGMENT).map_err(cache::io_error("cannot write", &fragment))?;
-            make(&src, &build, &["tinyconfig"], &logs.join("config.log"))?;
+            let fragment = dir.join("fragment.config");
+            fs::write(&fragment, spec.fragment)
+                .map_err(cache::io_error("cannot write", &fragment))?;
+            make(
+                &src,
+                &build,
+                spec.arch,
+                &["tinyconfig"],
+                &logs.join("config.log"),
+            )?;
             let mut merge = Command::new(src.join("scripts/kconfig/merge_config.sh"));
             merge
                 .current_dir(&build)
@@ -274,20 +321,19 @@ fn debug_rt() -> Result<Kernel, Error> {
             make(
                 &src,
                 &build,
+                spec.arch,
                 &["olddefconfig"],
                 &logs.join("olddefconfig.log"),
             )?;
-            verify_config(&build.join(".config"))?;
-            make(
-                &src,
-                &build,
-                &["-j2", "bzImage", "modules"],
-                &logs.join("build.log"),
-            )?;
+            verify_config(&build.join(".config"), spec)?;
+            let mut args = vec!["-j2"];
+            args.extend_from_slice(spec.targets);
+            make(&src, &build, spec.arch, &args, &logs.join("build.log"))?;
             let install = format!("INSTALL_MOD_PATH={}", modroot.display());
             make(
                 &src,
                 &build,
+                spec.arch,
                 &["modules_install", install.as_str()],
                 &logs.join("modules_install.log"),
             )?;
@@ -300,11 +346,24 @@ fn debug_rt() -> Result<Kernel, Error> {
         .trim()
         .to_string();
     Ok(Kernel {
-        flavor: Flavor::DebugRt,
+        flavor: spec.flavor,
+        arch: spec.arch,
         release,
-        image: build.join("arch/x86/boot/bzImage"),
+        image: build.join(spec.image),
         modules_dir: modroot.join("lib/modules"),
         kbuild: build,
+    })
+}
+
+fn debug_rt() -> Result<Kernel, Error> {
+    build_from_source(&SourceBuild {
+        flavor: Flavor::DebugRt,
+        arch: Arch::X86_64,
+        name: "debug-rt",
+        fragment_name: "images/debug-rt.config",
+        fragment: FRAGMENT,
+        targets: &["bzImage", "modules"],
+        image: "arch/x86/boot/bzImage",
     })
 }
 

@@ -9,6 +9,7 @@ mod demo;
 mod deps;
 mod e2e;
 mod fuzz;
+mod imx8mp;
 mod initramfs;
 mod kernel;
 mod kmod;
@@ -51,6 +52,15 @@ enum Cmd {
     Kernel {
         #[arg(long, default_value = "debian-rt")]
         kernel: kernel::Flavor,
+    },
+    /// Build or fetch an arm64 kernel for QEMU's imx8mp-evk machine, its
+    /// device tree and the dw100 driver (cached); prints their paths.
+    Imx8mpKernel {
+        #[arg(long, default_value = "debian-rt")]
+        kernel: kernel::Flavor,
+        /// The dw100 variant to build: unfixed, fixed, oneshot-dropped.
+        #[arg(long, default_value_t)]
+        dw100: imx8mp::Dw100Variant,
     },
     /// Build the project's guest module for a kernel.
     Module {
@@ -133,6 +143,8 @@ enum Error {
     V4lUtils(#[from] v4l_utils::Error),
     #[error(transparent)]
     Kmod(#[from] kmod::Error),
+    #[error(transparent)]
+    Imx8mp(#[from] imx8mp::Error),
     #[error(transparent)]
     Vm(#[from] vm::Error),
     #[error(transparent)]
@@ -219,6 +231,16 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Cmd::Kernel { kernel } => {
             let kernel = kernel::prepare(kernel)?;
             println!("{} {}", kernel.release, kernel.image.display());
+        }
+        Cmd::Imx8mpKernel { kernel, dw100 } => {
+            let kernel = imx8mp::kernel(kernel)?;
+            let dtb = imx8mp::dtb(&kernel)?;
+            let module = imx8mp::dw100_module(&kernel, dw100)?;
+            println!("release {}", kernel.release);
+            println!("image {}", kernel.image.display());
+            println!("dtb {}", dtb.display());
+            println!("modules {}", kernel.modules_dir.display());
+            println!("dw100 {}", module.display());
         }
         Cmd::Module { kernel } => {
             let kernel = kernel::prepare(kernel)?;
