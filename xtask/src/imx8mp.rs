@@ -160,6 +160,32 @@ const OVERLAY: &[(&str, &str)] = &[
     (HSIO_BLK_CTRL_NODE, "interconnect-names"),
 ];
 
+/// What an imx8mp-evk guest loads for its PCIe bus (SRC resets, the PCIe
+/// slot's regulator, the PHY) and then its 9p shares, in this order;
+/// [`Kernel::module_closure`] adds dependencies and skips what the kernel
+/// has built in (debug-rt has all of them built in).
+pub const BOOT_MODULES: &[&str] = &[
+    "reset_imx7",
+    "fixed",
+    "phy_fsl_imx8m_pcie",
+    "9pnet_virtio",
+    "9p",
+];
+
+/// Module files (relative to the kernel's release directory) the dw100
+/// driver at `module` needs, dependencies first.
+pub fn dw100_dependencies(kernel: &Kernel, module: &Path) -> Result<Vec<String>, Error> {
+    let mut modinfo = Command::new("modinfo");
+    modinfo.args(["-F", "depends"]).arg(module);
+    let depends = process::output(modinfo, QUERY_TIMEOUT)?;
+    let names: Vec<&str> = depends
+        .trim()
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .collect();
+    Ok(kernel.module_closure(&names)?)
+}
+
 /// Builds or fetches (once) an arm64 kernel for the imx8mp-evk machine.
 pub fn kernel(flavor: Flavor) -> Result<Kernel, Error> {
     match flavor {

@@ -241,6 +241,10 @@ fn run(cli: Cli) -> Result<u8, Error> {
             println!("dtb {}", dtb.display());
             println!("modules {}", kernel.modules_dir.display());
             println!("dw100 {}", module.display());
+            let boot = kernel.module_closure(imx8mp::BOOT_MODULES)?;
+            println!("boot-modules {}", boot.join(" "));
+            let dependencies = imx8mp::dw100_dependencies(&kernel, &module)?;
+            println!("dw100-dependencies {}", dependencies.join(" "));
         }
         Cmd::Module { kernel } => {
             let kernel = kernel::prepare(kernel)?;
