@@ -1,8 +1,9 @@
 #!/bin/busybox sh
-# PID 1 of a harness guest. Mounts the host's root read-only over 9p, runs
-# one command in it (images/guest-run.sh), then reports through the harness
-# directory: the command's status, tasks left in D state, the kernel log.
-# Powers off in every case; the host judges the run.
+# PID 1 of a harness guest. Mounts its root read-only over 9p (the host's
+# own, or a prepared root with the shared host paths mounted into a tmpfs),
+# runs one command in it (images/guest-run.sh), then reports through the
+# harness directory: the command's status, tasks left in D state, the
+# kernel log. Powers off in every case; the host judges the run.
 
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -25,13 +26,38 @@ while read -r module; do
 	insmod "/modules/$module" || fail "cannot load $module"
 done < /modules/order
 
-mount -t 9p -o "$P9,cache=none" harness /harness ||
-	fail "cannot mount the harness directory"
+# The 9p devices may still be probing (behind a PCIe link that comes up
+# once its PHY module is in): a few seconds of retries.
+tries=0
+until mount -t 9p -o "$P9,cache=none" harness /harness 2>/dev/null; do
+	tries=$((tries + 1))
+	[ "$tries" -lt 100 ] || fail "cannot mount the harness directory"
+	sleep 0.1
+done
 . /harness/config
 echo "vdv-init: userspace reached"
 
-mount -t 9p -o "$P9,ro,cache=loose" hostroot /newroot ||
-	fail "cannot mount the host root"
+if [ "$ROOT" = image ]; then
+	# A prepared root has only its own top-level directories (bound
+	# read-only) and links; a tmpfs above them takes the mount points of
+	# the host paths shared below.
+	mount -t 9p -o "$P9,ro,cache=loose" hostroot /sysroot ||
+		fail "cannot mount the guest root"
+	mount -t tmpfs -o mode=755 tmpfs /newroot || fail "cannot mount the root tmpfs"
+	for entry in /sysroot/*; do
+		name=${entry#/sysroot/}
+		if [ -L "$entry" ]; then
+			ln -s "$(readlink "$entry")" "/newroot/$name"
+		elif [ -d "$entry" ]; then
+			mkdir "/newroot/$name"
+			mount --bind "$entry" "/newroot/$name" || fail "cannot bind /$name"
+		fi
+	done
+	mkdir -p /newroot/dev /newroot/proc /newroot/sys /newroot/tmp /newroot/run
+else
+	mount -t 9p -o "$P9,ro,cache=loose" hostroot /newroot ||
+		fail "cannot mount the host root"
+fi
 for dir in /tmp /run /var/tmp; do
 	mount -t tmpfs -o mode=1777 tmpfs "/newroot$dir" ||
 		fail "cannot mount tmpfs on $dir"
@@ -49,6 +75,14 @@ if [ "$MODULES_SHARED" = 1 ]; then
 	mount -t 9p -o "$P9,ro,cache=loose" modules /newroot/lib/modules ||
 		fail "cannot mount the kernel's modules"
 fi
+i=0
+while [ "$i" -lt "${RO_SHARE_COUNT:-0}" ]; do
+	eval "dir=\$RO_SHARE_$i"
+	mkdir -p "/newroot$dir" 2>/dev/null
+	mount -t 9p -o "$P9,ro,cache=loose" "roshare$i" "/newroot$dir" ||
+		fail "cannot mount the shared directory $dir"
+	i=$((i + 1))
+done
 i=0
 while [ "$i" -lt "$SHARE_COUNT" ]; do
 	eval "dir=\$SHARE_$i"

@@ -185,10 +185,12 @@ fn guest_options(
     let mut env = env;
     env.push(("REPO".to_string(), root.to_string_lossy().into_owned()));
     vm::Options {
+        machine: vm::Machine::Q35,
         kernel: kernel::Flavor::DebianRt,
         devices,
         qemu,
         shares: Vec::new(),
+        readonly_shares: Vec::new(),
         timeout: GUEST_TIMEOUT,
         module: vm::Module::Project,
         module_params: String::new(),

@@ -186,10 +186,12 @@ pub fn run() -> Result<u8, Error> {
 
     println!("== guest: Debian PREEMPT_RT, decoder and dewarper attached (patched QEMU)");
     let options = vm::Options {
+        machine: vm::Machine::Q35,
         kernel: kernel::Flavor::DebianRt,
         devices: vec![vm::Device::Decoder, vm::Device::Dewarper],
         qemu: qemu::Choice::Patched,
         shares: vec![out.clone()],
+        readonly_shares: Vec::new(),
         timeout: GUEST_TIMEOUT,
         module: vm::Module::Project,
         module_params: String::new(),

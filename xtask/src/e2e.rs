@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::kernel::{self, Flavor};
-use crate::{cache, kmod, process, qemu, splat, vm};
+use crate::{cache, imx8mp, kmod, process, qemu, splat, vm};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -32,15 +32,30 @@ enum Expect {
     Splat,
 }
 
+/// The module a test loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TestModule {
+    /// `virtio_video_m2m` on q35; the dw100 driver (variant from `# dw100:`)
+    /// on imx8mp-evk.
+    Default,
+    None,
+    /// A project module by name (q35).
+    Named(String),
+}
+
 /// A test script and what its header asks for.
 #[derive(Debug)]
 struct Test {
     name: String,
     script: PathBuf,
+    machine: vm::Machine,
     kernels: Vec<Flavor>,
     devices: Vec<vm::Device>,
-    qemu: qemu::Choice,
-    module: Option<String>,
+    /// `None`: the machine's default.
+    qemu: Option<qemu::Choice>,
+    module: TestModule,
+    /// `None`: the fixed one, on imx8mp-evk.
+    dw100: Option<imx8mp::Dw100Variant>,
     module_params: String,
     data: Option<String>,
     timeout: Duration,
@@ -67,10 +82,12 @@ fn parse(script: &Path) -> Result<Test, Error> {
     let mut test = Test {
         name: name.clone(),
         script: script.to_path_buf(),
+        machine: vm::Machine::Q35,
         kernels: vec![Flavor::DebianRt],
         devices: Vec::new(),
-        qemu: qemu::Choice::Stock,
-        module: Some("virtio_video_m2m".to_string()),
+        qemu: None,
+        module: TestModule::Default,
+        dw100: None,
         module_params: String::new(),
         data: None,
         timeout: Duration::from_secs(300),
@@ -88,6 +105,19 @@ fn parse(script: &Path) -> Result<Test, Error> {
         // Headers may carry an explanation after the value, as in the README.
         let value = value.trim();
         match key {
+            "machine" => {
+                let word = value.split_whitespace().next().unwrap_or("q35");
+                test.machine = word
+                    .parse::<vm::Machine>()
+                    .map_err(|e| header_error(&name, key, e))?;
+            }
+            "dw100" => {
+                let word = value.split_whitespace().next().unwrap_or("fixed");
+                test.dw100 = Some(
+                    word.parse::<imx8mp::Dw100Variant>()
+                        .map_err(|e| header_error(&name, key, e))?,
+                );
+            }
             "kernels" => {
                 test.kernels = value
                     .split_whitespace()
@@ -109,8 +139,9 @@ fn parse(script: &Path) -> Result<Test, Error> {
             }
             "qemu" => {
                 test.qemu = match value.split_whitespace().next() {
-                    Some("stock") | None => qemu::Choice::Stock,
-                    Some("patched") => qemu::Choice::Patched,
+                    Some("stock") => Some(qemu::Choice::Stock),
+                    Some("patched") => Some(qemu::Choice::Patched),
+                    None => None,
                     Some(other) => {
                         return Err(header_error(&name, key, format!("unknown `{other}`")))
                     }
@@ -119,10 +150,10 @@ fn parse(script: &Path) -> Result<Test, Error> {
             "module" => {
                 let mut words = value.split_whitespace();
                 test.module = match words.next() {
-                    Some("none") | None => None,
+                    Some("none") | None => TestModule::None,
                     Some(module) => {
                         kmod::source_dir(module).map_err(|e| header_error(&name, key, e))?;
-                        Some(module.to_string())
+                        TestModule::Named(module.to_string())
                     }
                 };
                 test.module_params = words.collect::<Vec<_>>().join(" ");
@@ -169,7 +200,46 @@ fn parse(script: &Path) -> Result<Test, Error> {
             _ => {}
         }
     }
+    if test.machine == vm::Machine::Q35 && test.dw100.is_some() {
+        return Err(header_error(
+            &name,
+            "dw100",
+            "the dw100 driver runs on `# machine: imx8mp-evk` only",
+        ));
+    }
+    if let (vm::Machine::Imx8mpEvk, TestModule::Named(module)) = (test.machine, &test.module) {
+        return Err(header_error(
+            &name,
+            "module",
+            format!(
+                "{module} is built for the x86 guests only (imx8mp-evk loads the dw100 driver)"
+            ),
+        ));
+    }
     Ok(test)
+}
+
+impl Test {
+    /// `name.kernel` on q35, `name.machine.kernel` on the others.
+    fn id(&self, kernel: Flavor) -> String {
+        match self.machine {
+            vm::Machine::Q35 => format!("{}.{}", self.name, kernel.name()),
+            machine => format!("{}.{machine}.{}", self.name, kernel.name()),
+        }
+    }
+
+    fn vm_module(&self) -> vm::Module {
+        match (&self.module, self.machine) {
+            (TestModule::None, _) => vm::Module::None,
+            (TestModule::Named(name), _) => vm::Module::Named(name.clone()),
+            (TestModule::Default, vm::Machine::Q35) => {
+                vm::Module::Named("virtio_video_m2m".to_string())
+            }
+            (TestModule::Default, vm::Machine::Imx8mpEvk) => {
+                vm::Module::Dw100(self.dw100.unwrap_or_default())
+            }
+        }
+    }
 }
 
 fn discover(filters: &[String]) -> Result<Vec<Test>, Error> {
@@ -233,15 +303,17 @@ enum Verdict {
 }
 
 fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
-    if let Some(module) = &test.module {
-        if !kmod::present(module).unwrap_or(false) {
+    if let vm::Module::Named(module) = test.vm_module() {
+        if !kmod::present(&module).unwrap_or(false) {
             return Ok(Verdict::Skip(format!(
                 "{} does not exist yet",
-                kmod::source_dir(module).unwrap_or(module)
+                kmod::source_dir(&module).unwrap_or(&module)
             )));
         }
     }
-    if !test.devices.is_empty()
+    // imx8mp-evk always has the DW100's backend.
+    let backend_needed = !test.devices.is_empty() || test.machine != vm::Machine::Q35;
+    if backend_needed
         && !cache::repo_root()
             .join("vhost-device-video/src/main.rs")
             .exists()
@@ -257,10 +329,9 @@ fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
         },
         None => PathBuf::new(),
     };
-    let base =
-        cache::repo_root()
-            .join("target/e2e")
-            .join(format!("{}-{}", test.name, kernel.name()));
+    let base = cache::repo_root()
+        .join("target/e2e")
+        .join(test.id(kernel).replace('.', "-"));
     let results = base.join("results");
     if results.exists() {
         fs::remove_dir_all(&results).map_err(cache::io_error("cannot remove", &results))?;
@@ -268,15 +339,23 @@ fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
     fs::create_dir_all(&results).map_err(cache::io_error("cannot create", &results))?;
     let repo = cache::repo_root();
     let options = vm::Options {
+        machine: test.machine,
         kernel,
         devices: test.devices.clone(),
-        qemu: test.qemu.clone(),
+        qemu: test
+            .qemu
+            .clone()
+            .unwrap_or_else(|| test.machine.default_qemu()),
         shares: vec![results.clone()],
+        // The arm64 guests do not see the host's root, where the data is.
+        readonly_shares: test
+            .data
+            .is_some()
+            .then(|| testdata.clone())
+            .into_iter()
+            .collect(),
         timeout: test.timeout,
-        module: match &test.module {
-            Some(name) => vm::Module::Named(name.clone()),
-            None => vm::Module::None,
-        },
+        module: test.vm_module(),
         module_params: test.module_params.clone(),
         env: vec![
             ("REPO".to_string(), repo.to_string_lossy().into_owned()),
@@ -321,7 +400,7 @@ fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
         Expect::Splat => match &outcome.splat {
             Some(found) => Verdict::Pass(format!(
                 "splat detected as expected: {}",
-                splat::headline(found)
+                splat::summary(found)
             )),
             None => Verdict::Fail(format!(
                 "expected a kernel splat, none was detected ({}); {logs}",
@@ -375,7 +454,7 @@ pub fn run(filters: &[String], only_kernel: Option<Flavor>) -> Result<Totals, Er
     let mut totals = Totals::default();
     let mut summary = String::new();
     for (index, (test, kernel)) in cases.iter().enumerate() {
-        let id = format!("{}.{}", test.name, kernel.name());
+        let id = test.id(*kernel);
         eprintln!("# running {id}");
         let known = test
             .known_failures

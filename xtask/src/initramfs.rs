@@ -1,10 +1,11 @@
-//! The guest's initramfs: a static busybox, the modules the kernel needs to
-//! mount the host's root over 9p, and `images/guest-init.sh` as `/init`.
+//! The guest's initramfs: a static busybox of the guest's architecture, the
+//! modules the kernel needs to mount its root over 9p, and
+//! `images/guest-init.sh` as `/init`.
 //! Written as a newc cpio archive, which the kernel unpacks uncompressed.
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::kernel::{self, Kernel};
@@ -18,8 +19,8 @@ pub enum Error {
     Kernel(#[from] kernel::Error),
     #[error(transparent)]
     Process(#[from] process::Error),
-    #[error("{0} is missing: install busybox-static")]
-    NoBusybox(&'static str),
+    #[error("{0} is missing (busybox-static)")]
+    NoBusybox(PathBuf),
     #[error("cannot write {path}: {source}")]
     Write {
         path: std::path::PathBuf,
@@ -27,10 +28,7 @@ pub enum Error {
     },
 }
 
-const BUSYBOX: &str = "/bin/busybox";
 const INIT: &str = include_str!("../../images/guest-init.sh");
-/// What the guest needs to mount its root; built-in ones are skipped.
-const ROOT_MODULES: &[&str] = &["9p", "9pnet_virtio"];
 
 const MODE_DIR: u32 = 0o040_755;
 const MODE_FILE: u32 = 0o100_644;
@@ -137,12 +135,18 @@ fn capture_bytes(mut command: Command) -> Result<(bool, Vec<u8>), Error> {
     Ok((output.status.success(), output.stdout))
 }
 
-/// Writes the initramfs for `kernel` to `out`.
-pub fn build(kernel: &Kernel, out: &Path) -> Result<(), Error> {
-    let busybox = fs::read(BUSYBOX).map_err(|_| Error::NoBusybox(BUSYBOX))?;
+/// Writes the initramfs for `kernel` to `out`: `busybox` and the modules
+/// `root_modules` need (built-in ones are skipped), loaded in that order.
+pub fn build(
+    kernel: &Kernel,
+    busybox: &Path,
+    root_modules: &[&str],
+    out: &Path,
+) -> Result<(), Error> {
+    let busybox = fs::read(busybox).map_err(|_| Error::NoBusybox(busybox.to_path_buf()))?;
     let mut cpio = Cpio::new();
     for dir in [
-        "bin", "dev", "proc", "sys", "newroot", "harness", "modules", "tmp",
+        "bin", "dev", "proc", "sys", "newroot", "sysroot", "harness", "modules", "tmp",
     ] {
         cpio.dir(dir);
     }
@@ -151,7 +155,7 @@ pub fn build(kernel: &Kernel, out: &Path) -> Result<(), Error> {
     cpio.entry("bin/busybox", MODE_EXEC, (0, 0), &busybox);
     cpio.entry("init", MODE_EXEC, (0, 0), INIT.as_bytes());
     let mut order = String::new();
-    for relative in kernel.module_closure(ROOT_MODULES)? {
+    for relative in kernel.module_closure(root_modules)? {
         let bytes = module_bytes(&kernel.module_path(&relative))?;
         let file = relative
             .rsplit('/')

@@ -2,6 +2,7 @@
 //! a cache outside the checkout, boots PREEMPT_RT guests with the backend
 //! attached, and runs every test.
 
+mod arm64_root;
 mod bench;
 mod cache;
 mod debsrc;
@@ -17,6 +18,7 @@ mod process;
 mod qemu;
 mod splat;
 mod suite;
+mod trixie;
 mod v4l_utils;
 mod vm;
 
@@ -98,23 +100,33 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct VmArgs {
+    /// q35 (x86), or imx8mp-evk (arm64, with the emulated DW100; TCG only).
+    #[arg(long, default_value = "q35")]
+    machine: vm::Machine,
     #[arg(long, default_value = "debian-rt")]
     kernel: kernel::Flavor,
-    /// Backends to attach (repeatable, or comma-separated): decoder, dewarper.
+    /// Backends to attach (repeatable, or comma-separated): decoder,
+    /// dewarper on q35; imx8mp-evk always gets the DW100's.
     #[arg(long = "device", value_delimiter = ',')]
     devices: Vec<vm::Device>,
-    /// stock, patched, or the path of a QEMU >= 10.2.
-    #[arg(long, default_value = "stock")]
-    qemu: qemu::Choice,
+    /// stock, patched, or the path of a QEMU >= 10.2 (default: stock on
+    /// q35, patched on imx8mp-evk).
+    #[arg(long)]
+    qemu: Option<qemu::Choice>,
     /// A host directory the guest sees, writable, at the same path (repeatable).
     #[arg(long = "share")]
     shares: Vec<PathBuf>,
     /// Seconds the command may run.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-    /// Load this module instead of the project's guest driver.
+    /// Load this module instead of the project's guest driver (or the dw100
+    /// driver on imx8mp-evk).
     #[arg(long, conflicts_with = "no_module")]
     module: Option<PathBuf>,
+    /// The dw100 driver's variant on imx8mp-evk: unfixed, fixed (default),
+    /// oneshot-dropped.
+    #[arg(long, conflicts_with_all = ["no_module", "module"])]
+    dw100: Option<imx8mp::Dw100Variant>,
     /// Load no module.
     #[arg(long)]
     no_module: bool,
@@ -164,14 +176,18 @@ fn vm_command(args: VmArgs) -> Result<u8, Error> {
         vm::Module::None
     } else if let Some(path) = args.module {
         vm::Module::File(path)
+    } else if let Some(variant) = args.dw100 {
+        vm::Module::Dw100(variant)
     } else {
-        vm::Module::Project
+        vm::Module::default_for(args.machine)
     };
     let options = vm::Options {
+        machine: args.machine,
         kernel: args.kernel,
         devices: args.devices,
-        qemu: args.qemu,
+        qemu: args.qemu.unwrap_or_else(|| args.machine.default_qemu()),
         shares: args.shares,
+        readonly_shares: Vec::new(),
         timeout: Duration::from_secs(args.timeout),
         module,
         module_params: args.module_params,

@@ -1,4 +1,7 @@
 //! Finds kernel splats in a guest's kernel log: any of them fails a run.
+//! The reports of both guest architectures are known: x86's (`Call Trace:`)
+//! and arm64's (`Call trace:`, `Internal error: Oops:`, `Unable to handle
+//! kernel ...`).
 
 /// Markers of a kernel report, matched anywhere in a log line.
 const MARKERS: &[&str] = &[
@@ -7,6 +10,9 @@ const MARKERS: &[&str] = &[
     "Oops",
     "Kernel panic",
     "general protection fault",
+    // arm64's die() and its faults on a kernel address.
+    "Internal error:",
+    "Unable to handle kernel",
     "Invalid wait context",
     "sleeping function called from invalid context",
     "scheduling while atomic",
@@ -17,11 +23,14 @@ const MARKERS: &[&str] = &[
     "blocked for more than",
     "soft lockup",
     "hard LOCKUP",
+    // RCU: "rcu_preempt detected stalls on CPUs/tasks", "self-detected stall".
+    "detected stall",
     "UBSAN:",
 ];
 
-/// Lines kept after a marker: enough for the report's call trace.
-const EXCERPT_LINES: usize = 40;
+/// Lines kept after a marker: enough for an arm64 Oops's register dump and
+/// the call trace after it.
+const EXCERPT_LINES: usize = 60;
 
 /// The first splat in `log`, with the lines that follow it.
 pub fn find(log: &str) -> Option<String> {
@@ -40,14 +49,143 @@ pub fn find(log: &str) -> Option<String> {
     )
 }
 
+/// A log line without its printk timestamp (`[   12.345678] `).
+fn message(line: &str) -> &str {
+    let trimmed = line.trim();
+    if let Some(rest) = trimmed.strip_prefix('[') {
+        if let Some((stamp, text)) = rest.split_once(']') {
+            if stamp.trim().chars().all(|c| c.is_ascii_digit() || c == '.') {
+                return text.trim();
+            }
+        }
+    }
+    trimmed
+}
+
 /// The first line of a splat, for one-line summaries.
 pub fn headline(excerpt: &str) -> &str {
-    excerpt.lines().next().unwrap_or("").trim()
+    message(excerpt.lines().next().unwrap_or(""))
+}
+
+/// Frames of a module named at most, innermost first.
+const MODULE_FRAMES: usize = 4;
+
+/// A call trace line's frame: `dw100_irq_handler+0x9c/0x150 [dw100]` gives
+/// `("dw100_irq_handler", Some("[dw100]"))`; `<TASK>`, register lines and
+/// the like give nothing.
+fn frame(line: &str) -> Option<(&str, Option<&str>)> {
+    let mut words = line.split_whitespace().filter(|w| *w != "?");
+    let (function, offsets) = words.next()?.split_once('+')?;
+    if !offsets.starts_with("0x") || !offsets.contains("/0x") {
+        return None;
+    }
+    let module = words.find(|w| w.starts_with('[') && w.ends_with(']'));
+    Some((function, module))
+}
+
+/// The first run of module frames in the splat's call trace (x86 `Call
+/// Trace:`, arm64 `Call trace:`), innermost first, as `function [module]`
+/// joined by ` <- `: on these guests the code under test is a module, so
+/// this names who took the lock or faulted and who called it.
+pub fn module_frames(excerpt: &str) -> Option<String> {
+    let mut in_trace = false;
+    let mut frames: Vec<String> = Vec::new();
+    for line in excerpt.lines().map(message) {
+        if line.eq_ignore_ascii_case("Call trace:") {
+            in_trace = true;
+            continue;
+        }
+        if !in_trace {
+            continue;
+        }
+        match frame(line) {
+            Some((function, Some(module))) => frames.push(format!("{function} {module}")),
+            Some((_, None)) if !frames.is_empty() => break,
+            _ => {}
+        }
+    }
+    frames.truncate(MODULE_FRAMES);
+    (!frames.is_empty()).then(|| frames.join(" <- "))
+}
+
+/// The headline, and the module frames when the call trace has some.
+pub fn summary(excerpt: &str) -> String {
+    match module_frames(excerpt) {
+        Some(frames) => format!("{} (in {frames})", headline(excerpt)),
+        None => headline(excerpt).to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The unfixed dw100 driver on an arm64 PREEMPT_RT kernel: its hard
+    /// interrupt handler completes the job, taking vb2's sleeping lock.
+    const ARM64_SLEEPING_IN_IRQ: &str = "\
+[    5.201234] dw100 32e30000.dwe: dw100 v4l2 m2m registered as /dev/video0
+[   12.345678] BUG: sleeping function called from invalid context at kernel/locking/spinlock_rt.c:48
+[   12.345900] in_atomic(): 1, irqs_disabled(): 128, non_block: 0, pid: 0, name: swapper/0
+[   12.346000] preempt_count: 10001, expected: 0
+[   12.346100] RCU nest depth: 0, expected: 0
+[   12.346200] CPU: 0 UID: 0 PID: 0 Comm: swapper/0 Tainted: G           O       6.12.118+deb12-rt-arm64 #1  Debian 6.12.118-1~deb12u1
+[   12.346300] Tainted: [O]=OOT_MODULE
+[   12.346400] Hardware name: NXP i.MX 8M Plus EVK board (DT)
+[   12.346500] Call trace:
+[   12.346600]  dump_backtrace+0x98/0xf0
+[   12.346700]  show_stack+0x20/0x38
+[   12.346800]  dump_stack_lvl+0x74/0x90
+[   12.346900]  dump_stack+0x18/0x28
+[   12.347000]  __might_resched+0x14c/0x1f0
+[   12.347100]  rt_spin_lock+0x38/0xd8
+[   12.347200]  vb2_buffer_done+0x1c4/0x2d0 [videobuf2_common]
+[   12.347300]  v4l2_m2m_buf_done_and_job_finish+0x4c/0xd8 [v4l2_mem2mem]
+[   12.347400]  dw100_irq_handler+0x9c/0x150 [dw100]
+[   12.347500]  __handle_irq_event_percpu+0x64/0x260
+[   12.347600]  handle_irq_event+0x54/0xb8
+[   12.347700]  handle_fasteoi_irq+0xac/0x240
+[   12.347800]  generic_handle_domain_irq+0x34/0x58
+[   12.347900]  gic_handle_irq+0x54/0x120
+";
+
+    /// A NULL dereference in the driver's handler: arm64's fault report,
+    /// then die()'s `Internal error: Oops:` with the registers.
+    const ARM64_OOPS: &str = "\
+[   20.100000] Unable to handle kernel NULL pointer dereference at virtual address 0000000000000010
+[   20.100100] Mem abort info:
+[   20.100200]   ESR = 0x0000000096000005
+[   20.100300]   EC = 0x25: DABT (current EL), IL = 32 bits
+[   20.100400] Data abort info:
+[   20.100500] [0000000000000010] user address but active_mm is swapper
+[   20.100600] Internal error: Oops: 0000000096000005 [#1] PREEMPT_RT SMP
+[   20.100700] Modules linked in: dw100(O) v4l2_mem2mem videobuf2_dma_contig videobuf2_memops videobuf2_v4l2 videodev videobuf2_common mc
+[   20.100800] CPU: 1 UID: 0 PID: 87 Comm: irq/100-dw100 Tainted: G           O       6.12.118+deb12-rt-arm64 #1
+[   20.100900] pstate: 60400005 (nZCv daif +PAN -UAO -TCO -DIT -SSBS BTYPE=--)
+[   20.101000] pc : dw100_irq_handler+0x3c/0x150 [dw100]
+[   20.101100] lr : irq_forced_thread_fn+0x3c/0xb8
+[   20.101200] sp : ffff800082f4bd80
+[   20.101300] Call trace:
+[   20.101400]  dw100_irq_handler+0x3c/0x150 [dw100]
+[   20.101500]  irq_forced_thread_fn+0x3c/0xb8
+[   20.101600]  irq_thread+0x18c/0x2c8
+[   20.101700]  kthread+0x118/0x128
+[   20.101800]  ret_from_fork+0x10/0x20
+[   20.101900] Code: f9400a61 b9400020 36000060 d2800000 (f9400800)
+";
+
+    /// sysrq-w's dump of a task left in D state: reported as D state, not
+    /// as a splat (the harness triggers it itself).
+    const ARM64_BLOCKED_DUMP: &str = "\
+[   30.000000] sysrq: Show Blocked State
+[   30.000100] task:v4l2-ctl        state:D stack:0     pid:112   tgid:112   ppid:1      flags:0x0000000c
+[   30.000200] Call trace:
+[   30.000300]  __switch_to+0xf0/0x150
+[   30.000400]  __schedule+0x2f4/0x8c0
+[   30.000500]  schedule+0x54/0x110
+[   30.000600]  v4l2_m2m_cancel_job+0x118/0x1a0 [v4l2_mem2mem]
+[   30.000700]  v4l2_m2m_ctx_release+0x2c/0x50 [v4l2_mem2mem]
+[   30.000800]  dw100_release+0x30/0x68 [dw100]
+";
 
     #[test]
     fn finds_sleeping_in_atomic() {
@@ -66,5 +204,69 @@ mod tests {
     #[test]
     fn clean_log_has_no_splat() {
         assert!(find("[    0.0] Linux version 6.12\nvdv-init: userspace reached\n").is_none());
+    }
+
+    #[test]
+    fn names_an_arm64_sleeping_lock_in_hard_irq() {
+        let excerpt = find(ARM64_SLEEPING_IN_IRQ).unwrap_or_default();
+        assert_eq!(
+            headline(&excerpt),
+            "BUG: sleeping function called from invalid context at kernel/locking/spinlock_rt.c:48"
+        );
+        assert_eq!(
+            module_frames(&excerpt).as_deref(),
+            Some(
+                "vb2_buffer_done [videobuf2_common] <- v4l2_m2m_buf_done_and_job_finish [v4l2_mem2mem] <- dw100_irq_handler [dw100]"
+            )
+        );
+        assert!(summary(&excerpt).starts_with("BUG: sleeping function called"));
+        assert!(summary(&excerpt).ends_with("dw100_irq_handler [dw100])"));
+    }
+
+    #[test]
+    fn names_an_arm64_oops_from_its_first_line() {
+        let excerpt = find(ARM64_OOPS).unwrap_or_default();
+        assert_eq!(
+            headline(&excerpt),
+            "Unable to handle kernel NULL pointer dereference at virtual address 0000000000000010"
+        );
+        assert_eq!(
+            module_frames(&excerpt).as_deref(),
+            Some("dw100_irq_handler [dw100]")
+        );
+        // The call trace survives the register dump in the excerpt.
+        assert!(excerpt.contains("ret_from_fork"));
+        // die()'s line alone is a splat too.
+        let internal = "[   20.1] Internal error: Oops: 0000000096000005 [#1] PREEMPT_RT SMP";
+        assert!(find(internal).is_some());
+    }
+
+    #[test]
+    fn finds_arm64_lockdep_and_rcu_stalls() {
+        let lockdep = "[    9.0] =============================\n[    9.0] [ BUG: Invalid wait context ]\n[    9.0] 6.12.118-debug-rt-arm64 #1 Not tainted\n";
+        assert_eq!(
+            headline(&find(lockdep).unwrap_or_default()),
+            "[ BUG: Invalid wait context ]"
+        );
+        for stall in [
+            "[   61.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+            "[   61.0] rcu: INFO: rcu_preempt self-detected stall on CPU",
+        ] {
+            assert!(find(stall).is_some(), "{stall}");
+        }
+    }
+
+    #[test]
+    fn a_blocked_task_dump_is_no_splat() {
+        assert!(find(ARM64_BLOCKED_DUMP).is_none());
+    }
+
+    #[test]
+    fn names_an_x86_frame_too() {
+        let x86 = "BUG: sleeping function called from invalid context at kernel/locking/spinlock_rt.c:48\nCall Trace:\n <TASK>\n dump_stack_lvl+0x4e/0x70\n ? rt_negative_fire+0x10/0x20 [rt_negative]\n";
+        assert_eq!(
+            module_frames(x86).as_deref(),
+            Some("rt_negative_fire [rt_negative]")
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::{cache, debsrc, deps, process, qemu};
+use crate::{cache, debsrc, deps, process, qemu, trixie};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,6 +28,8 @@ pub enum Error {
     Qemu(#[from] qemu::Error),
     #[error(transparent)]
     Source(#[from] debsrc::Error),
+    #[error(transparent)]
+    Trixie(#[from] trixie::Error),
     #[error("the v4l-utils build did not produce {0}")]
     Missing(PathBuf),
     #[error(
@@ -78,7 +80,6 @@ const TOOLS: &[&str] = &[
     "utils/v4l2-ctl/v4l2-ctl",
     "utils/media-ctl/media-ctl",
 ];
-const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The trixie binary package preferred when the source cannot be had; any
@@ -88,13 +89,6 @@ const TRIXIE_VERSION: &str = "1.30.1-1";
 /// The oldest v4l2-compliance that passes the 6.12 guests' reserved-field
 /// and request checks.
 const MIN_TRIXIE_UPSTREAM: (u32, u32) = (1, 30);
-const TRIXIE_SOURCES: &str = "Types: deb
-URIs: http://deb.debian.org/debian
-Suites: trixie
-Components: main
-Architectures: amd64
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-";
 /// v4l-utils and every library its tools link, closed under NEEDED: the
 /// tools never fall back to the host's (older) glibc or libstdc++.
 const TRIXIE_LIBRARIES: &[&str] = &[
@@ -187,7 +181,7 @@ fn build_from_source() -> Result<PathBuf, Error> {
 /// What goes into a trixie entry besides the version: a change to any of it
 /// makes a new entry.
 fn trixie_key() -> String {
-    let mut parts: Vec<&[u8]> = vec![TRIXIE_SOURCES.as_bytes()];
+    let mut parts: Vec<&[u8]> = vec![trixie::Arch::Amd64.sources().as_bytes()];
     parts.extend(TRIXIE_LIBRARIES.iter().map(|p| p.as_bytes()));
     parts.extend(TRIXIE_TOOLS.iter().map(|t| t.as_bytes()));
     parts.push(WRAPPER_FORMAT.as_bytes());
@@ -217,45 +211,10 @@ fn cached_trixie(root: &Path, key: &str) -> Option<PathBuf> {
     others.pop().map(|dir| dir.join("bin"))
 }
 
-/// apt-get or apt-cache on trixie's index alone: its own sources list, lists
-/// and archive cache under `apt_dir`, so the system's apt state stays as it
-/// is.
-fn trixie_apt(program: &str, apt_dir: &Path) -> Command {
-    let mut command = Command::new(program);
-    command.arg("-q");
-    for (option, value) in [
-        ("Dir::Etc::sourcelist", apt_dir.join("trixie.sources")),
-        ("Dir::Etc::sourceparts", PathBuf::from("-")),
-        ("Dir::Etc::preferences", apt_dir.join("preferences")),
-        ("Dir::Etc::preferencesparts", apt_dir.join("preferences.d")),
-        ("Dir::State::Lists", apt_dir.join("lists")),
-        ("Dir::Cache", apt_dir.join("cache")),
-        ("APT::Get::List-Cleanup", PathBuf::from("0")),
-    ] {
-        command
-            .arg("-o")
-            .arg(format!("{option}={}", value.display()));
-    }
-    command
-}
-
-fn prepare_trixie_apt(apt_dir: &Path) -> Result<(), Error> {
-    for sub in ["lists/partial", "cache/archives/partial", "preferences.d"] {
-        let path = apt_dir.join(sub);
-        fs::create_dir_all(&path).map_err(cache::io_error("cannot create", &path))?;
-    }
-    let sources = apt_dir.join("trixie.sources");
-    fs::write(&sources, TRIXIE_SOURCES).map_err(cache::io_error("cannot write", &sources))?;
-    let mut update = trixie_apt("apt-get", apt_dir);
-    update.args(["--error-on=any", "update"]);
-    process::run_logged(update, &apt_dir.join("update.log"), FETCH_TIMEOUT)?;
-    Ok(())
-}
-
 /// The preferred version when trixie still has it, else its newest one that
 /// is new enough.
-fn trixie_version(apt_dir: &Path) -> Result<String, Error> {
-    let mut madison = trixie_apt("apt-cache", apt_dir);
+fn trixie_version(apt: &trixie::Apt) -> Result<String, Error> {
+    let mut madison = apt.command("apt-cache");
     madison.args(["madison", "v4l-utils"]);
     let text = process::output(madison, Duration::from_secs(60))?;
     let mut versions: Vec<&str> = text
@@ -352,9 +311,9 @@ fn trixie_binaries() -> Result<PathBuf, Error> {
     if let Some(bin) = cached_trixie(&root, &key) {
         return Ok(bin);
     }
-    let apt_dir = cache::dir("apt-trixie")?;
-    prepare_trixie_apt(&apt_dir)?;
-    let version = trixie_version(&apt_dir)?;
+    let apt = trixie::Apt::new(trixie::Arch::Amd64)?;
+    apt.update()?;
+    let version = trixie_version(&apt)?;
     let dir = root.join(format!("{TRIXIE_PREFIX}{version}-{key}"));
     cache::build_in_place(&dir, |dir| -> Result<(), Error> {
         eprintln!(
@@ -367,27 +326,10 @@ fn trixie_binaries() -> Result<PathBuf, Error> {
         for path in [&debs, &tree, &logs] {
             fs::create_dir_all(path).map_err(cache::io_error("cannot create", path))?;
         }
-        let mut download = trixie_apt("apt-get", &apt_dir);
-        download
-            .current_dir(&debs)
-            .arg("download")
-            .arg(format!("v4l-utils={version}"))
-            .args(TRIXIE_LIBRARIES);
-        process::run_logged(download, &logs.join("download.log"), FETCH_TIMEOUT)?;
-        let mut packages: Vec<PathBuf> = fs::read_dir(&debs)
-            .map_err(cache::io_error("cannot read", &debs))?
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "deb"))
-            .collect();
-        packages.sort();
-        for deb in &packages {
-            let mut unpack = Command::new("dpkg-deb");
-            unpack.arg("-x").arg(deb).arg(&tree);
-            let name = deb.file_stem().unwrap_or_default().to_string_lossy();
-            let log = logs.join(format!("unpack-{name}.log"));
-            process::run_logged(unpack, &log, Duration::from_secs(300))?;
-        }
+        let mut packages = vec![format!("v4l-utils={version}")];
+        packages.extend(TRIXIE_LIBRARIES.iter().map(|p| (*p).to_string()));
+        apt.download(&packages, &debs, &logs.join("download.log"))?;
+        trixie::unpack_all(&debs, &tree, &logs)?;
         let bin = dir.join("bin");
         fs::create_dir_all(&bin).map_err(cache::io_error("cannot create", &bin))?;
         for tool in TRIXIE_TOOLS {

@@ -1,5 +1,6 @@
 //! Boots a guest under QEMU with backends attached and runs one command in
-//! it. The guest's root is the host's, read-only over 9p; a private harness
+//! it. The guest's root is read-only over 9p: the host's own on q35, a
+//! prepared arm64 root on imx8mp-evk (see [`machine`]); a private harness
 //! directory carries the command in and its status, output and kernel log
 //! out. Every step has a deadline; QEMU, backends and sockets are cleaned up
 //! on every path out (drop guards, process groups, the signal flag).
@@ -13,9 +14,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::kernel::{self, Flavor, Kernel};
-use crate::{cache, initramfs, kmod, process, qemu, splat, v4l_utils};
+use crate::{cache, imx8mp, initramfs, kmod, process, qemu, splat, v4l_utils};
 
 mod control;
+mod machine;
+
+pub use machine::Machine;
+use machine::{Guest, Root};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,6 +36,10 @@ pub enum Error {
     Kmod(#[from] kmod::Error),
     #[error(transparent)]
     Process(#[from] process::Error),
+    #[error(transparent)]
+    Machine(#[from] machine::Error),
+    #[error(transparent)]
+    Imx8mp(#[from] imx8mp::Error),
     #[error("no command given (usage: cargo xtask vm [OPTIONS] -- COMMAND...)")]
     NoCommand,
     #[error("--device needs the backend binary, but vhost-device-video has no src/main.rs yet")]
@@ -53,17 +62,33 @@ pub enum Error {
     NoModuleFile(PathBuf),
     #[error("cannot create a private directory: {0}")]
     TempDir(nix::Error),
-    #[error("unknown device `{0}` (known: decoder, dewarper)")]
+    #[error("unknown device `{0}` (known: decoder, dewarper, dw100)")]
     UnknownDevice(String),
+    #[error("--device {device} does not exist on --machine {machine}")]
+    DeviceOnMachine {
+        device: &'static str,
+        machine: Machine,
+    },
+    #[error("the dw100 driver runs on --machine imx8mp-evk only")]
+    Dw100OnQ35,
+    #[error(
+        "module {0} is built for the x86 guests only; --machine imx8mp-evk loads the dw100 driver"
+    )]
+    ModuleOnImx8mp(String),
+    #[error("--machine {0} runs under TCG only: KVM cannot run its arm64 guest on this host")]
+    NoKvm(Machine),
     #[error("unknown accelerator `{0}` (known: auto, kvm, tcg)")]
     UnknownAccel(String),
 }
 
-/// A backend the guest sees as a virtio device.
+/// A backend the guest sees as a device: a virtio device on q35, the
+/// emulated DW100's pixel engine on imx8mp-evk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
     Decoder,
     Dewarper,
+    /// QEMU's `imx8mp-dw100` model hands its jobs to this backend.
+    Dw100,
 }
 
 impl std::str::FromStr for Device {
@@ -72,16 +97,35 @@ impl std::str::FromStr for Device {
         match text {
             "decoder" => Ok(Self::Decoder),
             "dewarper" => Ok(Self::Dewarper),
+            "dw100" => Ok(Self::Dw100),
             other => Err(Error::UnknownDevice(other.to_string())),
         }
     }
 }
 
 impl Device {
+    /// The name the guest's control requests use.
     pub fn name(self) -> &'static str {
         match self {
             Self::Decoder => "decoder",
             Self::Dewarper => "dewarper",
+            Self::Dw100 => "dw100",
+        }
+    }
+
+    /// The backend's `--device` value.
+    fn backend_kind(self) -> &'static str {
+        match self {
+            Self::Decoder => "decoder",
+            Self::Dewarper => "dewarper",
+            Self::Dw100 => "dw100-model",
+        }
+    }
+
+    fn machine(self) -> Machine {
+        match self {
+            Self::Decoder | Self::Dewarper => Machine::Q35,
+            Self::Dw100 => Machine::Imx8mpEvk,
         }
     }
 
@@ -90,27 +134,59 @@ impl Device {
         match self {
             Self::Decoder => "virtio-id=31,num_vqs=2,config_size=44,vq_size=1024",
             Self::Dewarper => "virtio-id=63,num_vqs=1,config_size=16,vq_size=1024",
+            Self::Dw100 => "",
         }
     }
 
-    /// The QEMU device and chardev options for this device. The patched
-    /// QEMU gets its named device and reconnects to a restarted backend;
-    /// any other QEMU gets the generic device, which cannot reconnect (stock
-    /// 10.2 refuses to start with `reconnect-ms`).
-    fn qemu_device(self, choice: &qemu::Choice, id: &str) -> (String, &'static str) {
-        match choice {
+    /// The QEMU options that attach the backend `name` (the `index`th) at
+    /// `socket`. The patched QEMU gets the named video device and
+    /// reconnects to a restarted backend; any other QEMU gets the generic
+    /// device, which cannot reconnect (stock 10.2 refuses to start with
+    /// `reconnect-ms`). Each video device sits behind its own PCIe root
+    /// port, so that it can be hot-unplugged (`device_del`); devices on the
+    /// root bus cannot. The DW100 is part of the SoC: its model only needs
+    /// the chardev, and reconnects to a restarted backend too.
+    fn qemu_args(
+        self,
+        choice: &qemu::Choice,
+        name: &str,
+        index: usize,
+        socket: &Path,
+    ) -> Vec<String> {
+        let chardev = format!("chr{name}");
+        let socket = socket.display();
+        if self == Self::Dw100 {
+            return vec![
+                "-chardev".into(),
+                format!("socket,id={chardev},path={socket},reconnect-ms=500"),
+                "-global".into(),
+                format!("imx8mp-dw100.chardev={chardev}"),
+            ];
+        }
+        let (device, reconnect) = match choice {
             qemu::Choice::Patched => (
-                format!("vhost-user-video-pci,chardev={id},kind={}", self.name()),
+                format!(
+                    "vhost-user-video-pci,chardev={chardev},kind={}",
+                    self.name()
+                ),
                 ",reconnect-ms=500",
             ),
             _ => (
                 format!(
-                    "vhost-user-test-device-pci,chardev={id},{}",
+                    "vhost-user-test-device-pci,chardev={chardev},{}",
                     self.qemu_properties()
                 ),
                 "",
             ),
-        }
+        };
+        vec![
+            "-device".into(),
+            format!("pcie-root-port,id=port{name},chassis={},slot=0", index + 1),
+            "-chardev".into(),
+            format!("socket,id={chardev},path={socket}{reconnect}"),
+            "-device".into(),
+            format!("{device},id={name},bus=port{name}"),
+        ]
     }
 }
 
@@ -142,14 +218,33 @@ pub enum Module {
     /// A project module by name (see [`kmod::source_dir`]).
     Named(String),
     File(PathBuf),
+    /// The upstream dw100 driver in one variant (imx8mp-evk only).
+    Dw100(imx8mp::Dw100Variant),
+}
+
+impl Module {
+    /// What a machine loads unless told otherwise: the project's guest
+    /// driver on q35, the fixed dw100 driver on imx8mp-evk.
+    pub fn default_for(machine: Machine) -> Self {
+        match machine {
+            Machine::Q35 => Self::Project,
+            Machine::Imx8mpEvk => Self::Dw100(imx8mp::Dw100Variant::default()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Options {
+    pub machine: Machine,
     pub kernel: Flavor,
+    /// On imx8mp-evk the DW100's backend is attached without being named.
     pub devices: Vec<Device>,
     pub qemu: qemu::Choice,
+    /// Host directories the guest sees, writable, at the same paths.
     pub shares: Vec<PathBuf>,
+    /// Host directories the guest must see read-only at the same paths; on
+    /// q35 the host's root already shows them. (The checkout always is.)
+    pub readonly_shares: Vec<PathBuf>,
     pub timeout: Duration,
     pub module: Module,
     pub module_params: String,
@@ -191,7 +286,7 @@ impl Outcome {
         if let Some(failure) = &self.failure {
             failure.clone()
         } else if let Some(splat) = &self.splat {
-            format!("kernel splat: {}", splat::headline(splat))
+            format!("kernel splat: {}", splat::summary(splat))
         } else if let Some(d_state) = &self.d_state {
             format!(
                 "task left in D state: {}",
@@ -214,7 +309,6 @@ const SHUTDOWN_MARGIN: Duration = Duration::from_secs(60);
 const BACKEND_START: Duration = Duration::from_secs(15);
 const BACKEND_BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
-const MEMORY: &str = "2G";
 const USERSPACE_MARKER: &str = "vdv-init: userspace reached";
 const GUEST_RUN: &str = include_str!("../../images/guest-run.sh");
 
@@ -270,6 +364,17 @@ fn backend_binary() -> Result<PathBuf, Error> {
     Ok(root.join("target/release/vhost-device-video"))
 }
 
+/// `decoder0`, `dewarper1`: the device's name and its place in the device
+/// list, with a dash where the name ends in a digit (`dw100-0`).
+fn backend_name(device: Device, index: usize) -> String {
+    let name = device.name();
+    if name.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{name}-{index}")
+    } else {
+        format!("{name}{index}")
+    }
+}
+
 fn start_backends(
     session: &mut Session,
     devices: &[Device],
@@ -281,7 +386,7 @@ fn start_backends(
     let binary = backend_binary()?;
     session.backend_binary.clone_from(&binary);
     for (index, device) in devices.iter().enumerate() {
-        let name = format!("{}{index}", device.name());
+        let name = backend_name(*device, index);
         let mut backend = Backend {
             device: *device,
             socket: session.sockets.join(format!("{name}.sock")),
@@ -315,7 +420,7 @@ fn spawn_backend(binary: &Path, backend: &mut Backend) -> Result<(), Error> {
         .arg("--socket-path")
         .arg(&backend.socket)
         .arg("--device")
-        .arg(device.name())
+        .arg(device.backend_kind())
         .stdin(Stdio::null())
         .stdout(Stdio::from(file))
         .stderr(Stdio::from(err));
@@ -362,8 +467,20 @@ fn resolve_module(
     kernel: &Kernel,
     notes: &mut Vec<String>,
 ) -> Result<Option<PathBuf>, Error> {
+    let x86_only = match &options.module {
+        Module::Project => Some("virtio_video_m2m"),
+        Module::Named(name) => Some(name.as_str()),
+        _ => None,
+    };
+    if let (Machine::Imx8mpEvk, Some(name)) = (options.machine, x86_only) {
+        return Err(Error::ModuleOnImx8mp(name.to_string()));
+    }
     match &options.module {
         Module::None => Ok(None),
+        Module::Dw100(variant) => match options.machine {
+            Machine::Imx8mpEvk => Ok(Some(imx8mp::dw100_module(kernel, *variant)?)),
+            Machine::Q35 => Err(Error::Dw100OnQ35),
+        },
         Module::File(path) => {
             if path.is_file() {
                 Ok(Some(
@@ -399,17 +516,34 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
+/// The accelerator when no probe is needed: the one asked for, or the
+/// machine's only one (said in a note).
+fn accel_without_probe(options: &Options) -> Result<Option<(Accel, Option<String>)>, Error> {
+    if !options.machine.kvm_capable() {
+        return match options.accel {
+            Accel::Kvm => Err(Error::NoKvm(options.machine)),
+            Accel::Auto | Accel::Tcg => Ok(Some((
+                Accel::Tcg,
+                Some(format!(
+                    "{}: TCG only (an arm64 guest on this x86 host)",
+                    options.machine
+                )),
+            ))),
+        };
+    }
+    Ok(match options.accel {
+        Accel::Kvm | Accel::Tcg => Some((options.accel, None)),
+        Accel::Auto => None,
+    })
+}
+
 /// KVM when a tiny guest boots with it, TCG otherwise; probed once per host
 /// boot (some hosts expose /dev/kvm but fail guests with "emulation failure").
 fn choose_accel(
     options: &Options,
-    kernel: &Kernel,
+    guest: &Guest,
     qemu: &Path,
 ) -> Result<(Accel, Option<String>), Error> {
-    match options.accel {
-        Accel::Kvm | Accel::Tcg => return Ok((options.accel, None)),
-        Accel::Auto => {}
-    }
     if File::options()
         .read(true)
         .write(true)
@@ -432,10 +566,12 @@ fn choose_accel(
     }
     let _lock = cache::lock("accel-probe")?;
     let probe = Options {
+        machine: options.machine,
         kernel: options.kernel,
         devices: Vec::new(),
         qemu: options.qemu.clone(),
         shares: Vec::new(),
+        readonly_shares: Vec::new(),
         timeout: PROBE_TIMEOUT,
         module: Module::None,
         module_params: String::new(),
@@ -446,7 +582,7 @@ fn choose_accel(
         stream: false,
         boot_timeout: PROBE_BOOT_TIMEOUT,
     };
-    let outcome = boot(&probe, kernel, qemu, Accel::Kvm, None, Vec::new())?;
+    let outcome = boot(&probe, guest, qemu, Accel::Kvm, None, Vec::new())?;
     let reason = outcome.reason();
     let (accel, name) = if outcome.passed() {
         (Accel::Kvm, "kvm")
@@ -479,27 +615,47 @@ pub fn run(options: &Options) -> Result<Outcome, Error> {
     if options.command.is_empty() {
         return Err(Error::NoCommand);
     }
-    for share in &options.shares {
+    for share in options.shares.iter().chain(&options.readonly_shares) {
         let text = share.to_string_lossy();
         if !share.is_absolute() || !share.is_dir() || text.chars().any(char::is_whitespace) {
             return Err(Error::BadShare(share.clone()));
         }
     }
-    let kernel = kernel::prepare(options.kernel)?;
-    let qemu = qemu::resolve(&options.qemu)?;
-    let mut notes = Vec::new();
-    let module = resolve_module(options, &kernel, &mut notes)?;
     let mut options = options.clone();
-    match v4l_utils::guest_bin() {
-        Ok(bin) => options.env.push((
-            "VDV_TOOLS_PATH".to_string(),
-            bin.to_string_lossy().into_owned(),
-        )),
-        Err(note) => notes.push(note),
+    for device in &options.devices {
+        if device.machine() != options.machine {
+            return Err(Error::DeviceOnMachine {
+                device: device.name(),
+                machine: options.machine,
+            });
+        }
     }
-    let (accel, note) = choose_accel(&options, &kernel, &qemu)?;
+    if options.machine == Machine::Imx8mpEvk && !options.devices.contains(&Device::Dw100) {
+        options.devices.push(Device::Dw100);
+    }
+    let mut notes = Vec::new();
+    // Known before anything is built, unless KVM has to be probed.
+    let fixed_accel = accel_without_probe(&options)?;
+    let guest = options.machine.prepare(options.kernel)?;
+    let plan = SharePlan::new(&options, &guest);
+    options.machine.check_share_count(plan.count())?;
+    let qemu = options.machine.qemu(&options.qemu)?;
+    let module = resolve_module(&options, &guest.kernel, &mut notes)?;
+    if let Root::Host = guest.root {
+        match v4l_utils::guest_bin() {
+            Ok(bin) => options.env.push((
+                "VDV_TOOLS_PATH".to_string(),
+                bin.to_string_lossy().into_owned(),
+            )),
+            Err(note) => notes.push(note),
+        }
+    }
+    let (accel, note) = match fixed_accel {
+        Some(fixed) => fixed,
+        None => choose_accel(&options, &guest, &qemu)?,
+    };
     notes.extend(note);
-    boot(&options, &kernel, &qemu, accel, module, notes)
+    boot(&options, &guest, &qemu, accel, module, notes)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), Error> {
@@ -507,21 +663,49 @@ fn write_file(path: &Path, text: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn kernel_command_line() -> String {
-    [
-        "console=ttyS0",
-        "rdinit=/init",
-        "panic=-1",
-        "printk.devkmsg=on",
-        "mitigations=off",
-        "sysctl.kernel.hung_task_timeout_secs=20",
-    ]
-    .join(" ")
+/// The host directories a guest mounts over 9p besides its root and the
+/// harness directory, in mount order.
+struct SharePlan {
+    /// The kernel's module tree, when the guest's root does not have it.
+    modules: Option<PathBuf>,
+    /// Read-only, at their host paths: the checkout and the asked-for ones,
+    /// when the guest's root is not the host's.
+    readonly: Vec<PathBuf>,
+    /// Writable, at their host paths.
+    writable: Vec<PathBuf>,
+}
+
+impl SharePlan {
+    fn new(options: &Options, guest: &Guest) -> Self {
+        let own_root = matches!(guest.root, Root::Image(_));
+        let kernel = &guest.kernel;
+        let modules = (own_root || kernel.modules_dir != Path::new("/lib/modules"))
+            .then(|| kernel.modules_dir.clone());
+        let mut readonly = Vec::new();
+        if own_root {
+            readonly.push(cache::repo_root());
+            for share in &options.readonly_shares {
+                if !readonly.contains(share) {
+                    readonly.push(share.clone());
+                }
+            }
+        }
+        Self {
+            modules,
+            readonly,
+            writable: options.shares.clone(),
+        }
+    }
+
+    /// The number of 9p devices, with the root and the harness directory.
+    fn count(&self) -> usize {
+        2 + usize::from(self.modules.is_some()) + self.readonly.len() + self.writable.len()
+    }
 }
 
 fn boot(
     options: &Options,
-    kernel: &Kernel,
+    guest: &Guest,
     qemu: &Path,
     accel: Accel,
     module: Option<PathBuf>,
@@ -552,23 +736,49 @@ fn boot(
         backend_binary: PathBuf::new(),
         sockets: private_dir("vdv-sockets")?,
     };
+    let machine = options.machine;
+    let kernel = &guest.kernel;
 
     let initrd = artifacts.join("initramfs.cpio");
-    initramfs::build(kernel, &initrd)?;
+    initramfs::build(kernel, &guest.busybox, machine.root_modules(), &initrd)?;
 
+    let plan = SharePlan::new(options, guest);
     let mut config = String::new();
     let _ = writeln!(config, "TIMEOUT={}", options.timeout.as_secs().max(1));
-    let modules_shared = kernel.modules_dir != Path::new("/lib/modules");
-    let _ = writeln!(config, "MODULES_SHARED={}", u8::from(modules_shared));
-    let _ = writeln!(config, "SHARE_COUNT={}", options.shares.len());
-    for (index, share) in options.shares.iter().enumerate() {
-        let _ = writeln!(
-            config,
-            "SHARE_{index}={}",
-            shell_quote(&share.to_string_lossy())
-        );
+    let root_kind = match guest.root {
+        Root::Host => "host",
+        Root::Image(_) => "image",
+    };
+    let _ = writeln!(config, "ROOT={root_kind}");
+    let _ = writeln!(
+        config,
+        "MODULES_SHARED={}",
+        u8::from(plan.modules.is_some())
+    );
+    for (prefix, shares) in [("RO_SHARE", &plan.readonly), ("SHARE", &plan.writable)] {
+        let _ = writeln!(config, "{prefix}_COUNT={}", shares.len());
+        for (index, share) in shares.iter().enumerate() {
+            let _ = writeln!(
+                config,
+                "{prefix}_{index}={}",
+                shell_quote(&share.to_string_lossy())
+            );
+        }
     }
     write_file(&harness.join("config"), &config)?;
+
+    // A guest with its own root sees no host path but the shared ones: the
+    // module travels in the harness directory.
+    let module = match (&guest.root, module) {
+        (Root::Image(_), Some(path)) => {
+            let dir = harness.join("module");
+            fs::create_dir_all(&dir).map_err(cache::io_error("cannot create", &dir))?;
+            let copy = dir.join(path.file_name().unwrap_or_default());
+            fs::copy(&path, &copy).map_err(cache::io_error("cannot copy", &path))?;
+            Some(PathBuf::from("/run/harness/module").join(path.file_name().unwrap_or_default()))
+        }
+        (_, module) => module,
+    };
 
     let mut env = String::new();
     let workdir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
@@ -617,47 +827,13 @@ fn boot(
         "-display".into(),
         "none".into(),
         "-no-reboot".into(),
-        // QEMU run from its build tree does not search its configured
-        // firmware path; Debian's firmware packages install here.
-        "-L".into(),
-        "/usr/share/seabios".into(),
-        "-L".into(),
-        "/usr/share/qemu".into(),
-        "-L".into(),
-        "/usr/lib/ipxe/qemu".into(),
-        "-machine".into(),
-        "q35".into(),
-        "-accel".into(),
-        match accel {
-            Accel::Kvm => "kvm".into(),
-            _ => "tcg".into(),
-        },
-        "-cpu".into(),
-        match accel {
-            Accel::Kvm => "host".into(),
-            _ => "max".into(),
-        },
-        "-smp".into(),
-        "2".into(),
-        "-m".into(),
-        MEMORY.into(),
-        "-object".into(),
-        format!("memory-backend-memfd,id=mem,size={MEMORY},share=on"),
-        "-numa".into(),
-        "node,memdev=mem".into(),
-        "-kernel".into(),
-        kernel.image.to_string_lossy().into_owned(),
-        "-initrd".into(),
-        initrd.to_string_lossy().into_owned(),
-        "-append".into(),
-        kernel_command_line(),
-        "-chardev".into(),
-        format!("file,id=console,path={}", console.display()),
-        "-serial".into(),
-        "chardev:console".into(),
-        "-device".into(),
-        "virtio-rng-pci".into(),
     ];
+    args.extend(machine.qemu_args(guest, accel == Accel::Kvm, &initrd, &console));
+    let root_dir = match &guest.root {
+        Root::Host => PathBuf::from("/"),
+        Root::Image(dir) => dir.clone(),
+    };
+    let mut fs_index = 0;
     let mut fs_share = |id: &str, path: &Path, readonly: bool| {
         args.push("-fsdev".into());
         args.push(format!(
@@ -666,37 +842,26 @@ fn boot(
             if readonly { ",readonly=on" } else { "" }
         ));
         args.push("-device".into());
-        args.push(format!("virtio-9p-pci,fsdev={id},mount_tag={id}"));
+        args.push(machine.fs_device(id, fs_index));
+        fs_index += 1;
     };
-    fs_share("hostroot", Path::new("/"), true);
+    fs_share("hostroot", &root_dir, true);
     fs_share("harness", &harness, false);
-    if modules_shared {
-        fs_share("modules", &kernel.modules_dir, true);
+    if let Some(modules) = &plan.modules {
+        fs_share("modules", modules, true);
     }
-    for (index, share) in options.shares.iter().enumerate() {
+    for (index, share) in plan.readonly.iter().enumerate() {
+        fs_share(&format!("roshare{index}"), share, true);
+    }
+    for (index, share) in plan.writable.iter().enumerate() {
         fs_share(&format!("share{index}"), share, false);
     }
-    // Each video device sits behind its own PCIe root port, so that it can
-    // be hot-unplugged (`device_del`); devices on the root bus cannot.
     for (index, backend) in session.backends.iter().enumerate() {
-        let chardev = format!("chr{}", backend.name);
-        let (device, reconnect) = backend.device.qemu_device(&options.qemu, &chardev);
-        args.push("-device".into());
-        args.push(format!(
-            "pcie-root-port,id=port{},chassis={},slot=0",
-            backend.name,
-            index + 1
-        ));
-        args.push("-chardev".into());
-        args.push(format!(
-            "socket,id={chardev},path={}{reconnect}",
-            backend.socket.display()
-        ));
-        args.push("-device".into());
-        args.push(format!(
-            "{device},id={},bus=port{}",
-            backend.name, backend.name
-        ));
+        args.extend(
+            backend
+                .device
+                .qemu_args(&options.qemu, &backend.name, index, &backend.socket),
+        );
     }
     args.push("-qmp".into());
     args.push(format!(
@@ -861,7 +1026,14 @@ fn carry_out(session: &mut Session, action: &control::Action) -> Result<String, 
             Ok(format!("started backend {}", backend.name))
         }
         control::Action::Unplug(target) => {
-            let name = find_backend(session, target)?.name.clone();
+            let backend = find_backend(session, target)?;
+            if backend.device == Device::Dw100 {
+                return Err(format!(
+                    "{} is part of the SoC, not a pluggable device",
+                    backend.name
+                ));
+            }
+            let name = backend.name.clone();
             let qmp = session.sockets.join(control::QMP_SOCKET);
             control::qmp(
                 &qmp,

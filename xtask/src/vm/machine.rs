@@ -1,0 +1,310 @@
+//! The QEMU machines a guest runs on. `q35`: an x86 PREEMPT_RT guest over
+//! the host's own root, with vhost-user video devices. `imx8mp-evk`: an
+//! arm64 PREEMPT_RT guest on QEMU's i.MX8MP board with its emulated DW100,
+//! over the arm64 root of [`crate::arm64_root`]. Each machine says how its
+//! guest is prepared and which QEMU options, console and kernel command line
+//! it boots with.
+
+use std::path::{Path, PathBuf};
+
+use crate::kernel::{self, Flavor, Kernel};
+use crate::{arm64_root, imx8mp, qemu};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kernel(#[from] kernel::Error),
+    #[error(transparent)]
+    Imx8mp(#[from] imx8mp::Error),
+    #[error(transparent)]
+    Root(#[from] arm64_root::Error),
+    #[error(transparent)]
+    Qemu(#[from] qemu::Error),
+    #[error("unknown machine `{0}` (known: q35, imx8mp-evk)")]
+    Unknown(String),
+    #[error("imx8mp-evk needs the patched QEMU (its DW100 model is one of qemu-patches/), not --qemu stock")]
+    StockQemu,
+    #[error("imx8mp-evk has room for {max} 9p shares on its PCIe link, {asked} were asked for")]
+    TooManyShares { max: usize, asked: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Machine {
+    #[default]
+    Q35,
+    Imx8mpEvk,
+}
+
+impl std::str::FromStr for Machine {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text {
+            "q35" => Ok(Self::Q35),
+            "imx8mp-evk" => Ok(Self::Imx8mpEvk),
+            other => Err(Error::Unknown(other.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The q35 guest's initramfs modules for mounting its 9p root; built-in
+/// ones are skipped. (imx8mp-evk's are [`imx8mp::BOOT_MODULES`]: the PCIe
+/// link that carries its 9p devices comes first.)
+const Q35_ROOT_MODULES: &[&str] = &["9p", "9pnet_virtio"];
+/// The x86 guests' busybox: the host's `busybox-static`.
+const HOST_BUSYBOX: &str = "/bin/busybox";
+/// The DesignWare root port's secondary bus: a PCIe link has one slot, so
+/// the 9p devices are the functions of one multifunction device there.
+const IMX8MP_PCI_BUS: &str = "dw-pcie";
+const IMX8MP_PCI_FUNCTIONS: usize = 8;
+const MEMORY: &str = "2G";
+
+/// The guest's root filesystem.
+#[derive(Debug, Clone)]
+pub enum Root {
+    /// The host's `/`, read-only: every host path is there.
+    Host,
+    /// A prepared root directory: only the paths shared explicitly are there.
+    Image(PathBuf),
+}
+
+/// What one machine boots: everything prepared before QEMU starts.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    pub kernel: Kernel,
+    pub dtb: Option<PathBuf>,
+    pub root: Root,
+    /// The initramfs's static busybox, built for the guest's architecture.
+    pub busybox: PathBuf,
+}
+
+impl Machine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q35 => "q35",
+            Self::Imx8mpEvk => "imx8mp-evk",
+        }
+    }
+
+    /// Builds or fetches the kernel, device tree and root for `flavor`.
+    pub fn prepare(self, flavor: Flavor) -> Result<Guest, Error> {
+        match self {
+            Self::Q35 => Ok(Guest {
+                kernel: kernel::prepare(flavor)?,
+                dtb: None,
+                root: Root::Host,
+                busybox: PathBuf::from(HOST_BUSYBOX),
+            }),
+            Self::Imx8mpEvk => {
+                let kernel = imx8mp::kernel(flavor)?;
+                let dtb = imx8mp::dtb(&kernel)?;
+                let root = arm64_root::prepare()?;
+                Ok(Guest {
+                    kernel,
+                    dtb: Some(dtb),
+                    root: Root::Image(root.dir),
+                    busybox: root.busybox,
+                })
+            }
+        }
+    }
+
+    /// The QEMU binary for `choice`.
+    pub fn qemu(self, choice: &qemu::Choice) -> Result<PathBuf, Error> {
+        match (self, choice) {
+            (Self::Q35, choice) => Ok(qemu::resolve(choice)?),
+            (Self::Imx8mpEvk, qemu::Choice::Stock) => Err(Error::StockQemu),
+            (Self::Imx8mpEvk, qemu::Choice::Patched) => {
+                Ok(qemu::build_target(true, qemu::Target::Aarch64)?)
+            }
+            (Self::Imx8mpEvk, qemu::Choice::Path(path)) => Ok(qemu::check_user_binary(path)?),
+        }
+    }
+
+    /// The QEMU the machine gets when none is named.
+    pub fn default_qemu(self) -> qemu::Choice {
+        match self {
+            Self::Q35 => qemu::Choice::Stock,
+            Self::Imx8mpEvk => qemu::Choice::Patched,
+        }
+    }
+
+    /// Whether KVM can run this machine's guests on this (x86) host.
+    pub fn kvm_capable(self) -> bool {
+        self == Self::Q35
+    }
+
+    pub fn root_modules(self) -> &'static [&'static str] {
+        match self {
+            Self::Q35 => Q35_ROOT_MODULES,
+            Self::Imx8mpEvk => imx8mp::BOOT_MODULES,
+        }
+    }
+
+    pub fn kernel_command_line(self) -> String {
+        let mut words = vec![match self {
+            Self::Q35 => "console=ttyS0",
+            // The EVK's debug console is its second UART.
+            Self::Imx8mpEvk => "console=ttymxc1",
+        }];
+        words.extend([
+            "rdinit=/init",
+            "panic=-1",
+            "printk.devkmsg=on",
+            "mitigations=off",
+            "sysctl.kernel.hung_task_timeout_secs=20",
+        ]);
+        if self == Self::Imx8mpEvk {
+            // vb2-dma-contig allocates the DW100's frames, up to 4096x3072,
+            // from CMA; Debian's arm64 config reserves only 64 MiB.
+            words.push("cma=256M");
+        }
+        words.join(" ")
+    }
+
+    /// The machine, CPUs, memory, kernel and console options. `kvm`: run
+    /// under KVM (q35 only) rather than TCG.
+    pub fn qemu_args(self, guest: &Guest, kvm: bool, initrd: &Path, console: &Path) -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        let kernel = guest.kernel.image.to_string_lossy().into_owned();
+        let initrd = initrd.to_string_lossy().into_owned();
+        let console = format!("file,id=console,path={}", console.display());
+        match self {
+            Self::Q35 => {
+                let (accel, cpu) = if kvm { ("kvm", "host") } else { ("tcg", "max") };
+                args.extend([
+                    // QEMU run from its build tree does not search its
+                    // configured firmware path; Debian's firmware packages
+                    // install here.
+                    "-L".into(),
+                    "/usr/share/seabios".into(),
+                    "-L".into(),
+                    "/usr/share/qemu".into(),
+                    "-L".into(),
+                    "/usr/lib/ipxe/qemu".into(),
+                    "-machine".into(),
+                    "q35".into(),
+                    "-accel".into(),
+                    accel.into(),
+                    "-cpu".into(),
+                    cpu.into(),
+                    "-smp".into(),
+                    "2".into(),
+                    "-m".into(),
+                    MEMORY.into(),
+                    // vhost-user backends map the guest's RAM.
+                    "-object".into(),
+                    format!("memory-backend-memfd,id=mem,size={MEMORY},share=on"),
+                    "-numa".into(),
+                    "node,memdev=mem".into(),
+                    "-kernel".into(),
+                    kernel,
+                    "-initrd".into(),
+                    initrd,
+                    "-append".into(),
+                    self.kernel_command_line(),
+                    "-chardev".into(),
+                    console,
+                    "-serial".into(),
+                    "chardev:console".into(),
+                    "-device".into(),
+                    "virtio-rng-pci".into(),
+                ]);
+            }
+            Self::Imx8mpEvk => {
+                // The DW100 model does its DMA inside QEMU: no shared RAM.
+                args.extend([
+                    "-machine".into(),
+                    "imx8mp-evk".into(),
+                    "-accel".into(),
+                    "tcg".into(),
+                    "-smp".into(),
+                    "2".into(),
+                    "-m".into(),
+                    MEMORY.into(),
+                    "-kernel".into(),
+                    kernel,
+                    "-initrd".into(),
+                    initrd,
+                    "-append".into(),
+                    self.kernel_command_line(),
+                    "-chardev".into(),
+                    console,
+                    "-serial".into(),
+                    "null".into(),
+                    "-serial".into(),
+                    "chardev:console".into(),
+                ]);
+                if let Some(dtb) = &guest.dtb {
+                    args.extend(["-dtb".into(), dtb.to_string_lossy().into_owned()]);
+                }
+            }
+        }
+        args
+    }
+
+    /// Fails when the machine cannot carry `count` 9p shares.
+    pub fn check_share_count(self, count: usize) -> Result<(), Error> {
+        match self {
+            Self::Imx8mpEvk if count > IMX8MP_PCI_FUNCTIONS => Err(Error::TooManyShares {
+                max: IMX8MP_PCI_FUNCTIONS,
+                asked: count,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The `-device` value of the `index`th 9p share (the caller checked
+    /// the count with [`Self::check_share_count`]).
+    pub fn fs_device(self, id: &str, index: usize) -> String {
+        let device = format!("virtio-9p-pci,fsdev={id},mount_tag={id}");
+        match self {
+            Self::Q35 => device,
+            Self::Imx8mpEvk => format!(
+                "{device},bus={IMX8MP_PCI_BUS},addr=0.{index}{}",
+                if index == 0 { ",multifunction=on" } else { "" }
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for machine in [Machine::Q35, Machine::Imx8mpEvk] {
+            assert_eq!(machine.name().parse::<Machine>().ok(), Some(machine));
+        }
+        assert!("virt".parse::<Machine>().is_err());
+    }
+
+    #[test]
+    fn imx8mp_shares_are_functions_of_one_slot() {
+        let machine = Machine::Imx8mpEvk;
+        assert_eq!(
+            machine.fs_device("hostroot", 0),
+            "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot,bus=dw-pcie,addr=0.0,multifunction=on"
+        );
+        assert!(machine.fs_device("share0", 7).ends_with("addr=0.7"));
+        assert!(machine.check_share_count(8).is_ok());
+        assert!(machine.check_share_count(9).is_err());
+        assert!(Machine::Q35.check_share_count(20).is_ok());
+    }
+
+    #[test]
+    fn consoles_differ() {
+        assert!(Machine::Q35
+            .kernel_command_line()
+            .starts_with("console=ttyS0 "));
+        assert!(Machine::Imx8mpEvk
+            .kernel_command_line()
+            .starts_with("console=ttymxc1 "));
+    }
+}
