@@ -47,15 +47,8 @@ impl Daemon {
         let mut command = Command::new(env!("CARGO_BIN_EXE_vhost-device-video"));
         command.arg("--socket-path").arg(socket);
         let daemon = Self::start(command, dir);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "no socket at {}",
-                socket.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // Logged once the socket listens (its file exists a moment before).
+        daemon.wait_for_log("waiting for QEMU on", 1);
         daemon
     }
 
