@@ -3,6 +3,7 @@
 //! cache, keyed by version, patch contents and configuration. The patched
 //! variant also builds `qemu-system-aarch64` for the emulated i.MX8MP DW100
 //! (`imx8mp-evk`); the stock one is the x86 system emulator alone.
+//! [`qtest_dw100`] builds and runs that model's qtest in the patched build.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,9 @@ const DEVICES_NAME: &str = "vhost-device-video";
 const FIRMWARE_PATH: &str = "/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu";
 const CCACHE_BIN: &str = "/usr/lib/ccache";
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+const QTEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// The DW100 model's qtest (`qemu-patches/`), a ninja target of the build.
+const QTEST_DW100: &str = "tests/qtest/imx8mp-dw100-test";
 
 /// Which system emulator of a build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,10 +157,33 @@ pub fn build(patched: bool) -> Result<PathBuf, Error> {
     build_target(patched, Target::X86_64)
 }
 
+/// Compile through ccache (Debian's masquerading `cc` comes first in PATH);
+/// with paths made relative to the variant's directory, the second variant
+/// reuses nearly every object of the first.
+fn with_ccache(command: &mut Command, variant_dir: &Path) -> Result<(), Error> {
+    let ccache = cache::dir("ccache")?;
+    let path = format!(
+        "{CCACHE_BIN}:{}",
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_string())
+    );
+    command
+        .env("PATH", path)
+        .env("CCACHE_DIR", ccache)
+        .env("CCACHE_BASEDIR", variant_dir)
+        .env("CCACHE_NOHASHDIR", "1");
+    Ok(())
+}
+
 /// Builds (once) and returns one system emulator of a variant; aarch64
 /// exists only in the patched variant.
 pub fn build_target(patched: bool, target: Target) -> Result<PathBuf, Error> {
-    let patched = patched || target == Target::Aarch64;
+    let dir = build_variant(patched || target == Target::Aarch64)?;
+    Ok(dir.join("build").join(target.binary()))
+}
+
+/// Builds (once) a variant and returns its cache directory: `src/`,
+/// `build/` and `logs/`.
+fn build_variant(patched: bool) -> Result<PathBuf, Error> {
     deps::ensure(deps::BASE_PACKAGES)?;
     let (version, dsc) = source_package()?;
     let flags = configure_flags(patched);
@@ -176,9 +203,8 @@ pub fn build_target(patched: bool, target: Target) -> Result<PathBuf, Error> {
         version.replace(':', "_"),
         cache::key(&borrowed)
     ));
-    let binary = dir.join("build").join(target.binary());
     if cache::is_complete(&dir) {
-        return Ok(binary);
+        return Ok(dir);
     }
     let python = meson_venv()?;
     let _lock = cache::lock(&format!("qemu-{variant}"))?;
@@ -216,30 +242,15 @@ pub fn build_target(patched: bool, target: Target) -> Result<PathBuf, Error> {
         }
         let build = dir.join("build");
         fs::create_dir_all(&build).map_err(cache::io_error("cannot create", &build))?;
-        // Compile through ccache (Debian's masquerading `cc` comes first in
-        // PATH); with paths made relative to the variant's directory, the
-        // second variant reuses nearly every object of the first.
-        let ccache = cache::dir("ccache")?;
-        let path = format!(
-            "{CCACHE_BIN}:{}",
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_string())
-        );
-        let with_ccache = |command: &mut Command| {
-            command
-                .env("PATH", &path)
-                .env("CCACHE_DIR", &ccache)
-                .env("CCACHE_BASEDIR", dir)
-                .env("CCACHE_NOHASHDIR", "1");
-        };
         let mut configure = Command::new(src.join("configure"));
-        with_ccache(&mut configure);
+        with_ccache(&mut configure, dir)?;
         configure
             .current_dir(&build)
             .arg(format!("--python={}", python.display()))
             .args(&flags);
         process::run_logged(configure, &logs.join("configure.log"), BUILD_TIMEOUT)?;
         let mut ninja = Command::new("nice");
-        with_ccache(&mut ninja);
+        with_ccache(&mut ninja, dir)?;
         ninja
             .current_dir(&build)
             .args(["ninja", "-j2", Target::X86_64.binary()]);
@@ -249,7 +260,35 @@ pub fn build_target(patched: bool, target: Target) -> Result<PathBuf, Error> {
         process::run_logged(ninja, &logs.join("build.log"), BUILD_TIMEOUT)?;
         Ok(())
     })?;
-    Ok(binary)
+    Ok(dir)
+}
+
+/// Builds the patched variant, then the DW100 model's qtest in its build
+/// tree, and runs it against that build's `qemu-system-aarch64`. The test's
+/// TAP output is in `logs/qtest-dw100.log` of the variant's directory.
+pub fn qtest_dw100() -> Result<(), Error> {
+    let dir = build_variant(true)?;
+    let build = dir.join("build");
+    let logs = dir.join("logs");
+    {
+        // The build tree is shared: one ninja at a time.
+        let _lock = cache::lock("qemu-patched")?;
+        let mut ninja = Command::new("nice");
+        with_ccache(&mut ninja, &dir)?;
+        ninja
+            .current_dir(&build)
+            .args(["ninja", "-j2", QTEST_DW100]);
+        process::run_logged(ninja, &logs.join("qtest-dw100-build.log"), BUILD_TIMEOUT)?;
+    }
+    let mut test = Command::new(build.join(QTEST_DW100));
+    test.current_dir(&build)
+        .env(
+            "QTEST_QEMU_BINARY",
+            format!("./{}", Target::Aarch64.binary()),
+        )
+        .arg("--tap");
+    process::run_logged(test, &logs.join("qtest-dw100.log"), QTEST_TIMEOUT)?;
+    Ok(())
 }
 
 /// Checks that a user-supplied QEMU runs and is 10.2 or newer.

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::kernel::{self, Flavor};
-use crate::{cache, deps, e2e, fuzz, kmod, process};
+use crate::{cache, deps, e2e, fuzz, kmod, process, qemu};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -160,6 +160,10 @@ pub fn run() -> Result<bool, Error> {
         }
         report.step(&format!("checkpatch --strict {dir}"), checkpatch(dir))?;
     }
+    report.step(
+        "qtest of the QEMU DW100 model (imx8mp-dw100-test)",
+        qemu::qtest_dw100().map_err(|e| e.to_string()),
+    )?;
     let totals = e2e::run(&[], None)?;
     if totals.failed > 0 {
         report
