@@ -462,25 +462,27 @@ fn tail_note(log: &Path) -> String {
     }
 }
 
+/// Refuses a module the machine's guest cannot load, before anything is
+/// built: the project's modules are built for the x86 kernels.
+fn check_module(options: &Options) -> Result<(), Error> {
+    match (&options.module, options.machine) {
+        (Module::Dw100(_), Machine::Q35) => Err(Error::Dw100OnQ35),
+        (Module::Project, Machine::Imx8mpEvk) => {
+            Err(Error::ModuleOnImx8mp("virtio_video_m2m".to_string()))
+        }
+        (Module::Named(name), Machine::Imx8mpEvk) => Err(Error::ModuleOnImx8mp(name.clone())),
+        _ => Ok(()),
+    }
+}
+
 fn resolve_module(
     options: &Options,
     kernel: &Kernel,
     notes: &mut Vec<String>,
 ) -> Result<Option<PathBuf>, Error> {
-    let x86_only = match &options.module {
-        Module::Project => Some("virtio_video_m2m"),
-        Module::Named(name) => Some(name.as_str()),
-        _ => None,
-    };
-    if let (Machine::Imx8mpEvk, Some(name)) = (options.machine, x86_only) {
-        return Err(Error::ModuleOnImx8mp(name.to_string()));
-    }
     match &options.module {
         Module::None => Ok(None),
-        Module::Dw100(variant) => match options.machine {
-            Machine::Imx8mpEvk => Ok(Some(imx8mp::dw100_module(kernel, *variant)?)),
-            Machine::Q35 => Err(Error::Dw100OnQ35),
-        },
+        Module::Dw100(variant) => Ok(Some(imx8mp::dw100_module(kernel, *variant)?)),
         Module::File(path) => {
             if path.is_file() {
                 Ok(Some(
@@ -621,6 +623,7 @@ pub fn run(options: &Options) -> Result<Outcome, Error> {
             return Err(Error::BadShare(share.clone()));
         }
     }
+    check_module(options)?;
     let mut options = options.clone();
     for device in &options.devices {
         if device.machine() != options.machine {
@@ -636,10 +639,10 @@ pub fn run(options: &Options) -> Result<Outcome, Error> {
     let mut notes = Vec::new();
     // Known before anything is built, unless KVM has to be probed.
     let fixed_accel = accel_without_probe(&options)?;
+    let qemu = options.machine.qemu(&options.qemu)?;
     let guest = options.machine.prepare(options.kernel)?;
     let plan = SharePlan::new(&options, &guest);
     options.machine.check_share_count(plan.count())?;
-    let qemu = options.machine.qemu(&options.qemu)?;
     let module = resolve_module(&options, &guest.kernel, &mut notes)?;
     if let Root::Host = guest.root {
         match v4l_utils::guest_bin() {
