@@ -156,6 +156,9 @@ fn make_module(
     make.arg("-C")
         .arg(out)
         .arg(format!("KDIR={}", kernel.kbuild.display()))
+        // Command-line variables reach kbuild's sub-make: ARCH and the cross
+        // compiler for an arm64 kernel.
+        .args(kernel.arch.make_vars())
         .arg("-j2")
         .args(spec.make_vars);
     if strict {
