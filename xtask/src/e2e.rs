@@ -207,6 +207,15 @@ fn parse(script: &Path) -> Result<Test, Error> {
             "the dw100 driver runs on `# machine: imx8mp-evk` only",
         ));
     }
+    if test.machine == vm::Machine::Imx8mpEvk
+        && test.devices.iter().any(|d| *d != vm::Device::Dw100)
+    {
+        return Err(header_error(
+            &name,
+            "devices",
+            "imx8mp-evk has the DW100 only (its backend is always attached)",
+        ));
+    }
     if let (vm::Machine::Imx8mpEvk, TestModule::Named(module)) = (test.machine, &test.module) {
         return Err(header_error(
             &name,
