@@ -522,3 +522,61 @@ pub fn run(filters: &[String], only_kernel: Option<Flavor>) -> Result<Totals, Er
     );
     Ok(totals)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(name: &str, text: &str) -> Result<Test, Error> {
+        let dir = std::env::temp_dir().join(format!("vdv-e2e-parse-{}", std::process::id()));
+        fs::create_dir_all(&dir).map_err(cache::io_error("cannot create", &dir))?;
+        let script = dir.join(format!("{name}.sh"));
+        fs::write(&script, text).map_err(cache::io_error("cannot write", &script))?;
+        let parsed = parse(&script);
+        let _ = fs::remove_file(&script);
+        parsed
+    }
+
+    #[test]
+    fn an_imx8mp_test_loads_its_dw100_variant() {
+        let test = parse_text(
+            "dw100-x",
+            "#!/bin/sh\n# machine: imx8mp-evk\n# kernels: debug-rt debian-rt\n# dw100: unfixed\ntrue\n",
+        )
+        .expect("a valid header");
+        assert_eq!(test.id(Flavor::DebugRt), "dw100-x.imx8mp-evk.debug-rt");
+        assert_eq!(
+            test.vm_module(),
+            vm::Module::Dw100(imx8mp::Dw100Variant::Unfixed)
+        );
+        let defaulted = parse_text("dw100-y", "#!/bin/sh\n# machine: imx8mp-evk\ntrue\n")
+            .expect("a valid header");
+        assert_eq!(
+            defaulted.vm_module(),
+            vm::Module::Dw100(imx8mp::Dw100Variant::Fixed)
+        );
+    }
+
+    #[test]
+    fn a_q35_test_keeps_its_id_and_module() {
+        let test =
+            parse_text("plain", "#!/bin/sh\n# kernels: debian-rt\ntrue\n").expect("a valid header");
+        assert_eq!(test.id(Flavor::DebianRt), "plain.debian-rt");
+        assert_eq!(
+            test.vm_module(),
+            vm::Module::Named("virtio_video_m2m".to_string())
+        );
+    }
+
+    #[test]
+    fn machine_mismatches_are_header_errors() {
+        for text in [
+            "#!/bin/sh\n# dw100: fixed\ntrue\n",
+            "#!/bin/sh\n# machine: imx8mp-evk\n# devices: dewarper\ntrue\n",
+            "#!/bin/sh\n# machine: imx8mp-evk\n# module: rt_negative\ntrue\n",
+            "#!/bin/sh\n# machine: virt\ntrue\n",
+        ] {
+            assert!(parse_text("bad", text).is_err(), "{text}");
+        }
+    }
+}
