@@ -27,11 +27,11 @@ while read -r module; do
 done < /modules/order
 
 # The 9p devices may still be probing (behind a PCIe link that comes up
-# once its PHY module is in): a few seconds of retries.
+# once its PHY module is in, slower on a loaded host): up to 30 s of retries.
 tries=0
 until mount -t 9p -o "$P9,cache=none" harness /harness 2>/dev/null; do
 	tries=$((tries + 1))
-	[ "$tries" -lt 100 ] || fail "cannot mount the harness directory"
+	[ "$tries" -lt 300 ] || fail "cannot mount the harness directory"
 	sleep 0.1
 done
 . /harness/config
