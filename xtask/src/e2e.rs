@@ -39,7 +39,7 @@ enum TestModule {
     /// on imx8mp-evk.
     Default,
     None,
-    /// A project module by name (q35).
+    /// A project module by name, built for the guest's kernel.
     Named(String),
 }
 
@@ -214,15 +214,6 @@ fn parse(script: &Path) -> Result<Test, Error> {
             &name,
             "devices",
             "imx8mp-evk has the DW100 only (its backend is always attached)",
-        ));
-    }
-    if let (vm::Machine::Imx8mpEvk, TestModule::Named(module)) = (test.machine, &test.module) {
-        return Err(header_error(
-            &name,
-            "module",
-            format!(
-                "{module} is built for the x86 guests only (imx8mp-evk loads the dw100 driver)"
-            ),
         ));
     }
     Ok(test)
@@ -573,7 +564,6 @@ mod tests {
         for text in [
             "#!/bin/sh\n# dw100: fixed\ntrue\n",
             "#!/bin/sh\n# machine: imx8mp-evk\n# devices: dewarper\ntrue\n",
-            "#!/bin/sh\n# machine: imx8mp-evk\n# module: rt_negative\ntrue\n",
             "#!/bin/sh\n# machine: virt\ntrue\n",
         ] {
             assert!(parse_text("bad", text).is_err(), "{text}");
