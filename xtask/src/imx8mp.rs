@@ -75,13 +75,18 @@ pub enum Dw100Variant {
     /// As linux-source-6.12 ships it: the job finishes in a hard interrupt
     /// handler requested with `IRQF_ONESHOT`.
     Unfixed,
-    /// `tests/dw100/fixed.patch`: a hard half that silences the hardware and
-    /// a threaded half that finishes the job, as Linux 7.1 does.
+    /// `tests/dw100/field-any.patch` (output buffers queued with
+    /// `V4L2_FIELD_ANY` are taken, as v4l2-compliance requires) and
+    /// `fixed.patch`: a hard half that silences the hardware and a threaded
+    /// half that finishes the job, as Linux 7.1 does.
     #[default]
     Fixed,
     /// `tests/dw100/oneshot-dropped.patch`: only `IRQF_ONESHOT` removed, the
     /// fix's first, rejected attempt.
     OneshotDropped,
+    /// `Fixed` and `tests/dw100/watchdog.patch`: a job without an interrupt
+    /// fails after a bound instead of hanging its users.
+    FixedWatchdog,
 }
 
 impl Dw100Variant {
@@ -90,19 +95,23 @@ impl Dw100Variant {
             Self::Unfixed => "unfixed",
             Self::Fixed => "fixed",
             Self::OneshotDropped => "oneshot-dropped",
+            Self::FixedWatchdog => "fixed-watchdog",
         }
     }
 
-    /// The patch applied to linux-source's driver, if any.
-    fn patch(self) -> Option<PathBuf> {
-        match self {
-            Self::Unfixed => None,
-            Self::Fixed | Self::OneshotDropped => Some(
-                cache::repo_root()
-                    .join("tests/dw100")
-                    .join(format!("{}.patch", self.name())),
-            ),
-        }
+    /// The patches applied to linux-source's driver, in order.
+    fn patches(self) -> Vec<PathBuf> {
+        let names: &[&str] = match self {
+            Self::Unfixed => &[],
+            Self::Fixed => &["field-any", "fixed"],
+            Self::OneshotDropped => &["oneshot-dropped"],
+            Self::FixedWatchdog => &["field-any", "fixed", "watchdog"],
+        };
+        let dir = cache::repo_root().join("tests/dw100");
+        names
+            .iter()
+            .map(|name| dir.join(format!("{name}.patch")))
+            .collect()
     }
 }
 
@@ -113,6 +122,7 @@ impl FromStr for Dw100Variant {
             "unfixed" => Ok(Self::Unfixed),
             "fixed" => Ok(Self::Fixed),
             "oneshot-dropped" => Ok(Self::OneshotDropped),
+            "fixed-watchdog" => Ok(Self::FixedWatchdog),
             other => Err(Error::UnknownVariant(other.to_string())),
         }
     }
@@ -512,7 +522,7 @@ pub fn dw100_module(kernel: &Kernel, variant: Dw100Variant) -> Result<PathBuf, E
         let path = src.join(file);
         inputs.push(fs::read(&path).map_err(cache::io_error("cannot read", &path))?);
     }
-    if let Some(patch) = variant.patch() {
+    for patch in variant.patches() {
         inputs.push(fs::read(&patch).map_err(cache::io_error("cannot read", &patch))?);
     }
     let parts: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
@@ -526,7 +536,7 @@ pub fn dw100_module(kernel: &Kernel, variant: Dw100Variant) -> Result<PathBuf, E
                 let from = src.join(file);
                 fs::copy(&from, dir.join(file)).map_err(cache::io_error("cannot copy", &from))?;
             }
-            if let Some(patch) = variant.patch() {
+            for patch in variant.patches() {
                 let mut apply = Command::new("patch");
                 apply
                     .arg(DW100_PATCH_STRIP)
@@ -537,7 +547,11 @@ pub fn dw100_module(kernel: &Kernel, variant: Dw100Variant) -> Result<PathBuf, E
                     .arg(dir)
                     .arg("-i")
                     .arg(&patch);
-                process::run_logged(apply, &dir.join("patch.log"), QUERY_TIMEOUT)?;
+                let name = patch
+                    .file_stem()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                process::run_logged(apply, &dir.join(format!("patch-{name}.log")), QUERY_TIMEOUT)?;
             }
             build_dw100(kernel, variant, dir)
         })?;

@@ -1,0 +1,22 @@
+#!/bin/sh
+# machine: imx8mp-evk
+# kernels: debug-rt debian-rt
+# dw100: fixed
+# data: none
+# timeout: 900
+# expect: pass
+#
+# v4l2-compliance with streaming on the upstream dw100 driver, unmodified but
+# for the RT fix, running on the emulated i.MX8MP DW100: no failure, no
+# warning.
+. "$REPO/tests/clients/dewarp-lib.sh"
+
+node=$(dw_node)
+v4l2-compliance -d "$node" -s >"$RESULTS/compliance.txt" 2>&1 || true
+cat "$RESULTS/compliance.txt"
+
+summary=$(grep '^Total for ' "$RESULTS/compliance.txt" | tail -n 1)
+case "$summary" in
+*", Failed: 0, Warnings: 0") echo "ok - $summary" ;;
+*) echo "not ok - v4l2-compliance: ${summary:-no summary}"; exit 1 ;;
+esac
