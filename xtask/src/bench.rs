@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{cache, deps, kernel, process, qemu, vm};
+use crate::{cache, deps, imx8mp, kernel, process, qemu, vm};
 
 const WIDTH: u32 = 1920;
 const HEIGHT: u32 = 1080;
@@ -28,8 +28,11 @@ const DEWARP_OPENCV_TARGET: f64 = 2.0;
 const DEWARP_SCALING_TARGET: f64 = 1.8;
 const TOOL_TIMEOUT: Duration = Duration::from_secs(1800);
 const GUEST_TIMEOUT: Duration = Duration::from_secs(900);
-/// What the backend logs per dewarper job at debug level.
-const JOB_LOG_FILTER: &str = "info,vhost_device_video::device::dewarper=debug";
+/// What the backend logs per job at debug level: the virtio dewarper's
+/// `dewarper: job N done in ...` and dw100-model's `dw100-model: job N done
+/// in ...`.
+const JOB_LOG_FILTER: &str = "info,vhost_device_video::device::dewarper=debug,\
+                              vhost_device_video::transport::dw100_model=debug";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -456,6 +459,83 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     values.get(values.len() / 2).copied()
 }
 
+/// The timed jobs of one guest run.
+struct GuestJobs {
+    /// Which machine ran them, and on which accelerator.
+    machine: vm::Machine,
+    accel: String,
+    /// QBUF to DQBUF per job, in ms.
+    round_trips: Vec<f64>,
+    /// The backend's own time per job (its debug log), in ms.
+    backend: Vec<f64>,
+}
+
+impl GuestJobs {
+    /// The table's lines for these jobs: `guest` says what ran them,
+    /// `backend_covers` what the backend's time includes.
+    fn rows(&self, table: &mut String, guest: &str, backend_covers: &str) {
+        let round_trips = &self.round_trips;
+        let _ = writeln!(
+            table,
+            "guest on {} ({}), {guest}:\n  one fisheye job, QBUF to DQBUF: median {:.1} ms \
+             over {} jobs (min {:.1}, max {:.1})",
+            self.machine,
+            self.accel,
+            median(round_trips.clone()).unwrap_or(0.0),
+            round_trips.len(),
+            round_trips.iter().copied().fold(f64::INFINITY, f64::min),
+            round_trips.iter().copied().fold(0.0, f64::max),
+        );
+        match median(self.backend.clone()) {
+            Some(ms) => {
+                let _ = writeln!(
+                    table,
+                    "  {backend_covers}: median {ms:.1} ms over {} jobs",
+                    self.backend.len()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    table,
+                    "  backend job times: none logged (RUST_LOG was set to something else)"
+                );
+            }
+        }
+    }
+}
+
+/// Runs `tests/bench/guest-dewarp.sh` in a guest and reads each job's round
+/// trip from its output and the backend's time from `backend_log` (the
+/// backend's log in the run's artifacts).
+fn guest_jobs(options: vm::Options, backend_log: &str) -> Result<GuestJobs, Error> {
+    let machine = options.machine;
+    let log_path = options
+        .artifacts
+        .clone()
+        .unwrap_or_default()
+        .join(backend_log);
+    let (output, accel) = guest(options)?;
+    let round_trips: Vec<f64> = output
+        .lines()
+        .filter_map(|l| find_number(l, "round_trip_us"))
+        .map(|us| us / 1e3)
+        .collect();
+    if round_trips.is_empty() {
+        return Err(parse_error("guest-dewarp.sh", "round_trip_us", &output));
+    }
+    let backend_log = fs::read_to_string(&log_path).unwrap_or_default();
+    let backend = backend_log
+        .lines()
+        .filter_map(|l| debug_duration_ms(l.split(" done in ").nth(1)?.trim()))
+        .collect();
+    Ok(GuestJobs {
+        machine,
+        accel,
+        round_trips,
+        backend,
+    })
+}
+
 fn dewarp() -> Result<(), Error> {
     let out = bench_dir("dewarp")?;
     let log = out.join("host.log");
@@ -489,34 +569,44 @@ fn dewarp() -> Result<(), Error> {
     let frames = out.join("frames.nv12");
     fs::write(&frames, source.repeat(DEWARP_JOBS))
         .map_err(cache::io_error("cannot write", &frames))?;
-    println!("dewarp: {DEWARP_JOBS} fisheye jobs from the Debian RT guest, one at a time");
     if std::env::var_os("RUST_LOG").is_none() {
         std::env::set_var("RUST_LOG", JOB_LOG_FILTER);
     }
-    let (output, accel) = guest(guest_options(
-        vec![vm::Device::Dewarper],
-        qemu::Choice::Patched,
-        "tests/bench/guest-dewarp.sh",
-        vec![(
-            "BENCH_DEWARP".to_string(),
-            out.to_string_lossy().into_owned(),
-        )],
-        out.join("vm"),
-    ))?;
-    let round_trips: Vec<f64> = output
-        .lines()
-        .filter_map(|l| find_number(l, "round_trip_us"))
-        .map(|us| us / 1e3)
-        .collect();
-    if round_trips.is_empty() {
-        return Err(parse_error("guest-dewarp.sh", "round_trip_us", &output));
-    }
-    let backend_log = fs::read_to_string(out.join("vm/backend-dewarper0.log")).unwrap_or_default();
-    let backend_jobs: Vec<f64> = backend_log
-        .lines()
-        .filter_map(|l| debug_duration_ms(l.split(" done in ").nth(1)?.trim()))
-        .collect();
-
+    let env = vec![(
+        "BENCH_DEWARP".to_string(),
+        out.to_string_lossy().into_owned(),
+    )];
+    println!("dewarp: {DEWARP_JOBS} fisheye jobs from the Debian RT guest on q35, one at a time");
+    let virtio = guest_jobs(
+        guest_options(
+            vec![vm::Device::Dewarper],
+            qemu::Choice::Patched,
+            "tests/bench/guest-dewarp.sh",
+            env.clone(),
+            out.join("vm"),
+        ),
+        "backend-dewarper0.log",
+    )?;
+    println!(
+        "dewarp: {DEWARP_JOBS} fisheye jobs from the arm64 Debian RT guest on imx8mp-evk \
+         (upstream dw100, {}), one at a time",
+        imx8mp::Dw100Variant::Fixed.name()
+    );
+    // The checkout, and with it `out`, is shared read-only with the guest.
+    let emulated = guest_jobs(
+        vm::Options {
+            machine: vm::Machine::Imx8mpEvk,
+            module: vm::Module::Dw100(imx8mp::Dw100Variant::Fixed),
+            ..guest_options(
+                Vec::new(),
+                qemu::Choice::Patched,
+                "tests/bench/guest-dewarp.sh",
+                env,
+                out.join("vm-imx8mp"),
+            )
+        },
+        "backend-dw100-0.log",
+    )?;
     let get = |map: &str, column: &str| {
         measured
             .iter()
@@ -584,37 +674,25 @@ fn dewarp() -> Result<(), Error> {
             );
         }
     }
-    let engine_ms = get("fisheye", "fast-1T").map(|r| 1e3 / r.cpu);
-    let _ = writeln!(
-        table,
-        "guest ({accel}): one fisheye job, QBUF to DQBUF: median {:.1} ms over {} jobs \
-         (min {:.1}, max {:.1})",
-        median(round_trips.clone()).unwrap_or(0.0),
-        round_trips.len(),
-        round_trips.iter().copied().fold(f64::INFINITY, f64::min),
-        round_trips.iter().copied().fold(0.0, f64::max),
+    virtio.rows(
+        &mut table,
+        "x86 Debian RT, the project's driver on the virtio dewarper",
+        "backend, whole job (read guest memory, remap, write back)",
     );
-    match median(backend_jobs.clone()) {
-        Some(ms) => {
-            let _ = writeln!(
-                table,
-                "  backend, whole job (read guest memory, remap, write back): median {ms:.1} ms \
-                 over {} jobs",
-                backend_jobs.len()
-            );
-        }
-        None => {
-            let _ = writeln!(
-                table,
-                "  backend job times: none logged (RUST_LOG was set to something else)"
-            );
-        }
-    }
-    if let Some(ms) = engine_ms {
+    emulated.rows(
+        &mut table,
+        &format!(
+            "arm64 Debian RT, upstream dw100 ({}) on the emulated DW100",
+            imx8mp::Dw100Variant::Fixed.name()
+        ),
+        "daemon, whole job (JOB read from QEMU's model, remap, RESULT written)",
+    );
+    if let Some(rate) = get("fisheye", "fast-1T") {
         let _ = writeln!(
             table,
-            "  engine alone on the same job (fast, 1 thread like the backend's \
-             --dewarp-threads 1): {ms:.1} ms of CPU time"
+            "engine alone on the same job (fast, 1 thread like the backend's \
+             --dewarp-threads 1): {:.1} ms of CPU time",
+            1e3 / rate.cpu
         );
     }
     print!("{table}");
