@@ -685,7 +685,7 @@ fn dewarp() -> Result<(), Error> {
             "arm64 Debian RT, upstream dw100 ({}) on the emulated DW100",
             imx8mp::Dw100Variant::Fixed.name()
         ),
-        "daemon, whole job (JOB read from QEMU's model, remap, RESULT written)",
+        "daemon, JOB header to RESULT written (receiving the planes, remap, sending the result)",
     );
     if let Some(rate) = get("fisheye", "fast-1T") {
         let _ = writeln!(

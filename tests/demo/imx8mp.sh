@@ -1,0 +1,18 @@
+#!/bin/sh
+# The i.MX8MP half of `cargo xtask demo`, in the arm64 guest on imx8mp-evk:
+# sends $DEMO/before.nv12 ($DEMO_SIZE NV12) through the upstream dw100
+# driver (variant $DEMO_VARIANT) on the emulated DW100 with the fisheye
+# correction map $DEMO/fisheye.map, and writes the result to
+# $DEMO/$DEMO_OUT (shared with the host).
+set -eu
+. "$REPO/tests/clients/dewarp-lib.sh"
+
+size=$DEMO_SIZE
+echo "guest: $(uname -r) on $(tr -d '\0' </proc/device-tree/model), $(nproc) CPUs"
+echo "guest: $(dw_node): the upstream dw100 driver, variant $DEMO_VARIANT"
+echo "guest: frame $DEMO_FRAME through the dw100 driver (fisheye correction map)"
+"$(dw_client)" --src "NV12:$size" --dst "NV12:$size" \
+	--map "$DEMO/fisheye.map" --in "$DEMO/before.nv12" --out "$DEMO/$DEMO_OUT" \
+	>/tmp/dewarp.log 2>&1 || status=$?
+sed 's/^/guest: dewarp-client: /' /tmp/dewarp.log
+exit "${status:-0}"
