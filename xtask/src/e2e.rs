@@ -24,7 +24,16 @@ pub enum Error {
     },
     #[error("no e2e test matches {0}")]
     NoMatch(String),
+    #[error("`{filter}` matches {count} e2e tests ({names}): name one")]
+    Ambiguous {
+        filter: String,
+        count: usize,
+        names: String,
+    },
 }
+
+/// Boots a `# repeat:` header may ask for at most.
+const MAX_REPEAT: u32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
@@ -60,6 +69,13 @@ struct Test {
     data: Option<String>,
     timeout: Duration,
     expect: Expect,
+    /// Properties of the DW100 model (`# dw100-model:`), imx8mp-evk only.
+    model: Vec<vm::ModelProperty>,
+    /// Separate boots per kernel (`# repeat:`), each judged on its own.
+    repeat: u32,
+    /// What a splat must name to count (`# splat-names:`, one line each):
+    /// every term, each a list of alternatives.
+    splat_names: Vec<Vec<String>>,
     /// Per kernel, why the test is known to fail there: it still runs, and a
     /// failure is reported as KTAP `# TODO` instead of failing the suite.
     known_failures: Vec<(Flavor, String)>,
@@ -92,6 +108,9 @@ fn parse(script: &Path) -> Result<Test, Error> {
         data: None,
         timeout: Duration::from_secs(300),
         expect: Expect::Pass,
+        model: Vec::new(),
+        repeat: 1,
+        splat_names: Vec::new(),
         known_failures: Vec::new(),
     };
     for line in text.lines().skip_while(|l| l.starts_with("#!")) {
@@ -188,6 +207,33 @@ fn parse(script: &Path) -> Result<Test, Error> {
                         .push((kernel, reason.trim().to_string()));
                 }
             }
+            "dw100-model" => {
+                test.model =
+                    vm::parse_model_properties(value).map_err(|e| header_error(&name, key, e))?;
+            }
+            "repeat" => {
+                test.repeat = value
+                    .split_whitespace()
+                    .next()
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .filter(|n| (1..=MAX_REPEAT).contains(n))
+                    .ok_or_else(|| {
+                        header_error(&name, key, format!("not a count from 1 to {MAX_REPEAT}"))
+                    })?;
+            }
+            "splat-names" => {
+                // `# splat-names: A | B`: the splat must contain A or B.
+                let alternatives: Vec<String> = value
+                    .split('|')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if alternatives.is_empty() {
+                    return Err(header_error(&name, key, "names nothing"));
+                }
+                test.splat_names.push(alternatives);
+            }
             "expect" => {
                 test.expect = match value.split_whitespace().next() {
                     Some("pass") | None => Expect::Pass,
@@ -205,6 +251,20 @@ fn parse(script: &Path) -> Result<Test, Error> {
             &name,
             "dw100",
             "the dw100 driver runs on `# machine: imx8mp-evk` only",
+        ));
+    }
+    if test.machine == vm::Machine::Q35 && !test.model.is_empty() {
+        return Err(header_error(
+            &name,
+            "dw100-model",
+            "the DW100 model exists on `# machine: imx8mp-evk` only",
+        ));
+    }
+    if test.expect != Expect::Splat && !test.splat_names.is_empty() {
+        return Err(header_error(
+            &name,
+            "splat-names",
+            "only a test that expects a splat (`# expect: splat`) names one",
         ));
     }
     if test.machine == vm::Machine::Imx8mpEvk
@@ -295,6 +355,7 @@ fn data_set(name: &str) -> Result<Result<PathBuf, String>, Error> {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Verdict {
     Pass(String),
     Fail(String),
@@ -302,13 +363,118 @@ enum Verdict {
     Todo(String),
 }
 
-fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
+/// How one boot of a test went, judged against what the test expects.
+#[derive(Debug, PartialEq, Eq)]
+struct RunResult {
+    passed: bool,
+    /// Why it failed; for a pass, what it showed (may be empty).
+    note: String,
+}
+
+/// The terms of `# splat-names:` as the reports quote them.
+fn terms_text(terms: &[Vec<String>]) -> String {
+    terms
+        .iter()
+        .map(|alternatives| format!("`{}`", alternatives.join("` or `")))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// Judges one boot. Under `expect: splat` only a report that names every
+/// term of `splat-names` counts: a run without it did not catch the bug,
+/// whatever else it showed.
+fn judge_run(test: &Test, outcome: &vm::Outcome, logs: &str) -> RunResult {
+    let fail = |note: String| RunResult {
+        passed: false,
+        note,
+    };
+    match test.expect {
+        Expect::Pass if outcome.passed() => RunResult {
+            passed: true,
+            note: String::new(),
+        },
+        Expect::Pass => fail(format!("{}; {logs}", outcome.reason())),
+        Expect::Splat => {
+            let Some(first) = &outcome.splat else {
+                return fail(format!(
+                    "expected a kernel splat, none was detected: the bug was not caught ({}); {logs}",
+                    outcome.reason()
+                ));
+            };
+            if test.splat_names.is_empty() {
+                return RunResult {
+                    passed: true,
+                    note: splat::summary(first),
+                };
+            }
+            match splat::naming(&outcome.reports, &test.splat_names) {
+                Some(report) => RunResult {
+                    passed: true,
+                    note: splat::summary(report),
+                },
+                None => fail(format!(
+                    "no kernel splat names {}: the bug was not caught (the first splat: {}); {logs}",
+                    terms_text(&test.splat_names),
+                    splat::summary(first)
+                )),
+            }
+        }
+    }
+}
+
+/// Failing runs a verdict lists at most.
+const LISTED_FAILURES: usize = 3;
+
+/// The verdict of a test case from its boots, in order. A single boot reads
+/// as before repeats existed; several say how many of them passed.
+fn verdict(expect: Expect, runs: &[RunResult]) -> Verdict {
+    let what = match expect {
+        Expect::Pass => "passed",
+        Expect::Splat => "caught the splat",
+    };
+    let passed = runs.iter().filter(|r| r.passed).count();
+    if let [only] = runs {
+        return match (only.passed, expect) {
+            (true, Expect::Splat) => {
+                Verdict::Pass(format!("splat detected as expected: {}", only.note))
+            }
+            (true, Expect::Pass) => Verdict::Pass(only.note.clone()),
+            (false, _) => Verdict::Fail(only.note.clone()),
+        };
+    }
+    let count = format!("{passed}/{} runs {what}", runs.len());
+    if passed == runs.len() && !runs.is_empty() {
+        let shown = runs.iter().find(|r| !r.note.is_empty());
+        return Verdict::Pass(match shown {
+            Some(run) => format!("{count}: {}", run.note),
+            None => count,
+        });
+    }
+    let failures: Vec<String> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.passed)
+        .map(|(index, r)| format!("run {}: {}", index + 1, r.note))
+        .collect();
+    let more = failures.len().saturating_sub(LISTED_FAILURES);
+    let mut text = format!(
+        "{count}; {}",
+        failures[..failures.len().min(LISTED_FAILURES)].join("; ")
+    );
+    if more > 0 {
+        let _ = write!(text, "; and {more} more failed run(s)");
+    }
+    Verdict::Fail(text)
+}
+
+/// Why a test case cannot run here yet, if it cannot.
+fn missing_parts(test: &Test) -> Option<String> {
     if let vm::Module::Named(module) = test.vm_module() {
         if !kmod::present(&module).unwrap_or(false) {
-            return Ok(Verdict::Skip(format!(
+            return Some(format!(
                 "{} does not exist yet",
                 kmod::source_dir(&module).unwrap_or(&module)
-            )));
+            ));
         }
     }
     // imx8mp-evk always has the DW100's backend.
@@ -318,20 +484,25 @@ fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
             .join("vhost-device-video/src/main.rs")
             .exists()
     {
-        return Ok(Verdict::Skip(
-            "the backend binary does not exist yet".to_string(),
-        ));
+        return Some("the backend binary does not exist yet".to_string());
     }
-    let testdata = match &test.data {
-        Some(name) => match data_set(name)? {
-            Ok(dir) => dir,
-            Err(reason) => return Ok(Verdict::Fail(reason)),
-        },
-        None => PathBuf::new(),
-    };
-    let base = cache::repo_root()
-        .join("target/e2e")
-        .join(test.id(kernel).replace('.', "-"));
+    None
+}
+
+/// What one boot runs: the test, on a kernel, with the module and model a
+/// measurement may choose instead of the header's.
+struct Boot<'a> {
+    test: &'a Test,
+    kernel: Flavor,
+    module: vm::Module,
+    model: &'a [vm::ModelProperty],
+    testdata: &'a Path,
+}
+
+/// Boots the guest once, with its logs and `$RESULTS` under `base`. An error
+/// of the harness that is no interruption comes back as the run's failure.
+fn boot_once(boot: &Boot, base: &Path) -> Result<Result<vm::Outcome, String>, Error> {
+    let test = boot.test;
     let results = base.join("results");
     if results.exists() {
         fs::remove_dir_all(&results).map_err(cache::io_error("cannot remove", &results))?;
@@ -340,7 +511,7 @@ fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
     let repo = cache::repo_root();
     let options = vm::Options {
         machine: test.machine,
-        kernel,
+        kernel: boot.kernel,
         devices: test.devices.clone(),
         qemu: test
             .qemu
@@ -351,17 +522,17 @@ fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
         readonly_shares: test
             .data
             .is_some()
-            .then(|| testdata.clone())
+            .then(|| boot.testdata.to_path_buf())
             .into_iter()
             .collect(),
         timeout: test.timeout,
-        module: test.vm_module(),
+        module: boot.module.clone(),
         module_params: test.module_params.clone(),
         env: vec![
             ("REPO".to_string(), repo.to_string_lossy().into_owned()),
             (
                 "TESTDATA".to_string(),
-                testdata.to_string_lossy().into_owned(),
+                boot.testdata.to_string_lossy().into_owned(),
             ),
             (
                 "RESULTS".to_string(),
@@ -378,36 +549,85 @@ fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
         stream: false,
         boot_timeout: vm::BOOT_TIMEOUT,
     };
-    let outcome = match vm::run(&options) {
+    let outcome = match vm::run_with_model(&options, boot.model) {
         Ok(outcome) => outcome,
         Err(vm::Error::Process(process::Error::Interrupted)) => {
             return Err(process::Error::Interrupted.into())
         }
-        Err(err) => return Ok(Verdict::Fail(err.to_string())),
+        Err(err) => return Ok(Err(err.to_string())),
     };
     let output = base.join("output.log");
     let _ = fs::write(&output, &outcome.output);
-    let logs = format!("logs: {}", base.display());
-    Ok(match test.expect {
-        Expect::Pass if outcome.passed() => Verdict::Pass(String::new()),
-        Expect::Pass => {
-            eprintln!("{}", tail_lines(&outcome.output, 20));
-            if let Some(splat) = &outcome.splat {
-                eprintln!("--- kernel splat ---\n{splat}\n---");
-            }
-            Verdict::Fail(format!("{}; {logs}", outcome.reason()))
+    Ok(Ok(outcome))
+}
+
+/// The test's data set, built on the host; `Err` is the test's failure.
+fn test_data(test: &Test) -> Result<Result<PathBuf, String>, Error> {
+    match &test.data {
+        Some(name) => data_set(name),
+        None => Ok(Ok(PathBuf::new())),
+    }
+}
+
+/// `target/e2e/<id>`, dots made dashes.
+fn case_dir(test: &Test, kernel: Flavor) -> PathBuf {
+    cache::repo_root()
+        .join("target/e2e")
+        .join(test.id(kernel).replace('.', "-"))
+}
+
+/// Where boot `index` (from 0) of `count` keeps its logs: the case's
+/// directory for a single boot, `run-NN/` in it for repeats.
+fn run_dir(case: &Path, index: u32, count: u32) -> PathBuf {
+    if count == 1 {
+        case.to_path_buf()
+    } else {
+        case.join(format!("run-{:02}", index + 1))
+    }
+}
+
+fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
+    if let Some(reason) = missing_parts(test) {
+        return Ok(Verdict::Skip(reason));
+    }
+    let testdata = match test_data(test)? {
+        Ok(dir) => dir,
+        Err(reason) => return Ok(Verdict::Fail(reason)),
+    };
+    let boot = Boot {
+        test,
+        kernel,
+        module: test.vm_module(),
+        model: &test.model,
+        testdata: &testdata,
+    };
+    let case = case_dir(test, kernel);
+    let mut runs = Vec::new();
+    for index in 0..test.repeat {
+        if test.repeat > 1 {
+            eprintln!("#   boot {}/{}", index + 1, test.repeat);
         }
-        Expect::Splat => match &outcome.splat {
-            Some(found) => Verdict::Pass(format!(
-                "splat detected as expected: {}",
-                splat::summary(found)
-            )),
-            None => Verdict::Fail(format!(
-                "expected a kernel splat, none was detected ({}); {logs}",
-                outcome.reason()
-            )),
-        },
-    })
+        let base = run_dir(&case, index, test.repeat);
+        let logs = format!("logs: {}", base.display());
+        let result = match boot_once(&boot, &base)? {
+            Ok(outcome) => {
+                let result = judge_run(test, &outcome, &logs);
+                if !result.passed && test.expect == Expect::Pass {
+                    eprintln!("{}", tail_lines(&outcome.output, 20));
+                    if let Some(splat) = &outcome.splat {
+                        eprintln!("--- kernel splat ---\n{splat}\n---");
+                    }
+                }
+                result
+            }
+            Err(reason) => RunResult {
+                passed: false,
+                note: reason,
+            },
+        };
+        runs.push(result);
+    }
+    Ok(verdict(test.expect, &runs))
 }
 
 /// Builds the guest-side test clients on the host: compiling them inside a
@@ -514,17 +734,186 @@ pub fn run(filters: &[String], only_kernel: Option<Flavor>) -> Result<Totals, Er
     Ok(totals)
 }
 
+/// A test booted again and again, its outcomes counted instead of judged:
+/// `cargo xtask tally`.
+pub struct Tally {
+    /// A test's name, or a filter matching exactly one test.
+    pub test: String,
+    /// Any kernel, whether or not the test's `kernels:` names it.
+    pub kernel: Flavor,
+    pub runs: u32,
+    /// Instead of the `dw100:` header's variant.
+    pub dw100: Option<imx8mp::Dw100Variant>,
+    /// Instead of the `dw100-model:` header's properties.
+    pub model: Option<Vec<vm::ModelProperty>>,
+}
+
+/// Output lines of a test script that a tally repeats for each run.
+const MEASURE_PREFIX: &str = "measure:";
+
+/// What one boot showed, as a tally counts it: the kind of the first
+/// splat, a task left in D state, a hang, a failed command, or clean.
+fn classify(outcome: &vm::Outcome) -> String {
+    if let Some(splat) = &outcome.splat {
+        format!("splat: {}", splat::kind(splat))
+    } else if outcome.d_state.is_some() {
+        "task left in D state".to_string()
+    } else if let Some(failure) = &outcome.failure {
+        if failure.contains("timed out") || failure.contains("did not finish") {
+            format!("hang: {failure}")
+        } else {
+            format!("failed: {failure}")
+        }
+    } else {
+        match outcome.status {
+            Some(0) => "clean".to_string(),
+            Some(code) => format!("command exited with status {code}"),
+            None => "command did not finish".to_string(),
+        }
+    }
+}
+
+/// Counts of each class, most frequent first (ties in the order seen).
+fn count_classes(classes: &[String]) -> Vec<(usize, String)> {
+    let mut counts: Vec<(usize, String)> = Vec::new();
+    for class in classes {
+        match counts.iter_mut().find(|(_, c)| c == class) {
+            Some((count, _)) => *count += 1,
+            None => counts.push((1, class.clone())),
+        }
+    }
+    counts.sort_by_key(|(count, _)| std::cmp::Reverse(*count));
+    counts
+}
+
+/// The one test `filter` names: its exact name, or the only test whose
+/// name contains it.
+fn one_test(filter: &str) -> Result<Test, Error> {
+    let mut tests = discover(&[filter.to_string()])?;
+    if let Some(exact) = tests.iter().position(|t| t.name == filter) {
+        return Ok(tests.swap_remove(exact));
+    }
+    match tests.len() {
+        1 => Ok(tests.remove(0)),
+        count => Err(Error::Ambiguous {
+            filter: filter.to_string(),
+            count,
+            names: tests
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// Boots the test `tally.runs` times and prints what each run showed and
+/// how often each outcome came; also written to
+/// `target/e2e/tally/<id>/tally.txt`, with each run's logs beside it.
+pub fn tally(tally: &Tally) -> Result<(), Error> {
+    let mut test = one_test(&tally.test)?;
+    if let Some(variant) = tally.dw100 {
+        test.dw100 = Some(variant);
+    }
+    if let Some(model) = &tally.model {
+        test.model.clone_from(model);
+    }
+    if let Some(reason) = missing_parts(&test) {
+        eprintln!("# {}: cannot run: {reason}", test.name);
+        return Ok(());
+    }
+    build_guest_clients()?;
+    let testdata = match test_data(&test)? {
+        Ok(dir) => dir,
+        Err(reason) => {
+            eprintln!("# {}: {reason}", test.name);
+            return Ok(());
+        }
+    };
+    let module = test.vm_module();
+    let boot = Boot {
+        test: &test,
+        kernel: tally.kernel,
+        module: module.clone(),
+        model: &test.model,
+        testdata: &testdata,
+    };
+    let dir = cache::repo_root()
+        .join("target/e2e/tally")
+        .join(test.id(tally.kernel).replace('.', "-"));
+    let mut title = format!("{} on {} {}", test.name, test.machine, tally.kernel.name());
+    if let vm::Module::Dw100(variant) = module {
+        let _ = write!(title, ", dw100 {variant}");
+    }
+    if !test.model.is_empty() {
+        let model: Vec<String> = test.model.iter().map(ToString::to_string).collect();
+        let _ = write!(title, ", model {}", model.join(","));
+    }
+    let mut report = format!("# tally: {title}, {} runs\n", tally.runs);
+    print!("{report}");
+    let mut classes = Vec::new();
+    for index in 0..tally.runs {
+        let base = dir.join(format!("run-{:02}", index + 1));
+        let started = std::time::Instant::now();
+        let (class, detail) = match boot_once(&boot, &base)? {
+            Ok(outcome) => {
+                let mut detail = outcome
+                    .splat
+                    .as_deref()
+                    .map(splat::summary)
+                    .or_else(|| {
+                        outcome
+                            .d_state
+                            .as_deref()
+                            .map(|d| d.lines().next().unwrap_or("").trim().to_string())
+                    })
+                    .unwrap_or_default();
+                for line in outcome.output.lines() {
+                    if let Some(measure) = line.trim().strip_prefix(MEASURE_PREFIX) {
+                        let _ = write!(detail, " | {}", measure.trim());
+                    }
+                }
+                (classify(&outcome), detail)
+            }
+            Err(reason) => (format!("failed: {reason}"), String::new()),
+        };
+        let line = format!(
+            "run {:02}/{}: {class} ({} s){}{detail}\n",
+            index + 1,
+            tally.runs,
+            started.elapsed().as_secs(),
+            if detail.is_empty() { "" } else { ": " }
+        );
+        print!("{line}");
+        report.push_str(&line);
+        classes.push(class);
+    }
+    let mut summary = format!("# {} runs:\n", tally.runs);
+    for (count, class) in count_classes(&classes) {
+        let _ = writeln!(summary, "#   {count:>3}  {class}");
+    }
+    print!("{summary}");
+    report.push_str(&summary);
+    fs::create_dir_all(&dir).map_err(cache::io_error("cannot create", &dir))?;
+    let file = dir.join("tally.txt");
+    fs::write(&file, &report).map_err(cache::io_error("cannot write", &file))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse_text(name: &str, text: &str) -> Result<Test, Error> {
-        let dir = std::env::temp_dir().join(format!("vdv-e2e-parse-{}", std::process::id()));
+        // Tests run in parallel and reuse names: one directory per call.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vdv-e2e-parse-{}-{call}", std::process::id()));
         fs::create_dir_all(&dir).map_err(cache::io_error("cannot create", &dir))?;
         let script = dir.join(format!("{name}.sh"));
         fs::write(&script, text).map_err(cache::io_error("cannot write", &script))?;
         let parsed = parse(&script);
-        let _ = fs::remove_file(&script);
+        let _ = fs::remove_dir_all(&dir);
         parsed
     }
 
@@ -568,5 +957,168 @@ mod tests {
         ] {
             assert!(parse_text("bad", text).is_err(), "{text}");
         }
+    }
+
+    const UNFIXED_HEADER: &str = "#!/bin/sh\n# machine: imx8mp-evk\n# kernels: debug-rt\n# dw100: unfixed\n# dw100-model: bus-timeout-us=200, fault-no-irq=on\n# repeat: 10\n# expect: splat\n# splat-names: dw100_irq_handler\n# splat-names: Invalid wait context | sleeping function called from invalid context\ntrue\n";
+
+    #[test]
+    fn repeat_model_and_splat_names_headers_parse() {
+        let test = parse_text("dw100-splat", UNFIXED_HEADER).expect("a valid header");
+        assert_eq!(test.repeat, 10);
+        let model: Vec<String> = test.model.iter().map(ToString::to_string).collect();
+        assert_eq!(model, ["bus-timeout-us=200", "fault-no-irq=on"]);
+        assert_eq!(
+            test.splat_names,
+            [
+                vec!["dw100_irq_handler".to_string()],
+                vec![
+                    "Invalid wait context".to_string(),
+                    "sleeping function called from invalid context".to_string()
+                ]
+            ]
+        );
+        let plain = parse_text("plain", "#!/bin/sh\ntrue\n").expect("a valid header");
+        assert_eq!(plain.repeat, 1);
+        assert!(plain.model.is_empty() && plain.splat_names.is_empty());
+    }
+
+    #[test]
+    fn bad_repeat_model_and_splat_names_headers_are_errors() {
+        for text in [
+            "#!/bin/sh\n# machine: imx8mp-evk\n# repeat: 0\ntrue\n",
+            "#!/bin/sh\n# machine: imx8mp-evk\n# repeat: 101\ntrue\n",
+            "#!/bin/sh\n# machine: imx8mp-evk\n# repeat: ten\ntrue\n",
+            "#!/bin/sh\n# dw100-model: fault-no-irq=on\ntrue\n",
+            "#!/bin/sh\n# machine: imx8mp-evk\n# dw100-model: no-such=1\ntrue\n",
+            "#!/bin/sh\n# machine: imx8mp-evk\n# dw100-model: bus-timeout-us=x\ntrue\n",
+            "#!/bin/sh\n# machine: imx8mp-evk\n# splat-names: dw100_irq_handler\ntrue\n",
+            "#!/bin/sh\n# machine: imx8mp-evk\n# expect: splat\n# splat-names: |\ntrue\n",
+        ] {
+            assert!(parse_text("bad", text).is_err(), "{text}");
+        }
+    }
+
+    const REAL_SPLAT: &str = include_str!("../testdata/dw100-unfixed-debug-rt-arm64.log");
+
+    /// An outcome as the harness makes it from a guest's kernel log.
+    fn outcome_of(log: &str, status: i32) -> vm::Outcome {
+        vm::Outcome {
+            status: Some(status),
+            splat: splat::find(log),
+            reports: splat::reports(log),
+            ..vm::Outcome::default()
+        }
+    }
+
+    #[test]
+    fn a_splat_counts_only_when_it_names_the_bug() {
+        let test = parse_text("dw100-splat", UNFIXED_HEADER).expect("a valid header");
+        let caught = judge_run(&test, &outcome_of(REAL_SPLAT, 0), "logs: x");
+        assert!(caught.passed, "{caught:?}");
+        assert!(caught.note.contains("dw100_irq_handler [dw100]"));
+        // A clean run did not catch the bug.
+        let clean = judge_run(&test, &outcome_of("[ 1.0] booted\n", 0), "logs: x");
+        assert!(!clean.passed);
+        assert!(
+            clean.note.contains("the bug was not caught"),
+            "{}",
+            clean.note
+        );
+        // Nor did a run whose only splat is elsewhere.
+        let elsewhere = "[ 9.0] WARNING: possible circular locking dependency detected\n[ 9.0] Call trace:\n[ 9.0]  clk_pm_runtime_get+0x1c/0x90\n";
+        let other = judge_run(&test, &outcome_of(elsewhere, 0), "logs: x");
+        assert!(!other.passed);
+        assert!(other.note.contains("`dw100_irq_handler`"), "{}", other.note);
+        // Without splat-names any splat counts.
+        let any = parse_text("any", "#!/bin/sh\n# expect: splat\ntrue\n").expect("valid");
+        assert!(judge_run(&any, &outcome_of(elsewhere, 0), "logs: x").passed);
+        assert!(!judge_run(&any, &outcome_of("", 0), "logs: x").passed);
+    }
+
+    #[test]
+    fn an_expected_pass_fails_on_a_splat_or_a_status() {
+        let test = parse_text("plain", "#!/bin/sh\ntrue\n").expect("valid");
+        assert!(judge_run(&test, &outcome_of("", 0), "logs: x").passed);
+        assert!(!judge_run(&test, &outcome_of("", 1), "logs: x").passed);
+        assert!(!judge_run(&test, &outcome_of(REAL_SPLAT, 0), "logs: x").passed);
+    }
+
+    fn run(passed: bool, note: &str) -> RunResult {
+        RunResult {
+            passed,
+            note: note.to_string(),
+        }
+    }
+
+    #[test]
+    fn repeated_runs_report_how_many_passed() {
+        let all: Vec<RunResult> = (0..10).map(|_| run(true, "[ BUG: x ]")).collect();
+        assert_eq!(
+            verdict(Expect::Splat, &all),
+            Verdict::Pass("10/10 runs caught the splat: [ BUG: x ]".to_string())
+        );
+        let mut some = all;
+        some[3] = run(false, "expected a kernel splat, none was detected");
+        assert_eq!(
+            verdict(Expect::Splat, &some),
+            Verdict::Fail(
+                "9/10 runs caught the splat; run 4: expected a kernel splat, none was detected"
+                    .to_string()
+            )
+        );
+        let passes = [run(true, ""), run(true, "")];
+        assert_eq!(
+            verdict(Expect::Pass, &passes),
+            Verdict::Pass("2/2 runs passed".to_string())
+        );
+        let failing: Vec<RunResult> = (0..5).map(|i| run(false, &format!("f{i}"))).collect();
+        assert_eq!(
+            verdict(Expect::Pass, &failing),
+            Verdict::Fail(
+                "0/5 runs passed; run 1: f0; run 2: f1; run 3: f2; and 2 more failed run(s)"
+                    .to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn a_single_run_reads_as_before() {
+        assert_eq!(
+            verdict(Expect::Splat, &[run(true, "[ BUG: x ]")]),
+            Verdict::Pass("splat detected as expected: [ BUG: x ]".to_string())
+        );
+        assert_eq!(
+            verdict(Expect::Pass, &[run(true, "")]),
+            Verdict::Pass(String::new())
+        );
+        assert_eq!(
+            verdict(Expect::Splat, &[run(false, "none")]),
+            Verdict::Fail("none".to_string())
+        );
+    }
+
+    #[test]
+    fn a_tally_counts_outcomes_by_kind() {
+        let scheduling = "[ 3.0] BUG: scheduling while atomic: irq/100-dw100/87/0x00000002\n";
+        let classes: Vec<String> = [
+            outcome_of("", 0),
+            outcome_of(scheduling, 0),
+            outcome_of("", 0),
+            vm::Outcome {
+                failure: Some("the command timed out after 120 s".to_string()),
+                ..vm::Outcome::default()
+            },
+        ]
+        .iter()
+        .map(classify)
+        .collect();
+        assert_eq!(
+            count_classes(&classes),
+            [
+                (2, "clean".to_string()),
+                (1, "splat: scheduling while atomic".to_string()),
+                (1, "hang: the command timed out after 120 s".to_string())
+            ]
+        );
     }
 }

@@ -78,6 +78,25 @@ enum Cmd {
         #[arg(long)]
         kernel: Option<kernel::Flavor>,
     },
+    /// Boot one e2e test again and again and count what the runs showed
+    /// (clean, which splat, D state, hang): a measurement, not a verdict.
+    Tally {
+        /// The test's name (or a filter matching only it).
+        test: String,
+        /// Any kernel, whether or not the test's header names it.
+        #[arg(long, default_value = "debian-rt")]
+        kernel: kernel::Flavor,
+        /// Boots.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// The dw100 variant instead of the test's `dw100:` header.
+        #[arg(long)]
+        dw100: Option<imx8mp::Dw100Variant>,
+        /// DW100 model properties instead of the test's `dw100-model:`
+        /// header (NAME=VALUE,...; empty for none).
+        #[arg(long)]
+        dw100_model: Option<String>,
+    },
     /// Run every check: format, lints, unit tests, a short fuzz run, module builds, e2e.
     Test,
     /// Build the fuzz targets and run each for a while, growing the cached corpus.
@@ -130,6 +149,10 @@ struct VmArgs {
     /// Load no module.
     #[arg(long)]
     no_module: bool,
+    /// Properties of the emulated DW100 on imx8mp-evk, NAME=VALUE separated
+    /// by commas: bus-timeout-us, job-timeout-ms, fault-no-irq (on|off).
+    #[arg(long, default_value = "")]
+    dw100_model: String,
     /// Parameters for the module.
     #[arg(long, default_value = "")]
     module_params: String,
@@ -159,6 +182,8 @@ enum Error {
     Imx8mp(#[from] imx8mp::Error),
     #[error(transparent)]
     Vm(#[from] vm::Error),
+    #[error("--dw100-model: {0}")]
+    Model(String),
     #[error(transparent)]
     E2e(#[from] e2e::Error),
     #[error(transparent)]
@@ -171,7 +196,12 @@ enum Error {
     Bench(#[from] bench::Error),
 }
 
+fn model_properties(text: &str) -> Result<Vec<vm::ModelProperty>, Error> {
+    vm::parse_model_properties(text).map_err(|e| Error::Model(e.to_string()))
+}
+
 fn vm_command(args: VmArgs) -> Result<u8, Error> {
+    let model = model_properties(&args.dw100_model)?;
     let module = if args.no_module {
         vm::Module::None
     } else if let Some(path) = args.module {
@@ -198,7 +228,7 @@ fn vm_command(args: VmArgs) -> Result<u8, Error> {
         stream: true,
         boot_timeout: vm::BOOT_TIMEOUT,
     };
-    report_vm(vm::run(&options)?)
+    report_vm(vm::run_with_model(&options, &model)?)
 }
 
 fn report_vm(outcome: vm::Outcome) -> Result<u8, Error> {
@@ -281,6 +311,22 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 totals.passed, totals.failed, totals.skipped
             );
             return Ok(u8::from(totals.failed > 0));
+        }
+        Cmd::Tally {
+            test,
+            kernel,
+            runs,
+            dw100,
+            dw100_model,
+        } => {
+            let model = dw100_model.as_deref().map(model_properties).transpose()?;
+            e2e::tally(&e2e::Tally {
+                test,
+                kernel,
+                runs,
+                dw100,
+                model,
+            })?;
         }
         Cmd::Test => return Ok(u8::from(!suite::run()?)),
         Cmd::Fuzz { filters, seconds } => {

@@ -49,6 +49,69 @@ pub fn find(log: &str) -> Option<String> {
     )
 }
 
+/// Lines a report may have at most: a lockdep report with its call trace
+/// takes about 50; one without an end in sight is cut here.
+const REPORT_MAX_LINES: usize = 200;
+
+fn is_marker(line: &str) -> bool {
+    MARKERS.iter().any(|marker| line.contains(marker))
+}
+
+fn is_trace_header(message: &str) -> bool {
+    message.eq_ignore_ascii_case("Call trace:")
+}
+
+/// A line that continues a call trace: a frame, or x86's `<IRQ>`,
+/// `</TASK>` and the like.
+fn is_trace_line(message: &str) -> bool {
+    frame(message).is_some()
+        || (message.starts_with('<') && message.ends_with('>') && !message.contains(' '))
+}
+
+/// Every kernel report in `log`, in order: each from its first marker line
+/// to the end of its first call trace, so that what one report names is
+/// never taken from the next. Marker lines before the call trace belong to
+/// the same report (arm64's `Unable to handle kernel ...` is followed by
+/// `Internal error: Oops:`, then the trace).
+pub fn reports(log: &str) -> Vec<String> {
+    let mut reports = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    let mut in_trace = false;
+    for line in log.lines() {
+        let text = message(line);
+        if !current.is_empty() {
+            let trace_over = in_trace && !is_trace_line(text);
+            if trace_over || current.len() >= REPORT_MAX_LINES {
+                reports.push(current.join("\n"));
+                current.clear();
+                in_trace = false;
+            }
+        }
+        if current.is_empty() {
+            if !is_marker(line) {
+                continue;
+            }
+        } else if is_trace_header(text) {
+            in_trace = true;
+        }
+        current.push(line);
+    }
+    if !current.is_empty() {
+        reports.push(current.join("\n"));
+    }
+    reports
+}
+
+/// A report names all of `terms` when each term has an alternative the
+/// report contains: the first such report.
+pub fn naming<'a>(reports: &'a [String], terms: &[Vec<String>]) -> Option<&'a String> {
+    reports.iter().find(|report| {
+        terms
+            .iter()
+            .all(|alternatives| alternatives.iter().any(|a| report.contains(a.as_str())))
+    })
+}
+
 /// A log line without its printk timestamp (`[   12.345678] `).
 fn message(line: &str) -> &str {
     let trimmed = line.trim();
@@ -65,6 +128,19 @@ fn message(line: &str) -> &str {
 /// The first line of a splat, for one-line summaries.
 pub fn headline(excerpt: &str) -> &str {
     message(excerpt.lines().next().unwrap_or(""))
+}
+
+/// What kind of report a splat is: the most specific marker its first
+/// line has (`scheduling while atomic` rather than `BUG:`), for counting
+/// runs by what they showed.
+pub fn kind(excerpt: &str) -> &'static str {
+    let first = excerpt.lines().next().unwrap_or("");
+    MARKERS
+        .iter()
+        .filter(|marker| first.contains(*marker))
+        .max_by_key(|marker| marker.len())
+        .copied()
+        .unwrap_or("kernel report")
 }
 
 /// Frames of a module named at most, innermost first.
@@ -259,6 +335,92 @@ mod tests {
     #[test]
     fn a_blocked_task_dump_is_no_splat() {
         assert!(find(ARM64_BLOCKED_DUMP).is_none());
+    }
+
+    /// A real capture: the unfixed upstream dw100 on the arm64 debug-rt
+    /// kernel (imx8mp-evk console, v4l2-ctl streaming four frames). Lockdep
+    /// reports the invalid wait context, then DEBUG_ATOMIC_SLEEP the same
+    /// lock as a sleeping function in atomic context.
+    const ARM64_DW100_UNFIXED: &str = include_str!("../testdata/dw100-unfixed-debug-rt-arm64.log");
+
+    fn dw100_terms() -> Vec<Vec<String>> {
+        [
+            vec!["dw100_irq_handler"],
+            vec![
+                "Invalid wait context",
+                "sleeping function called from invalid context",
+            ],
+            vec!["v4l2_m2m_", "vb2_"],
+        ]
+        .iter()
+        .map(|alternatives| alternatives.iter().map(|a| a.to_string()).collect())
+        .collect()
+    }
+
+    #[test]
+    fn names_the_real_arm64_dw100_splat() {
+        let excerpt = find(ARM64_DW100_UNFIXED).unwrap_or_default();
+        assert_eq!(
+            summary(&excerpt),
+            "[ BUG: Invalid wait context ] (in v4l2_m2m_get_curr_priv [v4l2_mem2mem] <- dw100_irq_handler [dw100])"
+        );
+        let found = reports(ARM64_DW100_UNFIXED);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!(kind(&found[0]), "Invalid wait context");
+        assert!(found[0].contains("v4l2_m2m_get_curr_priv"));
+        // Each report ends with its own call trace.
+        assert!(found[0].trim_end().ends_with("ret_from_fork+0x10/0x20"));
+        assert!(!found[0].contains("sleeping function"));
+        assert_eq!(
+            kind(&found[1]),
+            "sleeping function called from invalid context"
+        );
+        assert_eq!(
+            module_frames(&found[1]).as_deref(),
+            Some("v4l2_m2m_get_curr_priv [v4l2_mem2mem] <- dw100_irq_handler [dw100]")
+        );
+        assert_eq!(naming(&found, &dw100_terms()), Some(&found[0]));
+    }
+
+    #[test]
+    fn a_splat_elsewhere_names_nothing_of_the_driver() {
+        // An unrelated lockdep report, then sysrq-w's dump of a task in the
+        // driver: the dump is no report, so nothing names dw100_irq_handler.
+        let log = "\
+[    9.0] WARNING: possible circular locking dependency detected
+[    9.0] kworker/u8:1/40 is trying to acquire lock:
+[    9.0] Call trace:
+[    9.0]  dump_backtrace+0xac/0xd4
+[    9.0]  clk_pm_runtime_get+0x1c/0x90
+[    9.0]  imx_pgc_power_up+0x44/0x1f0
+[   12.0] dw100 32e30000.dwe: dw100 v4l2 m2m registered as /dev/video0
+[   30.0] sysrq: Show Blocked State
+[   30.0] task:v4l2-ctl        state:D stack:0     pid:112
+[   30.0] Call trace:
+[   30.0]  v4l2_m2m_cancel_job+0x118/0x1a0 [v4l2_mem2mem]
+[   30.0]  dw100_irq_handler+0x8c/0x11c [dw100]
+";
+        let found = reports(log);
+        assert_eq!(found.len(), 1);
+        assert_eq!(kind(&found[0]), "possible circular locking dependency");
+        assert!(!found[0].contains("dw100"));
+        assert_eq!(naming(&found, &dw100_terms()), None);
+        // The right frames under the wrong headline are not enough either.
+        let warning = "[ 1.0] WARNING: CPU: 0 PID: 0 at kernel/irq/manage.c:1 foo\n[ 1.0] Call trace:\n[ 1.0]  v4l2_m2m_get_curr_priv+0x1c/0x40 [v4l2_mem2mem]\n[ 1.0]  dw100_irq_handler+0x8c/0x11c [dw100]\n";
+        assert_eq!(naming(&reports(warning), &dw100_terms()), None);
+    }
+
+    #[test]
+    fn an_oops_is_one_report_with_its_trace() {
+        let found = reports(ARM64_OOPS);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("Internal error: Oops"));
+        assert!(found[0].contains("dw100_irq_handler+0x3c/0x150 [dw100]"));
+        assert_eq!(kind(&found[0]), "Unable to handle kernel");
+        assert_eq!(
+            kind("[ 1.0] BUG: scheduling while atomic: irq/100-dw100/87/0x00000002"),
+            "scheduling while atomic"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::{cache, imx8mp, initramfs, kmod, process, qemu, splat, v4l_utils};
 mod control;
 mod machine;
 
-pub use machine::Machine;
+pub use machine::{parse_model_properties, Machine, ModelProperty};
 use machine::{Guest, Root};
 
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +265,9 @@ pub struct Outcome {
     /// Why the harness judged the run failed, other than splats and D state.
     pub failure: Option<String>,
     pub splat: Option<String>,
+    /// Every kernel report, each up to the end of its call trace
+    /// ([`splat::reports`]), in log order.
+    pub reports: Vec<String>,
     pub d_state: Option<String>,
     pub output: String,
     pub artifacts: PathBuf,
@@ -579,7 +582,7 @@ fn choose_accel(
         stream: false,
         boot_timeout: PROBE_BOOT_TIMEOUT,
     };
-    let outcome = boot(&probe, guest, qemu, Accel::Kvm, None, Vec::new())?;
+    let outcome = boot(&probe, guest, qemu, Accel::Kvm, None, &[], Vec::new())?;
     let reason = outcome.reason();
     let (accel, name) = if outcome.passed() {
         (Accel::Kvm, "kvm")
@@ -609,6 +612,11 @@ fn choose_accel(
 
 /// Prepares everything and runs the command in a guest.
 pub fn run(options: &Options) -> Result<Outcome, Error> {
+    run_with_model(options, &[])
+}
+
+/// [`run`], with properties of the DW100 model set (imx8mp-evk only).
+pub fn run_with_model(options: &Options, model: &[ModelProperty]) -> Result<Outcome, Error> {
     if options.command.is_empty() {
         return Err(Error::NoCommand);
     }
@@ -619,6 +627,7 @@ pub fn run(options: &Options) -> Result<Outcome, Error> {
         }
     }
     check_module(options)?;
+    let model_args = options.machine.model_args(model)?;
     let mut options = options.clone();
     for device in &options.devices {
         if device.machine() != options.machine {
@@ -653,7 +662,7 @@ pub fn run(options: &Options) -> Result<Outcome, Error> {
         None => choose_accel(&options, &guest, &qemu)?,
     };
     notes.extend(note);
-    boot(&options, &guest, &qemu, accel, module, notes)
+    boot(&options, &guest, &qemu, accel, module, &model_args, notes)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), Error> {
@@ -707,6 +716,7 @@ fn boot(
     qemu: &Path,
     accel: Accel,
     module: Option<PathBuf>,
+    model_args: &[String],
     notes: Vec<String>,
 ) -> Result<Outcome, Error> {
     let artifacts = match &options.artifacts {
@@ -861,6 +871,7 @@ fn boot(
                 .qemu_args(&options.qemu, &backend.name, index, &backend.socket),
         );
     }
+    args.extend(model_args.iter().cloned());
     args.push("-qmp".into());
     args.push(format!(
         "unix:{},server=on,wait=off",
@@ -1099,6 +1110,10 @@ fn judge(
     let dmesg = read_text(&harness.join("dmesg")).unwrap_or_default();
     outcome.output = read_text(&harness.join("output")).unwrap_or_default();
     outcome.splat = splat::find(&console_text).or_else(|| splat::find(&dmesg));
+    outcome.reports = splat::reports(&console_text);
+    if outcome.reports.is_empty() {
+        outcome.reports = splat::reports(&dmesg);
+    }
     outcome.d_state = read_text(&harness.join("d-state")).filter(|t| !t.trim().is_empty());
     outcome.status = read_text(&harness.join("status")).and_then(|t| t.trim().parse().ok());
 

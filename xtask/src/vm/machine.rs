@@ -26,6 +26,22 @@ pub enum Error {
     StockQemu,
     #[error("imx8mp-evk has room for {max} 9p shares on its PCIe link, {asked} were asked for")]
     TooManyShares { max: usize, asked: usize },
+    #[error("DW100 model property `{0}`: expected NAME=VALUE")]
+    PropertySyntax(String),
+    #[error(
+        "unknown DW100 model property `{0}` (known: bus-timeout-us, job-timeout-ms, fault-no-irq)"
+    )]
+    UnknownProperty(String),
+    #[error("DW100 model property {name}: `{value}` is not {expected}")]
+    PropertyValue {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("DW100 model property {0} is given twice")]
+    DuplicateProperty(&'static str),
+    #[error("DW100 model properties exist on imx8mp-evk only, not on {0}")]
+    PropertiesOnMachine(Machine),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +79,92 @@ const HOST_BUSYBOX: &str = "/bin/busybox";
 const IMX8MP_PCI_BUS: &str = "dw-pcie";
 const IMX8MP_PCI_FUNCTIONS: usize = 8;
 const MEMORY: &str = "2G";
+
+/// What a property of the DW100 model takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PropertyKind {
+    /// A 32-bit unsigned number.
+    Count,
+    /// on or off.
+    Switch,
+}
+
+/// The properties of QEMU's `imx8mp-dw100` model a run may set
+/// (docs/protocol-dw100-model.md). Its `chardev` is the harness's.
+const MODEL_PROPERTIES: &[(&str, PropertyKind)] = &[
+    ("bus-timeout-us", PropertyKind::Count),
+    ("job-timeout-ms", PropertyKind::Count),
+    ("fault-no-irq", PropertyKind::Switch),
+];
+
+/// One property of the DW100 model, set with `-global imx8mp-dw100.NAME=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelProperty {
+    name: &'static str,
+    /// Normalised: decimal for numbers, `on`/`off` for switches.
+    value: String,
+}
+
+impl std::str::FromStr for ModelProperty {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let (name, value) = text
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| Error::PropertySyntax(text.to_string()))?;
+        let (name, kind) = MODEL_PROPERTIES
+            .iter()
+            .find(|(known, _)| *known == name.trim())
+            .copied()
+            .ok_or_else(|| Error::UnknownProperty(name.trim().to_string()))?;
+        let value = value.trim();
+        let normalised = match kind {
+            PropertyKind::Count => value.parse::<u32>().ok().map(|n| n.to_string()),
+            PropertyKind::Switch => match value {
+                "on" | "true" | "yes" => Some("on".to_string()),
+                "off" | "false" | "no" => Some("off".to_string()),
+                _ => None,
+            },
+        };
+        let value = normalised.ok_or_else(|| Error::PropertyValue {
+            name,
+            value: value.to_string(),
+            expected: match kind {
+                PropertyKind::Count => "a number from 0 to 4294967295",
+                PropertyKind::Switch => "on or off",
+            },
+        })?;
+        Ok(Self { name, value })
+    }
+}
+
+impl std::fmt::Display for ModelProperty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.name, self.value)
+    }
+}
+
+/// Parses `NAME=VALUE` items separated by commas or whitespace, as
+/// `--dw100-model` and the e2e header `dw100-model:` take them.
+pub fn parse_model_properties(text: &str) -> Result<Vec<ModelProperty>, Error> {
+    let properties = text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(str::parse::<ModelProperty>)
+        .collect::<Result<Vec<_>, _>>()?;
+    check_model_properties(&properties)?;
+    Ok(properties)
+}
+
+/// Refuses a property given twice: which one QEMU keeps is not obvious.
+pub fn check_model_properties(properties: &[ModelProperty]) -> Result<(), Error> {
+    for (index, property) in properties.iter().enumerate() {
+        if properties[..index].iter().any(|p| p.name == property.name) {
+            return Err(Error::DuplicateProperty(property.name));
+        }
+    }
+    Ok(())
+}
 
 /// The guest's root filesystem.
 #[derive(Debug, Clone)]
@@ -248,6 +350,22 @@ impl Machine {
         args
     }
 
+    /// The QEMU options that set the DW100 model's `properties`; refused on
+    /// a machine without the model.
+    pub fn model_args(self, properties: &[ModelProperty]) -> Result<Vec<String>, Error> {
+        if properties.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self != Self::Imx8mpEvk {
+            return Err(Error::PropertiesOnMachine(self));
+        }
+        check_model_properties(properties)?;
+        Ok(properties
+            .iter()
+            .flat_map(|p| ["-global".to_string(), format!("imx8mp-dw100.{p}")])
+            .collect())
+    }
+
     /// Fails when the machine cannot carry `count` 9p shares.
     pub fn check_share_count(self, count: usize) -> Result<(), Error> {
         match self {
@@ -296,6 +414,51 @@ mod tests {
         assert!(machine.check_share_count(8).is_ok());
         assert!(machine.check_share_count(9).is_err());
         assert!(Machine::Q35.check_share_count(20).is_ok());
+    }
+
+    #[test]
+    fn model_properties_parse_and_normalise() {
+        let parsed =
+            parse_model_properties("fault-no-irq=true, bus-timeout-us=0200 job-timeout-ms=5")
+                .expect("valid properties");
+        let text: Vec<String> = parsed.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            ["fault-no-irq=on", "bus-timeout-us=200", "job-timeout-ms=5"]
+        );
+        assert_eq!(
+            Machine::Imx8mpEvk
+                .model_args(&parsed[..2])
+                .expect("imx8mp-evk has the model"),
+            [
+                "-global",
+                "imx8mp-dw100.fault-no-irq=on",
+                "-global",
+                "imx8mp-dw100.bus-timeout-us=200"
+            ]
+        );
+        assert!(parse_model_properties("").expect("none").is_empty());
+    }
+
+    #[test]
+    fn bad_model_properties_are_refused() {
+        for text in [
+            "bus-timeout-us",
+            "bus-timeout-us=-1",
+            "bus-timeout-us=4294967296",
+            "fault-no-irq=maybe",
+            "chardev=x",
+            "bus_timeout_us=5",
+            "bus-timeout-us=1,bus-timeout-us=2",
+        ] {
+            assert!(parse_model_properties(text).is_err(), "{text}");
+        }
+        let one = parse_model_properties("fault-no-irq=on").expect("valid");
+        assert!(Machine::Q35.model_args(&one).is_err());
+        assert!(Machine::Q35
+            .model_args(&[])
+            .expect("nothing to set")
+            .is_empty());
     }
 
     #[test]
