@@ -90,6 +90,13 @@ pub enum Dw100Variant {
 }
 
 impl Dw100Variant {
+    pub const ALL: [Dw100Variant; 4] = [
+        Self::Unfixed,
+        Self::Fixed,
+        Self::OneshotDropped,
+        Self::FixedWatchdog,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Unfixed => "unfixed",

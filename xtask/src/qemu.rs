@@ -263,6 +263,31 @@ fn build_variant(patched: bool) -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
+/// Runs QEMU's `scripts/checkpatch.pl` (from the patched variant's source)
+/// on every patch of `qemu-patches/`: QEMU takes patches only clean.
+pub fn checkpatch_patches() -> Result<(), Error> {
+    let dir = build_variant(true)?;
+    let script = dir.join("src/scripts/checkpatch.pl");
+    let logs = dir.join("logs");
+    for patch in patches()? {
+        let name = patch
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut command = Command::new("perl");
+        command
+            .current_dir(dir.join("src"))
+            .arg(&script)
+            .arg(&patch);
+        process::run_logged(
+            command,
+            &logs.join(format!("checkpatch-{name}.log")),
+            Duration::from_secs(600),
+        )?;
+    }
+    Ok(())
+}
+
 /// Builds the patched variant, then the DW100 model's qtest in its build
 /// tree, and runs it against that build's `qemu-system-aarch64`. The test's
 /// TAP output is in `logs/qtest-dw100.log` of the variant's directory.

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::kernel::{self, Flavor};
-use crate::{cache, deps, e2e, fuzz, kmod, process, qemu};
+use crate::{cache, deps, e2e, fuzz, imx8mp, kmod, process, qemu};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -98,6 +98,50 @@ fn checkpatch(dir: &str) -> Result<(), String> {
     process::run_logged(command, &log, CHECKPATCH_TIMEOUT).map_err(|e| e.to_string())
 }
 
+/// The kernel's `checkpatch.pl --strict` on patch files (`git format-patch`
+/// form), as upstream will run it on them.
+fn checkpatch_patches(dir: &str) -> Result<(), String> {
+    let root = cache::repo_root();
+    let mut patches: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+        .map_err(|e| format!("cannot list {dir}: {e}"))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "patch"))
+        .collect();
+    patches.sort();
+    let source = kernel::source_tree().map_err(|e| e.to_string())?;
+    let mut command = Command::new("perl");
+    // Run outside the checkout: in a git tree checkpatch checks a tracked
+    // file as a source file, not as the patch it holds.
+    command
+        .current_dir(&source)
+        .arg(source.join("scripts/checkpatch.pl"))
+        .args(["--strict", "--no-tree", "--terse", "--show-types"])
+        .args(&patches);
+    let log = root.join(format!("target/checkpatch-{}.log", dir.replace('/', "-")));
+    process::run_logged(command, &log, CHECKPATCH_TIMEOUT).map_err(|e| e.to_string())
+}
+
+/// Every dw100 variant built with `W=1` for both arm64 kernels.
+fn dw100_builds() -> Vec<(String, Result<(), String>)> {
+    let mut steps = Vec::new();
+    for flavor in [Flavor::DebianRt, Flavor::DebugRt] {
+        let kernel = imx8mp::kernel(flavor).map_err(|e| e.to_string());
+        for variant in imx8mp::Dw100Variant::ALL {
+            let result = kernel.as_ref().map_err(Clone::clone).and_then(|k| {
+                imx8mp::dw100_module(k, variant)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+            steps.push((
+                format!("dw100 ({variant}) W=1 build for arm64 {flavor}"),
+                result,
+            ));
+        }
+    }
+    steps
+}
+
 fn short_fuzz() -> Result<(), String> {
     let options = fuzz::Options {
         filters: Vec::new(),
@@ -160,6 +204,17 @@ pub fn run() -> Result<bool, Error> {
         }
         report.step(&format!("checkpatch --strict {dir}"), checkpatch(dir))?;
     }
+    for (name, result) in dw100_builds() {
+        report.step(&name, result)?;
+    }
+    report.step(
+        "checkpatch --strict tests/dw100",
+        checkpatch_patches("tests/dw100"),
+    )?;
+    report.step(
+        "QEMU checkpatch qemu-patches",
+        qemu::checkpatch_patches().map_err(|e| e.to_string()),
+    )?;
     report.step(
         "qtest of the QEMU DW100 model (imx8mp-dw100-test)",
         qemu::qtest_dw100().map_err(|e| e.to_string()),
