@@ -62,3 +62,57 @@ dw_done() {
 	fi
 	echo "# all checks passed"
 }
+
+# dw_v4l2_stream NAME: the dw100 RT tests' stream, through plain v4l2-ctl:
+# big-NV12.raw's two 640x480 NV12 frames, three times over, downscaled by
+# the driver's default map to 320x240 NV12, each frame bit-exact against the
+# reference engine's (down-NV12-NV12.raw). Counts a failure, returns 1.
+dw_v4l2_stream() {
+	stream_node=$(dw_node) || {
+		echo "not ok - $1: no dw100 node"
+		dw_failures=$((dw_failures + 1))
+		return 1
+	}
+	if [ ! -e /tmp/down-x3.raw ]; then
+		cat "$TESTDATA/down-NV12-NV12.raw" "$TESTDATA/down-NV12-NV12.raw" \
+			"$TESTDATA/down-NV12-NV12.raw" >/tmp/down-x3.raw
+	fi
+	rm -f /tmp/stream.raw
+	if ! v4l2-ctl -d "$stream_node" \
+		--set-fmt-video-out=width=640,height=480,pixelformat=NV12 \
+		--set-fmt-video=width=320,height=240,pixelformat=NV12 \
+		--stream-out-mmap --stream-mmap --stream-count=6 --stream-loop \
+		--stream-from="$TESTDATA/big-NV12.raw" --stream-to=/tmp/stream.raw \
+		>/tmp/v4l2-ctl.log 2>&1; then
+		echo "not ok - $1: v4l2-ctl failed:"
+		sed 's/^/#   /' /tmp/v4l2-ctl.log
+		dw_failures=$((dw_failures + 1))
+		return 1
+	fi
+	dw_same "$1: 6 frames 640x480 -> 320x240, bit-exact" /tmp/down-x3.raw /tmp/stream.raw
+}
+
+# dw_v4l2_start COUNT OUT: dw_v4l2_stream's stream for COUNT good frames
+# (the source looped), written to OUT, in the background: sets stream_pid.
+dw_v4l2_start() {
+	stream_node=$(dw_node) || return 1
+	rm -f "$2"
+	v4l2-ctl -d "$stream_node" \
+		--set-fmt-video-out=width=640,height=480,pixelformat=NV12 \
+		--set-fmt-video=width=320,height=240,pixelformat=NV12 \
+		--stream-out-mmap --stream-mmap --stream-count="$1" --stream-loop \
+		--stream-from="$TESTDATA/big-NV12.raw" --stream-to="$2" \
+		>/tmp/v4l2-ctl.log 2>&1 &
+	stream_pid=$!
+}
+
+# dw_frames FILE: how many 320x240 NV12 frames FILE holds.
+dw_frames() {
+	echo $(($(stat -c %s "$1" 2>/dev/null || echo 0) / (320 * 240 * 3 / 2)))
+}
+
+# dw_interrupt_errors: the dw100 driver's "Interrupt error" lines in the
+# kernel log (a ring: a flood of them pushes the oldest out).
+dw_interrupt_errors() {
+	dmesg | grep -c 'dw100.*Interrupt error' || true
+}
