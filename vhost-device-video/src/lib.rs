@@ -11,5 +11,8 @@ pub mod engine;
 pub mod protocol;
 pub mod transport;
 
+mod log_limit;
 mod options;
+#[cfg(test)]
+mod test_child;
 pub use options::{run, DeviceKind, Options, RunError};

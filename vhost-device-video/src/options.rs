@@ -8,7 +8,7 @@ use thiserror::Error as ThisError;
 
 use std::sync::Arc;
 
-use crate::device::decoder::DecoderDevice;
+use crate::device::decoder::{DecoderDevice, MemoryBudget, MIN_MEMORY_LIMIT};
 use crate::device::dewarper::{DewarperDevice, DEFAULT_MAP_CACHE_SLOTS};
 use crate::device::dw100_model::Dw100ModelDevice;
 use crate::engine::decode::{DecoderFactory, EngineError, FfmpegDecoders};
@@ -48,6 +48,12 @@ pub struct Options {
     /// FFmpeg decoding threads per stream (0: FFmpeg chooses).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub decode_threads: usize,
+    /// Memory the decoder may hold for the guest, all streams together:
+    /// decoded pictures, bitstream copies, its decoders' own pictures and
+    /// resource lists. Bytes, or with a K, M or G suffix (powers of 1024);
+    /// at least 512M.
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_memory_limit)]
+    pub memory_limit: u64,
     /// Threads the dewarper (and dw100-model) splits one job over (0: one per CPU).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub dewarp_threads: usize,
@@ -66,6 +72,29 @@ impl Options {
             (None, None) => Listen::Fd(-1),
         }
     }
+}
+
+/// A size in bytes, or with a K, M or G suffix, of at least
+/// `MIN_MEMORY_LIMIT`.
+fn parse_memory_limit(text: &str) -> Result<u64, String> {
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&text[..i], 10),
+        Some((i, 'M' | 'm')) => (&text[..i], 20),
+        Some((i, 'G' | 'g')) => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    let bytes = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("`{text}` is not a size (bytes, or a number with K, M or G)"))?;
+    if bytes < MIN_MEMORY_LIMIT {
+        return Err(format!(
+            "{text} is below the smallest limit, {}M",
+            MIN_MEMORY_LIMIT >> 20
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Errors that end the daemon.
@@ -89,8 +118,14 @@ pub fn run(options: &Options) -> Result<(), RunError> {
         DeviceKind::Decoder => {
             let factory: Arc<dyn DecoderFactory> =
                 Arc::new(FfmpegDecoders::new(options.decode_threads)?);
+            // One budget for the daemon: the device of a frontend that left
+            // may still be winding down when the next one connects.
+            let budget = MemoryBudget::new(options.memory_limit);
             serve(&listen, "vhost-device-video-decoder", || {
-                Ok(Arc::new(DecoderDevice::new(factory.clone())))
+                Ok(Arc::new(DecoderDevice::with_budget(
+                    factory.clone(),
+                    budget.clone(),
+                )))
             })?;
             Ok(())
         }
@@ -110,5 +145,23 @@ pub fn run(options: &Options) -> Result<(), RunError> {
             dw100_model::serve(&listen, || Dw100ModelDevice::new(engine.clone()))?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limits_parse_with_suffixes_and_have_a_floor() {
+        assert_eq!(parse_memory_limit("4G"), Ok(4 << 30));
+        assert_eq!(parse_memory_limit("768m"), Ok(768 << 20));
+        assert_eq!(parse_memory_limit("1048576K"), Ok(1 << 30));
+        assert_eq!(parse_memory_limit("536870912"), Ok(512 << 20));
+        for bad in ["", "G", "1.5G", "-1G", "99999999999G", "100M"] {
+            assert!(parse_memory_limit(bad).is_err(), "{bad}");
+        }
+        let options = Options::try_parse_from(["d", "--socket-path", "s"]).unwrap();
+        assert_eq!(options.memory_limit, 4 << 30);
     }
 }

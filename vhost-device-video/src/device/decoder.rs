@@ -7,25 +7,38 @@
 //! complete asynchronously; everything else synchronously. Pending requests
 //! that a QUEUE_CLEAR, RESOURCE_DESTROY_ALL or STREAM_DESTROY discards come
 //! back with `BUFFER_FLAG_ERR` before that command's own reply.
+//!
+//! What a guest makes the device hold is bounded: at most
+//! `MAX_READY_PICTURES` decoded pictures wait per stream (the worker stops
+//! feeding the decoder when they are there and goes on with the rest of the
+//! input as buffers come back), and pictures, bitstream copies, the
+//! decoders' own pictures and resource scatter lists are charged to a
+//! [`MemoryBudget`] shared by the whole daemon.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
+use std::time::Duration;
 
 use log::{debug, error, warn};
 use thiserror::Error as ThisError;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
 use crate::engine::decode::{
-    write_picture, CodedFormat, DecodeEvent, Decoder as Engine, DecoderFactory, Picture,
-    PictureLayout, PixelFormat,
+    picture_bytes, write_picture, CodedFormat, DecodeEvent, Decoder as Engine, DecoderFactory,
+    Picture, PictureLayout, PixelFormat, Progress, Room, INPUT_PADDING, MAX_DIMENSION,
 };
+use crate::log_limit::warn_limited;
 use crate::protocol::virtio_video::{
     self as vv, buffer_flag, control, event, format, hdr_reply, parse_request, push, resp, Command,
     Config, FormatDesc, FormatFrame, FormatRange, ParamsExt, PlaneEntries, QueryCapabilityResp,
     QueryControlResp, QueueType,
 };
 use crate::transport::{chain_reader, Chain, DeviceQueue, VirtioDevice};
+
+mod budget;
+pub use budget::{Charge, MemoryBudget, DEFAULT_MEMORY_LIMIT, MIN_MEMORY_LIMIT};
 
 /// Queue numbers.
 const COMMAND_QUEUE: usize = 0;
@@ -38,7 +51,8 @@ const MAX_RESP_LENGTH: u32 = 4096;
 /// The name in the config space.
 const DEVICE_NAME: &[u8] = b"vhost-device-video";
 
-/// Limits on what a guest may make the device hold.
+/// Limits on what a guest may make the device hold. `MAX_STREAMS` counts
+/// decoding threads, which outlive their stream until they see it closed.
 const MAX_STREAMS: usize = 32;
 const MAX_RESOURCES_PER_QUEUE: usize = 64;
 const MAX_ENTRIES_PER_RESOURCE: u64 = 65_536;
@@ -48,7 +62,9 @@ const DEFAULT_INPUT_BYTES: u32 = 2 << 20;
 const MAX_READY_PICTURES: usize = 16;
 const MAX_PENDING_EVENTS: usize = 64;
 const MIN_DIMENSION: u32 = 16;
-const MAX_DIMENSION: u32 = 8192;
+/// How long a worker short of budget waits before it looks again (budget
+/// freed by other streams does not wake it).
+const BUDGET_RETRY: Duration = Duration::from_millis(20);
 /// Buffers the guest must give each queue; one OUTPUT buffer extra so that
 /// a drain always has one to carry EOS.
 const INPUT_MIN_BUFFERS: u32 = 1;
@@ -158,10 +174,16 @@ fn control_values(control_type: u32, format: CodedFormat) -> &'static [u32] {
 /// A guest buffer: a scatter list of guest-physical ranges.
 struct Resource {
     /// (guest address, length, offset of the range in the buffer).
-    ranges: Vec<(u64, u32, u64)>,
+    ranges: Vec<Range>,
     size: u64,
     queued: bool,
+    /// The scatter list's share of the budget.
+    _charge: Charge,
 }
+
+/// One guest range of a resource: (guest address, length, offset of the
+/// range in the buffer).
+type Range = (u64, u32, u64);
 
 impl Resource {
     /// Calls `f(address, start, end)` for each piece of `[offset, offset +
@@ -238,8 +260,11 @@ struct QueuedOutput {
 }
 
 enum Ready {
-    Picture(Box<dyn Picture>),
-    Lost { timestamp: u64 },
+    /// A picture and its share of the budget.
+    Picture(Box<dyn Picture>, Charge),
+    Lost {
+        timestamp: u64,
+    },
 }
 
 struct StreamState {
@@ -274,6 +299,11 @@ struct Stream {
     state: Mutex<StreamState>,
     wake: Condvar,
     events: Arc<EventQueue>,
+    budget: Arc<MemoryBudget>,
+    /// Set with the stream lock held when the input being decoded became
+    /// stale (a clear, a format change, the stream closing): the decoder
+    /// stops at the next bitstream unit.
+    cancel: AtomicBool,
 }
 
 impl Stream {
@@ -306,7 +336,7 @@ impl EventQueue {
         };
         let mut inner = self.lock();
         if inner.waiting.len() >= MAX_PENDING_EVENTS {
-            warn!("event queue starved: dropping an event");
+            warn_limited!("event queue starved: dropping an event");
             inner.waiting.pop_front();
         }
         inner.waiting.push_back(event);
@@ -347,11 +377,21 @@ pub struct DecoderDevice {
     formats: Vec<CodedFormat>,
     streams: Mutex<HashMap<u32, Arc<Stream>>>,
     events: Arc<EventQueue>,
+    budget: Arc<MemoryBudget>,
+    /// Decoding threads still running, those of destroyed streams included.
+    live_workers: Arc<AtomicUsize>,
 }
 
 impl DecoderDevice {
-    /// A decoder offering the coded formats `factory` supports.
+    /// A decoder offering the coded formats `factory` supports, within a
+    /// budget of its own of `DEFAULT_MEMORY_LIMIT`.
     pub fn new(factory: Arc<dyn DecoderFactory>) -> Self {
+        Self::with_budget(factory, MemoryBudget::new(DEFAULT_MEMORY_LIMIT))
+    }
+
+    /// A decoder offering the coded formats `factory` supports, charging
+    /// what guests make it hold to `budget`.
+    pub fn with_budget(factory: Arc<dyn DecoderFactory>, budget: Arc<MemoryBudget>) -> Self {
         let formats = CodedFormat::ALL
             .into_iter()
             .filter(|f| factory.supports(*f))
@@ -361,6 +401,8 @@ impl DecoderDevice {
             formats,
             streams: Mutex::new(HashMap::new()),
             events: Arc::new(EventQueue::default()),
+            budget,
+            live_workers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -522,7 +564,7 @@ impl DecoderDevice {
         if streams.contains_key(&id) {
             return Err(DecoderError::InvalidStreamId);
         }
-        if streams.len() >= MAX_STREAMS {
+        if self.live_workers.load(Ordering::Acquire) >= MAX_STREAMS {
             return Err(DecoderError::OutOfMemory);
         }
         let stream = Arc::new(Stream {
@@ -549,12 +591,18 @@ impl DecoderDevice {
             }),
             wake: Condvar::new(),
             events: self.events.clone(),
+            budget: self.budget.clone(),
+            cancel: AtomicBool::new(false),
         });
         let worker = stream.clone();
         let factory = self.factory.clone();
+        let live = LiveWorker::new(&self.live_workers);
         thread::Builder::new()
             .name(format!("decode-{id}"))
-            .spawn(move || run_worker(&worker, factory.as_ref()))
+            .spawn(move || {
+                Worker::new(&worker, factory.as_ref()).run();
+                drop(live);
+            })
             .map_err(|e| {
                 error!("cannot start a decoding thread: {e}");
                 DecoderError::OutOfMemory
@@ -612,6 +660,7 @@ impl DecoderDevice {
             st.outputs.clear();
             st.drain = None;
             st.closed = true;
+            stream.cancel.store(true, Ordering::Relaxed);
             stream.wake.notify_all();
         }
         self.events.clear();
@@ -680,15 +729,18 @@ impl VirtioDevice for DecoderDevice {
 /// Closes a stream: every pending request comes back with an error.
 fn close_stream(stream: &Stream) {
     let mut st = stream.lock();
-    clear_input(&mut st);
+    clear_input(stream, &mut st);
     clear_output(&mut st);
     st.resources.clear();
     st.closed = true;
+    stream.cancel.store(true, Ordering::Relaxed);
     stream.wake.notify_all();
 }
 
-/// Returns queued bitstream buffers with ERR and cancels a drain.
-fn clear_input(st: &mut StreamState) {
+/// Returns queued bitstream buffers with ERR, cancels a drain, and stops
+/// the decoding of what was taken already.
+fn clear_input(stream: &Stream, st: &mut StreamState) {
+    stream.cancel.store(true, Ordering::Relaxed);
     for item in std::mem::take(&mut st.inputs) {
         if let InputItem::Buffer {
             resource_id,
@@ -742,6 +794,7 @@ fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result
             planes,
         } => create_resource(
             &mut st,
+            &stream.budget,
             &pending.queue,
             queue,
             resource_id,
@@ -767,7 +820,7 @@ fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result
         }
         Command::ResourceDestroyAll(queue) => {
             match queue {
-                QueueType::Input => clear_input(&mut st),
+                QueueType::Input => clear_input(stream, &mut st),
                 QueueType::Output => clear_output(&mut st),
             }
             st.resources.retain(|(q, _), _| *q != queue);
@@ -775,7 +828,7 @@ fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result
         }
         Command::QueueClear(queue) => {
             match queue {
-                QueueType::Input => clear_input(&mut st),
+                QueueType::Input => clear_input(stream, &mut st),
                 QueueType::Output => clear_output(&mut st),
             }
             stream.wake.notify_all();
@@ -785,7 +838,7 @@ fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result
         Command::SetParams {
             params,
             resource_type,
-        } => set_params(&mut st, &params, resource_type)
+        } => set_params(stream, &mut st, &params, resource_type)
             .map(|()| Some(hdr_reply(resp::OK_NODATA, id))),
         Command::GetControl(control_type) => {
             let values = control_values(control_type, st.coded);
@@ -852,6 +905,7 @@ fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result
 
 fn create_resource(
     st: &mut StreamState,
+    budget: &Arc<MemoryBudget>,
     queue: &DeviceQueue,
     queue_type: QueueType,
     resource_id: u32,
@@ -876,8 +930,13 @@ fn create_resource(
             }
         }
     }
+    let count: usize = planes.iter().map(|p| p.entries.len()).sum();
+    let metadata = std::mem::size_of::<Resource>() + count * std::mem::size_of::<Range>();
+    let charge = budget
+        .try_charge(metadata as u64)
+        .ok_or(DecoderError::OutOfMemory)?;
     let mem = queue.memory();
-    let mut ranges = Vec::new();
+    let mut ranges = Vec::with_capacity(count);
     let mut size = 0u64;
     for plane in planes {
         for (addr, len) in plane.entries {
@@ -899,6 +958,7 @@ fn create_resource(
             ranges,
             size,
             queued: false,
+            _charge: charge,
         },
     );
     Ok(())
@@ -1022,6 +1082,7 @@ fn params_reply(st: &StreamState, stream_id: u32, queue: QueueType, ext: bool) -
 }
 
 fn set_params(
+    stream: &Stream,
     st: &mut StreamState,
     params: &vv::Params,
     resource_type: Option<u32>,
@@ -1043,7 +1104,7 @@ fn set_params(
                     st.coded = coded;
                     st.profile = None;
                     st.level = None;
-                    clear_input(st);
+                    clear_input(stream, st);
                 }
             }
             let (w, h) = (
@@ -1080,44 +1141,383 @@ fn set_params(
     Ok(())
 }
 
-/// What the worker took from the stream.
-enum Job {
-    Decode { data: Vec<u8>, timestamp: u64 },
-    Flush,
-    Pump,
+/// Counts a decoding thread as live until it ends.
+struct LiveWorker(Arc<AtomicUsize>);
+
+impl LiveWorker {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
 }
 
-/// The stream's worker: decodes in queue order until the stream closes.
-fn run_worker(stream: &Stream, factory: &dyn DecoderFactory) {
-    let mut engine: Option<(CodedFormat, u64, Box<dyn Engine>)> = None;
-    loop {
-        let mut st = stream.lock();
-        let job = loop {
-            if st.closed {
-                return;
-            }
-            if st.pump {
-                st.pump = false;
-                break Some(Job::Pump);
-            }
-            if st.ready.len() < MAX_READY_PICTURES {
-                if let Some(item) = st.inputs.pop_front() {
-                    break take_input(stream, &mut st, item);
+impl Drop for LiveWorker {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the worker does next.
+enum Job {
+    /// Write ready pictures into newly queued OUTPUT resources.
+    Pump,
+    /// Hand a copy of a bitstream buffer to the decoder and decode it.
+    Decode {
+        data: Vec<u8>,
+        timestamp: u64,
+        charge: Charge,
+    },
+    /// Drain the decoder.
+    Flush,
+    /// Go on decoding the input the decoder holds.
+    Resume,
+}
+
+/// Input the decoder holds and has not finished.
+struct Busy {
+    /// The input generation it belongs to.
+    generation: u64,
+    /// A drain: EOS follows once it is through.
+    flush: bool,
+    /// The bitstream copy's share of the budget.
+    _input: Option<Charge>,
+}
+
+/// A stream's decoder and what it is charged for.
+struct EngineSlot {
+    format: CodedFormat,
+    generation: u64,
+    decoder: Box<dyn Engine>,
+    /// The pictures the decoder may keep inside, charged for the picture
+    /// size its header declared.
+    held: Option<((u32, u32), Charge)>,
+}
+
+/// Budget reserved for the pictures of one stretch of decoding.
+struct Reserved {
+    charge: Charge,
+    /// Pictures of the stream's present size that fit in `charge`.
+    pictures: usize,
+}
+
+/// Why the worker cannot decode now.
+enum Stall {
+    /// Nothing to decode, or `MAX_READY_PICTURES` wait for buffers.
+    Idle,
+    /// The budget has no room for a picture or the next bitstream copy.
+    Budget,
+}
+
+/// A stream's worker: decodes in queue order until the stream closes, a
+/// stretch at a time, each stretch ending when the stream's pictures
+/// waiting for buffers reach `MAX_READY_PICTURES` or the budget.
+struct Worker<'a> {
+    stream: &'a Stream,
+    factory: &'a dyn DecoderFactory,
+    engine: Option<EngineSlot>,
+    busy: Option<Busy>,
+}
+
+impl<'a> Worker<'a> {
+    fn new(stream: &'a Stream, factory: &'a dyn DecoderFactory) -> Self {
+        Self {
+            stream,
+            factory,
+            engine: None,
+            busy: None,
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            let mut st = self.stream.lock();
+            let (job, room) = loop {
+                if st.closed {
+                    return;
                 }
+                if self
+                    .busy
+                    .as_ref()
+                    .is_some_and(|b| b.generation != st.input_generation)
+                {
+                    // Its input was cleared: the decoder is reset before the
+                    // next job.
+                    self.busy = None;
+                }
+                if st.pump {
+                    st.pump = false;
+                    break (Job::Pump, None);
+                }
+                match self.next_job(&mut st) {
+                    Ok((job, room)) => break (job, Some(room)),
+                    Err(Stall::Idle) => {
+                        st = self.stream.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                    Err(Stall::Budget) => {
+                        st = match self.stream.wake.wait_timeout(st, BUDGET_RETRY) {
+                            Ok((st, _)) => st,
+                            Err(p) => p.into_inner().0,
+                        };
+                    }
+                }
+            };
+            let (generation, coded) = (st.input_generation, st.coded);
+            if !matches!(job, Job::Pump) {
+                // Under the lock: a clear from now on bumps the generation
+                // and sets the flag again.
+                self.stream.cancel.store(false, Ordering::Relaxed);
             }
-            st = stream.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+            drop(st);
+            self.run_job(job, room, generation, coded);
+        }
+    }
+
+    /// The next decoding job and the room reserved for its pictures.
+    fn next_job(&mut self, st: &mut StreamState) -> Result<(Job, Reserved), Stall> {
+        if self.busy.is_none() && st.inputs.is_empty() {
+            return Err(Stall::Idle);
+        }
+        let free = MAX_READY_PICTURES.saturating_sub(st.ready.len());
+        if free == 0 {
+            return Err(Stall::Idle);
+        }
+        if self.busy.is_some() {
+            return Ok((Job::Resume, self.reserve_room(st, free)?));
+        }
+        loop {
+            // The bitstream copy is charged before the room for pictures:
+            // both must fit.
+            let input_bytes = match st.inputs.front() {
+                None => return Err(Stall::Idle),
+                Some(InputItem::Drain) => None,
+                Some(InputItem::Buffer { size, .. }) => Some(*size as usize + INPUT_PADDING),
+            };
+            let charge = match input_bytes {
+                Some(bytes) => Some(
+                    self.stream
+                        .budget
+                        .try_charge(bytes as u64)
+                        .ok_or(Stall::Budget)?,
+                ),
+                None => None,
+            };
+            let room = self.reserve_room(st, free)?;
+            let Some(item) = st.inputs.pop_front() else {
+                return Err(Stall::Idle);
+            };
+            if let Some(job) = take_input(self.stream, st, item, charge) {
+                return Ok((job, room));
+            }
+        }
+    }
+
+    /// Room for at least one picture of the size the stream has now, for
+    /// `free` if they fit; reserved so that streams decoding at the same
+    /// time cannot together go over the budget. Until the decoder has read
+    /// the stream's header the size is a guess: room for one picture, and
+    /// the decoder's own pictures are charged before more.
+    fn reserve_room(&self, st: &StreamState, free: usize) -> Result<Reserved, Stall> {
+        let free = if st.output_known { free } else { 1 };
+        let picture = picture_bytes(st.output.width, st.output.height).max(1);
+        let charge = self
+            .stream
+            .budget
+            .try_charge_between(picture, picture.saturating_mul(free as u64))
+            .ok_or(Stall::Budget)?;
+        let pictures = usize::try_from(charge.bytes() / picture).unwrap_or(free);
+        Ok(Reserved { charge, pictures })
+    }
+
+    fn run_job(&mut self, job: Job, room: Option<Reserved>, generation: u64, coded: CodedFormat) {
+        let mut produced = Vec::new();
+        let mut fatal = None;
+        let mut flushed = false;
+        if let Some(room) = &room {
+            match self.decode(job, room, generation, coded, &mut produced) {
+                Ok(done) => flushed = done,
+                Err(e) => fatal = Some(e),
+            }
+        }
+        let header_size = match &self.engine {
+            Some(slot) if fatal.is_none() => slot.decoder.header_size(),
+            _ => None,
         };
-        let (generation, coded) = (st.input_generation, st.coded);
-        drop(st);
-        if let Some(job) = job {
-            run_job(stream, factory, &mut engine, job, generation, coded);
+        if let Some(e) = header_size.and_then(|size| self.charge_held_pictures(size)) {
+            fatal = Some(e);
+        }
+        if fatal.is_some() {
+            // Drop the decoder and what it holds.
+            self.engine = None;
+            self.busy = None;
+        }
+        let stream = self.stream;
+        let mut st = stream.lock();
+        if st.closed {
+            return;
+        }
+        if room.is_some() && st.input_generation != generation {
+            // Input was cleared while decoding: what came out is stale.
+            return;
+        }
+        if let Some(e) = fatal {
+            error!("stream {}: {e}", stream.id);
+            st.failed = true;
+            stream.events.post(event::ERROR, stream.id);
+        }
+        // Clients wait for the first format before they give picture
+        // buffers, so it is announced as soon as the header is read, not
+        // with the first picture, which reordering may hold back for several
+        // inputs. Later changes go with the pictures: those of the old size
+        // still come first.
+        if let Some((w, h)) = header_size.filter(|_| !st.output_known) {
+            if valid_size(w, h) {
+                announce_size(stream, &mut st, w, h);
+            }
+        }
+        if let Some(Reserved {
+            charge: mut room, ..
+        }) = room
+        {
+            for event in produced {
+                st.ready.push_back(match event {
+                    DecodeEvent::Picture(picture) => {
+                        let (w, h) = picture.size();
+                        let charge = room.split(picture_bytes(w, h));
+                        Ready::Picture(picture, charge)
+                    }
+                    DecodeEvent::Corrupt { timestamp } => Ready::Lost { timestamp },
+                });
+            }
+        }
+        if flushed {
+            st.eos_pending = true;
+        }
+        pump(stream, &mut st);
+    }
+
+    /// Runs a decoding job within `room`; returns whether a drain ended.
+    fn decode(
+        &mut self,
+        job: Job,
+        room: &Reserved,
+        generation: u64,
+        coded: CodedFormat,
+        produced: &mut Vec<DecodeEvent>,
+    ) -> Result<bool, String> {
+        if !matches!(job, Job::Resume) {
+            self.fresh_engine(generation, coded)?;
+        }
+        let Some(slot) = self.engine.as_mut() else {
+            return Ok(false);
+        };
+        match job {
+            Job::Decode {
+                data,
+                timestamp,
+                charge,
+            } => {
+                self.busy = Some(Busy {
+                    generation,
+                    flush: false,
+                    _input: Some(charge),
+                });
+                slot.decoder
+                    .feed(data, timestamp)
+                    .map_err(|e| e.to_string())?;
+            }
+            Job::Flush => {
+                self.busy = Some(Busy {
+                    generation,
+                    flush: true,
+                    _input: None,
+                });
+                slot.decoder.start_flush();
+            }
+            Job::Resume | Job::Pump => {}
+        }
+        // As many pictures as the reservation holds; fewer if they are
+        // larger than the stream's present size.
+        let room = Room {
+            events: room.pictures,
+            bytes: room.charge.bytes(),
+        };
+        let progress = slot
+            .decoder
+            .run(produced, room, &self.stream.cancel)
+            .map_err(|e| e.to_string())?;
+        Ok(match progress {
+            Progress::Full => false,
+            Progress::Idle => self.busy.take().is_some_and(|b| b.flush),
+            Progress::Cancelled => {
+                self.busy = None;
+                false
+            }
+        })
+    }
+
+    /// Makes sure the decoder is for `coded` and `generation`: a new
+    /// generation means a seek or a format change, so the decoder is reset
+    /// or remade.
+    fn fresh_engine(&mut self, generation: u64, coded: CodedFormat) -> Result<(), String> {
+        if self
+            .engine
+            .as_ref()
+            .is_some_and(|slot| slot.format == coded && slot.generation == generation)
+        {
+            return Ok(());
+        }
+        let reused = self
+            .engine
+            .take()
+            .filter(|slot| slot.format == coded)
+            .and_then(|mut slot| slot.decoder.reset().is_ok().then_some(slot));
+        self.engine = Some(match reused {
+            Some(slot) => EngineSlot { generation, ..slot },
+            None => EngineSlot {
+                format: coded,
+                generation,
+                decoder: self.factory.create(coded).map_err(|e| e.to_string())?,
+                held: None,
+            },
+        });
+        Ok(())
+    }
+
+    /// Charges the pictures the decoder may keep inside once its header
+    /// declared their size; an error if the budget has no room for them.
+    fn charge_held_pictures(&mut self, (w, h): (u32, u32)) -> Option<String> {
+        let slot = self.engine.as_mut()?;
+        if slot.held.as_ref().is_some_and(|(size, _)| *size == (w, h)) {
+            return None;
+        }
+        slot.held = None;
+        let count = slot.decoder.max_held_pictures();
+        let bytes = u64::from(count).saturating_mul(picture_bytes(w, h));
+        match self.stream.budget.try_charge(bytes) {
+            Some(charge) => {
+                slot.held = Some(((w, h), charge));
+                None
+            }
+            None => Some(format!(
+                "{w}x{h} pictures need {} MiB for the decoder's {count} pictures: \
+                 over the memory budget ({} of {} MiB in use)",
+                bytes >> 20,
+                self.stream.budget.used() >> 20,
+                self.stream.budget.limit() >> 20
+            )),
         }
     }
 }
 
 /// Turns a queued input into a job. A bitstream buffer is copied out of the
-/// guest and returned at once; the decoder works on the copy.
-fn take_input(stream: &Stream, st: &mut StreamState, item: InputItem) -> Option<Job> {
+/// guest, `charge` paying for the copy, and returned at once; the decoder
+/// works on the copy.
+fn take_input(
+    stream: &Stream,
+    st: &mut StreamState,
+    item: InputItem,
+    charge: Option<Charge>,
+) -> Option<Job> {
     match item {
         InputItem::Drain => Some(Job::Flush),
         InputItem::Buffer {
@@ -1130,7 +1530,10 @@ fn take_input(stream: &Stream, st: &mut StreamState, item: InputItem) -> Option<
             let data = st.resources.get_mut(&key).and_then(|r| {
                 r.queued = false;
                 let mem = pending.queue.memory();
-                let mut data = vec![0u8; size as usize];
+                // Room for the padding the decoder adds, so it need not
+                // copy the buffer again.
+                let mut data = Vec::with_capacity(size as usize + INPUT_PADDING);
+                data.resize(size as usize, 0);
                 let ok = r.for_each_piece(0, data.len(), &mut |addr, start, end| {
                     data.get_mut(start..end)
                         .is_some_and(|dst| mem.read_slice(dst, addr).is_ok())
@@ -1138,10 +1541,14 @@ fn take_input(stream: &Stream, st: &mut StreamState, item: InputItem) -> Option<
                 ok.then_some(data)
             });
             let failed = st.failed;
-            match data {
-                Some(data) if !failed => {
+            match (data, charge) {
+                (Some(data), Some(charge)) if !failed => {
                     pending.buffer_done(timestamp, 0, 0);
-                    Some(Job::Decode { data, timestamp })
+                    Some(Job::Decode {
+                        data,
+                        timestamp,
+                        charge,
+                    })
                 }
                 _ => {
                     debug!("stream {}: input {resource_id} unusable", stream.id);
@@ -1153,86 +1560,10 @@ fn take_input(stream: &Stream, st: &mut StreamState, item: InputItem) -> Option<
     }
 }
 
-fn run_job(
-    stream: &Stream,
-    factory: &dyn DecoderFactory,
-    engine: &mut Option<(CodedFormat, u64, Box<dyn Engine>)>,
-    job: Job,
-    generation: u64,
-    coded: CodedFormat,
-) {
-    let mut produced = Vec::new();
-    let mut fatal = None;
-    let mut header_size = None;
-    if !matches!(job, Job::Pump) {
-        // A new generation means a seek or a format change: reset or remake
-        // the decoder before decoding.
-        let stale = match engine {
-            Some((format, gen, _)) => *format != coded || *gen != generation,
-            None => true,
-        };
-        if stale {
-            let reused = match engine.take() {
-                Some((format, _, mut decoder)) if format == coded => {
-                    decoder.reset().ok().map(|()| decoder)
-                }
-                _ => None,
-            };
-            match reused.map_or_else(|| factory.create(coded), Ok) {
-                Ok(decoder) => *engine = Some((coded, generation, decoder)),
-                Err(e) => fatal = Some(e.to_string()),
-            }
-        }
-        if let Some((_, _, decoder)) = engine.as_mut() {
-            let result = match &job {
-                Job::Decode { data, timestamp } => decoder.decode(data, *timestamp, &mut produced),
-                Job::Flush => decoder.flush(&mut produced),
-                Job::Pump => Ok(()),
-            };
-            if let Err(e) = result {
-                fatal = Some(e.to_string());
-            }
-            header_size = decoder.header_size();
-        }
-    }
-    let mut st = stream.lock();
-    if st.closed {
-        return;
-    }
-    if st.input_generation != generation && !matches!(job, Job::Pump) {
-        // Input was cleared while decoding: what came out is stale.
-        return;
-    }
-    if let Some(e) = fatal {
-        error!("stream {}: {e}", stream.id);
-        st.failed = true;
-        stream.events.post(event::ERROR, stream.id);
-    }
-    // Clients wait for the first format before they give picture buffers,
-    // so it is announced as soon as the header is read, not with the first
-    // picture, which reordering may hold back for several inputs. Later
-    // changes go with the pictures: those of the old size still come first.
-    if let Some((w, h)) = header_size.filter(|_| !st.output_known) {
-        if valid_size(w, h) {
-            announce_size(stream, &mut st, w, h);
-        }
-    }
-    for event in produced {
-        st.ready.push_back(match event {
-            DecodeEvent::Picture(picture) => Ready::Picture(picture),
-            DecodeEvent::Corrupt { timestamp } => Ready::Lost { timestamp },
-        });
-    }
-    if matches!(job, Job::Flush) {
-        st.eos_pending = true;
-    }
-    pump(stream, &mut st);
-}
-
 /// Pairs ready pictures, then a pending EOS, with queued OUTPUT resources.
 fn pump(stream: &Stream, st: &mut StreamState) {
     loop {
-        if let Some(Ready::Picture(picture)) = st.ready.front() {
+        if let Some(Ready::Picture(picture, _)) = st.ready.front() {
             let (w, h) = picture.size();
             if !st.output_known || (w, h) != (st.output.width, st.output.height) {
                 if !valid_size(w, h) {
@@ -1278,7 +1609,7 @@ fn pump(stream: &Stream, st: &mut StreamState) {
         release(st, out.resource_id);
         match ready {
             Ready::Lost { timestamp } => out.pending.buffer_done(timestamp, buffer_flag::ERR, 0),
-            Ready::Picture(picture) => {
+            Ready::Picture(picture, _charge) => {
                 let timestamp = picture.timestamp();
                 let written = write_to_resource(st, out.resource_id, picture.as_ref(), &out);
                 let flags = if written && !picture.is_corrupt() {

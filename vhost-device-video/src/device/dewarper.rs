@@ -23,6 +23,7 @@ use crate::engine::dewarp::{
     DestImage, DewarpEngine, DewarpError, RemapParams, SourceImage, VertexMap, MAX_HEIGHT,
     MAX_WIDTH,
 };
+use crate::log_limit::warn_limited;
 use crate::protocol::dewarp::{
     status, ImageLayout, JobError, ValidJob, VdwConfig, VdwJob, VdwStatus, CONFIG_VERSION,
 };
@@ -208,14 +209,14 @@ impl Shared {
         let mut status_writer = match Writer::<()>::new(chain.memory(), chain.clone()) {
             Ok(writer) if writer.available_bytes() >= size_of::<VdwStatus>() => writer,
             Ok(_) => {
-                warn!(
+                warn_limited!(
                     "dewarper: chain {} has no room for a status",
                     chain.head_index()
                 );
                 return 0;
             }
             Err(e) => {
-                warn!(
+                warn_limited!(
                     "dewarper: chain {} writable part unusable: {e}",
                     chain.head_index()
                 );
@@ -233,13 +234,13 @@ impl Shared {
                 (status, writable)
             }
             Err(failure) => {
-                warn!("dewarper: job {sequence} failed: {failure}");
+                warn_limited!("dewarper: job {sequence} failed: {failure}");
                 let status = VdwStatus::new(failure.status(), sequence, 0);
                 (status, size_of::<VdwStatus>())
             }
         };
         if let Err(e) = status_writer.write_all(code.as_slice()) {
-            warn!("dewarper: cannot write the status of job {sequence}: {e}");
+            warn_limited!("dewarper: cannot write the status of job {sequence}: {e}");
             return 0;
         }
         u32::try_from(used).unwrap_or(0)

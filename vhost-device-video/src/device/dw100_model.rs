@@ -7,12 +7,12 @@
 use std::mem::size_of;
 use std::sync::Arc;
 
-use log::warn;
 use thiserror::Error as ThisError;
 use vm_memory::ByteValued;
 
 use super::dewarper::remap_job;
 use crate::engine::dewarp::{DewarpEngine, DewarpError, VertexMap};
+use crate::log_limit::warn_limited;
 use crate::protocol::dewarp::status;
 use crate::protocol::dw100_model::{JobHeader, MessageError, ResultHeader};
 
@@ -67,7 +67,7 @@ impl Dw100ModelDevice {
         let status = match self.execute(payload) {
             Ok(()) => status::OK,
             Err(failure) => {
-                warn!("dw100-model: job {sequence} failed: {failure}");
+                warn_limited!("dw100-model: job {sequence} failed: {failure}");
                 self.result.clear();
                 self.result
                     .extend_from_slice(ResultHeader::error(failure.status()).as_slice());

@@ -25,6 +25,8 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use crate::log_limit::warn_limited;
+
 pub mod dw100_model;
 mod server;
 pub use server::{serve, Listen, ServerError};
@@ -184,13 +186,13 @@ impl DeviceQueue {
                 match io::Write::write_all(&mut writer, &reply[..fit]) {
                     Ok(()) => fit,
                     Err(e) => {
-                        warn!("queue {}: cannot write reply: {e}", self.index);
+                        warn_limited!("queue {}: cannot write reply: {e}", self.index);
                         0
                     }
                 }
             }
             Err(e) => {
-                warn!("queue {}: reply descriptors unusable: {e}", self.index);
+                warn_limited!("queue {}: reply descriptors unusable: {e}", self.index);
                 0
             }
         };

@@ -88,6 +88,11 @@ pub(super) fn listener(listen: &Listen) -> Result<(UnixListener, Option<PathBuf>
             socket
                 .local_addr()
                 .map_err(|source| ServerError::BadFd { fd, source })?;
+            // The accept loops wait in accept(): on a socket the parent left
+            // non-blocking they would spin on EAGAIN.
+            socket
+                .set_nonblocking(false)
+                .map_err(|source| ServerError::BadFd { fd, source })?;
             Ok((socket, None))
         }
     }

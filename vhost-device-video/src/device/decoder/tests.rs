@@ -1,8 +1,10 @@
 //! The decoder device driven through real split virtqueues in guest memory
 //! (`MockSplitQueue` layouts served by the transport's own `VringRwLock`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::mem::size_of;
 use std::process::Command as Process;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,11 +26,18 @@ const MEM_SIZE: u64 = 256 << 20;
 const DATA_START: u64 = 0x10_0000;
 
 struct Ring<'a> {
+    /// The descriptor table; the rings are laid out by hand, as the mock
+    /// puts its used ring over the end of its avail ring for large queues.
     mock: MockSplitQueue<'a, GuestMem>,
+    avail: u64,
+    used_ring: u64,
     vring: VringRwLock<AtomicMem>,
     next_desc: u16,
     seen: u16,
     used: Vec<(u32, u32)>,
+    /// Chains submitted per head: descriptors are reused once the table
+    /// wraps, and a head's latest chain is its n-th completion.
+    submissions: HashMap<u16, usize>,
 }
 
 struct Harness<'a> {
@@ -75,26 +84,34 @@ enum Part<'b> {
 
 impl<'a> Harness<'a> {
     fn new(mem: &'a GuestMem, factory: Arc<dyn DecoderFactory>) -> Self {
+        Self::with_device(mem, DecoderDevice::new(factory))
+    }
+
+    fn with_device(mem: &'a GuestMem, device: DecoderDevice) -> Self {
         let atomic = GuestMemoryAtomic::new(mem.clone());
         let ring = |start: u64| {
             let mock = MockSplitQueue::create(mem, GuestAddress(start), QSIZE);
+            let avail = mock.avail_addr().0;
+            let used_ring = (avail + 4 + 2 * u64::from(QSIZE) + 2 + 3) & !3;
+            for field in [avail, avail + 2, used_ring, used_ring + 2] {
+                mem.write_obj(0u16, GuestAddress(field)).unwrap();
+            }
             let vring = VringRwLock::new(atomic.clone(), QSIZE).unwrap();
             vring
-                .set_queue_info(
-                    mock.desc_table_addr().0,
-                    mock.avail_addr().0,
-                    mock.used_addr().0,
-                )
+                .set_queue_info(mock.desc_table_addr().0, avail, used_ring)
                 .unwrap();
             vring.set_queue_size(QSIZE);
             vring.set_queue_ready(true);
             vring.set_enabled(true);
             Ring {
                 mock,
+                avail,
+                used_ring,
                 vring,
                 next_desc: 0,
                 seen: 0,
                 used: Vec::new(),
+                submissions: HashMap::new(),
             }
         };
         Self {
@@ -102,7 +119,7 @@ impl<'a> Harness<'a> {
             atomic: atomic.clone(),
             rings: [ring(0), ring(0x8_0000)],
             next_data: DATA_START,
-            device: DecoderDevice::new(factory),
+            device,
         }
     }
 
@@ -139,8 +156,12 @@ impl<'a> Harness<'a> {
             descs.push((addr, len, flags));
         }
         let ring = &mut self.rings[q];
-        let head = ring.next_desc;
         let count = descs.len() as u16;
+        if ring.next_desc + count > QSIZE {
+            // Wrap: the chains at the start of the table completed long ago.
+            ring.next_desc = 0;
+        }
+        let head = ring.next_desc;
         let raw: Vec<RawDescriptor> = descs
             .iter()
             .enumerate()
@@ -154,7 +175,23 @@ impl<'a> Harness<'a> {
                 RawDescriptor::from(SplitDescriptor::new(addr, len, flags, head + i as u16 + 1))
             })
             .collect();
-        ring.mock.add_desc_chains(&raw, head).unwrap();
+        for (i, desc) in raw.iter().enumerate() {
+            ring.mock
+                .desc_table()
+                .store(head + i as u16, *desc)
+                .unwrap();
+        }
+        // The avail ring by hand: the mock's own helper does not wrap it.
+        let avail = ring.avail;
+        let avail_idx: u16 = self.mem.read_obj(GuestAddress(avail + 2)).unwrap();
+        let slot = u64::from(avail_idx % QSIZE);
+        self.mem
+            .write_obj(head, GuestAddress(avail + 4 + 2 * slot))
+            .unwrap();
+        self.mem
+            .write_obj(avail_idx.wrapping_add(1), GuestAddress(avail + 2))
+            .unwrap();
+        *ring.submissions.entry(head).or_default() += 1;
         ring.next_desc += count;
         let queue = DeviceQueue::new(q, ring.vring.clone(), self.atomic.clone());
         self.device.handle_kick(&queue);
@@ -164,7 +201,7 @@ impl<'a> Harness<'a> {
     /// Collects used entries of queue `q` written so far.
     fn harvest(&mut self, q: usize) {
         let ring = &mut self.rings[q];
-        let used = ring.mock.used_addr().0;
+        let used = ring.used_ring;
         let idx: u16 = self.mem.read_obj(GuestAddress(used + 2)).unwrap();
         while ring.seen != idx {
             let slot = u64::from(ring.seen % QSIZE);
@@ -181,16 +218,24 @@ impl<'a> Harness<'a> {
         }
     }
 
+    /// The used entry of the latest chain with head `head`, if used yet.
+    fn latest_use(&mut self, q: usize, head: u16) -> Option<(usize, u32)> {
+        self.harvest(q);
+        let ring = &self.rings[q];
+        let nth = ring.submissions.get(&head).copied().unwrap_or(1).max(1);
+        ring.used
+            .iter()
+            .enumerate()
+            .filter(|(_, (id, _))| *id == u32::from(head))
+            .nth(nth - 1)
+            .map(|(position, &(_, len))| (position, len))
+    }
+
     /// Waits until chain `head` of queue `q` is used and returns its reply.
     fn wait(&mut self, q: usize, head: u16, reply_addr: u64) -> Done {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            self.harvest(q);
-            if let Some(&(_, len)) = self.rings[q]
-                .used
-                .iter()
-                .find(|(id, _)| *id == u32::from(head))
-            {
+            if let Some((_, len)) = self.latest_use(q, head) {
                 let mut reply = vec![0u8; len.max(8) as usize];
                 if reply_addr != 0 {
                     self.mem
@@ -206,11 +251,7 @@ impl<'a> Harness<'a> {
 
     /// Position of `head` in queue `q`'s used order, if used yet.
     fn used_position(&mut self, q: usize, head: u16) -> Option<usize> {
-        self.harvest(q);
-        self.rings[q]
-            .used
-            .iter()
-            .position(|(id, _)| *id == u32::from(head))
+        self.latest_use(q, head).map(|(position, _)| position)
     }
 
     fn command(&mut self, request: &[u8], reply_len: u32) -> Done {
@@ -1275,4 +1316,484 @@ fn input_clear_cancels_a_pending_drain_before_its_reply() {
         h.command(&req(cmd::STREAM_DRAIN, 1, &[]), 8).code(),
         resp::OK_NODATA
     );
+}
+
+/// What a [`FakeDecoders`] decoder does with each input byte.
+#[derive(Clone, Copy, Default)]
+struct FakeSettings {
+    /// The byte is a unit that makes a 16x16 picture (else nothing).
+    pictures: bool,
+    /// Time one unit takes.
+    unit_time: Duration,
+    /// `run` waits for `FakeShared::release`, ignoring the cancel flag, as
+    /// a decoder busy with one long unit.
+    stuck: bool,
+    /// Pictures the decoder says it keeps inside.
+    held: u32,
+}
+
+/// What the fake decoders of one test share.
+#[derive(Default)]
+struct FakeShared {
+    /// Pictures alive now, and the most ever alive at once.
+    alive: AtomicUsize,
+    most_alive: AtomicUsize,
+    /// Units decoded, all decoders together.
+    units: AtomicUsize,
+    /// `run` calls entered, and the release of stuck ones.
+    runs: AtomicUsize,
+    release: AtomicBool,
+}
+
+/// An engine whose every input byte is one bitstream unit; pictures are
+/// numbered in decoding order, the number their timestamp and the value of
+/// their luma bytes.
+#[derive(Clone, Default)]
+struct FakeDecoders {
+    settings: FakeSettings,
+    shared: Arc<FakeShared>,
+}
+
+impl FakeDecoders {
+    fn new(settings: FakeSettings) -> Self {
+        Self {
+            settings,
+            shared: Arc::default(),
+        }
+    }
+}
+
+impl DecoderFactory for FakeDecoders {
+    fn supports(&self, _: CodedFormat) -> bool {
+        true
+    }
+
+    fn create(
+        &self,
+        _: CodedFormat,
+    ) -> Result<Box<dyn Engine>, crate::engine::decode::EngineError> {
+        Ok(Box::new(FakeDecoder {
+            factory: self.clone(),
+            pending: 0,
+            serial: 0,
+            header: false,
+        }))
+    }
+}
+
+struct FakeDecoder {
+    factory: FakeDecoders,
+    pending: usize,
+    serial: u64,
+    header: bool,
+}
+
+impl Engine for FakeDecoder {
+    fn feed(
+        &mut self,
+        data: Vec<u8>,
+        _timestamp: u64,
+    ) -> Result<(), crate::engine::decode::EngineError> {
+        self.pending += data.len();
+        self.header = true;
+        Ok(())
+    }
+
+    fn start_flush(&mut self) {}
+
+    fn run(
+        &mut self,
+        out: &mut Vec<DecodeEvent>,
+        room: Room,
+        cancel: &AtomicBool,
+    ) -> Result<Progress, crate::engine::decode::EngineError> {
+        let FakeDecoders { settings, shared } = &self.factory;
+        shared.runs.fetch_add(1, Ordering::SeqCst);
+        while settings.stuck && !shared.release.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (start, mut bytes) = (out.len(), 0);
+        loop {
+            if out.len() - start >= room.events || bytes >= room.bytes {
+                return Ok(Progress::Full);
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(Progress::Cancelled);
+            }
+            if self.pending == 0 {
+                return Ok(Progress::Idle);
+            }
+            self.pending -= 1;
+            shared.units.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(settings.unit_time);
+            if settings.pictures {
+                out.push(DecodeEvent::Picture(Box::new(FakePicture::new(
+                    self.serial,
+                    shared.clone(),
+                ))));
+                bytes += picture_bytes(16, 16);
+                self.serial += 1;
+            }
+        }
+    }
+
+    fn reset(&mut self) -> Result<(), crate::engine::decode::EngineError> {
+        self.pending = 0;
+        Ok(())
+    }
+
+    fn header_size(&self) -> Option<(u32, u32)> {
+        self.header.then_some((16, 16))
+    }
+
+    fn max_held_pictures(&self) -> u32 {
+        self.factory.settings.held
+    }
+}
+
+struct FakePicture {
+    serial: u64,
+    y: Vec<u8>,
+    uv: Vec<u8>,
+    shared: Arc<FakeShared>,
+}
+
+impl FakePicture {
+    fn new(serial: u64, shared: Arc<FakeShared>) -> Self {
+        let alive = shared.alive.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_alive.fetch_max(alive, Ordering::SeqCst);
+        Self {
+            serial,
+            y: vec![serial as u8; 256],
+            uv: vec![128; 128],
+            shared,
+        }
+    }
+}
+
+impl Drop for FakePicture {
+    fn drop(&mut self) {
+        self.shared.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Picture for FakePicture {
+    fn size(&self) -> (u32, u32) {
+        (16, 16)
+    }
+
+    fn timestamp(&self) -> u64 {
+        self.serial
+    }
+
+    fn planes(&self) -> Option<crate::engine::decode::SourcePlanes<'_>> {
+        Some(crate::engine::decode::SourcePlanes::SemiPlanar {
+            y: (&self.y, 16),
+            uv: (&self.uv, 16),
+        })
+    }
+
+    fn is_corrupt(&self) -> bool {
+        false
+    }
+}
+
+/// Bytes of a 16x16 NV12 picture.
+const FAKE_PICTURE: u32 = 16 * 16 * 3 / 2;
+
+fn create(h: &mut Harness<'_>, stream: u32, queue: QueueType, id: u32, len: u32) -> u64 {
+    let addr = h.alloc(u64::from(len));
+    let done = h.command(
+        &req(
+            cmd::RESOURCE_CREATE,
+            stream,
+            &resource_create(queue, id, &[(addr, len)]),
+        ),
+        8,
+    );
+    assert_eq!(done.code(), resp::OK_NODATA);
+    addr
+}
+
+fn queue(h: &mut Harness<'_>, stream: u32, queue: QueueType, id: u32, size: u32) -> (u16, u64) {
+    h.submit(
+        0,
+        &[
+            Part::Read(&req(
+                cmd::RESOURCE_QUEUE,
+                stream,
+                &resource_queue(queue, id, 7, size),
+            )),
+            Part::Write(24),
+        ],
+    )
+}
+
+/// Sets the coded size of stream `stream`, so the device expects
+/// `width`x`height` pictures before the decoder has said so.
+fn set_coded_size(h: &mut Harness<'_>, stream: u32, width: u32, height: u32) {
+    let p = vv::Params {
+        queue_type: 0x100.into(),
+        frame_width: width.into(),
+        frame_height: height.into(),
+        ..Default::default()
+    };
+    let done = h.command(&req(cmd::SET_PARAMS, stream, p.as_slice()), 8);
+    assert_eq!(done.code(), resp::OK_NODATA);
+}
+
+/// Waits until `f()` holds, for up to `seconds`.
+fn eventually(seconds: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !f() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// One bitstream buffer holding 1,000 pictures, and two picture buffers:
+/// decoding stops while the pictures waiting for a buffer reach the cap (or
+/// what the memory budget holds) and goes on as buffers come back. Every
+/// picture reaches the guest, in order, then EOS.
+#[rstest]
+#[case::cap(DEFAULT_MEMORY_LIMIT, MAX_READY_PICTURES)]
+#[case::budget_for_five(0, 5)]
+fn one_buffer_of_many_pictures_waits_for_buffers_and_loses_none(
+    #[case] limit: u64,
+    #[case] most_ready: usize,
+) {
+    const PICTURES: u32 = 1000;
+    let resource = (size_of::<Resource>() + size_of::<Range>()) as u64;
+    let limit = if limit == 0 {
+        // Three resources, the bitstream copy, the one picture the decoder
+        // holds, and `most_ready` pictures.
+        3 * resource
+            + (u64::from(PICTURES) + INPUT_PADDING as u64)
+            + (1 + most_ready as u64) * u64::from(FAKE_PICTURE)
+    } else {
+        limit
+    };
+    let mem = guest_memory();
+    let engine = FakeDecoders::new(FakeSettings {
+        pictures: true,
+        held: 1,
+        ..Default::default()
+    });
+    let budget = MemoryBudget::new(limit);
+    let device = DecoderDevice::with_budget(Arc::new(engine.clone()), budget.clone());
+    let mut h = Harness::with_device(&mem, device);
+    let (ev, ev_addr) = h.submit(1, &[Part::Write(8)]);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    set_coded_size(&mut h, 1, 16, 16);
+    create(&mut h, 1, QueueType::Input, 0, PICTURES);
+    let outputs = [
+        create(&mut h, 1, QueueType::Output, 0, FAKE_PICTURE),
+        create(&mut h, 1, QueueType::Output, 1, FAKE_PICTURE),
+    ];
+    let (input, input_addr) = queue(&mut h, 1, QueueType::Input, 0, PICTURES);
+    let done = h.wait(0, input, input_addr);
+    assert_eq!((done.code(), done.le32(16)), (resp::OK_RESOURCE_QUEUE, 0));
+    assert_eq!(
+        h.wait(1, ev, ev_addr).le32(0),
+        event::DECODER_RESOLUTION_CHANGED
+    );
+    assert!(eventually(5, || engine.shared.alive.load(Ordering::SeqCst)
+        == most_ready));
+
+    let mut waiting: VecDeque<(u32, (u16, u64))> = (0..2)
+        .map(|id| (id, queue(&mut h, 1, QueueType::Output, id, 0)))
+        .collect();
+    for serial in 0..PICTURES {
+        let (id, (head, addr)) = waiting.pop_front().unwrap();
+        let done = h.wait(0, head, addr);
+        assert_eq!(done.code(), resp::OK_RESOURCE_QUEUE, "picture {serial}");
+        assert_eq!(
+            (done.le32(16), done.reply[8..16].to_vec()),
+            (0, u64::from(serial).to_le_bytes().to_vec()),
+            "picture {serial}"
+        );
+        let luma: u8 = mem.read_obj(GuestAddress(outputs[id as usize])).unwrap();
+        assert_eq!(luma, serial as u8);
+        waiting.push_back((id, queue(&mut h, 1, QueueType::Output, id, 0)));
+    }
+    let (drain, drain_addr) = h.submit(
+        0,
+        &[Part::Read(&req(cmd::STREAM_DRAIN, 1, &[])), Part::Write(8)],
+    );
+    let (_, (head, addr)) = waiting.pop_front().unwrap();
+    assert_eq!(h.wait(0, head, addr).le32(16), buffer_flag::EOS);
+    assert_eq!(h.wait(0, drain, drain_addr).code(), resp::OK_NODATA);
+    assert_eq!(
+        engine.shared.most_alive.load(Ordering::SeqCst),
+        most_ready,
+        "pictures held at once"
+    );
+    h.command(&req(cmd::STREAM_DESTROY, 1, &[]), 8);
+    assert!(eventually(5, || budget.used() == 0), "{}", budget.used());
+}
+
+/// A stream whose input is cleared, or that is destroyed, stops decoding at
+/// the next bitstream unit, not at the end of its buffer (here 100 s of
+/// work); its thread ends at once.
+#[test]
+fn clearing_or_destroying_a_stream_stops_its_decoding_at_once() {
+    let mem = guest_memory();
+    let engine = FakeDecoders::new(FakeSettings {
+        unit_time: Duration::from_millis(1),
+        ..Default::default()
+    });
+    let device = DecoderDevice::new(Arc::new(engine.clone()));
+    let mut h = Harness::with_device(&mem, device);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    create(&mut h, 1, QueueType::Input, 0, 100_000);
+    let units = || engine.shared.units.load(Ordering::SeqCst);
+    queue(&mut h, 1, QueueType::Input, 0, 100_000);
+    assert!(eventually(5, || units() > 0));
+    let done = h.command(&req(cmd::QUEUE_CLEAR, 1, &queue_body(QueueType::Input)), 8);
+    assert_eq!(done.code(), resp::OK_NODATA);
+    std::thread::sleep(Duration::from_millis(20));
+    let after_clear = units();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        units() <= after_clear + 1,
+        "decoding went on after the clear"
+    );
+
+    queue(&mut h, 1, QueueType::Input, 0, 100_000);
+    assert!(eventually(5, || units() > after_clear + 1));
+    h.command(&req(cmd::STREAM_DESTROY, 1, &[]), 8);
+    assert!(
+        eventually(1, || h.device.live_workers.load(Ordering::SeqCst) == 0),
+        "the thread of a destroyed stream is still decoding"
+    );
+}
+
+/// `MAX_STREAMS` counts decoding threads: streams destroyed while their
+/// decoder is stuck in a long unit still count until their thread ends, so
+/// a create/destroy storm cannot pile up threads.
+#[test]
+fn the_stream_limit_counts_threads_still_decoding() {
+    let mem = guest_memory();
+    let engine = FakeDecoders::new(FakeSettings {
+        stuck: true,
+        ..Default::default()
+    });
+    let device = DecoderDevice::new(Arc::new(engine.clone()));
+    let mut h = Harness::with_device(&mem, device);
+    for id in 1..=MAX_STREAMS as u32 {
+        let done = h.command(
+            &req(cmd::STREAM_CREATE, id, &stream_create(format::H264)),
+            8,
+        );
+        assert_eq!(done.code(), resp::OK_NODATA);
+        create(&mut h, id, QueueType::Input, 0, 16);
+        queue(&mut h, id, QueueType::Input, 0, 16);
+    }
+    assert!(eventually(5, || engine.shared.runs.load(Ordering::SeqCst)
+        == MAX_STREAMS));
+    for id in 1..=MAX_STREAMS as u32 {
+        let done = h.command(&req(cmd::STREAM_DESTROY, id, &[]), 8);
+        assert_eq!(done.code(), resp::OK_NODATA);
+    }
+    let storm = req(cmd::STREAM_CREATE, 100, &stream_create(format::H264));
+    assert_eq!(h.command(&storm, 8).code(), resp::ERR_OUT_OF_MEMORY);
+    engine.shared.release.store(true, Ordering::SeqCst);
+    assert!(eventually(5, || h
+        .device
+        .live_workers
+        .load(Ordering::SeqCst)
+        == 0));
+    assert_eq!(h.command(&storm, 8).code(), resp::OK_NODATA);
+}
+
+/// Resource scatter lists are charged to the budget: creating them stops
+/// with OUT_OF_MEMORY at the limit, and destroying them gives it back.
+#[test]
+fn resource_lists_are_charged_to_the_budget() {
+    let mem = guest_memory();
+    let entries = 1000;
+    let per_resource = (size_of::<Resource>() + entries * size_of::<Range>()) as u64;
+    let budget = MemoryBudget::new(2 * per_resource + per_resource / 2);
+    let device = DecoderDevice::with_budget(Arc::new(FakeDecoders::default()), budget.clone());
+    let mut h = Harness::with_device(&mem, device);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    let page = h.alloc(4096);
+    let list = vec![(page, 4096); entries];
+    let create = |h: &mut Harness<'_>, id| {
+        let body = resource_create(QueueType::Output, id, &list);
+        h.command(&req(cmd::RESOURCE_CREATE, 1, &body), 8).code()
+    };
+    assert_eq!(create(&mut h, 1), resp::OK_NODATA);
+    assert_eq!(create(&mut h, 2), resp::OK_NODATA);
+    assert_eq!(create(&mut h, 3), resp::ERR_OUT_OF_MEMORY);
+    assert_eq!(budget.used(), 2 * per_resource);
+    let done = h.command(
+        &req(cmd::RESOURCE_DESTROY_ALL, 1, &queue_body(QueueType::Output)),
+        8,
+    );
+    assert_eq!(done.code(), resp::OK_NODATA);
+    assert_eq!(budget.used(), 0);
+    assert_eq!(create(&mut h, 3), resp::OK_NODATA);
+}
+
+/// A decoder whose pictures would not fit in the budget fails its stream
+/// with an ERROR event; the next bitstream buffer comes back with ERR.
+#[test]
+fn a_decoder_over_the_budget_fails_its_stream() {
+    let mem = guest_memory();
+    let engine = FakeDecoders::new(FakeSettings {
+        held: 100_000,
+        ..Default::default()
+    });
+    let budget = MemoryBudget::new(16 << 20);
+    let device = DecoderDevice::with_budget(Arc::new(engine), budget.clone());
+    let mut h = Harness::with_device(&mem, device);
+    let (ev, ev_addr) = h.submit(1, &[Part::Write(8)]);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    set_coded_size(&mut h, 1, 16, 16);
+    create(&mut h, 1, QueueType::Input, 0, 16);
+    let (head, addr) = queue(&mut h, 1, QueueType::Input, 0, 16);
+    assert_eq!(h.wait(0, head, addr).le32(16), 0);
+    assert_eq!(h.wait(1, ev, ev_addr).le32(0), event::ERROR);
+    let (head, addr) = queue(&mut h, 1, QueueType::Input, 0, 16);
+    assert_eq!(h.wait(0, head, addr).le32(16), buffer_flag::ERR);
+    assert!(eventually(5, || budget.used() < 1 << 20));
+}
+
+/// Lines a guest can trigger at will are rate-limited: 200 chains whose
+/// reply buffer lies outside guest memory, and 200 events with no event
+/// buffer, write a burst of lines each, not 200.
+#[test]
+fn floods_of_guest_errors_write_few_log_lines() {
+    crate::log_limit::capture::install();
+    let burst = crate::log_limit::BURST as usize;
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, Arc::new(FakeDecoders::default()));
+    let unusable = "reply descriptors unusable";
+    let before = crate::log_limit::capture::count(unusable);
+    for _ in 0..200 {
+        let (head, addr) = h.submit(
+            0,
+            &[
+                Part::Read(&req(cmd::STREAM_DESTROY, 1, &[])),
+                Part::Raw(MEM_SIZE - 4, 64, VRING_DESC_F_WRITE as u16),
+            ],
+        );
+        h.wait(0, head, addr);
+    }
+    let written = crate::log_limit::capture::count(unusable) - before;
+    // Two windows at most: the test may straddle the end of one.
+    assert!((1..=2 * burst).contains(&written), "{written} lines");
+
+    let starved = "event queue starved";
+    let before = crate::log_limit::capture::count(starved);
+    let events = EventQueue::default();
+    for _ in 0..MAX_PENDING_EVENTS + 200 {
+        events.post(event::ERROR, 1);
+    }
+    let written = crate::log_limit::capture::count(starved) - before;
+    assert!((1..=2 * burst).contains(&written), "{written} lines");
 }
