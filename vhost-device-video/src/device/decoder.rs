@@ -733,7 +733,6 @@ fn close_stream(stream: &Stream) {
     clear_output(&mut st);
     st.resources.clear();
     st.closed = true;
-    stream.cancel.store(true, Ordering::Relaxed);
     stream.wake.notify_all();
 }
 

@@ -17,6 +17,7 @@ use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryAtomic, Le32};
 
 use super::*;
+use crate::engine::decode::test_streams::{ffmpeg as ffmpeg_output, h264_with_size, still_h264};
 use crate::engine::decode::FfmpegDecoders;
 use crate::protocol::virtio_video::{cmd, CmdHdr, MemEntry, ResourceCreateBody, ResourceQueueBody};
 use crate::transport::{AtomicMem, GuestMem};
@@ -1796,4 +1797,147 @@ fn floods_of_guest_errors_write_few_log_lines() {
     }
     let written = crate::log_limit::capture::count(starved) - before;
     assert!((1..=2 * burst).contains(&written), "{written} lines");
+}
+
+/// The flood of issue 12: one 16 MiB bitstream buffer holding 1,000 1080p
+/// pictures (one IDR picture, then P pictures of skipped macroblocks, about
+/// 19 KB, then zeros) and four picture buffers. Run alone in a child process
+/// with the FFmpeg engine, the device's peak resident size stays under
+/// 512 MiB (decoding the whole buffer at once took 3.1 GB), and every
+/// picture reaches the guest.
+#[test]
+fn a_flood_of_pictures_in_one_buffer_stays_under_512_mib() {
+    let kib = crate::test_child::peak_rss_kib(
+        "device::decoder::tests::flood_of_1080p_pictures_in_one_buffer",
+    );
+    eprintln!("peak resident size {} MiB", kib >> 10);
+    assert!(kib < 512 << 10, "peak resident size {} MiB", kib >> 10);
+}
+
+#[test]
+#[ignore = "run alone by a_flood_of_pictures_in_one_buffer_stays_under_512_mib"]
+fn flood_of_1080p_pictures_in_one_buffer() {
+    const PICTURES: usize = 1000;
+    const BUFFER: u32 = 16 << 20;
+    let stream = still_h264(1920, 1080, PICTURES as u32);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flood.h264");
+    std::fs::write(&path, &stream).unwrap();
+    let path = path.to_str().unwrap();
+    // Every picture is the same gray one.
+    let reference = ffmpeg_output(&[
+        "-i",
+        path,
+        "-frames:v",
+        "1",
+        "-pix_fmt",
+        "nv12",
+        "-f",
+        "rawvideo",
+        "-",
+    ]);
+    assert_eq!(reference.len(), 1920 * 1080 * 3 / 2);
+
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let (ev, ev_addr) = h.submit(1, &[Part::Write(8)]);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    let input = create(&mut h, 1, QueueType::Input, 0, BUFFER);
+    mem.write_slice(&stream, GuestAddress(input)).unwrap();
+    // The whole buffer: the stream, then zeros (trailing zero bytes, which
+    // H.264 allows after any unit).
+    let (head, addr) = queue(&mut h, 1, QueueType::Input, 0, BUFFER);
+    assert_eq!(h.wait(0, head, addr).le32(16), 0);
+    assert_eq!(
+        h.wait(1, ev, ev_addr).le32(0),
+        event::DECODER_RESOLUTION_CHANGED
+    );
+    let size = reference.len() as u32;
+    let outputs: Vec<u64> = (0..4)
+        .map(|id| create(&mut h, 1, QueueType::Output, id, size))
+        .collect();
+    let mut waiting: VecDeque<(u32, (u16, u64))> = (0..4)
+        .map(|id| (id, queue(&mut h, 1, QueueType::Output, id, 0)))
+        .collect();
+    let mut picture = vec![0u8; reference.len()];
+    let mut drain = (0, 0);
+    for index in 0..PICTURES {
+        if index == PICTURES - 1 {
+            // The parser completes the last picture's unit at the drain.
+            drain = h.submit(
+                0,
+                &[Part::Read(&req(cmd::STREAM_DRAIN, 1, &[])), Part::Write(8)],
+            );
+        }
+        let (id, (head, addr)) = waiting.pop_front().unwrap();
+        let done = h.wait(0, head, addr);
+        assert_eq!(
+            (done.code(), done.le32(16), done.le32(20)),
+            (resp::OK_RESOURCE_QUEUE, 0, size),
+            "picture {index}"
+        );
+        mem.read_slice(&mut picture, GuestAddress(outputs[id as usize]))
+            .unwrap();
+        assert!(picture == reference, "picture {index} differs");
+        waiting.push_back((id, queue(&mut h, 1, QueueType::Output, id, 0)));
+    }
+    let (_, (head, addr)) = waiting.pop_front().unwrap();
+    assert_eq!(h.wait(0, head, addr).le32(16), buffer_flag::EOS);
+    assert_eq!(h.wait(0, drain.0, drain.1).code(), resp::OK_NODATA);
+    crate::test_child::report_peak();
+}
+
+/// An H.264 stream whose SPS declares 16000x16000 is refused cleanly: each
+/// of its pictures comes back as a picture buffer with ERR, no format
+/// change is announced, the stream drains, and the device (alone in a
+/// child process) never holds memory for such a picture (384 MB each).
+#[test]
+fn a_16k_sps_is_refused_cleanly() {
+    let kib = crate::test_child::peak_rss_kib("device::decoder::tests::sixteen_k_sps_stream");
+    eprintln!("peak resident size {} MiB", kib >> 10);
+    assert!(kib < 100 << 10, "peak resident size {} MiB", kib >> 10);
+}
+
+#[test]
+#[ignore = "run alone by a_16k_sps_is_refused_cleanly"]
+fn sixteen_k_sps_stream() {
+    let stream = h264_with_size(&still_h264(64, 48, 3), 16000, 16000);
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let (ev, _) = h.submit(1, &[Part::Write(8)]);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    let input = create(&mut h, 1, QueueType::Input, 0, stream.len() as u32);
+    mem.write_slice(&stream, GuestAddress(input)).unwrap();
+    // Buffers for the size the stream starts with (640x480).
+    let size = 640 * 480 * 3 / 2;
+    let mut waiting: VecDeque<(u16, u64)> = (0..4)
+        .map(|id| {
+            create(&mut h, 1, QueueType::Output, id, size);
+            queue(&mut h, 1, QueueType::Output, id, 0)
+        })
+        .collect();
+    queue(&mut h, 1, QueueType::Input, 0, stream.len() as u32);
+    let (drain, drain_addr) = h.submit(
+        0,
+        &[Part::Read(&req(cmd::STREAM_DRAIN, 1, &[])), Part::Write(8)],
+    );
+    let mut lost = 0;
+    loop {
+        let (head, addr) = waiting.pop_front().unwrap();
+        let flags = h.wait(0, head, addr).le32(16);
+        if flags == buffer_flag::EOS {
+            break;
+        }
+        assert_eq!(flags, buffer_flag::ERR);
+        lost += 1;
+    }
+    assert_eq!(lost, 3, "each picture reported lost");
+    assert_eq!(h.wait(0, drain, drain_addr).code(), resp::OK_NODATA);
+    assert_eq!(h.used_position(1, ev), None, "no format announced");
+    let done = h.command(
+        &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Output)),
+        128,
+    );
+    assert_eq!((done.le32(8 + 8), done.le32(8 + 12)), (640, 480));
+    crate::test_child::report_peak();
 }

@@ -1,5 +1,5 @@
 //! Bitstreams for tests: made at test time by Debian's `ffmpeg`, and
-//! H.264 and VP8 headers rewritten to declare sizes no encoder is asked to
+//! H.264, VP8 and VP9 headers rewritten to declare sizes no encoder is asked to
 //! make.
 
 use std::process::Command;
@@ -50,13 +50,6 @@ pub(crate) fn still_h264(width: u32, height: u32, frames: u32) -> Vec<u8> {
     ])
 }
 
-/// An AV1 temporal unit (low-overhead OBUs) of one gray 8448x8448 key frame,
-/// over FFmpeg's `max_pixels` for the engine (8192x8192). Made by
-/// `ffmpeg -f lavfi -i color=c=gray:size=8448x8448 -frames:v 1 -c:v libaom-av1
-/// -cpu-used 8 -usage realtime -pix_fmt yuv420p -f rawvideo out`; kept in the
-/// tree as encoding it takes about 1 GB.
-pub(crate) const AV1_8448X8448: &[u8] = include_bytes!("../../../tests/data/gray-8448x8448.av1");
-
 /// `stream` with every sequence parameter set declaring `width`x`height`
 /// (multiples of 16), the rest of each kept bit for bit.
 pub(crate) fn h264_with_size(stream: &[u8], width: u32, height: u32) -> Vec<u8> {
@@ -83,6 +76,24 @@ pub(crate) fn vp8_ivf_with_size(ivf: &[u8], width: u16, height: u16) -> Vec<u8> 
     assert_eq!(out[size_at..size_at + 3], [0x9d, 0x01, 0x2a], "a key frame");
     out[size_at + 3..size_at + 5].copy_from_slice(&width.to_le_bytes());
     out[size_at + 5..size_at + 7].copy_from_slice(&height.to_le_bytes());
+    out
+}
+
+/// `ivf` (a profile 0 VP9 IVF file from libvpx) with its first key frame
+/// declaring `width`x`height`.
+pub(crate) fn vp9_ivf_with_size(ivf: &[u8], width: u16, height: u16) -> Vec<u8> {
+    let mut out = ivf.to_vec();
+    // The uncompressed header after the IVF headers: frame marker, profile,
+    // flags (1 byte), the key frame sync code (3), colour space and range
+    // (4 bits), then 16-bit width and height minus one, big endian.
+    let frame = 32 + 12;
+    assert_eq!(out[frame + 1..frame + 4], [0x49, 0x83, 0x42], "a key frame");
+    let size = u64::from(width - 1) << 16 | u64::from(height - 1);
+    let at = frame + 4;
+    let mut word = u64::from_be_bytes(out[at..at + 8].try_into().expect("8 bytes"));
+    let shift = 64 - 4 - 32;
+    word = word & !(0xffff_ffff << shift) | size << shift;
+    out[at..at + 8].copy_from_slice(&word.to_be_bytes());
     out
 }
 
