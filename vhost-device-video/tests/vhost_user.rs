@@ -120,3 +120,48 @@ fn bad_socket_fd_is_a_clean_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("socket fd 987"));
 }
+
+/// CPU time (user + system) the process `pid` has used.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// A listening socket handed over non-blocking (as a parent may leave it)
+/// is waited on, not polled: the daemon uses next to no CPU while no
+/// frontend comes, then serves one.
+#[test]
+fn a_non_blocking_inherited_socket_is_waited_on() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixListener;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inherited.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let fd = listener.as_raw_fd();
+    // SAFETY: clears close-on-exec on a descriptor this test owns, so the
+    // daemon inherits it.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    let daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_vhost-device-video"))
+            .args(["--socket-fd", &fd.to_string(), "--device", "decoder"])
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_time(daemon.0.id());
+    assert!(used < Duration::from_millis(300), "{used:?} of CPU in 1 s");
+    let mut sock = UnixStream::connect(&path).unwrap();
+    assert_ne!(u64_reply(&mut sock, GET_FEATURES) & (1 << 32), 0);
+}
