@@ -1359,7 +1359,9 @@ impl<'a> Worker<'a> {
             return;
         }
         if let Some(e) = fatal {
-            error!("stream {}: {e}", stream.id);
+            // Guest data or the guest's use of the budget ends a stream: a
+            // guest can make this happen at will.
+            warn_limited!("stream {}: {e}", stream.id);
             st.failed = true;
             stream.events.post(event::ERROR, stream.id);
         }
