@@ -46,7 +46,7 @@ pub enum Error {
     },
     #[error("{dtb}: {edit} did not take")]
     OverlayFailed { dtb: PathBuf, edit: String },
-    #[error("unknown dw100 variant `{0}` (known: unfixed, fixed, oneshot-dropped)")]
+    #[error("unknown dw100 variant `{0}` (known: unfixed, fixed, oneshot-dropped, fixed-watchdog, fixed-hardirq)")]
     UnknownVariant(String),
     #[error("dw100 ({variant}) for {release}: the compiler warned ({log}):\n{warnings}")]
     Warnings {
@@ -87,14 +87,19 @@ pub enum Dw100Variant {
     /// `Fixed` and `tests/dw100/watchdog.patch`: a job without an interrupt
     /// fails after a bound instead of hanging its users.
     FixedWatchdog,
+    /// `Fixed` and `tests/dw100/hardirq.patch`: the hard half requested with
+    /// `IRQF_NO_THREAD`, so that PREEMPT_RT does not force it into a thread
+    /// and it stops the bus (and its timeout counter) at once.
+    FixedHardirq,
 }
 
 impl Dw100Variant {
-    pub const ALL: [Dw100Variant; 4] = [
+    pub const ALL: [Dw100Variant; 5] = [
         Self::Unfixed,
         Self::Fixed,
         Self::OneshotDropped,
         Self::FixedWatchdog,
+        Self::FixedHardirq,
     ];
 
     pub fn name(self) -> &'static str {
@@ -103,6 +108,7 @@ impl Dw100Variant {
             Self::Fixed => "fixed",
             Self::OneshotDropped => "oneshot-dropped",
             Self::FixedWatchdog => "fixed-watchdog",
+            Self::FixedHardirq => "fixed-hardirq",
         }
     }
 
@@ -113,6 +119,7 @@ impl Dw100Variant {
             Self::Fixed => &["field-any", "fixed"],
             Self::OneshotDropped => &["oneshot-dropped"],
             Self::FixedWatchdog => &["field-any", "fixed", "watchdog"],
+            Self::FixedHardirq => &["field-any", "fixed", "hardirq"],
         };
         let dir = cache::repo_root().join("tests/dw100");
         names
@@ -130,6 +137,7 @@ impl FromStr for Dw100Variant {
             "fixed" => Ok(Self::Fixed),
             "oneshot-dropped" => Ok(Self::OneshotDropped),
             "fixed-watchdog" => Ok(Self::FixedWatchdog),
+            "fixed-hardirq" => Ok(Self::FixedHardirq),
             other => Err(Error::UnknownVariant(other.to_string())),
         }
     }

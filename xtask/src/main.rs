@@ -60,7 +60,8 @@ enum Cmd {
     Imx8mpKernel {
         #[arg(long, default_value = "debian-rt")]
         kernel: kernel::Flavor,
-        /// The dw100 variant to build: unfixed, fixed, oneshot-dropped.
+        /// The dw100 variant to build: unfixed, fixed, oneshot-dropped,
+        /// fixed-watchdog, fixed-hardirq.
         #[arg(long, default_value_t)]
         dw100: imx8mp::Dw100Variant,
     },
@@ -143,7 +144,7 @@ struct VmArgs {
     #[arg(long, conflicts_with = "no_module")]
     module: Option<PathBuf>,
     /// The dw100 driver's variant on imx8mp-evk: unfixed, fixed (default),
-    /// oneshot-dropped.
+    /// oneshot-dropped, fixed-watchdog, fixed-hardirq.
     #[arg(long, conflicts_with_all = ["no_module", "module"])]
     dw100: Option<imx8mp::Dw100Variant>,
     /// Load no module.
