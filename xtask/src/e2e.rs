@@ -751,15 +751,34 @@ pub struct Tally {
 /// Output lines of a test script that a tally repeats for each run.
 const MEASURE_PREFIX: &str = "measure:";
 
+/// A harness failure that means the guest hung.
+fn is_hang(failure: &str) -> bool {
+    failure.contains("timed out") || failure.contains("did not finish")
+}
+
+/// A harness failure that means the guest kernel died.
+fn is_death(failure: &str) -> bool {
+    failure.contains("panicked") || failure.contains("before the guest finished")
+}
+
 /// What one boot showed, as a tally counts it: the kind of the first
-/// splat, a task left in D state, a hang, a failed command, or clean.
+/// splat (and whether the guest then hung or died), a task left in D
+/// state, a hang, a failed command, or clean.
 fn classify(outcome: &vm::Outcome) -> String {
+    let failure = outcome.failure.as_deref().unwrap_or("");
     if let Some(splat) = &outcome.splat {
-        format!("splat: {}", splat::kind(splat))
+        let kind = splat::kind(splat);
+        if is_hang(failure) {
+            format!("splat: {kind}, then a hang")
+        } else if is_death(failure) {
+            format!("splat: {kind}, then the kernel died")
+        } else {
+            format!("splat: {kind}")
+        }
     } else if outcome.d_state.is_some() {
         "task left in D state".to_string()
-    } else if let Some(failure) = &outcome.failure {
-        if failure.contains("timed out") || failure.contains("did not finish") {
+    } else if !failure.is_empty() {
+        if is_hang(failure) {
             format!("hang: {failure}")
         } else {
             format!("failed: {failure}")
@@ -1100,6 +1119,10 @@ mod tests {
     #[test]
     fn a_tally_counts_outcomes_by_kind() {
         let scheduling = "[ 3.0] BUG: scheduling while atomic: irq/100-dw100/87/0x00000002\n";
+        let then = |failure: &str| vm::Outcome {
+            failure: Some(failure.to_string()),
+            ..outcome_of(scheduling, 0)
+        };
         let classes: Vec<String> = [
             outcome_of("", 0),
             outcome_of(scheduling, 0),
@@ -1108,6 +1131,8 @@ mod tests {
                 failure: Some("the command timed out after 120 s".to_string()),
                 ..vm::Outcome::default()
             },
+            then("the command timed out after 600 s"),
+            then("the guest kernel panicked: Kernel panic - not syncing: Oops - BUG: Fatal exception"),
         ]
         .iter()
         .map(classify)
@@ -1117,7 +1142,12 @@ mod tests {
             [
                 (2, "clean".to_string()),
                 (1, "splat: scheduling while atomic".to_string()),
-                (1, "hang: the command timed out after 120 s".to_string())
+                (1, "hang: the command timed out after 120 s".to_string()),
+                (1, "splat: scheduling while atomic, then a hang".to_string()),
+                (
+                    1,
+                    "splat: scheduling while atomic, then the kernel died".to_string()
+                )
             ]
         );
     }
