@@ -3,15 +3,15 @@
 //! dw100 driver programs, checked against the reference engine; malformed
 //! messages; one connection at a time.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use vhost_device_video::engine::dewarp::{
     map_vertices, maps, Crop, DestImage, DewarpEngine, ImageGeometry, PixelFormat, ReferenceEngine,
@@ -23,57 +23,24 @@ use vhost_device_video::protocol::dw100_model::{
 };
 use vm_memory::ByteValued;
 
+mod common;
+use common::Daemon;
+
 const REFUSAL_LINE: &str = "refused a second connection";
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
+/// The daemon as QEMU's `imx8mp-dw100` finds it, on a socket it binds.
+fn daemon_at_path(socket: &Path, dir: &Path) -> Daemon {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vhost-device-video"));
+    command.arg("--socket-path").arg(socket);
+    let daemon = start_model(command, dir);
+    // Logged once the socket listens (its file exists a moment before).
+    daemon.wait_for_log("waiting for QEMU on", 1);
+    daemon
 }
 
-impl Daemon {
-    fn start(mut command: Command, dir: &Path) -> Self {
-        let log = dir.join("daemon.log");
-        let child = command
-            .args(["--device", "dw100-model", "--dewarp-threads", "2"])
-            .env("RUST_LOG", "info,vhost_device_video=debug")
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn at_path(socket: &Path, dir: &Path) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vhost-device-video"));
-        command.arg("--socket-path").arg(socket);
-        let daemon = Self::start(command, dir);
-        // Logged once the socket listens (its file exists a moment before).
-        daemon.wait_for_log("waiting for QEMU on", 1);
-        daemon
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for_log(&self, needle: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.log().matches(needle).count() < count {
-            assert!(
-                Instant::now() < deadline,
-                "no {count}x {needle:?} in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_model(mut command: Command, dir: &Path) -> Daemon {
+    command.args(["--device", "dw100-model", "--dewarp-threads", "2"]);
+    Daemon::start(command, dir, "info,vhost_device_video=debug")
 }
 
 /// The daemon's side of the picture: what QEMU sends and expects back.
@@ -307,7 +274,7 @@ fn assert_closed(stream: &mut UnixStream) {
 fn jobs_the_driver_programs_match_the_reference_engine() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("dw100.sock");
-    let daemon = Daemon::at_path(&socket, dir.path());
+    let daemon = daemon_at_path(&socket, dir.path());
     let meta = fs::metadata(&socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
@@ -347,7 +314,7 @@ fn jobs_the_driver_programs_match_the_reference_engine() {
 fn malformed_messages_get_their_answer_and_the_daemon_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("dw100.sock");
-    let daemon = Daemon::at_path(&socket, dir.path());
+    let daemon = daemon_at_path(&socket, dir.path());
     let mut qemu = connect(&socket);
     let good = identity_job();
 
@@ -420,7 +387,7 @@ fn malformed_messages_get_their_answer_and_the_daemon_goes_on() {
 fn a_second_connection_is_refused_while_one_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("dw100.sock");
-    let daemon = Daemon::at_path(&socket, dir.path());
+    let daemon = daemon_at_path(&socket, dir.path());
     let job = identity_job();
 
     let mut first = connect(&socket);
@@ -457,7 +424,7 @@ fn serves_an_inherited_socket() {
             Ok(())
         });
     }
-    let _daemon = Daemon::start(command, dir.path());
+    let _daemon = start_model(command, dir.path());
     drop(listener);
     let mut qemu = connect(&socket);
     run_ok(&mut qemu, &identity_job(), 1);

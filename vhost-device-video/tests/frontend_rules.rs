@@ -3,66 +3,24 @@
 //! frontend is refused with a log line while one is connected, the next
 //! frontend is served once the first leaves, and the daemon runs unprivileged.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use vhost::vhost_user::Frontend;
 use vhost::VhostBackend;
+
+mod common;
+use common::{wait_for_socket, Daemon};
 
 /// `VIRTIO_F_VERSION_1`: every frontend sees it in the features.
 const VERSION_1: u64 = 1 << 32;
 const NOBODY_UID: u32 = 65534;
 const REFUSAL_LINE: &str = "refused a second frontend";
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts `command` (the daemon, maybe behind a privilege wrapper) with
-    /// its log in `dir`.
-    fn start(mut command: Command, dir: &Path) -> Self {
-        let log = dir.join("daemon.log");
-        let err = File::create(&log).unwrap();
-        let child = command
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log holds `needle` `count` times.
-    fn wait_for_log(&self, needle: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.log().matches(needle).count() < count {
-            assert!(
-                Instant::now() < deadline,
-                "no {count}x {needle:?} in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn daemon_command(program: &Path, socket: &Path) -> Command {
     let mut command = Command::new(program);
@@ -71,14 +29,6 @@ fn daemon_command(program: &Path, socket: &Path) -> Command {
         .arg(socket)
         .args(["--device", "decoder"]);
     command
-}
-
-fn wait_for_socket(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "no socket at {}", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn connect(path: &Path) -> Frontend {
@@ -129,6 +79,7 @@ fn socket_is_owner_only_and_serves_one_frontend_at_a_time() {
     let daemon = Daemon::start(
         daemon_command(Path::new(env!("CARGO_BIN_EXE_vhost-device-video")), &socket),
         dir.path(),
+        "info",
     );
     wait_for_socket(&socket);
     let meta = fs::metadata(&socket).unwrap();
@@ -165,7 +116,7 @@ fn runs_as_an_unprivileged_user() {
         ])
         .arg(&program)
         .args(daemon_command(&program, &socket).get_args());
-    let daemon = Daemon::start(command, dir.path());
+    let daemon = Daemon::start(command, dir.path(), "info");
     wait_for_socket(&socket);
 
     let status = fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();

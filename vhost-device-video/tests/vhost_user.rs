@@ -5,9 +5,11 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+use common::{wait_for_socket, Daemon};
 
 const GET_FEATURES: u32 = 1;
 const GET_PROTOCOL_FEATURES: u32 = 15;
@@ -17,15 +19,6 @@ const GET_CONFIG: u32 = 24;
 const VERSION_FLAG: u32 = 1;
 const PROTOCOL_MQ: u64 = 1 << 0;
 const PROTOCOL_CONFIG: u64 = 1 << 9;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn send(sock: &mut UnixStream, request: u32, payload: &[u8]) {
     let mut msg = Vec::new();
@@ -51,26 +44,16 @@ fn u64_reply(sock: &mut UnixStream, request: u32) -> u64 {
     u64::from_le_bytes(receive(sock, request)[..8].try_into().unwrap())
 }
 
-fn wait_for_socket(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "no socket at {}", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn decoder_negotiates_like_qemu_expects_and_serves_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("decoder.sock");
-    let _daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_vhost-device-video"))
-            .arg("--socket-path")
-            .arg(&path)
-            .args(["--device", "decoder"])
-            .spawn()
-            .unwrap(),
-    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vhost-device-video"));
+    command
+        .arg("--socket-path")
+        .arg(&path)
+        .args(["--device", "decoder"]);
+    let _daemon = Daemon::start(command, dir.path(), "info");
     wait_for_socket(&path);
     let meta = std::fs::metadata(&path).unwrap();
     assert!(meta.file_type().is_socket());
@@ -153,14 +136,11 @@ fn a_non_blocking_inherited_socket_is_waited_on() {
     // SAFETY: clears close-on-exec on a descriptor this test owns, so the
     // daemon inherits it.
     assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
-    let daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_vhost-device-video"))
-            .args(["--socket-fd", &fd.to_string(), "--device", "decoder"])
-            .spawn()
-            .unwrap(),
-    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vhost-device-video"));
+    command.args(["--socket-fd", &fd.to_string(), "--device", "decoder"]);
+    let daemon = Daemon::start(command, dir.path(), "info");
     std::thread::sleep(Duration::from_secs(1));
-    let used = cpu_time(daemon.0.id());
+    let used = cpu_time(daemon.child.id());
     assert!(used < Duration::from_millis(300), "{used:?} of CPU in 1 s");
     let mut sock = UnixStream::connect(&path).unwrap();
     assert_ne!(u64_reply(&mut sock, GET_FEATURES) & (1 << 32), 0);
