@@ -75,6 +75,8 @@ if [ "$MODULES_SHARED" = 1 ]; then
 	mount -t 9p -o "$P9,ro,cache=loose" modules /newroot/lib/modules ||
 		fail "cannot mount the kernel's modules"
 fi
+# Read-only shares: on a prepared root every host path it needs; over the
+# host's root the ones the tmpfs mounts above hide (a checkout in /var/tmp).
 i=0
 while [ "$i" -lt "${RO_SHARE_COUNT:-0}" ]; do
 	eval "dir=\$RO_SHARE_$i"

@@ -131,7 +131,7 @@ impl Device {
     fn qemu_properties(self) -> &'static str {
         match self {
             Self::Decoder => "virtio-id=31,num_vqs=2,config_size=44,vq_size=1024",
-            Self::Dewarper => "virtio-id=63,num_vqs=1,config_size=16,vq_size=1024",
+            Self::Dewarper => "virtio-id=56,num_vqs=1,config_size=16,vq_size=1024",
             Self::Dw100 => "",
         }
     }
@@ -645,7 +645,9 @@ pub fn run_with_model(options: &Options, model: &[ModelProperty]) -> Result<Outc
     let fixed_accel = accel_without_probe(&options)?;
     let qemu = options.machine.qemu(&options.qemu)?;
     let guest = options.machine.prepare(options.kernel)?;
-    let plan = SharePlan::new(&options, &guest);
+    // Checked before the module is built; the module adds no share where
+    // the count is limited (imx8mp-evk: it travels in the harness directory).
+    let plan = SharePlan::new(&options, &guest, None);
     options.machine.check_share_count(plan.count())?;
     let module = resolve_module(&options, &guest.kernel, &mut notes)?;
     if let Root::Host = guest.root {
@@ -670,33 +672,74 @@ fn write_file(path: &Path, text: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Where the guest's init mounts filesystems of its own over the host's root
+/// (images/guest-init.sh): host paths below them are hidden in the guest.
+const GUEST_OWN_MOUNTS: &[&str] = &["/tmp", "/run", "/var/tmp", "/dev", "/proc", "/sys"];
+
+fn hidden_in_guest(path: &Path) -> bool {
+    GUEST_OWN_MOUNTS.iter().any(|mount| path.starts_with(mount))
+}
+
+/// Of `paths` (absolute), those a guest over the host's root would not see
+/// unless shared: the ones below its own mounts, each once, none inside
+/// another, parents first (the order they are mounted in).
+fn hidden_paths(paths: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+    let mut hidden: Vec<PathBuf> = paths
+        .into_iter()
+        // /var/run is a link to /run: what counts is where a path leads.
+        .map(|path| fs::canonicalize(&path).unwrap_or(path))
+        .filter(|path| hidden_in_guest(path))
+        .collect();
+    // Paths order by components: a directory comes before what is in it.
+    hidden.sort();
+    let mut outermost: Vec<PathBuf> = Vec::new();
+    for path in hidden {
+        if !outermost.iter().any(|outer| path.starts_with(outer)) {
+            outermost.push(path);
+        }
+    }
+    outermost
+}
+
 /// The host directories a guest mounts over 9p besides its root and the
 /// harness directory, in mount order.
 struct SharePlan {
     /// The kernel's module tree, when the guest's root does not have it.
     modules: Option<PathBuf>,
-    /// Read-only, at their host paths: the checkout and the asked-for ones,
-    /// when the guest's root is not the host's.
+    /// Read-only, at their host paths. With its own root the guest gets the
+    /// checkout and the asked-for ones; over the host's root, those of the
+    /// checkout, the working directory, the cache, the module's directory and
+    /// the asked-for ones that the guest's own mounts would hide.
     readonly: Vec<PathBuf>,
-    /// Writable, at their host paths.
+    /// Writable, at their host paths; mounted last, so also below a hidden
+    /// path.
     writable: Vec<PathBuf>,
 }
 
 impl SharePlan {
-    fn new(options: &Options, guest: &Guest) -> Self {
+    /// `module`: the file the guest loads (it travels in the harness
+    /// directory on a machine with its own root).
+    fn new(options: &Options, guest: &Guest, module: Option<&Path>) -> Self {
         let own_root = matches!(guest.root, Root::Image(_));
         let kernel = &guest.kernel;
         let modules = (own_root || kernel.modules_dir != Path::new("/lib/modules"))
             .then(|| kernel.modules_dir.clone());
-        let mut readonly = Vec::new();
-        if own_root {
-            readonly.push(cache::repo_root());
+        let readonly = if own_root {
+            let mut readonly = vec![cache::repo_root()];
             for share in &options.readonly_shares {
                 if !readonly.contains(share) {
                     readonly.push(share.clone());
                 }
             }
-        }
+            readonly
+        } else {
+            let mut wanted = vec![cache::repo_root()];
+            wanted.extend(std::env::current_dir().ok());
+            wanted.extend(cache::root().ok());
+            wanted.extend(module.and_then(Path::parent).map(Path::to_path_buf));
+            wanted.extend(options.readonly_shares.iter().cloned());
+            hidden_paths(wanted)
+        };
         Self {
             modules,
             readonly,
@@ -750,7 +793,7 @@ fn boot(
     let initrd = artifacts.join("initramfs.cpio");
     initramfs::build(kernel, &guest.busybox, machine.root_modules(), &initrd)?;
 
-    let plan = SharePlan::new(options, guest);
+    let plan = SharePlan::new(options, guest, module.as_deref());
     let mut config = String::new();
     let _ = writeln!(config, "TIMEOUT={}", options.timeout.as_secs().max(1));
     let root_kind = match guest.root {
@@ -1170,4 +1213,52 @@ fn judge(
     } else {
         None
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(list: &[&str]) -> Vec<PathBuf> {
+        list.iter().map(PathBuf::from).collect()
+    }
+
+    #[test]
+    fn paths_under_the_guests_own_mounts_are_shared() {
+        let shared = hidden_paths(paths(&[
+            "/work/main",
+            "/var/tmp/clone/vdv",
+            "/tmp/cache/vhost-device-video",
+            "/dev/shm/data",
+            "/run/user/1000/x",
+        ]));
+        assert_eq!(
+            shared,
+            paths(&[
+                "/dev/shm/data",
+                "/run/user/1000/x",
+                "/tmp/cache/vhost-device-video",
+                "/var/tmp/clone/vdv",
+            ])
+        );
+    }
+
+    #[test]
+    fn nested_hidden_paths_are_shared_once() {
+        let shared = hidden_paths(paths(&[
+            "/var/tmp/clone/vdv/target/kmod/debian-rt/m",
+            "/var/tmp/clone/vdv",
+            "/var/tmp/clone/vdv",
+            "/var/tmp/clone/vdv-other",
+        ]));
+        assert_eq!(
+            shared,
+            paths(&["/var/tmp/clone/vdv", "/var/tmp/clone/vdv-other"])
+        );
+    }
+
+    #[test]
+    fn look_alike_prefixes_are_visible() {
+        assert!(hidden_paths(paths(&["/tmpfoo/x", "/var/tmpx", "/srv/tmp", "/"])).is_empty());
+    }
 }
