@@ -1,4 +1,6 @@
 #!/bin/busybox sh
+# SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=dash # busybox ash, as strict as dash for what this uses
 # PID 1 of a harness guest. Mounts its root read-only over 9p (the host's
 # own, or a prepared root with the shared host paths mounted into a tmpfs),
 # runs one command in it (images/guest-run.sh), then reports through the
@@ -34,6 +36,7 @@ until mount -t 9p -o "$P9,cache=none" harness /harness 2>/dev/null; do
 	[ "$tries" -lt 300 ] || fail "cannot mount the harness directory"
 	sleep 0.1
 done
+# shellcheck source=/dev/null # written by the host for each boot
 . /harness/config
 echo "vdv-init: userspace reached"
 
@@ -125,7 +128,7 @@ d_tasks() {
 	done
 }
 stuck=$(d_tasks)
-for round in 1 2 3; do
+for _ in 1 2 3; do
 	[ -n "$stuck" ] || break
 	sleep 1
 	again=""
@@ -144,6 +147,6 @@ if [ -n "$stuck" ]; then
 fi
 
 dmesg > /harness/dmesg
-echo done > /harness/finished
+echo "done" > /harness/finished
 sync
 poweroff -f

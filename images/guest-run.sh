@@ -1,9 +1,11 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # Runs inside the guest, in the host's root: loads the module under test
 # (its dependencies through modprobe), then runs the command with its output
 # and exit status in the harness directory.
 
 H=/run/harness
+# shellcheck source=/dev/null # written by the host for each boot
 . "$H/env"
 export HOME=/tmp
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # The guest half of `cargo xtask bench decode`: decodes each stream in
 # $BENCH_STREAMS through the virtio-video decoder with FFmpeg's V4L2 mem2mem
 # decoder into memory (`-f null`: no conversion, nothing written) and prints

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # The guest half of `cargo xtask bench dewarp`, on q35 (virtio dewarper) and
 # on imx8mp-evk (the upstream dw100 driver on the emulated DW100): sends the
 # frames of $BENCH_DEWARP/frames.nv12 (1920x1080 NV12) through the guest's

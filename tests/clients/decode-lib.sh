@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=sh
 # Helpers for the decoder e2e tests; sourced, not run.
 
 # decoder_node: the decoder's video node.

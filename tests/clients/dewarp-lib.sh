@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=sh
 # Shell helpers for the dewarper guest tests (sourced, POSIX sh).
 
 # The dewarper's video node: the one named like a DW100 on silicon.
@@ -138,6 +139,7 @@ dw_v4l2_start() {
 		--stream-out-mmap --stream-mmap --stream-count="$1" --stream-loop \
 		--stream-from="$TESTDATA/big-NV12.raw" --stream-to="$2" \
 		>/tmp/v4l2-ctl.log 2>&1 &
+	# shellcheck disable=SC2034 # for the script that sources this
 	stream_pid=$!
 }
 

@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=sh
 # The body of the dw100-no-irq-* tests (sourced by them, POSIX sh): the
 # emulated DW100 does every job but never raises its interrupt
 # (fault-no-irq=on), as a device that stopped interrupting would.

@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=sh
 # Helpers for the backend-failure guest tests (sourced, POSIX sh).
 . "$REPO/tests/clients/host-lib.sh"
 

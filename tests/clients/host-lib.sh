@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=sh
 # Helpers for guest tests that need the host to act at a chosen moment
 # (sourced, POSIX sh). The harness carries out each request before the
 # helper returns; see "Host control" in docs/harness.md.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # An AV1 stream for decoding with v4l2-ctl, made with the host's ffmpeg from
 # its lavfi test source.
 #
@@ -46,9 +47,11 @@ next=0
 while IFS=, read -r size pos; do
 	# The units must tile the file exactly, in order.
 	[ "$pos" -eq "$next" ] || { echo "unit at $pos, expected $next" >&2; exit 1; }
-	be32 $((0x72646856)) >>av1.hdr # v4l2_fourcc('V', 'h', 'd', 'r')
-	be32 "$size" >>av1.hdr
-	tail -c +$((pos + 1)) av1.obu | head -c "$size" >>av1.hdr
+	{
+		be32 $((0x72646856)) # v4l2_fourcc('V', 'h', 'd', 'r')
+		be32 "$size"
+		tail -c +$((pos + 1)) av1.obu | head -c "$size"
+	} >>av1.hdr
 	next=$((pos + size))
 done <units.csv
 [ "$next" -eq "$(wc -c <av1.obu)" ] || { echo "units end at $next" >&2; exit 1; }

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # A stream for v4l2-compliance's decoder streaming test, made with the host's
 # ffmpeg from its lavfi test source.
 #
@@ -39,9 +40,11 @@ next=0
 while IFS=, read -r size pos; do
 	# The units must tile the file exactly, in order.
 	[ "$pos" -eq "$next" ] || { echo "unit at $pos, expected $next" >&2; exit 1; }
-	be32 $((0x72646856)) >>h264.hdr # v4l2_fourcc('V', 'h', 'd', 'r')
-	be32 "$size" >>h264.hdr
-	tail -c +$((pos + 1)) h264.h264 | head -c "$size" >>h264.hdr
+	{
+		be32 $((0x72646856)) # v4l2_fourcc('V', 'h', 'd', 'r')
+		be32 "$size"
+		tail -c +$((pos + 1)) h264.h264 | head -c "$size"
+	} >>h264.hdr
 	next=$((pos + size))
 done <units.csv
 [ "$next" -eq "$(wc -c <h264.h264)" ] || { echo "units end at $next" >&2; exit 1; }

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # Dewarper test data: source frames from the host's ffmpeg test source,
 # vertex maps and expected results from the reference remap engine
 # (vhost-device-video/examples/dewarp.rs), all on the host.

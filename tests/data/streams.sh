@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # Decoder test streams and their per-frame references, made with the host's
 # ffmpeg from its lavfi test source.
 #

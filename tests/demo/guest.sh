@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # The guest half of `cargo xtask demo`. Decodes $DEMO/clip.h264 ($DEMO_SIZE)
 # through the virtio-video decoder with ffmpeg's V4L2 mem2mem decoder, writes
 # one MD5 per frame (of the frame as NV12, as `ffmpeg -f framemd5` hashes it)

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # The i.MX8MP half of `cargo xtask demo`, in the arm64 guest on imx8mp-evk:
 # sends $DEMO/before.nv12 ($DEMO_SIZE NV12) through the upstream dw100
 # driver (variant $DEMO_VARIANT) on the emulated DW100 with the fisheye

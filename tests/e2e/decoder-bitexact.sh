@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # kernels: debug-rt debian-rt
 # devices: decoder
 # qemu: stock

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # machine: imx8mp-evk
 # kernels: debug-rt
 # dw100: unfixed

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::kernel::{self, Flavor};
-use crate::{cache, imx8mp, kmod, process, qemu, splat, vm};
+use crate::{cache, imx8mp, junit, kmod, process, qemu, splat, vm};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -22,6 +22,8 @@ pub enum Error {
         key: String,
         problem: String,
     },
+    #[error("{location}: {problem}")]
+    HeaderLine { location: String, problem: String },
     #[error("no e2e test matches {0}")]
     NoMatch(String),
     #[error("`{filter}` matches {count} e2e tests ({names}): name one")]
@@ -31,6 +33,26 @@ pub enum Error {
         names: String,
     },
 }
+
+/// The keys a header may hold, in the order tests/README.md lists them.
+const HEADER_KEYS: [&str; 13] = [
+    "machine",
+    "kernels",
+    "devices",
+    "qemu",
+    "module",
+    "dw100",
+    "dw100-model",
+    "data",
+    "timeout",
+    "repeat",
+    "expect",
+    "splat-names",
+    "todo",
+];
+
+/// A license line may stand among the header's lines; the harness skips it.
+const LICENSE_KEY: &str = "SPDX-License-Identifier";
 
 /// Boots a `# repeat:` header may ask for at most.
 const MAX_REPEAT: u32 = 100;
@@ -89,6 +111,53 @@ fn header_error(test: &str, key: &str, problem: impl std::fmt::Display) -> Error
     }
 }
 
+/// The `# key: value` lines at the top of a script, after the shebang, up
+/// to the first bare `#` or uncommented line; what follows is prose. A line
+/// there that is no header, or names a key the harness does not know, is an
+/// error with its file and line: a misspelt key must not quietly fall back
+/// to a default.
+fn header_lines(script: &Path, text: &str) -> Result<Vec<(String, String)>, Error> {
+    let shown = script
+        .strip_prefix(cache::repo_root())
+        .unwrap_or(script)
+        .display();
+    let mut headers = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if index == 0 && line.starts_with("#!") {
+            continue;
+        }
+        let Some(comment) = line.strip_prefix('#') else {
+            break;
+        };
+        if comment.trim().is_empty() {
+            break;
+        }
+        let location = format!("{shown}:{}", index + 1);
+        let Some((key, value)) = comment.split_once(':') else {
+            return Err(Error::HeaderLine {
+                location,
+                problem: "not a `# key: value` header line (a bare `#` line ends the header)"
+                    .to_string(),
+            });
+        };
+        let key = key.trim();
+        if key == LICENSE_KEY {
+            continue;
+        }
+        if !HEADER_KEYS.contains(&key) {
+            return Err(Error::HeaderLine {
+                location,
+                problem: format!(
+                    "unknown header key `{key}` (known: {})",
+                    HEADER_KEYS.join(", ")
+                ),
+            });
+        }
+        headers.push((key.to_string(), value.trim().to_string()));
+    }
+    Ok(headers)
+}
+
 fn parse(script: &Path) -> Result<Test, Error> {
     let name = script
         .file_stem()
@@ -113,16 +182,10 @@ fn parse(script: &Path) -> Result<Test, Error> {
         splat_names: Vec::new(),
         known_failures: Vec::new(),
     };
-    for line in text.lines().skip_while(|l| l.starts_with("#!")) {
-        let Some(comment) = line.strip_prefix('#') else {
-            break;
-        };
-        let Some((key, value)) = comment.split_once(':') else {
-            continue;
-        };
-        let key = key.trim();
+    for (key, value) in header_lines(script, &text)? {
+        let key = key.as_str();
         // Headers may carry an explanation after the value, as in the README.
-        let value = value.trim();
+        let value = value.as_str();
         match key {
             "machine" => {
                 let word = value.split_whitespace().next().unwrap_or("q35");
@@ -243,6 +306,7 @@ fn parse(script: &Path) -> Result<Test, Error> {
                     }
                 };
             }
+            // header_lines let only known keys through.
             _ => {}
         }
     }
@@ -586,13 +650,18 @@ fn run_dir(case: &Path, index: u32, count: u32) -> PathBuf {
     }
 }
 
-fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
+/// Lines of a failing run's output a report shows.
+const OUTPUT_TAIL: usize = 20;
+
+/// The verdict of a test case, and what shows its failing runs: the end of
+/// their output and their splats.
+fn run_one(test: &Test, kernel: Flavor) -> Result<(Verdict, String), Error> {
     if let Some(reason) = missing_parts(test) {
-        return Ok(Verdict::Skip(reason));
+        return Ok((Verdict::Skip(reason), String::new()));
     }
     let testdata = match test_data(test)? {
         Ok(dir) => dir,
-        Err(reason) => return Ok(Verdict::Fail(reason)),
+        Err(reason) => return Ok((Verdict::Fail(reason), String::new())),
     };
     let boot = Boot {
         test,
@@ -603,6 +672,7 @@ fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
     };
     let case = case_dir(test, kernel);
     let mut runs = Vec::new();
+    let mut evidence = String::new();
     for index in 0..test.repeat {
         if test.repeat > 1 {
             eprintln!("#   boot {}/{}", index + 1, test.repeat);
@@ -612,11 +682,15 @@ fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
         let result = match boot_once(&boot, &base)? {
             Ok(outcome) => {
                 let result = judge_run(test, &outcome, &logs);
-                if !result.passed && test.expect == Expect::Pass {
-                    eprintln!("{}", tail_lines(&outcome.output, 20));
+                if !result.passed {
+                    let mut shown = tail_lines(&outcome.output, OUTPUT_TAIL);
                     if let Some(splat) = &outcome.splat {
-                        eprintln!("--- kernel splat ---\n{splat}\n---");
+                        let _ = write!(shown, "\n--- kernel splat ---\n{splat}\n---");
                     }
+                    if test.expect == Expect::Pass {
+                        eprintln!("{shown}");
+                    }
+                    let _ = writeln!(evidence, "--- run {} ---\n{shown}", index + 1);
                 }
                 result
             }
@@ -627,7 +701,7 @@ fn run_one(test: &Test, kernel: Flavor) -> Result<Verdict, Error> {
         };
         runs.push(result);
     }
-    Ok(verdict(test.expect, &runs))
+    Ok((verdict(test.expect, &runs), evidence))
 }
 
 /// Builds the guest-side test clients on the host: compiling them inside a
@@ -650,13 +724,45 @@ fn tail_lines(text: &str, count: usize) -> String {
 }
 
 /// Totals of a run.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 pub struct Totals {
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
     /// Known failures (`# todo:`) that failed as known.
     pub todo: usize,
+    /// Every case, for a JUnit report.
+    pub cases: Vec<junit::Case>,
+}
+
+/// A case's verdict as JUnit has it: known failures are skipped with
+/// their reason, failures carry what shows them.
+fn junit_case(
+    test: &Test,
+    kernel: Flavor,
+    time: Duration,
+    verdict: &Verdict,
+    evidence: &str,
+) -> junit::Case {
+    let outcome = match verdict {
+        Verdict::Pass(_) => junit::Outcome::Passed,
+        Verdict::Fail(reason) => junit::Outcome::Failed {
+            message: reason.replace('\n', " "),
+            detail: if evidence.is_empty() {
+                reason.clone()
+            } else {
+                format!("{reason}\n{evidence}")
+            },
+        },
+        Verdict::Todo(reason) => junit::Outcome::Skipped(format!("known failure: {reason}")),
+        Verdict::Skip(reason) => junit::Outcome::Skipped(reason.clone()),
+    };
+    junit::Case {
+        classname: format!("{}.{}", test.machine, kernel.name()),
+        name: test.name.clone(),
+        time,
+        outcome,
+    }
 }
 
 /// Runs the matching tests, printing KTAP; also written to
@@ -681,13 +787,22 @@ pub fn run(filters: &[String], only_kernel: Option<Flavor>) -> Result<Totals, Er
             .iter()
             .find(|(k, _)| k == kernel)
             .map(|(_, reason)| reason.as_str());
-        let verdict = match (run_one(test, *kernel)?, known) {
+        let started = std::time::Instant::now();
+        let (verdict, evidence) = run_one(test, *kernel)?;
+        let verdict = match (verdict, known) {
             (Verdict::Fail(reason), Some(known)) => Verdict::Todo(format!("{known} ({reason})")),
             (Verdict::Pass(_), Some(known)) => {
                 Verdict::Pass(format!("passed although marked todo: {known}"))
             }
             (verdict, _) => verdict,
         };
+        totals.cases.push(junit_case(
+            test,
+            *kernel,
+            started.elapsed(),
+            &verdict,
+            &evidence,
+        ));
         let line = match verdict {
             Verdict::Pass(note) => {
                 totals.passed += 1;
@@ -976,6 +1091,43 @@ mod tests {
         ] {
             assert!(parse_text("bad", text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn an_unknown_header_key_is_refused_with_its_file_and_line() {
+        let err = parse_text(
+            "typo",
+            "#!/bin/sh\n# kernels: debug-rt\n# kernel: debian-rt\ntrue\n",
+        )
+        .expect_err("`kernel` is no key");
+        let text = err.to_string();
+        assert!(
+            text.contains("typo.sh:3: unknown header key `kernel`"),
+            "{text}"
+        );
+        // A header line without a key is no header either.
+        let err = parse_text("nokey", "#!/bin/sh\n# expect pass\ntrue\n").expect_err("no key");
+        assert!(
+            err.to_string().contains("nokey.sh:2: not a `# key: value`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn prose_after_a_bare_hash_and_a_license_line_are_no_headers() {
+        let test = parse_text(
+            "prose",
+            "#!/bin/sh\n# SPDX-License-Identifier: GPL-2.0\n# kernels: debug-rt\n#\n# kernel: a sentence that wraps\n# todo: not a header here\ntrue\n",
+        )
+        .expect("a valid header");
+        assert_eq!(test.kernels, [Flavor::DebugRt]);
+        assert!(test.known_failures.is_empty());
+    }
+
+    #[test]
+    fn every_e2e_script_of_the_tree_parses() {
+        let tests = discover(&[]).expect("every header parses");
+        assert!(tests.len() > 10, "{} tests", tests.len());
     }
 
     const UNFIXED_HEADER: &str = "#!/bin/sh\n# machine: imx8mp-evk\n# kernels: debug-rt\n# dw100: unfixed\n# dw100-model: bus-timeout-us=200, fault-no-irq=on\n# repeat: 10\n# expect: splat\n# splat-names: dw100_irq_handler\n# splat-names: Invalid wait context | sleeping function called from invalid context\ntrue\n";

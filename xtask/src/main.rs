@@ -12,6 +12,7 @@ mod e2e;
 mod fuzz;
 mod imx8mp;
 mod initramfs;
+mod junit;
 mod kernel;
 mod kmod;
 mod process;
@@ -78,6 +79,9 @@ enum Cmd {
         /// Only runs on this kernel.
         #[arg(long)]
         kernel: Option<kernel::Flavor>,
+        /// Also write the results as JUnit XML to this file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Boot one e2e test again and again and count what the runs showed
     /// (clean, which splat, D state, hang): a measurement, not a verdict.
@@ -99,7 +103,11 @@ enum Cmd {
         dw100_model: Option<String>,
     },
     /// Run every check: format, lints, unit tests, a short fuzz run, module builds, e2e.
-    Test,
+    Test {
+        /// Also write every step and e2e case as JUnit XML to this file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
     /// Build the fuzz targets and run each for a while, growing the cached corpus.
     Fuzz {
         /// Only targets whose name contains one of these.
@@ -195,6 +203,8 @@ enum Error {
     Demo(#[from] demo::Error),
     #[error(transparent)]
     Bench(#[from] bench::Error),
+    #[error(transparent)]
+    Junit(#[from] junit::Error),
 }
 
 fn model_properties(text: &str) -> Result<Vec<vm::ModelProperty>, Error> {
@@ -299,8 +309,21 @@ fn run(cli: Cli) -> Result<u8, Error> {
             println!("{}", object.display());
         }
         Cmd::Vm(args) => return vm_command(args),
-        Cmd::E2e { filters, kernel } => {
+        Cmd::E2e {
+            filters,
+            kernel,
+            junit,
+        } => {
             let totals = e2e::run(&filters, kernel)?;
+            if let Some(path) = &junit {
+                junit::write(
+                    path,
+                    &[junit::Suite {
+                        name: "e2e",
+                        cases: &totals.cases,
+                    }],
+                )?;
+            }
             if totals.todo > 0 {
                 println!(
                     "# {} known failure(s) marked TODO, listed above",
@@ -329,7 +352,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 model,
             })?;
         }
-        Cmd::Test => return Ok(u8::from(!suite::run()?)),
+        Cmd::Test { junit } => return Ok(u8::from(!suite::run(junit.as_deref())?)),
         Cmd::Fuzz { filters, seconds } => {
             let passed = fuzz::run(&fuzz::Options { filters, seconds })?;
             return Ok(u8::from(!passed));

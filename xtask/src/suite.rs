@@ -1,12 +1,12 @@
 //! `cargo xtask test`: every check the project has, in order, continuing
 //! past failures so one run reports all of them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::kernel::{self, Flavor};
-use crate::{cache, deps, e2e, fuzz, imx8mp, kmod, process, qemu};
+use crate::{cache, deps, e2e, fuzz, imx8mp, junit, kmod, process, qemu};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -14,6 +14,8 @@ pub enum Error {
     Deps(#[from] deps::Error),
     #[error(transparent)]
     E2e(#[from] e2e::Error),
+    #[error(transparent)]
+    Junit(#[from] junit::Error),
     #[error("interrupted")]
     Interrupted,
 }
@@ -25,20 +27,47 @@ const SHORT_FUZZ_SECONDS: u64 = 20;
 
 struct Report {
     failed: Vec<String>,
+    /// Every step, for a JUnit report.
+    steps: Vec<junit::Case>,
+    /// When the previous step was reported: a step's time is what passed
+    /// since (steps built together share the first one's time).
+    last: Instant,
 }
 
 impl Report {
+    fn new() -> Self {
+        Self {
+            failed: Vec::new(),
+            steps: Vec::new(),
+            last: Instant::now(),
+        }
+    }
+
     fn step(&mut self, name: &str, result: Result<(), String>) -> Result<(), Error> {
         if process::interrupted() {
             return Err(Error::Interrupted);
         }
-        match result {
-            Ok(()) => eprintln!("# step ok: {name}"),
+        let outcome = match result {
+            Ok(()) => {
+                eprintln!("# step ok: {name}");
+                junit::Outcome::Passed
+            }
             Err(reason) => {
                 eprintln!("# step FAILED: {name}: {reason}");
                 self.failed.push(format!("{name}: {reason}"));
+                junit::Outcome::Failed {
+                    message: reason.lines().next().unwrap_or_default().to_string(),
+                    detail: reason,
+                }
             }
-        }
+        };
+        self.steps.push(junit::Case {
+            classname: "steps".to_string(),
+            name: name.to_string(),
+            time: self.last.elapsed(),
+            outcome,
+        });
+        self.last = Instant::now();
         Ok(())
     }
 }
@@ -81,6 +110,58 @@ fn c_sources(dir: &str) -> Vec<PathBuf> {
     files.sort();
     files.dedup();
     files
+}
+
+/// The tree's shell scripts: `*.sh` and the files whose `#!` line runs a
+/// shell, among those git tracks or would track under `dirs`.
+fn shell_scripts(dirs: &[&str]) -> Vec<PathBuf> {
+    let root = cache::repo_root();
+    let mut command = Command::new("git");
+    command
+        .current_dir(&root)
+        .args([
+            "ls-files",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "--",
+        ])
+        .args(dirs);
+    let listed = process::output(command, Duration::from_secs(60)).unwrap_or_default();
+    let mut scripts: Vec<PathBuf> = listed
+        .lines()
+        .map(|line| root.join(line))
+        .filter(|path| path.is_file())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "sh") || runs_a_shell(path))
+        .collect();
+    scripts.sort();
+    scripts.dedup();
+    scripts
+}
+
+/// Whether a file starts with a `#!` line naming a shell.
+fn runs_a_shell(path: &std::path::Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut first = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(file), &mut first);
+    first.starts_with("#!")
+        && first
+            .split(|c: char| c == '/' || c.is_whitespace())
+            .any(|word| matches!(word, "sh" | "bash" | "dash"))
+}
+
+/// shellcheck on every shell script of the tests, the guest images and CI.
+fn shellcheck() -> Result<(), String> {
+    let scripts = shell_scripts(&["tests", "images", ".ci"]);
+    if scripts.is_empty() {
+        return Err("no shell scripts found under tests/, images/, .ci/".to_string());
+    }
+    let mut command = Command::new("shellcheck");
+    command.arg("--format=gcc").args(&scripts);
+    let log = cache::repo_root().join("target/shellcheck.log");
+    process::run_logged(command, &log, CHECKPATCH_TIMEOUT).map_err(|e| e.to_string())
 }
 
 fn checkpatch(dir: &str) -> Result<(), String> {
@@ -170,11 +251,12 @@ fn module_builds(name: &str) -> Vec<(String, Result<(), String>)> {
         .collect()
 }
 
-pub fn run() -> Result<bool, Error> {
+pub fn run(junit: Option<&Path>) -> Result<bool, Error> {
     let started = Instant::now();
     deps::run()?;
-    let mut report = Report { failed: Vec::new() };
+    let mut report = Report::new();
     report.step("cargo fmt --check", cargo(&["fmt", "--all", "--check"]))?;
+    report.step("shellcheck tests/ images/ .ci/", shellcheck())?;
     report.step(
         "cargo clippy",
         cargo(&[
@@ -220,6 +302,21 @@ pub fn run() -> Result<bool, Error> {
         qemu::qtest_dw100().map_err(|e| e.to_string()),
     )?;
     let totals = e2e::run(&[], None)?;
+    if let Some(path) = junit {
+        junit::write(
+            path,
+            &[
+                junit::Suite {
+                    name: "steps",
+                    cases: &report.steps,
+                },
+                junit::Suite {
+                    name: "e2e",
+                    cases: &totals.cases,
+                },
+            ],
+        )?;
+    }
     if totals.failed > 0 {
         report
             .failed
