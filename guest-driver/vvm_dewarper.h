@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * DW100-compatible dewarper node (experimental virtio ID 63).
+ * DW100-compatible dewarper node (experimental virtio ID 56).
  *
  * Wire layout: docs/protocol-dewarper.md. All fields are little-endian.
  */
@@ -12,8 +12,12 @@
 
 struct virtio_device;
 
-/* No virtio ID is assigned to a dewarper; 63 is the highest a PCI function can carry. */
-#define VIRTIO_ID_DEWARPER 63
+/*
+ * No virtio ID is assigned to a dewarper. 56 is used neither by the
+ * specification, which counts up, nor by VMMs' private devices, which count
+ * down from 63 (docs/protocol-dewarper.md).
+ */
+#define VIRTIO_ID_DEWARPER 56
 
 #define VVM_DW_CONFIG_VERSION 1
 

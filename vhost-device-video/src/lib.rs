@@ -1,5 +1,5 @@
 //! vhost-device-video: a vhost-user backend serving a virtio-video v3
-//! decoder (virtio ID 31) and a DW100-compatible dewarper (ID 63); also the
+//! decoder (virtio ID 31) and a DW100-compatible dewarper (ID 56); also the
 //! pixel work of QEMU's emulated i.MX8MP DW100 over its job socket.
 //!
 //! Layout follows the data path: [`transport`] (vhost-user, the DW100

@@ -21,7 +21,7 @@ use crate::transport::{serve, Listen, ServerError};
 pub enum DeviceKind {
     /// virtio-video v3 stateful decoder (virtio ID 31).
     Decoder,
-    /// DW100-compatible dewarper (experimental virtio ID 63).
+    /// DW100-compatible dewarper (experimental virtio ID 56).
     Dewarper,
     /// pixel work of QEMU's emulated i.MX8MP DW100 (imx8mp-dw100), on its
     /// job socket instead of vhost-user.
