@@ -74,10 +74,10 @@ mount -t sysfs sysfs /newroot/sys
 mount -t debugfs debugfs /newroot/sys/kernel/debug 2>/dev/null
 mkdir -p /newroot/run/harness
 mount --bind /harness /newroot/run/harness || fail "cannot bind the harness directory"
-if [ "$MODULES_SHARED" = 1 ]; then
-	mount -t 9p -o "$P9,ro,cache=loose" modules /newroot/lib/modules ||
-		fail "cannot mount the kernel's modules"
-fi
+# The guest kernel's modules live in the harness's cache, not in the host's
+# /lib/modules.
+mount -t 9p -o "$P9,ro,cache=loose" modules /newroot/lib/modules ||
+	fail "cannot mount the kernel's modules"
 # Read-only shares: on a prepared root every host path it needs; over the
 # host's root the ones the tmpfs mounts above hide (a checkout in /var/tmp).
 i=0

@@ -20,7 +20,7 @@ pub enum Error {
     Process(#[from] process::Error),
     #[error("no Debian 6.12 PREEMPT_RT kernel package is available (wanted {0})")]
     NoDebianKernel(String),
-    #[error("kernel {release}: {path} is missing after installing its packages")]
+    #[error("kernel {release}: {path} is missing after unpacking its packages")]
     Incomplete { release: String, path: PathBuf },
     #[error("kernel config: symbols not set as {fragment} asks: {symbols}")]
     ConfigMismatch { fragment: String, symbols: String },
@@ -98,30 +98,139 @@ const DEBIAN_RT_PIN: &str = "6.12.117+deb12-rt-amd64";
 const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 const FRAGMENT: &str = include_str!("../../images/debug-rt.config");
 const BUILD_TIMEOUT: Duration = Duration::from_secs(5400);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn debian_rt_ready(release: &str) -> bool {
-    Path::new(&format!("/boot/vmlinuz-{release}")).exists()
-        && Path::new(&format!("/lib/modules/{release}/modules.dep")).exists()
-        && Path::new(&format!("/lib/modules/{release}/build/Makefile")).exists()
-}
-
-fn install_debian_rt(release: &str) -> Result<bool, Error> {
-    let headers = format!("linux-headers-{release}");
+/// The image package of a Debian release (the unsigned one where both exist:
+/// the guest boots without Secure Boot).
+fn debian_image_package(release: &str) -> Result<Option<String>, Error> {
     for image in [
         format!("linux-image-{release}-unsigned"),
         format!("linux-image-{release}"),
     ] {
-        if deps::available(&image)? && deps::available(&headers)? {
-            let already = deps::missing(&[image.as_str()])?.is_empty();
-            if !already {
-                deps::ensure(&[image.as_str(), headers.as_str()])?;
-            } else {
-                deps::ensure(&[headers.as_str()])?;
-            }
-            return Ok(true);
+        if deps::available(&image)? {
+            return Ok(Some(image));
         }
     }
-    Ok(false)
+    Ok(None)
+}
+
+fn debian_headers_package(release: &str) -> String {
+    format!("linux-headers-{release}")
+}
+
+/// Whether apt has the image and headers of `release`.
+fn debian_rt_available(release: &str) -> Result<bool, Error> {
+    Ok(debian_image_package(release)?.is_some()
+        && deps::available(&debian_headers_package(release))?)
+}
+
+/// Of a headers package's `Depends` field, the packages its build tree
+/// points into: the common headers (the source half of the tree) and
+/// kbuild's host programs (`scripts/`, `tools/`).
+fn headers_companions(depends: &str) -> Vec<String> {
+    depends
+        .split([',', '|'])
+        .filter_map(|item| item.split_whitespace().next())
+        .filter(|name| name.starts_with("linux-headers-") || name.starts_with("linux-kbuild-"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn package_depends(package: &str) -> Result<String, Error> {
+    let mut command = Command::new("apt-cache");
+    command.args(["show", "--no-all-versions", package]);
+    let text = process::output(command, QUERY_TIMEOUT)?;
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix("Depends:"))
+        .unwrap_or("")
+        .to_string())
+}
+
+/// Points the arch headers' Makefile, which includes the common headers'
+/// by their installed path, at the unpacked copy under `root`.
+fn relocate_makefile(text: &str, root: &Path) -> String {
+    text.lines()
+        .map(|line| match line.strip_prefix("include /usr/src/") {
+            Some(rest) => format!("include {}/usr/src/{rest}", root.display()),
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Downloads Debian's image, headers, common headers and kbuild packages of
+/// `release` into `dir/debs`, unpacks them into `dir/root` (nothing is
+/// installed: the host's /boot and /lib/modules stay as they are), makes the
+/// build tree work from there and generates modules.dep.
+fn unpack_debian_rt(release: &str, dir: &Path) -> Result<(), Error> {
+    eprintln!("fetching Debian's {release} kernel into {}", dir.display());
+    let logs = dir.join("logs");
+    let debs = dir.join("debs");
+    let root = dir.join("root");
+    for path in [&logs, &debs, &root] {
+        fs::create_dir_all(path).map_err(cache::io_error("cannot create", path))?;
+    }
+    let image =
+        debian_image_package(release)?.ok_or_else(|| Error::NoDebianKernel(release.to_string()))?;
+    let headers = debian_headers_package(release);
+    let mut packages = vec![image, headers.clone()];
+    packages.extend(headers_companions(&package_depends(&headers)?));
+    let mut download = Command::new("apt-get");
+    download
+        .current_dir(&debs)
+        // The files land in the cache, which apt's sandbox user may not write.
+        .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
+        .args(&packages);
+    process::run_logged(download, &logs.join("download.log"), FETCH_TIMEOUT)?;
+    for entry in fs::read_dir(&debs).map_err(cache::io_error("cannot read", &debs))? {
+        let deb = entry.map_err(cache::io_error("cannot read", &debs))?.path();
+        let mut unpack = Command::new("dpkg-deb");
+        unpack.arg("-x").arg(&deb).arg(&root);
+        process::run_logged(unpack, &logs.join("unpack.log"), FETCH_TIMEOUT)?;
+    }
+    // The trees' scripts/ and tools/ links are relative (into usr/lib), so
+    // they hold inside the root; only the include needs its path changed.
+    let makefile = root.join(format!("usr/src/{headers}/Makefile"));
+    let text = fs::read_to_string(&makefile).map_err(cache::io_error("cannot read", &makefile))?;
+    fs::write(&makefile, relocate_makefile(&text, &root))
+        .map_err(cache::io_error("cannot write", &makefile))?;
+    // Debian generates modules.dep when the package is installed.
+    let mut depmod = Command::new("depmod");
+    depmod.arg("-b").arg(&root).arg(release);
+    process::run_logged(depmod, &logs.join("depmod.log"), FETCH_TIMEOUT)?;
+    Ok(())
+}
+
+/// The parts of a finished `debian-rt-<release>/` entry.
+fn debian_rt_entry(release: &str, dir: &Path) -> Result<Kernel, Error> {
+    let root = dir.join("root");
+    let image = root.join(format!("boot/vmlinuz-{release}"));
+    let modules_dir = root.join("lib/modules");
+    let kbuild = root.join(format!("usr/src/{}", debian_headers_package(release)));
+    for path in [
+        image.clone(),
+        modules_dir.join(release).join("modules.dep"),
+        kbuild.join("Module.symvers"),
+        kbuild.join("scripts/basic/fixdep"),
+    ] {
+        if !path.exists() {
+            return Err(Error::Incomplete {
+                release: release.to_string(),
+                path,
+            });
+        }
+    }
+    Ok(Kernel {
+        flavor: Flavor::DebianRt,
+        arch: Arch::X86_64,
+        release: release.to_string(),
+        image,
+        modules_dir,
+        kbuild,
+    })
 }
 
 /// Newest `6.12.*<suffix>` release apt knows (suffix `-rt-amd64`,
@@ -147,38 +256,32 @@ fn version_key(release: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Debian's x86 PREEMPT_RT kernel, unpacked into the cache (once per
+/// release; a finished entry of the pinned release is used without asking
+/// apt anything).
 fn debian_rt() -> Result<Kernel, Error> {
+    let pinned = cache::dir("kernel")?.join(format!("debian-rt-{DEBIAN_RT_PIN}"));
+    if cache::is_complete(&pinned) {
+        return debian_rt_entry(DEBIAN_RT_PIN, &pinned);
+    }
     let mut release = DEBIAN_RT_PIN.to_string();
-    if !debian_rt_ready(&release) && !install_debian_rt(&release)? {
+    if !debian_rt_available(&release)? {
         deps::apt_update()?;
-        if !install_debian_rt(&release)? {
-            let newest = newest_debian_release("-rt-amd64")?
+        if !debian_rt_available(&release)? {
+            release = newest_debian_release("-rt-amd64")?
                 .ok_or_else(|| Error::NoDebianKernel(DEBIAN_RT_PIN.to_string()))?;
-            eprintln!("kernel {DEBIAN_RT_PIN} is gone from apt; using {newest}");
-            release = newest;
-            if !debian_rt_ready(&release) && !install_debian_rt(&release)? {
+            eprintln!("kernel {DEBIAN_RT_PIN} is gone from apt; using {release}");
+            if !debian_rt_available(&release)? {
                 return Err(Error::NoDebianKernel(release));
             }
         }
     }
-    let image = PathBuf::from(format!("/boot/vmlinuz-{release}"));
-    let kbuild = PathBuf::from(format!("/lib/modules/{release}/build"));
-    for path in [&image, &kbuild] {
-        if !path.exists() {
-            return Err(Error::Incomplete {
-                release,
-                path: path.clone(),
-            });
-        }
+    let dir = cache::dir("kernel")?.join(format!("debian-rt-{release}"));
+    if !cache::is_complete(&dir) {
+        let _lock = cache::lock(&format!("kernel-debian-rt-{release}"))?;
+        cache::build_in_place(&dir, |dir| unpack_debian_rt(&release, dir))?;
     }
-    Ok(Kernel {
-        flavor: Flavor::DebianRt,
-        arch: Arch::X86_64,
-        release,
-        image,
-        modules_dir: PathBuf::from("/lib/modules"),
-        kbuild,
-    })
+    debian_rt_entry(&release, &dir)
 }
 
 /// `CONFIG_FOO=value` and `# CONFIG_FOO is not set` lines of a config.
@@ -427,5 +530,34 @@ impl Kernel {
 
     pub fn module_path(&self, relative: &str) -> PathBuf {
         self.release_dir().join(relative)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_companions_are_the_common_headers_and_kbuild() {
+        let depends = "linux-base (>= 4.12~), linux-headers-6.12.117+deb12-common-rt (= 6.12.117-1~deb12u1), \
+             linux-image-6.12.117+deb12-rt-amd64 (= 6.12.117-1~deb12u1) | linux-image-6.12.117+deb12-rt-amd64-unsigned (= 6.12.117-1~deb12u1), \
+             linux-kbuild-6.12.117+deb12, gcc-12";
+        assert_eq!(
+            headers_companions(depends),
+            [
+                "linux-headers-6.12.117+deb12-common-rt",
+                "linux-kbuild-6.12.117+deb12"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_headers_makefile_includes_the_unpacked_common_tree() {
+        let text = "include /usr/src/linux-headers-6.12.117+deb12-common-rt/Makefile\n";
+        assert_eq!(
+            relocate_makefile(text, Path::new("/c/root")),
+            "include /c/root/usr/src/linux-headers-6.12.117+deb12-common-rt/Makefile\n"
+        );
+        assert_eq!(relocate_makefile("x = 1\n", Path::new("/c")), "x = 1\n");
     }
 }

@@ -325,6 +325,8 @@ struct Backend {
     log: PathBuf,
     /// Kills the guest asked for; such an exit is no finding.
     kills: u32,
+    /// The test fault this backend was started with (`start-faulty`).
+    fault: Option<String>,
 }
 
 /// Removes the sockets directory when dropped; declared after the process
@@ -395,6 +397,7 @@ fn start_backends(
             name,
             process: None,
             kills: 0,
+            fault: None,
         };
         spawn_backend(&binary, &mut backend)?;
         session.backends.push(backend);
@@ -425,6 +428,9 @@ fn spawn_backend(binary: &Path, backend: &mut Backend) -> Result<(), Error> {
         .stdin(Stdio::null())
         .stdout(Stdio::from(file))
         .stderr(Stdio::from(err));
+    if let Some(fault) = &backend.fault {
+        command.arg("--test-fault").arg(fault);
+    }
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info");
     }
@@ -704,8 +710,9 @@ fn hidden_paths(paths: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
 /// The host directories a guest mounts over 9p besides its root and the
 /// harness directory, in mount order.
 struct SharePlan {
-    /// The kernel's module tree, when the guest's root does not have it.
-    modules: Option<PathBuf>,
+    /// The kernel's module tree (every guest kernel's is in the cache),
+    /// mounted at `/lib/modules`.
+    modules: PathBuf,
     /// Read-only, at their host paths. With its own root the guest gets the
     /// checkout and the asked-for ones; over the host's root, those of the
     /// checkout, the working directory, the cache, the module's directory and
@@ -721,9 +728,7 @@ impl SharePlan {
     /// directory on a machine with its own root).
     fn new(options: &Options, guest: &Guest, module: Option<&Path>) -> Self {
         let own_root = matches!(guest.root, Root::Image(_));
-        let kernel = &guest.kernel;
-        let modules = (own_root || kernel.modules_dir != Path::new("/lib/modules"))
-            .then(|| kernel.modules_dir.clone());
+        let modules = guest.kernel.modules_dir.clone();
         let readonly = if own_root {
             let mut readonly = vec![cache::repo_root()];
             for share in &options.readonly_shares {
@@ -747,9 +752,10 @@ impl SharePlan {
         }
     }
 
-    /// The number of 9p devices, with the root and the harness directory.
+    /// The number of 9p devices, with the root, the harness directory and
+    /// the module tree.
     fn count(&self) -> usize {
-        2 + usize::from(self.modules.is_some()) + self.readonly.len() + self.writable.len()
+        3 + self.readonly.len() + self.writable.len()
     }
 }
 
@@ -801,11 +807,6 @@ fn boot(
         Root::Image(_) => "image",
     };
     let _ = writeln!(config, "ROOT={root_kind}");
-    let _ = writeln!(
-        config,
-        "MODULES_SHARED={}",
-        u8::from(plan.modules.is_some())
-    );
     for (prefix, shares) in [("RO_SHARE", &plan.readonly), ("SHARE", &plan.writable)] {
         let _ = writeln!(config, "{prefix}_COUNT={}", shares.len());
         for (index, share) in shares.iter().enumerate() {
@@ -898,9 +899,7 @@ fn boot(
     };
     fs_share("hostroot", &root_dir, true);
     fs_share("harness", &harness, false);
-    if let Some(modules) = &plan.modules {
-        fs_share("modules", modules, true);
-    }
+    fs_share("modules", &plan.modules, true);
     for (index, share) in plan.readonly.iter().enumerate() {
         fs_share(&format!("roshare{index}"), share, true);
     }
@@ -1056,6 +1055,25 @@ fn find_backend<'a>(session: &'a mut Session, target: &str) -> Result<&'a mut Ba
         .ok_or_else(|| format!("no device `{target}` (known: {known})"))
 }
 
+/// Restarts a killed backend, with `fault` injected or none.
+fn start_backend(
+    session: &mut Session,
+    target: &str,
+    fault: Option<String>,
+) -> Result<String, String> {
+    let binary = session.backend_binary.clone();
+    let backend = find_backend(session, target)?;
+    if backend.process.is_some() {
+        return Err(format!("backend {} is running", backend.name));
+    }
+    backend.fault = fault;
+    spawn_backend(&binary, backend).map_err(|e| e.to_string())?;
+    Ok(match &backend.fault {
+        Some(fault) => format!("started backend {} with test fault {fault}", backend.name),
+        None => format!("started backend {}", backend.name),
+    })
+}
+
 fn carry_out(session: &mut Session, action: &control::Action) -> Result<String, String> {
     match action {
         control::Action::Kill(target) => {
@@ -1068,14 +1086,9 @@ fn carry_out(session: &mut Session, action: &control::Action) -> Result<String, 
             backend.kills += 1;
             Ok(format!("killed backend {}", backend.name))
         }
-        control::Action::Start(target) => {
-            let binary = session.backend_binary.clone();
-            let backend = find_backend(session, target)?;
-            if backend.process.is_some() {
-                return Err(format!("backend {} is running", backend.name));
-            }
-            spawn_backend(&binary, backend).map_err(|e| e.to_string())?;
-            Ok(format!("started backend {}", backend.name))
+        control::Action::Start(target) => start_backend(session, target, None),
+        control::Action::StartFaulty(target, fault) => {
+            start_backend(session, target, Some(fault.clone()))
         }
         control::Action::Unplug(target) => {
             let backend = find_backend(session, target)?;
