@@ -69,7 +69,8 @@ fn cargo_fuzz() -> Result<PathBuf, Error> {
         .arg(CARGO_FUZZ_VERSION)
         .arg("--root")
         .arg(&root);
-    process::run_visible(command, BUILD_TIMEOUT)?;
+    let log = cache::dir("logs")?.join("cargo-fuzz-install.log");
+    process::run_step("installing cargo-fuzz", command, &log, BUILD_TIMEOUT)?;
     Ok(binary)
 }
 
@@ -204,7 +205,8 @@ pub fn run(options: &Options) -> Result<bool, Error> {
     fs::create_dir_all(&out).map_err(cache::io_error("cannot create", &out))?;
     let build_log = out.join("build.log");
     let started = Instant::now();
-    process::run_logged(
+    process::run_step(
+        "building the fuzz targets",
         cargo_fuzz_command(
             &cargo_fuzz,
             &[

@@ -108,6 +108,9 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
     },
+    /// Run shellcheck on the shell scripts under tests/, images/ and .ci/
+    /// (a step of `test`).
+    Shellcheck,
     /// Build the fuzz targets and run each for a while, growing the cached corpus.
     Fuzz {
         /// Only targets whose name contains one of these.
@@ -353,6 +356,13 @@ fn run(cli: Cli) -> Result<u8, Error> {
             })?;
         }
         Cmd::Test { junit } => return Ok(u8::from(!suite::run(junit.as_deref())?)),
+        Cmd::Shellcheck => {
+            deps::run()?;
+            if let Err(reason) = suite::shellcheck() {
+                eprintln!("shellcheck: {reason}");
+                return Ok(1);
+            }
+        }
         Cmd::Fuzz { filters, seconds } => {
             let passed = fuzz::run(&fuzz::Options { filters, seconds })?;
             return Ok(u8::from(!passed));

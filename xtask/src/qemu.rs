@@ -257,7 +257,12 @@ fn build_variant(patched: bool) -> Result<PathBuf, Error> {
         if patched {
             ninja.arg(Target::Aarch64.binary());
         }
-        process::run_logged(ninja, &logs.join("build.log"), BUILD_TIMEOUT)?;
+        process::run_step(
+            "building QEMU",
+            ninja,
+            &logs.join("build.log"),
+            BUILD_TIMEOUT,
+        )?;
         Ok(())
     })?;
     Ok(dir)

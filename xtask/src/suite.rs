@@ -152,8 +152,9 @@ fn runs_a_shell(path: &std::path::Path) -> bool {
             .any(|word| matches!(word, "sh" | "bash" | "dash"))
 }
 
-/// shellcheck on every shell script of the tests, the guest images and CI.
-fn shellcheck() -> Result<(), String> {
+/// shellcheck on every shell script of the tests, the guest images and CI
+/// (also `cargo xtask shellcheck`).
+pub fn shellcheck() -> Result<(), String> {
     let scripts = shell_scripts(&["tests", "images", ".ci"]);
     if scripts.is_empty() {
         return Err("no shell scripts found under tests/, images/, .ci/".to_string());
