@@ -138,7 +138,9 @@ struct Buffers {
 /// The dewarper device.
 pub struct DewarperDevice {
     shared: Arc<Shared>,
-    jobs: mpsc::Sender<Work>,
+    /// Bounded by the queue size: the transport hands out each head once
+    /// until it is completed, so a full channel means a broken invariant.
+    jobs: mpsc::SyncSender<Work>,
     map_cache_slots: usize,
 }
 
@@ -153,7 +155,7 @@ impl DewarperDevice {
             epoch: AtomicU64::new(0),
             running: RwLock::new(()),
         });
-        let (jobs, receiver) = mpsc::channel::<Work>();
+        let (jobs, receiver) = mpsc::sync_channel::<Work>(QUEUE_SIZE);
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..workers.max(1) {
             let (shared, receiver) = (shared.clone(), receiver.clone());
@@ -432,9 +434,16 @@ impl VirtioDevice for DewarperDevice {
                 queue: queue.clone(),
                 epoch,
             };
-            if self.jobs.send(work).is_err() {
-                error!("dewarper: no job worker running");
-                let _ = queue.complete(head, 0);
+            match self.jobs.try_send(work) {
+                Ok(()) => {}
+                Err(mpsc::TrySendError::Full(_)) => {
+                    error!("dewarper: job channel full, job {head} refused");
+                    let _ = queue.complete(head, 0);
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => {
+                    error!("dewarper: no job worker running");
+                    let _ = queue.complete(head, 0);
+                }
             }
         }
     }
@@ -474,7 +483,7 @@ mod tests {
         maps, Crop, FastEngine, ImageGeometry, PixelFormat, ReferenceEngine,
     };
     use crate::protocol::dewarp::{image_descriptor, VDW_JOB_F_MAP};
-    use crate::transport::{AtomicMem, GuestMem};
+    use crate::transport::GuestMem;
 
     const QSIZE: u16 = 256;
     const MEM_SIZE: u64 = 64 << 20;
@@ -490,9 +499,13 @@ mod tests {
 
     struct Harness<'a> {
         mem: &'a GuestMem,
-        atomic: AtomicMem,
+        /// The descriptor table and avail ring; the used ring is laid out by
+        /// hand, as the mock's overlaps the avail ring once it has wrapped.
         mock: MockSplitQueue<'a, GuestMem>,
-        vring: VringRwLock<AtomicMem>,
+        used_ring: u64,
+        /// The one handle on the queue: heads in flight are tracked across
+        /// kicks as the transport does.
+        queue: DeviceQueue,
         next_desc: u16,
         next_data: u64,
         device: DewarperDevice,
@@ -512,27 +525,31 @@ mod tests {
 
     impl<'a> Harness<'a> {
         fn new(mem: &'a GuestMem, slots: usize) -> Self {
+            Self::with_engine(mem, slots, Arc::new(FastEngine::new(2)))
+        }
+
+        fn with_engine(mem: &'a GuestMem, slots: usize, engine: Arc<dyn DewarpEngine>) -> Self {
             let atomic = GuestMemoryAtomic::new(mem.clone());
             let mock = MockSplitQueue::create(mem, GuestAddress(0), QSIZE);
+            let avail = mock.avail_addr().0;
+            let used_ring = (avail + 4 + 2 * u64::from(QSIZE) + 2 + 3) & !3;
+            mem.write_obj(0u32, GuestAddress(used_ring)).unwrap();
             let vring = VringRwLock::new(atomic.clone(), QSIZE).unwrap();
             vring
-                .set_queue_info(
-                    mock.desc_table_addr().0,
-                    mock.avail_addr().0,
-                    mock.used_addr().0,
-                )
+                .set_queue_info(mock.desc_table_addr().0, mock.avail_addr().0, used_ring)
                 .unwrap();
             vring.set_queue_size(QSIZE);
             vring.set_queue_ready(true);
             vring.set_enabled(true);
+            let queue = DeviceQueue::new(0, vring.clone(), atomic.clone());
             Harness {
                 mem,
-                atomic,
                 mock,
-                vring,
+                used_ring,
+                queue,
                 next_desc: 0,
                 next_data: DATA_START,
-                device: DewarperDevice::new(Arc::new(FastEngine::new(2)), 3, slots),
+                device: DewarperDevice::new(engine, 3, slots),
             }
         }
 
@@ -548,6 +565,13 @@ mod tests {
 
         /// Queues a chain and kicks; returns its head and writable addresses.
         fn submit(&mut self, parts: Vec<Part>) -> (u16, Vec<(u64, u32)>) {
+            let submitted = self.submit_quietly(parts);
+            self.device.handle_kick(&self.queue);
+            submitted
+        }
+
+        /// Queues a chain without kicking.
+        fn submit_quietly(&mut self, parts: Vec<Part>) -> (u16, Vec<(u64, u32)>) {
             let mut descs = Vec::new();
             let mut writable = Vec::new();
             for part in parts {
@@ -590,14 +614,26 @@ mod tests {
                 .collect();
             self.mock.add_desc_chains(&raw, head).unwrap();
             self.next_desc += count as u16;
-            let queue = DeviceQueue::new(0, self.vring.clone(), self.atomic.clone());
-            self.device.handle_kick(&queue);
             (head, writable)
+        }
+
+        /// Puts `head` into the avail ring again and kicks.
+        fn offer_again(&mut self, head: u16) {
+            let avail = self.mock.avail_addr().0;
+            let idx: u16 = self.mem.read_obj(GuestAddress(avail + 2)).unwrap();
+            let slot = u64::from(idx % QSIZE);
+            self.mem
+                .write_obj(head, GuestAddress(avail + 4 + 2 * slot))
+                .unwrap();
+            self.mem
+                .write_obj(idx.wrapping_add(1), GuestAddress(avail + 2))
+                .unwrap();
+            self.device.handle_kick(&self.queue);
         }
 
         /// Used ring entries so far.
         fn used(&self) -> Vec<(u32, u32)> {
-            let used = self.mock.used_addr().0;
+            let used = self.used_ring;
             let idx: u16 = self.mem.read_obj(GuestAddress(used + 2)).unwrap();
             (0..idx)
                 .map(|i| {
@@ -1063,8 +1099,7 @@ mod tests {
         let before = h.used().len();
         h.mock.add_desc_chains(&raw, head).unwrap();
         h.next_desc += 2;
-        let queue = DeviceQueue::new(0, h.vring.clone(), h.atomic.clone());
-        h.device.handle_kick(&queue);
+        h.device.handle_kick(&h.queue);
         let nth = h.used()[..before]
             .iter()
             .filter(|(id, _)| *id == u32::from(head))
@@ -1083,5 +1118,75 @@ mod tests {
         h.device.reset();
         let done = h.run(identity_job(1, 1).without_map().parts());
         assert_eq!(done.status, status::ERR_MAP_REQUIRED);
+    }
+
+    /// An engine that holds every job until the test lets it go.
+    struct GatedEngine {
+        open: Mutex<bool>,
+        opened: std::sync::Condvar,
+        started: AtomicU64,
+    }
+
+    impl GatedEngine {
+        fn new() -> Arc<Self> {
+            Arc::new(GatedEngine {
+                open: Mutex::new(false),
+                opened: std::sync::Condvar::new(),
+                started: AtomicU64::new(0),
+            })
+        }
+
+        fn release(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+    }
+
+    impl DewarpEngine for GatedEngine {
+        fn remap(
+            &self,
+            params: &RemapParams<'_>,
+            src: &SourceImage<'_>,
+            dst: &mut DestImage<'_>,
+        ) -> Result<(), DewarpError> {
+            self.started.fetch_add(1, Ordering::AcqRel);
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+            ReferenceEngine.remap(params, src, dst)
+        }
+    }
+
+    /// A guest re-offering the head of a job under way, thousands of times:
+    /// the copies are ignored rather than queued for the workers, and the
+    /// job completes once.
+    #[test]
+    fn a_head_offered_again_while_in_flight_is_ignored() {
+        let mem = guest_memory();
+        let engine = GatedEngine::new();
+        let mut h = Harness::with_engine(&mem, 4, engine.clone());
+        let job = identity_job(1, 1);
+        let (head, writable) = h.submit(job.parts());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while engine.started.load(Ordering::Acquire) == 0 {
+            assert!(Instant::now() < deadline, "the job never started");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        for _ in 0..5_000 {
+            h.offer_again(head);
+        }
+        assert_eq!(h.queue.in_flight().len(), 1);
+        engine.release();
+        assert_ok(&h.wait(head, &writable, 0), &job, &job.src);
+        std::thread::sleep(Duration::from_millis(200));
+        let answers = h
+            .used()
+            .iter()
+            .filter(|(id, _)| *id == u32::from(head))
+            .count();
+        assert_eq!(answers, 1, "a re-offered head ran again");
+        assert_eq!(engine.started.load(Ordering::Acquire), 1);
+        assert!(h.queue.in_flight().is_empty());
     }
 }

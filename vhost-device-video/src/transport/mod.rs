@@ -9,8 +9,10 @@
 //! [`dw100_model`] is the other front: the job socket of QEMU's emulated
 //! i.MX8MP DW100, on the same socket rules.
 
+use std::collections::HashSet;
 use std::io;
-use std::sync::{Arc, RwLock};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use log::{debug, error, warn};
 use thiserror::Error as ThisError;
@@ -18,7 +20,7 @@ use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, QueueOwnedT, Reader, Writer};
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -65,6 +67,9 @@ pub enum TransportError {
     /// An event on an unknown queue index.
     #[error("event for unknown queue {0}")]
     UnknownQueue(u16),
+    /// A device completed a head it does not hold.
+    #[error("queue {queue}: head {head} completed but not in flight")]
+    NotInFlight { queue: usize, head: u16 },
 }
 
 /// A virtio device served over vhost-user.
@@ -105,18 +110,75 @@ pub trait VirtioDevice: Send + Sync + 'static {
     fn reset(&self);
 }
 
+/// The heads of one queue that the device popped and has not completed.
+///
+/// virtio-queue only checks that the guest offers no more than a queue's
+/// worth of entries ahead of the device; nothing stops a guest from putting a
+/// head the device still holds into the avail ring again. Such a head is
+/// refused here, so a device never holds more chains than the queue has
+/// descriptors, and never completes one head twice.
+#[derive(Default)]
+pub struct HeadsInFlight {
+    heads: Mutex<HashSet<u16>>,
+}
+
+impl HeadsInFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<u16>> {
+        self.heads.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many heads the device holds.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether the device holds no head.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Forgets every head: the ring they came from was stopped or reset.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
 /// A cloneable handle on one device virtqueue and the guest memory behind it.
 #[derive(Clone)]
 pub struct DeviceQueue {
     index: usize,
     vring: VringRwLock<AtomicMem>,
     mem: AtomicMem,
+    in_flight: Arc<HeadsInFlight>,
 }
 
 impl DeviceQueue {
-    /// Wraps `vring`, the queue with number `index`, over `mem`.
+    /// Wraps `vring`, the queue with number `index`, over `mem`, with heads
+    /// in flight tracked from nothing. Every handle on one queue must share
+    /// its tracking: clone this one, or use [`tracked`](Self::tracked).
     pub fn new(index: usize, vring: VringRwLock<AtomicMem>, mem: AtomicMem) -> Self {
-        Self { index, vring, mem }
+        Self::tracked(index, vring, mem, Arc::default())
+    }
+
+    /// Wraps `vring`, the queue with number `index`, over `mem`, its heads
+    /// in flight tracked in `in_flight`.
+    pub fn tracked(
+        index: usize,
+        vring: VringRwLock<AtomicMem>,
+        mem: AtomicMem,
+        in_flight: Arc<HeadsInFlight>,
+    ) -> Self {
+        Self {
+            index,
+            vring,
+            mem,
+            in_flight,
+        }
+    }
+
+    /// The heads the device holds.
+    pub fn in_flight(&self) -> &HeadsInFlight {
+        &self.in_flight
     }
 
     /// The queue number.
@@ -129,22 +191,47 @@ impl DeviceQueue {
         self.mem.memory()
     }
 
-    /// Pops every available chain. With `EVENT_IDX` negotiated this re-arms
-    /// notifications and pops again until no chain arrived in between.
+    /// Pops the available chains, at most a queue's worth per call so that
+    /// a guest refilling the ring as fast as it is emptied cannot keep the
+    /// vring thread here; if more are left the queue's own kick is raised,
+    /// and the rest are popped on the next turn of the event loop. With
+    /// `EVENT_IDX` negotiated this re-arms notifications and pops again
+    /// until no chain arrived in between. A head the device already holds
+    /// is left out: the guest broke the ring (see [`HeadsInFlight`]).
     pub fn pop_all(&self) -> Result<Vec<Chain>, TransportError> {
         let mut chains = Vec::new();
         let queue = self.index;
+        let mut offered = 0usize;
         loop {
             self.vring
                 .disable_notification()
                 .map_err(|source| TransportError::Notification { queue, source })?;
-            {
+            let limit = {
                 let mut state = self.vring.get_mut();
+                let limit = usize::from(state.get_queue().size());
                 let iter = state
                     .get_queue_mut()
                     .iter(self.mem.memory())
                     .map_err(|source| TransportError::Notification { queue, source })?;
-                chains.extend(iter);
+                let mut in_flight = self.in_flight.lock();
+                for chain in iter.take(limit.saturating_sub(offered)) {
+                    offered += 1;
+                    let head = chain.head_index();
+                    if in_flight.insert(head) {
+                        chains.push(chain);
+                    } else {
+                        warn_limited!(
+                            "queue {queue}: head {head} offered again while in flight: \
+                             broken ring, entry ignored"
+                        );
+                    }
+                }
+                limit
+            };
+            if offered >= limit {
+                // Notifications stay off: the raised kick brings us back.
+                self.kick_again();
+                return Ok(chains);
             }
             let more = self
                 .vring
@@ -156,10 +243,41 @@ impl DeviceQueue {
         }
     }
 
+    /// Raises the queue's kick, as the guest would.
+    fn kick_again(&self) {
+        let state = self.vring.get_ref();
+        let Some(kick) = state.get_kick() else {
+            // No event loop serves this queue (a unit test): the next
+            // pop_all takes the rest.
+            return;
+        };
+        let one = 1u64;
+        // SAFETY: the fd is the queue's kick eventfd, kept open by `state`,
+        // which holds the vring lock; an eventfd write reads exactly the 8
+        // bytes of `one`, which outlives the call.
+        let written = unsafe {
+            libc::write(
+                kick.as_raw_fd(),
+                std::ptr::addr_of!(one).cast::<libc::c_void>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        if written < 0 {
+            error!(
+                "queue {}: cannot raise the kick again: {}",
+                self.index,
+                io::Error::last_os_error()
+            );
+        }
+    }
+
     /// Returns the chain with head `head` to the guest, `len` bytes written,
     /// and interrupts the guest if it asked for it.
     pub fn complete(&self, head: u16, len: u32) -> Result<(), TransportError> {
         let queue = self.index;
+        if !self.in_flight.lock().remove(&head) {
+            return Err(TransportError::NotInFlight { queue, head });
+        }
         self.vring
             .add_used(head, len)
             .map_err(|source| TransportError::AddUsed { queue, source })?;
@@ -213,14 +331,25 @@ pub fn chain_reader(chain: &Chain) -> Result<Reader<'_, ()>, virtio_queue::Error
 pub struct Backend<D: VirtioDevice> {
     device: Arc<D>,
     mem: RwLock<AtomicMem>,
+    /// One per queue, shared by every [`DeviceQueue`] handed out for it.
+    in_flight: Vec<Arc<HeadsInFlight>>,
 }
 
 impl<D: VirtioDevice> Backend<D> {
     /// Serves `device`, initially over `mem`.
     pub fn new(device: Arc<D>, mem: AtomicMem) -> Self {
+        let in_flight = (0..device.num_queues()).map(|_| Arc::default()).collect();
         Self {
             device,
             mem: RwLock::new(mem),
+            in_flight,
+        }
+    }
+
+    /// The device dropped every chain: forget their heads.
+    fn forget_heads(&self) {
+        for heads in &self.in_flight {
+            heads.clear();
         }
     }
 
@@ -280,11 +409,13 @@ impl<D: VirtioDevice> VhostUserBackend for Backend<D> {
 
     fn reset_device(&self) {
         self.device.reset();
+        self.forget_heads();
     }
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         debug!("queue {queue_index} stopped");
         self.device.reset();
+        self.forget_heads();
         Ok(())
     }
 
@@ -309,12 +440,12 @@ impl<D: VirtioDevice> VhostUserBackend for Backend<D> {
             warn!("unexpected epoll events {evset:?} on queue {device_event}");
         }
         let index = usize::from(device_event);
-        let Some(vring) = vrings.get(index) else {
+        let (Some(vring), Some(in_flight)) = (vrings.get(index), self.in_flight.get(index)) else {
             // Never fail here: an error stops the vring thread for good.
             error!("{}", TransportError::UnknownQueue(device_event));
             return Ok(());
         };
-        let queue = DeviceQueue::new(index, vring.clone(), self.memory());
+        let queue = DeviceQueue::tracked(index, vring.clone(), self.memory(), in_flight.clone());
         self.device.handle_kick(&queue);
         Ok(())
     }

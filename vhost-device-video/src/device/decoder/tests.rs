@@ -20,7 +20,7 @@ use super::*;
 use crate::engine::decode::test_streams::{ffmpeg as ffmpeg_output, h264_with_size, still_h264};
 use crate::engine::decode::FfmpegDecoders;
 use crate::protocol::virtio_video::{cmd, CmdHdr, MemEntry, ResourceCreateBody, ResourceQueueBody};
-use crate::transport::{AtomicMem, GuestMem};
+use crate::transport::GuestMem;
 
 const QSIZE: u16 = 1024;
 const MEM_SIZE: u64 = 256 << 20;
@@ -32,7 +32,9 @@ struct Ring<'a> {
     mock: MockSplitQueue<'a, GuestMem>,
     avail: u64,
     used_ring: u64,
-    vring: VringRwLock<AtomicMem>,
+    /// The one handle on the queue, so that heads in flight are tracked
+    /// across kicks as the transport does.
+    queue: DeviceQueue,
     next_desc: u16,
     seen: u16,
     used: Vec<(u32, u32)>,
@@ -43,7 +45,6 @@ struct Ring<'a> {
 
 struct Harness<'a> {
     mem: &'a GuestMem,
-    atomic: AtomicMem,
     rings: [Ring<'a>; 2],
     next_data: u64,
     device: DecoderDevice,
@@ -104,11 +105,13 @@ impl<'a> Harness<'a> {
             vring.set_queue_size(QSIZE);
             vring.set_queue_ready(true);
             vring.set_enabled(true);
+            let index = usize::from(start != 0);
+            let queue = DeviceQueue::new(index, vring.clone(), atomic.clone());
             Ring {
                 mock,
                 avail,
                 used_ring,
-                vring,
+                queue,
                 next_desc: 0,
                 seen: 0,
                 used: Vec::new(),
@@ -117,7 +120,6 @@ impl<'a> Harness<'a> {
         };
         Self {
             mem,
-            atomic: atomic.clone(),
             rings: [ring(0), ring(0x8_0000)],
             next_data: DATA_START,
             device,
@@ -140,6 +142,13 @@ impl<'a> Harness<'a> {
     /// Adds a chain to queue `q` and kicks; returns its head and the address
     /// of its first writable buffer.
     fn submit(&mut self, q: usize, parts: &[Part<'_>]) -> (u16, u64) {
+        let (head, reply_addr) = self.stage(q, parts);
+        self.kick(q);
+        (head, reply_addr)
+    }
+
+    /// Adds a chain to queue `q` without kicking.
+    fn stage(&mut self, q: usize, parts: &[Part<'_>]) -> (u16, u64) {
         let mut descs = Vec::new();
         let mut reply_addr = 0;
         for part in parts {
@@ -182,7 +191,25 @@ impl<'a> Harness<'a> {
                 .store(head + i as u16, *desc)
                 .unwrap();
         }
-        // The avail ring by hand: the mock's own helper does not wrap it.
+        ring.next_desc += count;
+        self.make_available(q, head);
+        (head, reply_addr)
+    }
+
+    /// Puts `head` into queue `q`'s avail ring and kicks.
+    fn offer(&mut self, q: usize, head: u16) {
+        self.make_available(q, head);
+        self.kick(q);
+    }
+
+    fn kick(&self, q: usize) {
+        self.device.handle_kick(&self.rings[q].queue);
+    }
+
+    /// Puts `head` into queue `q`'s avail ring, by hand: the mock's own
+    /// helper does not wrap it.
+    fn make_available(&mut self, q: usize, head: u16) {
+        let ring = &mut self.rings[q];
         let avail = ring.avail;
         let avail_idx: u16 = self.mem.read_obj(GuestAddress(avail + 2)).unwrap();
         let slot = u64::from(avail_idx % QSIZE);
@@ -193,10 +220,6 @@ impl<'a> Harness<'a> {
             .write_obj(avail_idx.wrapping_add(1), GuestAddress(avail + 2))
             .unwrap();
         *ring.submissions.entry(head).or_default() += 1;
-        ring.next_desc += count;
-        let queue = DeviceQueue::new(q, ring.vring.clone(), self.atomic.clone());
-        self.device.handle_kick(&queue);
-        (head, reply_addr)
     }
 
     /// Collects used entries of queue `q` written so far.
@@ -487,7 +510,7 @@ fn looping_chain_is_returned() {
     .map(RawDescriptor::from);
     ring.mock.add_desc_chains(&raw, head).unwrap();
     ring.next_desc += 2;
-    let queue = DeviceQueue::new(0, ring.vring.clone(), h.atomic.clone());
+    let queue = ring.queue.clone();
     h.device.handle_kick(&queue);
     h.wait(0, head, reply);
 
@@ -1940,4 +1963,39 @@ fn sixteen_k_sps_stream() {
     );
     assert_eq!((done.le32(8 + 8), done.le32(8 + 12)), (640, 480));
     crate::test_child::report_peak();
+}
+
+/// A guest that puts a head the device still holds into the avail ring
+/// again, thousands of times: every copy is ignored (no reply, no work kept),
+/// and the real chain is still answered once when its buffer comes back.
+#[test]
+fn a_head_offered_again_while_in_flight_is_ignored() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    create(&mut h, 1, QueueType::Output, 1, 1 << 20);
+    let (held, held_addr) = queue(&mut h, 1, QueueType::Output, 1, 0);
+    for _ in 0..5_000 {
+        h.offer(0, held);
+    }
+    h.harvest(0);
+    assert!(
+        h.rings[0].used.iter().all(|&(id, _)| id != u32::from(held)),
+        "a re-offered head was answered while its chain waits"
+    );
+    assert_eq!(h.rings[0].queue.in_flight().len(), 1);
+    // The device still serves, and the held chain comes back once.
+    let done = h.command(&req(cmd::STREAM_DESTROY, 1, &[]), 8);
+    assert_eq!(done.code(), resp::OK_NODATA);
+    h.rings[0].submissions.insert(held, 1);
+    let done = h.wait(0, held, held_addr);
+    assert_eq!(done.le32(16), buffer_flag::ERR);
+    h.harvest(0);
+    let answers = h.rings[0]
+        .used
+        .iter()
+        .filter(|&&(id, _)| id == u32::from(held))
+        .count();
+    assert_eq!(answers, 1);
+    assert!(h.rings[0].queue.in_flight().is_empty());
 }
