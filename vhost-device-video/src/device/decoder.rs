@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread;
 use std::time::Duration;
 
@@ -380,6 +380,11 @@ pub struct DecoderDevice {
     budget: Arc<MemoryBudget>,
     /// Decoding threads still running, those of destroyed streams included.
     live_workers: Arc<AtomicUsize>,
+    /// Held shared by a kick from its pop to its last reply, taken
+    /// exclusively by a reset: a chain popped before the reset is answered
+    /// before the reset returns or dropped by it, never answered into the
+    /// ring the frontend sets up afterwards.
+    kicks: RwLock<()>,
 }
 
 impl DecoderDevice {
@@ -403,6 +408,7 @@ impl DecoderDevice {
             events: Arc::new(EventQueue::default()),
             budget,
             live_workers: Arc::new(AtomicUsize::new(0)),
+            kicks: RwLock::new(()),
         }
     }
 
@@ -698,6 +704,7 @@ impl VirtioDevice for DecoderDevice {
     }
 
     fn handle_kick(&self, queue: &DeviceQueue) {
+        let _kick = self.kicks.read().unwrap_or_else(PoisonError::into_inner);
         let chains = match queue.pop_all() {
             Ok(chains) => chains,
             Err(e) => {
@@ -722,6 +729,7 @@ impl VirtioDevice for DecoderDevice {
     }
 
     fn reset(&self) {
+        let _no_kick = self.kicks.write().unwrap_or_else(PoisonError::into_inner);
         self.close_all();
     }
 }

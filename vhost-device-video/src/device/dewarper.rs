@@ -122,9 +122,11 @@ struct Shared {
     engine: Arc<dyn DewarpEngine>,
     maps: Mutex<MapCache>,
     epoch: AtomicU64,
-    /// Held shared by every job while it runs, taken exclusively by a
-    /// reset: the frontend may hand a job's guest memory back to the guest
-    /// driver once the reset returns, so no job may still be writing there.
+    /// Held shared by every job while it runs and by every kick while it
+    /// pops, taken exclusively by a reset: the frontend may hand a job's
+    /// guest memory back to the guest driver once the reset returns, so no
+    /// job may still be writing there, and no chain popped before the reset
+    /// may carry the new epoch.
     running: RwLock<()>,
 }
 
@@ -412,6 +414,15 @@ impl VirtioDevice for DewarperDevice {
     }
 
     fn handle_kick(&self, queue: &DeviceQueue) {
+        // Held across the pop: a reset waits for the chains of this kick to
+        // be tagged with the epoch they were popped in, so that none of them
+        // is completed into the ring the reset leaves behind.
+        let _kick = self
+            .shared
+            .running
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
         let chains = match queue.pop_all() {
             Ok(chains) => chains,
             Err(e) => {
@@ -426,7 +437,6 @@ impl VirtioDevice for DewarperDevice {
             }
             return;
         }
-        let epoch = self.shared.epoch.load(Ordering::Acquire);
         for chain in chains {
             let head = chain.head_index();
             let work = Work {
@@ -615,6 +625,11 @@ mod tests {
             self.mock.add_desc_chains(&raw, head).unwrap();
             self.next_desc += count as u16;
             (head, writable)
+        }
+
+        /// The used index in guest memory.
+        fn used_index(&self) -> u16 {
+            self.mem.read_obj(GuestAddress(self.used_ring + 2)).unwrap()
         }
 
         /// Puts `head` into the avail ring again and kicks.
@@ -1188,5 +1203,33 @@ mod tests {
         assert_eq!(answers, 1, "a re-offered head ran again");
         assert_eq!(engine.started.load(Ordering::Acquire), 1);
         assert!(h.queue.in_flight().is_empty());
+    }
+
+    /// Resets landing while a kick pops a full ring of jobs: no job popped
+    /// before a reset is completed after it returns (the frontend hands the
+    /// ring to a new driver then).
+    #[test]
+    fn nothing_is_completed_after_a_reset_returns() {
+        for _ in 0..5 {
+            let mem = guest_memory();
+            let mut h = Harness::new(&mem, 4);
+            let job = identity_job(1, 1);
+            for _ in 0..usize::from(QSIZE) / 2 {
+                h.submit_quietly(job.parts());
+            }
+            let (device, queue) = (&h.device, &h.queue);
+            let (at_reset, at_end) = std::thread::scope(|scope| {
+                let kick = scope.spawn(|| device.handle_kick(queue));
+                while queue.in_flight().is_empty() {
+                    std::hint::spin_loop();
+                }
+                device.reset();
+                let at_reset = h.used_index();
+                kick.join().unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                (at_reset, h.used_index())
+            });
+            assert_eq!(at_reset, at_end, "jobs completed after the reset returned");
+        }
     }
 }

@@ -222,6 +222,12 @@ impl<'a> Harness<'a> {
         *ring.submissions.entry(head).or_default() += 1;
     }
 
+    /// Queue `q`'s used index in guest memory.
+    fn used_index(&self, q: usize) -> u16 {
+        let at = GuestAddress(self.rings[q].used_ring + 2);
+        self.mem.read_obj(at).unwrap()
+    }
+
     /// Collects used entries of queue `q` written so far.
     fn harvest(&mut self, q: usize) {
         let ring = &mut self.rings[q];
@@ -1998,4 +2004,44 @@ fn a_head_offered_again_while_in_flight_is_ignored() {
         .count();
     assert_eq!(answers, 1);
     assert!(h.rings[0].queue.in_flight().is_empty());
+}
+
+/// A reset while a kick is answering hundreds of commands: every command
+/// popped before the reset is answered before the reset returns, none after
+/// (the frontend hands the ring to a new driver once it returns).
+#[test]
+fn nothing_is_answered_after_a_reset_returns() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    // Requests with the most entries a resource may have: each takes a
+    // while to read, so the reset lands while the kick is under way.
+    let entries = vec![(DATA_START, 4096); MAX_ENTRIES_PER_RESOURCE as usize];
+    let request = req(
+        cmd::RESOURCE_CREATE,
+        1,
+        &resource_create(QueueType::Output, 1, &entries),
+    );
+    let addr = h.put(&request);
+    for _ in 0..150 {
+        h.stage(
+            0,
+            &[Part::Raw(addr, request.len() as u32, 0), Part::Write(64)],
+        );
+    }
+    let (device, queue) = (&h.device, &h.rings[0].queue);
+    let (at_reset, at_end) = std::thread::scope(|scope| {
+        let kick = scope.spawn(|| device.handle_kick(queue));
+        while h.used_index(0) == 0 {
+            std::hint::spin_loop();
+        }
+        device.reset();
+        let at_reset = h.used_index(0);
+        kick.join().unwrap();
+        (at_reset, h.used_index(0))
+    });
+    assert!(at_reset > 0);
+    assert_eq!(
+        at_reset, at_end,
+        "commands answered after the reset returned"
+    );
 }
