@@ -6,21 +6,23 @@
 
 host_seq=0
 
-# host_do ACTION TARGET: ask the host to `kill` or `start` the backend of a
+# host_do ACTION TARGET [FAULT]: ask the host to `kill` or `start` the backend of a
 # device, or to `unplug` it (PCI hot-unplug through QEMU's monitor). TARGET
 # is `decoder`, `dewarper` (the first of that kind) or `decoder0`,
 # `dewarper1`... (the device's place in the run's device list). Prints the
 # host's answer; fails if the host refused or did not answer in 60 s.
+# `start-faulty TARGET FAULT` starts a backend that injects a test fault
+# (vhost-device-video/src/fault.rs); a later plain `start` injects none.
 host_do() {
 	host_seq=$((host_seq + 1))
 	req=$(printf '%s/%s-%06d' "$VDV_CONTROL" "$$" "$host_seq")
-	echo "$1 $2" >"$req.tmp"
+	echo "$*" >"$req.tmp"
 	mv "$req.tmp" "$req.req"
 	tries=0
 	while [ ! -e "$req.reply" ]; do
 		tries=$((tries + 1))
 		if [ "$tries" -gt 600 ]; then
-			echo "host_do $1 $2: no answer from the host in 60 s" >&2
+			echo "host_do $*: no answer from the host in 60 s" >&2
 			return 1
 		fi
 		sleep 0.1

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod protocol;
 pub mod transport;
 
+mod fault;
 mod log_limit;
 mod options;
 #[cfg(test)]

@@ -13,6 +13,7 @@ use crate::device::dewarper::{DewarperDevice, DEFAULT_MAP_CACHE_SLOTS};
 use crate::device::dw100_model::Dw100ModelDevice;
 use crate::engine::decode::{DecoderFactory, EngineError, FfmpegDecoders};
 use crate::engine::dewarp::{DewarpEngine, FastEngine};
+use crate::fault::{self, Fault};
 use crate::transport::dw100_model::{self, JobSocketError};
 use crate::transport::{serve, Listen, ServerError};
 
@@ -61,6 +62,9 @@ pub struct Options {
     /// dw100-model runs one job at a time, as the hardware does.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub dewarp_jobs: usize,
+    /// Test only: make the device misbehave (see src/fault.rs).
+    #[arg(long, value_name = "FAULT", hide = true)]
+    pub test_fault: Option<Fault>,
 }
 
 impl Options {
@@ -114,6 +118,9 @@ pub enum RunError {
 /// Runs the daemon with `options` until an unrecoverable error.
 pub fn run(options: &Options) -> Result<(), RunError> {
     let listen = options.listen();
+    if let Some(fault) = options.test_fault {
+        fault::activate(fault);
+    }
     match options.device {
         DeviceKind::Decoder => {
             let factory: Arc<dyn DecoderFactory> =

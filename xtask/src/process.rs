@@ -171,22 +171,42 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 
 /// A short name for a step from its command: the program (past `nice`) and
 /// the words that are neither options, assignments nor paths, such as
-/// make's or ninja's targets.
+/// make's or ninja's targets; without those, the directory of `make -C`
+/// (less the cache key a cache directory's name ends with).
 fn step_label(command: &Command) -> String {
-    let mut words = std::iter::once(command.get_program())
+    let words: Vec<String> = std::iter::once(command.get_program())
         .chain(command.get_args())
         .map(|word| word.to_string_lossy().into_owned())
-        .skip_while(|word| word == "nice");
-    let program = words.next().unwrap_or_default();
-    let program = program.rsplit('/').next().unwrap_or_default().to_string();
-    std::iter::once(program)
-        .chain(
-            words
-                .filter(|w| !w.starts_with('-') && !w.contains('=') && !w.contains('/'))
-                .take(4),
-        )
-        .collect::<Vec<_>>()
-        .join(" ")
+        .skip_while(|word| word == "nice")
+        .collect();
+    let Some((program, args)) = words.split_first() else {
+        return String::new();
+    };
+    let mut label = vec![program.rsplit('/').next().unwrap_or_default()];
+    label.extend(
+        args.iter()
+            .filter(|w| !w.starts_with('-') && !w.contains('=') && !w.contains('/'))
+            .take(4)
+            .map(String::as_str),
+    );
+    if label.len() == 1 {
+        let directory = args
+            .windows(2)
+            .find(|pair| pair[0] == "-C")
+            .and_then(|pair| pair[1].rsplit('/').find(|part| !part.is_empty()));
+        if let Some(directory) = directory {
+            label.push(strip_cache_key(directory));
+        }
+    }
+    label.join(" ")
+}
+
+/// `name` from `name-0123456789abcdef`, the form of a cache directory.
+fn strip_cache_key(name: &str) -> &str {
+    match name.rsplit_once('-') {
+        Some((stem, key)) if key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()) => stem,
+        _ => name,
+    }
 }
 
 /// How often a progress line is printed when stderr is no terminal.
@@ -512,6 +532,13 @@ mod tests {
         assert_eq!(step_label(&ninja), "ninja qemu-system-x86_64");
         let cargo_fuzz = Command::new("/cache/cargo-fuzz-0.12.0/bin/cargo-fuzz");
         assert_eq!(step_label(&cargo_fuzz), "cargo-fuzz");
+        let mut module = Command::new("make");
+        module.args([
+            "-C",
+            "/repo/target/kmod/debian-rt/virtio_video_m2m-fef805198bfd0316/",
+        ]);
+        module.args(["KDIR=/cache/kbuild", "-j2", "W=1"]);
+        assert_eq!(step_label(&module), "make virtio_video_m2m");
     }
 
     #[test]

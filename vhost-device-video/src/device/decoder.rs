@@ -29,6 +29,7 @@ use crate::engine::decode::{
     picture_bytes, write_picture, CodedFormat, DecodeEvent, Decoder as Engine, DecoderFactory,
     Picture, PictureLayout, PixelFormat, Progress, Room, INPUT_PADDING, MAX_DIMENSION,
 };
+use crate::fault;
 use crate::log_limit::warn_limited;
 use crate::protocol::virtio_video::{
     self as vv, buffer_flag, control, event, format, hdr_reply, parse_request, push, resp, Command,
@@ -834,12 +835,16 @@ fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result
             Ok(Some(hdr_reply(resp::OK_NODATA, id)))
         }
         Command::QueueClear(queue) => {
-            match queue {
-                QueueType::Input => clear_input(stream, &mut st),
-                QueueType::Output => clear_output(&mut st),
+            // Test fault: an answer that leaves the buffers queued.
+            let fault = fault::queue_clear_reply(resp::OK_NODATA, resp::ERR_INVALID_OPERATION);
+            if fault.is_none() {
+                match queue {
+                    QueueType::Input => clear_input(stream, &mut st),
+                    QueueType::Output => clear_output(&mut st),
+                }
+                stream.wake.notify_all();
             }
-            stream.wake.notify_all();
-            Ok(Some(hdr_reply(resp::OK_NODATA, id)))
+            Ok(Some(hdr_reply(fault.unwrap_or(resp::OK_NODATA), id)))
         }
         Command::GetParams { queue, ext } => Ok(Some(params_reply(&st, id, queue, ext))),
         Command::SetParams {

@@ -199,6 +199,9 @@ impl Shared {
             return;
         }
         let head = chain.head_index();
+        if let Some(delay) = crate::fault::job_delay() {
+            std::thread::sleep(delay);
+        }
         let used = self.process(&chain, buffers);
         if self.epoch.load(Ordering::Acquire) != epoch {
             return;

@@ -21,7 +21,10 @@ use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vm_memory::{
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard,
+    GuestMemoryMmap,
+};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -278,6 +281,9 @@ impl DeviceQueue {
         if !self.in_flight.lock().remove(&head) {
             return Err(TransportError::NotInFlight { queue, head });
         }
+        if crate::fault::bogus_used_id() {
+            return self.complete_with_bogus_id(len);
+        }
         self.vring
             .add_used(head, len)
             .map_err(|source| TransportError::AddUsed { queue, source })?;
@@ -291,6 +297,39 @@ impl DeviceQueue {
                 .map_err(|source| TransportError::Signal { queue, source })?;
         }
         Ok(())
+    }
+
+    /// Test fault: writes the next used element with an id one past the
+    /// ring (the queue's own `add_used` refuses such an id) and interrupts
+    /// the guest.
+    fn complete_with_bogus_id(&self, len: u32) -> Result<(), TransportError> {
+        let queue = self.index;
+        let mem = self.memory();
+        let used_error = |source| TransportError::AddUsed { queue, source };
+        {
+            let mut state = self.vring.get_mut();
+            let ring = state.get_queue_mut();
+            let size = ring.size();
+            let next = ring.next_used();
+            let slot = u64::from(next % size.max(1));
+            let elem_addr = GuestAddress(ring.used_ring() + 4 + slot * 8);
+            let idx_addr = GuestAddress(ring.used_ring() + 2);
+            let elem = [u32::from(size).to_le_bytes(), len.to_le_bytes()].concat();
+            mem.write_slice(&elem, elem_addr)
+                .map_err(|e| used_error(virtio_queue::Error::GuestMemory(e)))?;
+            let next = next.wrapping_add(1);
+            mem.store(
+                u16::to_le(next),
+                idx_addr,
+                std::sync::atomic::Ordering::Release,
+            )
+            .map_err(|e| used_error(virtio_queue::Error::GuestMemory(e)))?;
+            ring.set_next_used(next);
+        }
+        warn!("test fault: queue {queue} returned a used id past the ring");
+        self.vring
+            .signal_used_queue()
+            .map_err(|source| TransportError::Signal { queue, source })
     }
 
     /// Writes `reply` over the writable descriptors of `chain` (as much as

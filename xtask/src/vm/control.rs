@@ -35,13 +35,22 @@ pub enum Action {
     Kill(String),
     /// Start a new backend on the device's socket.
     Start(String),
+    /// Start a new backend that injects a test fault (its hidden
+    /// `--test-fault` option: `vhost-device-video/src/fault.rs`).
+    StartFaulty(String, String),
     /// `device_del` the device through the QMP monitor (PCI hot-unplug).
     Unplug(String),
 }
 
 impl Action {
-    /// Parses `kill|start|unplug TARGET`.
+    /// Parses `kill|start|unplug TARGET` and `start-faulty TARGET FAULT`.
     pub fn parse(line: &str) -> Result<Self, String> {
+        let mut words = line.split_whitespace();
+        if let (Some("start-faulty"), Some(target), Some(fault), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            return Ok(Self::StartFaulty(target.to_string(), fault.to_string()));
+        }
         let mut words = line.split_whitespace();
         let (Some(verb), Some(target), None) = (words.next(), words.next(), words.next()) else {
             return Err(format!("expected `ACTION TARGET`, got `{}`", line.trim()));
@@ -52,7 +61,7 @@ impl Action {
             "start" => Ok(Self::Start(target)),
             "unplug" => Ok(Self::Unplug(target)),
             other => Err(format!(
-                "unknown action `{other}` (known: kill, start, unplug)"
+                "unknown action `{other}` (known: kill, start, start-faulty, unplug)"
             )),
         }
     }
@@ -170,6 +179,14 @@ mod tests {
             Action::parse("unplug dewarper"),
             Ok(Action::Unplug("dewarper".to_string()))
         );
+        assert_eq!(
+            Action::parse("start-faulty dewarper slow=900"),
+            Ok(Action::StartFaulty(
+                "dewarper".to_string(),
+                "slow=900".to_string()
+            ))
+        );
+        assert!(Action::parse("start-faulty dewarper").is_err());
         assert!(Action::parse("kill").is_err());
         assert!(Action::parse("reboot decoder0").is_err());
         assert!(Action::parse("kill a b").is_err());
