@@ -56,8 +56,12 @@ static int vvm_state_errno(enum vvm_core_state state)
 	}
 }
 
-/* Caller holds core->lock. */
-static void vvm_harvest_locked(struct vvm_core *core, unsigned int idx)
+/*
+ * Caller holds core->lock. Returns true if the ring is broken: the device
+ * returned an id the ring never gave it, so virtqueue_get_buf() stops
+ * returning buffers and no interrupt will come for this virtqueue again.
+ */
+static bool vvm_harvest_locked(struct vvm_core *core, unsigned int idx)
 {
 	struct virtqueue *vq = core->vqs[idx];
 	struct vvm_request *req;
@@ -70,6 +74,7 @@ static void vvm_harvest_locked(struct vvm_core *core, unsigned int idx)
 			list_move_tail(&req->list, &core->done);
 		}
 	} while (!virtqueue_enable_cb(vq));
+	return virtqueue_is_broken(vq);
 }
 
 /* Hard half: harvest and hand over, nothing else. */
@@ -83,8 +88,8 @@ static void vvm_vq_callback(struct virtqueue *vq)
 		return;
 
 	raw_spin_lock_irqsave(&core->lock, flags);
-	if (core->vqs[idx])
-		vvm_harvest_locked(core, idx);
+	if (core->vqs[idx] && vvm_harvest_locked(core, idx))
+		queue_work(core->wq, &core->kill_work);
 	queue_work(core->wq, &core->complete_work);
 	raw_spin_unlock_irqrestore(&core->lock, flags);
 }
@@ -179,6 +184,24 @@ static void vvm_kill(struct vvm_core *core, enum vvm_core_state new_state,
 		core->ops->dead(core, err);
 }
 
+/* Killing from a context that cannot: a broken ring, vvm_core_kill(). */
+static void vvm_kill_work(struct work_struct *work)
+{
+	struct vvm_core *core = container_of(work, struct vvm_core, kill_work);
+	bool broken = false;
+	unsigned int i;
+
+	mutex_lock(&core->submit_lock);
+	for (i = 0; i < core->nvqs; i++)
+		if (core->vqs[i] && virtqueue_is_broken(core->vqs[i]))
+			broken = true;
+	mutex_unlock(&core->submit_lock);
+	if (broken && READ_ONCE(core->state) != VVM_CORE_REMOVED)
+		dev_err(&core->vdev->dev,
+			"virtqueue broken (the device returned a buffer it was never given), device marked dead\n");
+	vvm_kill(core, VVM_CORE_DEAD, NULL);
+}
+
 static void vvm_watchdog_work(struct work_struct *work)
 {
 	struct vvm_core *core = container_of(to_delayed_work(work),
@@ -188,6 +211,7 @@ static void vvm_watchdog_work(struct work_struct *work)
 	bool timed = false, waiting = false;
 	unsigned long now, next = 0;
 	unsigned long flags;
+	int ret;
 
 	/* Answers already harvested count, whatever the work order. */
 	vvm_run_done(core);
@@ -223,8 +247,17 @@ static void vvm_watchdog_work(struct work_struct *work)
 	 * no timed request is left: a ping has half a period, so a death is
 	 * noticed within one period.
 	 */
-	if (waiting && !timed && core->ops->ping)
-		core->ops->ping(core);
+	if (waiting && !timed && core->ops->ping) {
+		ret = core->ops->ping(core);
+		/* Without a ping in flight nothing would notice a death. */
+		if (ret && ret != -ENOSPC) {
+			dev_err(&core->vdev->dev,
+				"cannot ping the backend (%d), device marked dead\n",
+				ret);
+			vvm_kill(core, VVM_CORE_DEAD, NULL);
+			return;
+		}
+	}
 	if (waiting) {
 		unsigned long quarter = now + max(period / 4, 1UL);
 
@@ -318,6 +351,7 @@ int vvm_core_init(struct vvm_core *core, struct virtio_device *vdev,
 	INIT_WORK(&core->complete_work, vvm_complete_work);
 	INIT_DELAYED_WORK(&core->watchdog, vvm_watchdog_work);
 	INIT_WORK(&core->revive_work, vvm_revive_work);
+	INIT_WORK(&core->kill_work, vvm_kill_work);
 	INIT_WORK(&core->remove_work, vvm_remove_work);
 
 	core->wq = alloc_ordered_workqueue("vvm-%s", WQ_HIGHPRI | WQ_MEM_RECLAIM,
@@ -346,6 +380,7 @@ void vvm_core_remove(struct vvm_core *core)
 	flush_work(&core->remove_work);
 	cancel_delayed_work_sync(&core->watchdog);
 	cancel_work_sync(&core->revive_work);
+	cancel_work_sync(&core->kill_work);
 	flush_workqueue(core->wq);
 }
 
@@ -366,6 +401,7 @@ void vvm_request_init(struct vvm_request *req, vvm_complete_t complete,
 	req->priv = priv;
 	req->used_len = 0;
 	req->wait = VVM_WAIT_TIMED;
+	req->owner = NULL;
 	INIT_LIST_HEAD(&req->list);
 }
 
@@ -374,13 +410,12 @@ int vvm_core_submit(struct vvm_core *core, struct vvm_request *req,
 		    unsigned int out_sgs, unsigned int in_sgs)
 {
 	unsigned long timeout = vvm_core_timeout_jiffies();
-
-	if (req->wait == VVM_WAIT_PROBE)
-		timeout = max(timeout / 2, 1UL);
-	bool notify = false;
+	bool notify = false, broken = false;
 	unsigned long flags;
 	int ret;
 
+	if (req->wait == VVM_WAIT_PROBE)
+		timeout = max(timeout / 2, 1UL);
 	if (vq >= core->nvqs)
 		return -EINVAL;
 
@@ -393,11 +428,15 @@ int vvm_core_submit(struct vvm_core *core, struct vvm_request *req,
 		/* Without indirect descriptors this never allocates. */
 		ret = virtqueue_add_sgs(core->vqs[vq], sgs, out_sgs, in_sgs,
 					req, GFP_ATOMIC);
+		/* -EIO: the ring is broken and will never answer again. */
+		broken = ret == -EIO;
 	}
 	if (!ret) {
 		list_add_tail(&req->list, &core->inflight);
 		notify = virtqueue_kick_prepare(core->vqs[vq]);
 	}
+	if (broken)
+		queue_work(core->wq, &core->kill_work);
 	raw_spin_unlock_irqrestore(&core->lock, flags);
 
 	if (notify)
@@ -497,6 +536,29 @@ int vvm_core_check_alive(struct vvm_core *core)
 	}
 	raw_spin_unlock_irqrestore(&core->lock, flags);
 	return ret;
+}
+
+bool vvm_core_holds(struct vvm_core *core, const void *owner)
+{
+	struct vvm_request *req;
+	unsigned long flags;
+	bool held = false;
+
+	raw_spin_lock_irqsave(&core->lock, flags);
+	list_for_each_entry(req, &core->inflight, list) {
+		if (req->owner == owner) {
+			held = true;
+			break;
+		}
+	}
+	raw_spin_unlock_irqrestore(&core->lock, flags);
+	return held;
+}
+
+void vvm_core_kill(struct vvm_core *core)
+{
+	queue_work(core->wq, &core->kill_work);
+	flush_work(&core->kill_work);
 }
 
 void vvm_core_flush(struct vvm_core *core)

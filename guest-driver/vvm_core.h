@@ -76,6 +76,8 @@ enum vvm_wait {
  * @priv: owner's cookie, untouched by the core.
  * @used_len: bytes the device wrote, valid when the status is 0.
  * @wait: &enum vvm_wait, %VVM_WAIT_TIMED after vvm_request_init().
+ * @owner: owner's tag for vvm_core_holds() (e.g. the vb2 queue), NULL
+ *	after vvm_request_init().
  * @list: core-private: in-flight or done list.
  * @deadline: core-private: jiffies after which the watchdog fires.
  * @vq: core-private: index of the virtqueue the request sits on.
@@ -88,6 +90,7 @@ struct vvm_request {
 	void *priv;
 	u32 used_len;
 	enum vvm_wait wait;
+	const void *owner;
 	struct list_head list;
 	unsigned long deadline;
 	unsigned int vq;
@@ -118,8 +121,10 @@ struct vvm_core_ops {
 /**
  * enum vvm_core_state - liveness of the device
  * @VVM_CORE_LIVE: requests are accepted.
- * @VVM_CORE_DEAD: the watchdog fired; the device is reset and the virtqueues
- *	are gone. Requests fail with -EIO at once.
+ * @VVM_CORE_DEAD: the watchdog fired, a virtqueue broke (the device returned
+ *	a buffer the ring never gave it) or a node killed the device with
+ *	vvm_core_kill(); the device is reset and the virtqueues are gone.
+ *	Requests fail with -EIO at once.
  * @VVM_CORE_REVIVING: virtqueues re-created, waiting for the first answer of
  *	the backend. Requests are accepted, vvm_core_check_alive() still
  *	fails with -EIO.
@@ -150,6 +155,7 @@ enum vvm_core_state {
  * @complete_work: runs completions.
  * @watchdog: fires on the earliest request deadline.
  * @revive_work: re-creates the virtqueues after a death.
+ * @kill_work: declares the device dead (a broken virtqueue, vvm_core_kill()).
  * @remove_work: fails everything on removal, in the threaded half.
  */
 struct vvm_core {
@@ -169,6 +175,7 @@ struct vvm_core {
 	struct work_struct complete_work;
 	struct delayed_work watchdog;
 	struct work_struct revive_work;
+	struct work_struct kill_work;
 	struct work_struct remove_work;
 };
 
@@ -239,8 +246,10 @@ void vvm_request_init(struct vvm_request *req, vvm_complete_t complete,
  * sleep); the threaded half may submit.
  *
  * Return: 0 when queued (@req->complete will run exactly once); -EIO if
- * the device is dead, -ENODEV if it is removed, -ENOSPC if the virtqueue is
- * full, or another negative errno. On error @req->complete is not called.
+ * the device is dead or the virtqueue broke (the device is then declared
+ * dead in the threaded half), -ENODEV if it is removed, -ENOSPC if the
+ * virtqueue is full, or another negative errno. On error @req->complete is
+ * not called.
  */
 int vvm_core_submit(struct vvm_core *core, struct vvm_request *req,
 		    unsigned int vq, struct scatterlist *sgs[],
@@ -282,6 +291,31 @@ int vvm_core_call(struct vvm_core *core, unsigned int vq,
  * Return: 0 if live, -EIO if dead or still reviving, -ENODEV if removed.
  */
 int vvm_core_check_alive(struct vvm_core *core);
+
+/**
+ * vvm_core_holds() - does the device still own a request of @owner?
+ * @core: the core.
+ * @owner: the &vvm_request.owner tag to look for.
+ *
+ * After a command that makes the device return every buffer of a queue
+ * (and vvm_core_flush()), a request of that queue still in flight means the
+ * device broke its word: nothing bounds when it writes into that memory.
+ *
+ * Return: true if a request tagged @owner is in flight.
+ */
+bool vvm_core_holds(struct vvm_core *core, const void *owner);
+
+/**
+ * vvm_core_kill() - declare the device dead now
+ * @core: the core.
+ *
+ * For a device that broke the protocol in a way the node detected (it
+ * refused to give buffers back, or kept them past its answer). Resets the
+ * device and completes every in-flight request with -EIO before returning,
+ * as the watchdog does; a device already dead or removed is left as it is.
+ * Process context; must not be called from the threaded half.
+ */
+void vvm_core_kill(struct vvm_core *core);
 
 /**
  * vvm_core_flush() - wait until every harvested completion has run

@@ -276,6 +276,28 @@ static int dec_queue_cmd(struct vvm_dec_ctx *ctx, u32 type, bool output_queue)
 			sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
 }
 
+/*
+ * QUEUE_CLEAR returns every buffer of the queue before its reply. A device
+ * still holding one afterwards (it refused the clear, answered first, or its
+ * ring broke) could write into it after vb2 handed it back and its memory
+ * was freed: stop the device, which fails what it held.
+ */
+static void dec_queue_clear(struct vvm_dec_ctx *ctx, struct vb2_queue *vq)
+{
+	struct vvm_core *core = &ctx->dev->core;
+	bool output = V4L2_TYPE_IS_OUTPUT(vq->type);
+	int ret;
+
+	ret = dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_QUEUE_CLEAR, output);
+	vvm_core_flush(core);
+	if (!vvm_core_holds(core, vq))
+		return;
+	dev_err(&core->vdev->dev,
+		"device kept %s buffers after QUEUE_CLEAR (%d), device marked dead\n",
+		output ? "bitstream" : "picture", ret);
+	vvm_core_kill(core);
+}
+
 static int dec_get_params(struct vvm_dec_ctx *ctx, bool output_queue,
 			  struct virtio_video_params_ext *params)
 {
@@ -628,6 +650,7 @@ static void send_buffer(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
 	vvm_request_init(&buf->req, resource_queue_done, buf);
 	/* Bitstream waits for a stalled decoder, a picture buffer for a picture. */
 	buf->req.wait = VVM_WAIT_LONG;
+	buf->req.owner = vb->vb2_queue;
 	ret = vvm_core_submit(&ctx->dev->core, &buf->req,
 			      VIRTIO_VIDEO_QUEUE_COMMAND, sgs, 1, 1);
 	if (!ret)
@@ -828,9 +851,7 @@ static void dec_stop_streaming(struct vb2_queue *vq)
 	unsigned long flags;
 	bool signal = false;
 
-	/* The device returns every queued resource before the reply. */
-	dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_QUEUE_CLEAR, output);
-	vvm_core_flush(&ctx->dev->core);
+	dec_queue_clear(ctx, vq);
 	return_held(ctx, output, VB2_BUF_STATE_ERROR);
 
 	spin_lock_irqsave(&ctx->slock, flags);
@@ -951,8 +972,7 @@ static void res_change_work(struct work_struct *work)
 	}
 	spin_unlock_irqrestore(&ctx->slock, flags);
 
-	dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_QUEUE_CLEAR, false);
-	vvm_core_flush(&dev->core);
+	dec_queue_clear(ctx, v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx));
 
 	spin_lock_irqsave(&ctx->slock, flags);
 	ctx->requeue_capture = false;

@@ -1,0 +1,96 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# kernels: debug-rt debian-rt
+# devices: decoder
+# qemu: patched
+# module: virtio_video_m2m
+# data: streams
+# timeout: 600
+# expect: pass
+#
+# A decoder device that breaks the protocol is declared dead, and nothing
+# the device held is freed while it could still write into it. The backend
+# is restarted with a test fault (vhost-device-video --test-fault) each
+# round and the driver reloaded:
+#
+# - bogus-used-id: while a stream decodes, the device returns a used id
+#   outside the ring. The ring is then broken and nothing more comes back;
+#   the driver must take that as death at once: the client's poll/DQBUF
+#   returns with every buffer marked ERROR within the bound. (Without it the
+#   picture buffers, which may wait forever, are never failed; STREAMOFF
+#   leaves them active in vb2 and the core keeps them in flight after they
+#   are freed.)
+# - queue-clear-early and queue-clear-error: QUEUE_CLEAR is answered (OK, or
+#   refused) while the device keeps the queued buffers. STREAMOFF must kill
+#   the device instead of handing those buffers back to vb2 as if the
+#   device had let go of them.
+#
+# Every round ends with rmmod; a last round on a well-behaved backend
+# decodes normally. Any kernel splat (vb2's "leaving buffer in active
+# state" warning, a use-after-free on a poisoned object in debug-rt) fails
+# the run.
+. "$REPO/tests/clients/fault-lib.sh"
+FAULT_CLIENT=$(fault_client)
+NODE="virtio-video decoder"
+STREAM="$TESTDATA/h264.h264"
+
+# restart_with FAULT: a new backend injecting FAULT (none if empty), and a
+# freshly loaded driver bound to it.
+restart_with() {
+	host_do kill decoder
+	if [ -n "$1" ]; then
+		host_do start-faulty decoder "$1"
+	else
+		host_do start decoder
+	fi
+	fault_check "${1:-no fault}: rmmod and insmod" fault_reload
+	fault_check "${1:-no fault}: a working decoder node" \
+		fault_wait_node "$NODE" 30
+}
+
+# dead_in_log MESSAGE: the driver logged MESSAGE since the last reload.
+dead_in_log() {
+	dmesg | sed -n '/virtio_video_m2m: reload marker/,$p' | grep -q "$1"
+}
+
+mark_log() {
+	echo "virtio_video_m2m: reload marker" >/dev/kmsg
+}
+
+nothing() {
+	:
+}
+
+# Round 1: a broken ring while pictures are in flight. The 150th used
+# descriptor comes a few dozen pictures into the stream.
+restart_with bogus-used-id=150
+mark_log
+fault_round "$NODE" bogus-used-id nothing 5 --decode "$STREAM"
+fault_check "bogus-used-id: the driver declared the device dead" \
+	dead_in_log "virtqueue broken"
+
+# Rounds 2 and 3: QUEUE_CLEAR answered while the device keeps buffers.
+# v4l2-ctl decodes a few pictures and stops with buffers at the device.
+for fault in queue-clear-early queue-clear-error; do
+	restart_with "$fault"
+	mark_log
+	node=$(fault_node "$NODE")
+	status=0
+	timeout 120 v4l2-ctl -d "$node" --set-fmt-video-out=pixelformat=H264 \
+		--stream-mmap --stream-out-mmap --stream-loop --stream-count 4 \
+		--stream-from "$STREAM" --stream-to /dev/null \
+		>"$RESULTS/$fault.log" 2>&1 || status=$?
+	fault_check "$fault: v4l2-ctl ended by itself (status $status)" \
+		[ "$status" -ne 124 ]
+	fault_check "$fault: the driver declared the device dead" \
+		dead_in_log "after QUEUE_CLEAR"
+done
+
+# A well-behaved backend again: the same decode completes.
+restart_with ""
+node=$(fault_node "$NODE")
+fault_check "no fault: v4l2-ctl decodes" timeout 120 v4l2-ctl -d "$node" \
+	--set-fmt-video-out=pixelformat=H264 --stream-mmap --stream-out-mmap \
+	--stream-loop --stream-count 4 --stream-from "$STREAM" --stream-to /dev/null
+fault_check "no fault: rmmod" rmmod virtio_video_m2m
+fault_done
