@@ -770,11 +770,20 @@ fn junit_case(
 pub fn run(filters: &[String], only_kernel: Option<Flavor>) -> Result<Totals, Error> {
     let tests = discover(filters)?;
     build_guest_clients()?;
-    let cases: Vec<(&Test, Flavor)> = tests
-        .iter()
-        .flat_map(|t| t.kernels.iter().map(move |k| (t, *k)))
-        .filter(|(_, k)| only_kernel.is_none_or(|only| only == *k))
-        .collect();
+    let cases: Vec<(&Test, Flavor)> = match only_kernel {
+        // A kernel tree runs every test of the machine it boots on: the
+        // header's kernels are the harness's own.
+        Some(Flavor::Tree(tree)) => tests
+            .iter()
+            .filter(|t| t.machine.arch() == tree.arch)
+            .map(|t| (t, Flavor::Tree(tree)))
+            .collect(),
+        _ => tests
+            .iter()
+            .flat_map(|t| t.kernels.iter().map(move |k| (t, *k)))
+            .filter(|(_, k)| only_kernel.is_none_or(|only| only == *k))
+            .collect(),
+    };
     let mut ktap = format!("KTAP version 1\n1..{}\n", cases.len());
     println!("KTAP version 1\n1..{}", cases.len());
     let mut totals = Totals::default();

@@ -226,6 +226,8 @@ pub fn kernel(flavor: Flavor) -> Result<Kernel, Error> {
     match flavor {
         Flavor::DebugRt => debug_rt(),
         Flavor::DebianRt => debian_rt(),
+        // The caller checked that the tree is an arm64 one.
+        Flavor::Tree(_) => Ok(kernel::prepare(flavor)?),
     }
 }
 

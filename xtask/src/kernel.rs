@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use crate::{cache, deps, process};
 
+pub mod tree;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -28,12 +30,16 @@ pub enum Error {
     NoModule { release: String, module: String },
     #[error("unknown kernel `{0}` (known: debian-rt, debug-rt)")]
     Unknown(String),
+    #[error(transparent)]
+    Tree(#[from] tree::Error),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     DebianRt,
     DebugRt,
+    /// A kernel build directory given as `--kernel PATH`.
+    Tree(&'static tree::Tree),
 }
 
 impl std::str::FromStr for Flavor {
@@ -52,6 +58,7 @@ impl Flavor {
         match self {
             Self::DebianRt => "debian-rt",
             Self::DebugRt => "debug-rt",
+            Self::Tree(tree) => tree.name(),
         }
     }
 }
@@ -475,6 +482,7 @@ pub fn prepare(flavor: Flavor) -> Result<Kernel, Error> {
     match flavor {
         Flavor::DebianRt => debian_rt(),
         Flavor::DebugRt => debug_rt(),
+        Flavor::Tree(tree) => Ok(tree.kernel()?),
     }
 }
 

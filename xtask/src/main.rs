@@ -53,7 +53,8 @@ enum Cmd {
     V4lUtils,
     /// Install or build a guest kernel (cached).
     Kernel {
-        #[arg(long, default_value = "debian-rt")]
+        /// debian-rt, debug-rt, or a kernel build directory.
+        #[arg(long, default_value = "debian-rt", value_parser = kernel::tree::parse_kernel)]
         kernel: kernel::Flavor,
     },
     /// Build or fetch an arm64 kernel for QEMU's imx8mp-evk machine, its
@@ -68,7 +69,8 @@ enum Cmd {
     },
     /// Build the project's guest module for a kernel.
     Module {
-        #[arg(long, default_value = "debian-rt")]
+        /// debian-rt, debug-rt, or a kernel build directory.
+        #[arg(long, default_value = "debian-rt", value_parser = kernel::tree::parse_kernel)]
         kernel: kernel::Flavor,
     },
     /// Boot a guest with backends attached and run a command in it.
@@ -76,8 +78,9 @@ enum Cmd {
     /// Run e2e tests (all, or those whose name contains a filter).
     E2e {
         filters: Vec<String>,
-        /// Only runs on this kernel.
-        #[arg(long)]
+        /// Only runs on this kernel; a kernel build directory runs every
+        /// test of its architecture's machine on it.
+        #[arg(long, value_parser = kernel::tree::parse_kernel)]
         kernel: Option<kernel::Flavor>,
         /// Also write the results as JUnit XML to this file.
         #[arg(long, value_name = "FILE")]
@@ -134,7 +137,8 @@ struct VmArgs {
     /// q35 (x86), or imx8mp-evk (arm64, with the emulated DW100; TCG only).
     #[arg(long, default_value = "q35")]
     machine: vm::Machine,
-    #[arg(long, default_value = "debian-rt")]
+    /// debian-rt, debug-rt, or a kernel build directory (in-tree or O=).
+    #[arg(long, default_value = "debian-rt", value_parser = kernel::tree::parse_kernel)]
     kernel: kernel::Flavor,
     /// Backends to attach (repeatable, or comma-separated): decoder,
     /// dewarper on q35; imx8mp-evk always gets the DW100's.

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::kernel::tree::Need;
 use crate::kernel::{self, Flavor, Kernel};
 use crate::{cache, imx8mp, initramfs, kmod, process, qemu, splat, v4l_utils};
 
@@ -220,7 +221,42 @@ pub enum Module {
     Dw100(imx8mp::Dw100Variant),
 }
 
+/// What the project's guest driver needs of a kernel tree: virtio, V4L2
+/// with the media controller, the mem2mem framework (bundled into the
+/// module only for Debian's kernels, from the matching source) and
+/// videobuf2's scatter-gather allocator.
+const VIRTIO_VIDEO_NEEDS: &[Need] = &[
+    Need::BuiltIn("VIRTIO"),
+    Need::Enabled("VIDEO_DEV"),
+    Need::BuiltIn("MEDIA_CONTROLLER"),
+    Need::Enabled("V4L2_MEM2MEM_DEV"),
+    Need::Enabled("VIDEOBUF2_V4L2"),
+    Need::Enabled("VIDEOBUF2_DMA_SG"),
+];
+
+/// The dw100 driver's: V4L2 mem2mem with the contiguous allocator.
+const DW100_NEEDS: &[Need] = &[
+    Need::Enabled("VIDEO_DEV"),
+    Need::BuiltIn("MEDIA_CONTROLLER"),
+    Need::Enabled("V4L2_MEM2MEM_DEV"),
+    Need::Enabled("VIDEOBUF2_DMA_CONTIG"),
+];
+
 impl Module {
+    /// What the module needs of a kernel tree, and its name for messages.
+    fn kernel_needs(&self) -> (&'static [Need], String) {
+        match self {
+            Self::Project => (VIRTIO_VIDEO_NEEDS, "virtio_video_m2m".to_string()),
+            Self::Named(name) if name.starts_with("virtio_video_m2m") => {
+                (VIRTIO_VIDEO_NEEDS, name.clone())
+            }
+            Self::Named(name) => (&[], name.clone()),
+            Self::Dw100(variant) => (DW100_NEEDS, format!("dw100 ({variant})")),
+            Self::None => (&[], String::new()),
+            Self::File(path) => (&[], path.display().to_string()),
+        }
+    }
+
     /// What a machine loads unless told otherwise: the project's guest
     /// driver on q35, the fixed dw100 driver on imx8mp-evk.
     pub fn default_for(machine: Machine) -> Self {
@@ -479,6 +515,26 @@ fn check_module(options: &Options) -> Result<(), Error> {
     }
 }
 
+/// Refuses a kernel tree that lacks what the guest and its module need,
+/// before anything is built.
+fn check_tree(options: &Options) -> Result<(), Error> {
+    let Flavor::Tree(tree) = options.kernel else {
+        return Ok(());
+    };
+    let machine = options.machine;
+    let mut needs = machine.kernel_needs().to_vec();
+    let (module_needs, module) = options.module.kernel_needs();
+    needs.extend_from_slice(module_needs);
+    let what = if module.is_empty() {
+        format!("the {machine} guest")
+    } else {
+        format!("the {machine} guest with {module}")
+    };
+    tree.check(machine.arch(), machine.name(), &what, &needs)
+        .map_err(kernel::Error::from)?;
+    Ok(())
+}
+
 fn resolve_module(
     options: &Options,
     kernel: &Kernel,
@@ -633,6 +689,7 @@ pub fn run_with_model(options: &Options, model: &[ModelProperty]) -> Result<Outc
         }
     }
     check_module(options)?;
+    check_tree(options)?;
     let model_args = options.machine.model_args(model)?;
     let mut options = options.clone();
     for device in &options.devices {

@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::kernel::{self, Flavor, Kernel};
+use crate::kernel::tree::Need;
+use crate::kernel::{self, Arch, Flavor, Kernel};
 use crate::{arm64_root, imx8mp, qemu};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,54 @@ const HOST_BUSYBOX: &str = "/bin/busybox";
 const IMX8MP_PCI_BUS: &str = "dw-pcie";
 const IMX8MP_PCI_FUNCTIONS: usize = 8;
 const MEMORY: &str = "2G";
+
+/// What the q35 guest needs of a kernel tree (`--kernel PATH`): the
+/// console, the initramfs, virtio-pci and the 9p root (9p may be modules:
+/// the initramfs loads them), the init's tmpfs, devtmpfs, devpts, proc and
+/// sysfs mounts, modules for the driver under test.
+const Q35_NEEDS: &[Need] = &[
+    Need::BuiltIn("SERIAL_8250_CONSOLE"),
+    Need::BuiltIn("BLK_DEV_INITRD"),
+    Need::BuiltIn("BINFMT_ELF"),
+    Need::BuiltIn("BINFMT_SCRIPT"),
+    Need::BuiltIn("PCI"),
+    Need::BuiltIn("VIRTIO_PCI"),
+    Need::Enabled("NET_9P"),
+    Need::Enabled("NET_9P_VIRTIO"),
+    Need::Enabled("9P_FS"),
+    Need::BuiltIn("DEVTMPFS"),
+    Need::BuiltIn("TMPFS"),
+    Need::BuiltIn("UNIX98_PTYS"),
+    Need::BuiltIn("PROC_FS"),
+    Need::BuiltIn("SYSFS"),
+    Need::BuiltIn("MODULES"),
+];
+
+/// The imx8mp-evk guest's: as q35's, with the EVK's UART as the console,
+/// its PCIe host built in and the PCIe PHY, reset and regulator drivers the
+/// initramfs loads ([`imx8mp::BOOT_MODULES`]), and CMA for the DW100's frames.
+const IMX8MP_NEEDS: &[Need] = &[
+    Need::BuiltIn("SERIAL_IMX_CONSOLE"),
+    Need::BuiltIn("BLK_DEV_INITRD"),
+    Need::BuiltIn("BINFMT_ELF"),
+    Need::BuiltIn("BINFMT_SCRIPT"),
+    Need::BuiltIn("PCI"),
+    Need::BuiltIn("PCI_IMX6_HOST"),
+    Need::Enabled("PHY_FSL_IMX8M_PCIE"),
+    Need::Enabled("RESET_IMX7"),
+    Need::Enabled("REGULATOR_FIXED_VOLTAGE"),
+    Need::BuiltIn("VIRTIO_PCI"),
+    Need::Enabled("NET_9P"),
+    Need::Enabled("NET_9P_VIRTIO"),
+    Need::Enabled("9P_FS"),
+    Need::BuiltIn("DMA_CMA"),
+    Need::BuiltIn("DEVTMPFS"),
+    Need::BuiltIn("TMPFS"),
+    Need::BuiltIn("UNIX98_PTYS"),
+    Need::BuiltIn("PROC_FS"),
+    Need::BuiltIn("SYSFS"),
+    Need::BuiltIn("MODULES"),
+];
 
 /// What a property of the DW100 model takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +239,22 @@ impl Machine {
         match self {
             Self::Q35 => "q35",
             Self::Imx8mpEvk => "imx8mp-evk",
+        }
+    }
+
+    /// The architecture of the machine's guests.
+    pub fn arch(self) -> Arch {
+        match self {
+            Self::Q35 => Arch::X86_64,
+            Self::Imx8mpEvk => Arch::Arm64,
+        }
+    }
+
+    /// What the machine's guest needs of a kernel tree (`--kernel PATH`).
+    pub fn kernel_needs(self) -> &'static [Need] {
+        match self {
+            Self::Q35 => Q35_NEEDS,
+            Self::Imx8mpEvk => IMX8MP_NEEDS,
         }
     }
 
