@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread;
 use std::time::Duration;
 
@@ -305,11 +305,61 @@ struct Stream {
     /// stale (a clear, a format change, the stream closing): the decoder
     /// stops at the next bitstream unit.
     cancel: AtomicBool,
+    /// The stream's commands, run in order on its own thread, so that a
+    /// command waiting for this stream's lock (held while a bitstream is
+    /// copied in or pictures are written out) holds up no other stream.
+    /// Taken when the stream is destroyed or the device reset, which ends
+    /// the thread. Unbounded, but the transport hands out each head once
+    /// until it is answered: at most a queue's worth of commands wait.
+    commands: Mutex<Option<mpsc::Sender<(Command, Pending)>>>,
+    /// Set by a reset: commands still waiting are dropped unanswered.
+    dropped: AtomicBool,
 }
 
 impl Stream {
     fn lock(&self) -> MutexGuard<'_, StreamState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands a command to the stream's thread; gives it back if the thread
+    /// is gone.
+    fn submit(&self, command: Command, pending: Pending) -> Result<(), Pending> {
+        let commands = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(sender) = commands.as_ref() else {
+            return Err(pending);
+        };
+        sender
+            .send((command, pending))
+            .map_err(|mpsc::SendError((_, pending))| pending)
+    }
+
+    /// Ends the stream's command thread once it has run what it was given.
+    fn stop_commands(&self) {
+        self.commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+}
+
+/// A stream's command thread: runs its commands in order until the stream
+/// is destroyed or the device reset.
+fn run_commands(stream: &Stream, kicks: &RwLock<()>, commands: mpsc::Receiver<(Command, Pending)>) {
+    for (command, pending) in commands {
+        // As a kick does: a reset waits for the command under way, and
+        // commands popped before it are dropped, not answered after it.
+        let _kick = kicks.read().unwrap_or_else(PoisonError::into_inner);
+        if stream.dropped.load(Ordering::Acquire) {
+            continue;
+        }
+        if matches!(command, Command::StreamDestroy) {
+            close_stream(stream);
+            pending.reply(&hdr_reply(resp::OK_NODATA, stream.id));
+            return;
+        }
+        if let Err(refusal) = stream_command(stream, command, pending) {
+            debug!("stream {}: {refusal}", stream.id);
+        }
     }
 }
 
@@ -381,11 +431,12 @@ pub struct DecoderDevice {
     budget: Arc<MemoryBudget>,
     /// Decoding threads still running, those of destroyed streams included.
     live_workers: Arc<AtomicUsize>,
-    /// Held shared by a kick from its pop to its last reply, taken
-    /// exclusively by a reset: a chain popped before the reset is answered
-    /// before the reset returns or dropped by it, never answered into the
-    /// ring the frontend sets up afterwards.
-    kicks: RwLock<()>,
+    /// Held shared by a kick from its pop to its last reply, and by a
+    /// stream's command thread while it runs a command; taken exclusively
+    /// by a reset: a chain popped before the reset is answered before the
+    /// reset returns or dropped by it, never answered into the ring the
+    /// frontend sets up afterwards.
+    kicks: Arc<RwLock<()>>,
 }
 
 impl DecoderDevice {
@@ -409,7 +460,7 @@ impl DecoderDevice {
             events: Arc::new(EventQueue::default()),
             budget,
             live_workers: Arc::new(AtomicUsize::new(0)),
-            kicks: RwLock::new(()),
+            kicks: Arc::new(RwLock::new(())),
         }
     }
 
@@ -472,16 +523,32 @@ impl DecoderDevice {
             } => self
                 .create_stream(stream_id, in_mem_type, out_mem_type, coded_format)
                 .map(|()| Some(hdr_reply(resp::OK_NODATA, stream_id))),
-            Command::StreamDestroy => self
-                .destroy_stream(stream_id)
-                .map(|()| Some(hdr_reply(resp::OK_NODATA, stream_id))),
+            Command::StreamDestroy => {
+                // Later commands find no stream; those before it run first,
+                // then the stream's thread closes it and replies.
+                let Some(stream) = self.streams().remove(&stream_id) else {
+                    pending.refuse(DecoderError::InvalidStreamId.code());
+                    return Err(DecoderError::InvalidStreamId);
+                };
+                let submitted = stream.submit(Command::StreamDestroy, pending);
+                stream.stop_commands();
+                if let Err(pending) = submitted {
+                    close_stream(&stream);
+                    pending.reply(&hdr_reply(resp::OK_NODATA, stream_id));
+                }
+                return Ok(());
+            }
             Command::QueryControl {
                 control,
                 format: coded,
             } => self.query_control(stream_id, control, coded).map(Some),
             other => {
+                let refusal = DecoderError::InvalidStreamId;
                 return match self.stream(stream_id) {
-                    Ok(stream) => stream_command(&stream, other, pending),
+                    Ok(stream) => stream.submit(other, pending).map_err(|pending| {
+                        pending.refuse(refusal.code());
+                        refusal
+                    }),
                     Err(refusal) => {
                         pending.refuse(refusal.code());
                         Err(refusal)
@@ -574,6 +641,7 @@ impl DecoderDevice {
         if self.live_workers.load(Ordering::Acquire) >= MAX_STREAMS {
             return Err(DecoderError::OutOfMemory);
         }
+        let (commands, orders) = mpsc::channel();
         let stream = Arc::new(Stream {
             id,
             state: Mutex::new(StreamState {
@@ -600,7 +668,18 @@ impl DecoderDevice {
             events: self.events.clone(),
             budget: self.budget.clone(),
             cancel: AtomicBool::new(false),
+            commands: Mutex::new(Some(commands)),
+            dropped: AtomicBool::new(false),
         });
+        let runner = stream.clone();
+        let kicks = self.kicks.clone();
+        thread::Builder::new()
+            .name(format!("stream-{id}"))
+            .spawn(move || run_commands(&runner, &kicks, orders))
+            .map_err(|e| {
+                error!("cannot start a stream's command thread: {e}");
+                DecoderError::OutOfMemory
+            })?;
         let worker = stream.clone();
         let factory = self.factory.clone();
         let live = LiveWorker::new(&self.live_workers);
@@ -612,18 +691,10 @@ impl DecoderDevice {
             })
             .map_err(|e| {
                 error!("cannot start a decoding thread: {e}");
+                stream.stop_commands();
                 DecoderError::OutOfMemory
             })?;
         streams.insert(id, stream);
-        Ok(())
-    }
-
-    fn destroy_stream(&self, id: u32) -> Result<(), DecoderError> {
-        let stream = self
-            .streams()
-            .remove(&id)
-            .ok_or(DecoderError::InvalidStreamId)?;
-        close_stream(&stream);
         Ok(())
     }
 
@@ -661,6 +732,8 @@ impl DecoderDevice {
     fn close_all(&self) {
         let streams: Vec<_> = self.streams().drain().map(|(_, s)| s).collect();
         for stream in streams {
+            stream.dropped.store(true, Ordering::Release);
+            stream.stop_commands();
             let mut st = stream.lock();
             // Chains of a reset queue are dropped, never completed.
             st.inputs.clear();

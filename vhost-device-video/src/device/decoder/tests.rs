@@ -2045,3 +2045,46 @@ fn nothing_is_answered_after_a_reset_returns() {
         "commands answered after the reset returned"
     );
 }
+
+/// One stream's lock held for a long time (as while its worker copies a
+/// 32 MiB bitstream in or writes pictures out): a command to that stream
+/// waits, and commands to other streams and to the device are answered
+/// meanwhile.
+#[test]
+fn a_busy_stream_holds_up_no_other_stream() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    for id in [1, 2] {
+        let done = h.command(
+            &req(cmd::STREAM_CREATE, id, &stream_create(format::H264)),
+            8,
+        );
+        assert_eq!(done.code(), resp::OK_NODATA);
+    }
+    let busy = h.device.stream(2).unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let _st = busy.lock();
+        held_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    held_rx.recv().unwrap();
+    let start = Instant::now();
+    let params = |id| req(cmd::GET_PARAMS_EXT, id, &queue_body(QueueType::Input));
+    let (waiting, waiting_addr) = h.submit(0, &[Part::Read(&params(2)), Part::Write(128)]);
+    let done = h.command(&params(1), 128);
+    assert_eq!(done.code(), resp::OK_GET_PARAMS);
+    let done = h.command(
+        &req(cmd::QUERY_CAPABILITY, 0, &queue_body(QueueType::Input)),
+        1024,
+    );
+    assert_eq!(done.code(), resp::OK_QUERY_CAPABILITY);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "stream 1 waited {:?} for stream 2",
+        start.elapsed()
+    );
+    assert_eq!(h.used_position(0, waiting), None);
+    holder.join().unwrap();
+    assert_eq!(h.wait(0, waiting, waiting_addr).code(), resp::OK_GET_PARAMS);
+}
