@@ -245,12 +245,21 @@ impl Counts {
         if let Some((done, total)) = self.ninja {
             format!("[{done}/{total}]")
         } else if self.compiled_objects > 0 {
-            format!("{} objects compiled", self.compiled_objects)
+            format!("{} compiled", counted(self.compiled_objects, "object"))
         } else if self.compiled_crates > 0 {
-            format!("{} crates compiled", self.compiled_crates)
+            format!("{} compiled", counted(self.compiled_crates, "crate"))
         } else {
-            format!("{} lines of output", self.lines)
+            format!("{} of output", counted(self.lines, "line"))
         }
+    }
+}
+
+/// `1 crate`, `2 crates`.
+fn counted(count: u64, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
     }
 }
 
@@ -509,6 +518,10 @@ mod tests {
         );
         assert_eq!(cargo.summary(), "2 crates compiled");
         assert_eq!(counts_of("a\nb\n").summary(), "2 lines of output");
+        assert_eq!(
+            counts_of("   Compiling xtask v0.1.0\n").summary(),
+            "1 crate compiled"
+        );
         // A status line cut short is no step.
         assert_eq!(ninja_step("[81"), None);
         assert_eq!(ninja_step("[x/2] y"), None);
