@@ -336,6 +336,28 @@ static int dec_set_params(struct vvm_dec_ctx *ctx,
 	return ret;
 }
 
+/*
+ * Tell the device the coded size the client gave on OUTPUT: until the
+ * stream header is parsed, the device's picture layout (which S_FMT on
+ * CAPTURE reads back) then follows OUTPUT, as dev-decoder.rst says the
+ * CAPTURE format does, instead of the device's own default size. A client
+ * that set the stream's real size and set up CAPTURE before the header
+ * (FFmpeg does) then sees no resolution change.
+ */
+static int dec_set_coded_size(struct vvm_dec_ctx *ctx)
+{
+	struct virtio_video_params_ext params;
+	int ret;
+
+	ret = dec_get_params(ctx, true, &params);
+	if (ret)
+		return ret;
+	params.frame_width = cpu_to_le32(ctx->coded_width);
+	params.frame_height = cpu_to_le32(ctx->coded_height);
+	params.plane_formats[0].plane_size = cpu_to_le32(ctx->coded_sizeimage);
+	return dec_set_params(ctx, &params);
+}
+
 static int dec_stream_create(struct vvm_dec_ctx *ctx)
 {
 	struct virtio_video_stream_create *cmd;
@@ -353,12 +375,12 @@ static int dec_stream_create(struct vvm_dec_ctx *ctx)
 	ret = dec_call(ctx->dev, cmd, sizeof(*cmd), NULL, 0, &resp,
 		       sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
 	kfree(cmd);
-	if (!ret) {
-		memset(ctx->res_created, 0, sizeof(ctx->res_created));
-		ctx->device_fmt_known = false;
-		ctx->stream_ok = true;
-	}
-	return ret;
+	if (ret)
+		return ret;
+	memset(ctx->res_created, 0, sizeof(ctx->res_created));
+	ctx->device_fmt_known = false;
+	ctx->stream_ok = true;
+	return dec_set_coded_size(ctx);
 }
 
 /* Picture format */
@@ -1244,6 +1266,11 @@ static int set_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 	ctx->coded_width = mp->width;
 	ctx->coded_height = mp->height;
 	ctx->coded_sizeimage = mp->plane_fmt[0].sizeimage;
+	if (ctx->stream_ok && !ctx->device_fmt_known) {
+		ret = dec_set_coded_size(ctx);
+		if (ret)
+			return ret;
+	}
 	ctx->colorspace = mp->colorspace;
 	ctx->xfer_func = mp->xfer_func;
 	ctx->ycbcr_enc = mp->ycbcr_enc;

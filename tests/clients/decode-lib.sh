@@ -37,8 +37,8 @@ decode_compare() {
 	case "$stream" in
 	*.h264) codec=h264_v4l2m2m ;;
 	*.hevc) codec=hevc_v4l2m2m ;;
-	vp8.*) codec=vp8_v4l2m2m ;;
-	vp9.*) codec=vp9_v4l2m2m ;;
+	vp8*.ivf | *-vp8.ivf) codec=vp8_v4l2m2m ;;
+	vp9*.ivf | *-vp9.ivf) codec=vp9_v4l2m2m ;;
 	*) echo "not ok - $stream: no V4L2 decoder for it"; return 1 ;;
 	esac
 	name=${stream%.*}
