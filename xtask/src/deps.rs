@@ -3,11 +3,13 @@
 //! that has everything pays one query.
 
 use std::collections::BTreeSet;
+use std::fs;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::process;
+use crate::{cache, process};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -19,9 +21,17 @@ pub enum Error {
     Install(String),
     #[error("apt-get update failed after adding the {0} architecture (see the output above)")]
     AddArchitecture(String),
+    #[error(transparent)]
+    Cache(#[from] cache::Error),
+    #[error("apt knows no package {0}")]
+    Unavailable(String),
 }
 
-/// Packages the harness, the backend and the guest tools need.
+/// Packages the host itself runs: the builds, QEMU's firmware, the backend's
+/// libraries, and (because the q35 guests' root is the host's own, read-only)
+/// the tools the tests run inside the guests. What only a guest boots or a
+/// build reads (kernels, the kernel source, the initramfs's busybox) is
+/// unpacked into the cache instead ([`unpacked`]).
 pub const BASE_PACKAGES: &[&str] = &[
     // building QEMU from Debian's source package
     "build-essential",
@@ -40,8 +50,7 @@ pub const BASE_PACKAGES: &[&str] = &[
     "qemu-system-data",
     "seabios",
     "ipxe-qemu",
-    // kernels and modules
-    "linux-source-6.12",
+    // building kernels and modules
     "bc",
     "flex",
     "bison",
@@ -52,8 +61,8 @@ pub const BASE_PACKAGES: &[&str] = &[
     // arm64 guests (imx8mp-evk): cross builds and the board's device tree
     "gcc-aarch64-linux-gnu",
     "device-tree-compiler",
-    // guest root: the host's tools run in the guest
-    "busybox-static",
+    // the q35 guests run the host's tools (and the host decodes with ffmpeg
+    // for reference)
     "pciutils",
     "v4l-utils",
     "ffmpeg",
@@ -72,8 +81,6 @@ pub const BASE_PACKAGES: &[&str] = &[
     "libavdevice-dev",
     "libswscale-dev",
     "libswresample-dev",
-    // `cargo xtask test` checks the shell scripts
-    "shellcheck",
 ];
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -210,6 +217,70 @@ pub fn available(package: &str) -> Result<bool, Error> {
     command.arg("show").arg("--no-all-versions").arg(package);
     let (status, text) = process::capture(command, QUERY_TIMEOUT)?;
     Ok(status.success() && !text.trim().is_empty())
+}
+
+/// A package of the host's release unpacked into the cache.
+pub struct Unpacked {
+    pub version: String,
+    /// Where `dpkg-deb -x` put its files.
+    pub root: PathBuf,
+}
+
+/// The version apt would install of `package`, if it knows the package.
+fn candidate_version(package: &str) -> Result<Option<String>, Error> {
+    let mut command = Command::new("apt-cache");
+    command.args(["show", "--no-all-versions", package]);
+    let (status, text) = process::capture(command, QUERY_TIMEOUT)?;
+    Ok(status
+        .success()
+        .then(|| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("Version:"))
+                .map(|version| version.trim().to_string())
+        })
+        .flatten())
+}
+
+/// `package` (apt's candidate version) downloaded with `apt-get download`
+/// and unpacked with `dpkg-deb -x` into `debs/<package>-<version>/` of the
+/// cache, once: for what only guests or builds read. Nothing is installed.
+pub fn unpacked(package: &str) -> Result<Unpacked, Error> {
+    let version = match candidate_version(package)? {
+        Some(version) => version,
+        None => {
+            apt_update()?;
+            candidate_version(package)?.ok_or_else(|| Error::Unavailable(package.to_string()))?
+        }
+    };
+    let dir = cache::dir("debs")?.join(format!("{package}-{version}"));
+    if !cache::is_complete(&dir) {
+        let _lock = cache::lock(&format!("deb-{package}"))?;
+        cache::build_in_place(&dir, |dir| -> Result<(), Error> {
+            eprintln!("fetching {package} {version} into {}", dir.display());
+            let debs = dir.join("debs");
+            fs::create_dir_all(&debs).map_err(cache::io_error("cannot create", &debs))?;
+            let mut download = Command::new("apt-get");
+            download
+                .current_dir(&debs)
+                // The file lands in the cache, which apt's sandbox user may
+                // not write.
+                .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
+                .arg(format!("{package}={version}"));
+            process::run_logged(download, &dir.join("download.log"), APT_TIMEOUT)?;
+            let root = dir.join("root");
+            for entry in fs::read_dir(&debs).map_err(cache::io_error("cannot read", &debs))? {
+                let deb = entry.map_err(cache::io_error("cannot read", &debs))?.path();
+                let mut unpack = Command::new("dpkg-deb");
+                unpack.arg("-x").arg(&deb).arg(&root);
+                process::run_logged(unpack, &dir.join("unpack.log"), APT_TIMEOUT)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(Unpacked {
+        version,
+        root: dir.join("root"),
+    })
 }
 
 fn rust_components() -> Result<(), Error> {

@@ -159,7 +159,6 @@ const DTB_IN_KBUILD: &str = "arch/arm64/boot/dts/freescale/imx8mp-evk.dtb";
 
 const DEBIAN_RT_PIN: &str = "6.12.118+deb12-rt-arm64";
 const DEBIAN_RT_SUFFIX: &str = "-rt-arm64";
-const SOURCE_PACKAGE: &str = "linux-source-6.12";
 const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -387,7 +386,7 @@ fn write_image(vmlinuz: &Path, out: &Path) -> Result<(), Error> {
 /// `PREEMPT_RT`), and the modules' vermagic would not match the kernel's.
 fn prepare_kbuild(release: &str, root: &Path, kbuild: &Path, logs: &Path) -> Result<(), Error> {
     let src = kernel::source_tree()?;
-    let source_version = kernel::package_version(SOURCE_PACKAGE)?;
+    let (source_version, _) = kernel::source_package()?;
     let upstream = source_version
         .split(['-', '+', '~'])
         .next()

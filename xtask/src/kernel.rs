@@ -102,7 +102,9 @@ pub struct Kernel {
 }
 
 const DEBIAN_RT_PIN: &str = "6.12.117+deb12-rt-amd64";
-const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+const SOURCE_PACKAGE: &str = "linux-source-6.12";
+/// The tarball's path in the package.
+const SOURCE_TARBALL: &str = "usr/src/linux-source-6.12.tar.xz";
 const FRAGMENT: &str = include_str!("../../images/debug-rt.config");
 const BUILD_TIMEOUT: Duration = Duration::from_secs(5400);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
@@ -344,21 +346,29 @@ fn make(src: &Path, build: &Path, arch: Arch, args: &[&str], log: &Path) -> Resu
     Ok(())
 }
 
+/// Debian's `linux-source-6.12`, unpacked into the cache (not installed):
+/// its version and the source tarball.
+pub fn source_package() -> Result<(String, PathBuf), Error> {
+    let package = deps::unpacked(SOURCE_PACKAGE)?;
+    let tarball = package.root.join(SOURCE_TARBALL);
+    Ok((package.version, tarball))
+}
+
 /// The unpacked kernel source (shared by the debug-rt build and checkpatch).
 pub fn source_tree() -> Result<PathBuf, Error> {
-    deps::ensure(&["linux-source-6.12", "xz-utils"])?;
-    let version = package_version("linux-source-6.12")?;
+    deps::ensure(&["xz-utils"])?;
+    let (version, tarball) = source_package()?;
     let dir = cache::dir("kernel")?.join(format!("linux-source-{version}"));
     if cache::is_complete(&dir) {
         return Ok(dir);
     }
     let _lock = cache::lock("linux-source")?;
     cache::build_in_place(&dir, |dir| -> Result<(), Error> {
-        eprintln!("unpacking {SOURCE_TARBALL}");
+        eprintln!("unpacking {}", tarball.display());
         let mut untar = Command::new("tar");
         untar
             .arg("-xf")
-            .arg(SOURCE_TARBALL)
+            .arg(&tarball)
             .arg("--strip-components=1")
             .arg("-C")
             .arg(dir);
@@ -367,14 +377,6 @@ pub fn source_tree() -> Result<PathBuf, Error> {
         Ok(())
     })?;
     Ok(dir)
-}
-
-pub fn package_version(package: &str) -> Result<String, Error> {
-    let mut command = Command::new("dpkg-query");
-    command.arg("-W").arg("-f=${Version}").arg(package);
-    Ok(process::output(command, Duration::from_secs(60))?
-        .trim()
-        .to_string())
 }
 
 /// A kernel built from `linux-source-6.12`: `make tinyconfig`, a checked-in
@@ -398,7 +400,7 @@ pub struct SourceBuild<'a> {
 pub fn build_from_source(spec: &SourceBuild) -> Result<Kernel, Error> {
     deps::ensure(deps::BASE_PACKAGES)?;
     let src = source_tree()?;
-    let version = package_version("linux-source-6.12")?;
+    let (version, _) = source_package()?;
     let key = cache::key(&[version.as_bytes(), spec.fragment.as_bytes()]);
     let dir = cache::dir("kernel")?.join(format!("{}-{version}-{key}", spec.name));
     let build = dir.join("build");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::kernel::Kernel;
+use crate::kernel::{self, Kernel};
 use crate::{cache, process};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +16,8 @@ pub enum Error {
     Cache(#[from] cache::Error),
     #[error(transparent)]
     Process(#[from] process::Error),
+    #[error(transparent)]
+    Kernel(#[from] kernel::Error),
     #[error("unknown module `{0}` (known: virtio_video_m2m, virtio_video_m2m_debug, rt_negative)")]
     Unknown(String),
     #[error("{0}/Makefile does not exist yet")]
@@ -127,6 +129,10 @@ pub fn build(name: &str, kernel: &Kernel, strict: bool) -> Result<PathBuf, Error
     }
     inputs.push(spec.make_vars.join(" ").into_bytes());
     inputs.push(kernel.kbuild.as_os_str().as_encoded_bytes().to_vec());
+    // The guest driver bundles the kernel source's mem2mem framework for
+    // kernels that lack it (Debian's amd64 ones): the source is the cache's.
+    let (_, source_tarball) = kernel::source_package()?;
+    inputs.push(source_tarball.as_os_str().as_encoded_bytes().to_vec());
     inputs.push(vec![u8::from(strict)]);
     let parts: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
     let key = cache::key(&parts);
@@ -138,7 +144,7 @@ pub fn build(name: &str, kernel: &Kernel, strict: bool) -> Result<PathBuf, Error
     let _lock = cache::lock(&format!("kmod-{}-{name}", kernel.flavor.name()))?;
     cache::build_in_place(&out, |out| -> Result<(), Error> {
         copy_sources(&files, out)?;
-        make_module(name, spec, kernel, strict, out)
+        make_module(name, spec, kernel, strict, &source_tarball, out)
     })?;
     Ok(object)
 }
@@ -148,6 +154,7 @@ fn make_module(
     spec: Spec,
     kernel: &Kernel,
     strict: bool,
+    source_tarball: &Path,
     out: &Path,
 ) -> Result<(), Error> {
     let object = out.join(format!("{}.ko", spec.object));
@@ -156,6 +163,7 @@ fn make_module(
     make.arg("-C")
         .arg(out)
         .arg(format!("KDIR={}", kernel.kbuild.display()))
+        .arg(format!("KSRC_TAR={}", source_tarball.display()))
         // Command-line variables reach kbuild's sub-make: ARCH and the cross
         // compiler for an arm64 kernel.
         .args(kernel.arch.make_vars())

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::kernel::tree::Need;
 use crate::kernel::{self, Arch, Flavor, Kernel};
-use crate::{arm64_root, imx8mp, qemu};
+use crate::{arm64_root, deps, imx8mp, qemu};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -21,6 +21,8 @@ pub enum Error {
     Root(#[from] arm64_root::Error),
     #[error(transparent)]
     Qemu(#[from] qemu::Error),
+    #[error(transparent)]
+    Deps(#[from] deps::Error),
     #[error("unknown machine `{0}` (known: q35, imx8mp-evk)")]
     Unknown(String),
     #[error("imx8mp-evk needs the patched QEMU (its DW100 model is one of qemu-patches/), not --qemu stock")]
@@ -73,8 +75,9 @@ impl std::fmt::Display for Machine {
 /// ones are skipped. (imx8mp-evk's are [`imx8mp::BOOT_MODULES`]: the PCIe
 /// link that carries its 9p devices comes first.)
 const Q35_ROOT_MODULES: &[&str] = &["9p", "9pnet_virtio"];
-/// The x86 guests' busybox: the host's `busybox-static`.
-const HOST_BUSYBOX: &str = "/bin/busybox";
+/// The x86 guests' busybox: bookworm's `busybox-static`, unpacked into the
+/// cache (the host does not run it).
+const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// The DesignWare root port's secondary bus: a PCIe link has one slot, so
 /// the 9p devices are the functions of one multifunction device there.
 const IMX8MP_PCI_BUS: &str = "dw-pcie";
@@ -265,7 +268,7 @@ impl Machine {
                 kernel: kernel::prepare(flavor)?,
                 dtb: None,
                 root: Root::Host,
-                busybox: PathBuf::from(HOST_BUSYBOX),
+                busybox: deps::unpacked(BUSYBOX_PACKAGE)?.root.join("bin/busybox"),
             }),
             Self::Imx8mpEvk => {
                 let kernel = imx8mp::kernel(flavor)?;
