@@ -72,6 +72,7 @@ static bool vvm_harvest_locked(struct vvm_core *core, unsigned int idx)
 		while ((req = virtqueue_get_buf(vq, &len))) {
 			req->used_len = len;
 			list_move_tail(&req->list, &core->done);
+			core->last_answer = jiffies;
 		}
 	} while (!virtqueue_enable_cb(vq));
 	return virtqueue_is_broken(vq);
@@ -184,6 +185,24 @@ static void vvm_kill(struct vvm_core *core, enum vvm_core_state new_state,
 		core->ops->dead(core, err);
 }
 
+/*
+ * A timed request expires after a period of silence: counted from its
+ * submission or from the device's latest answer, whichever is later. A
+ * backend working through a queue of jobs keeps answering, so the jobs
+ * behind do not expire; a dead one answers nothing. Caller holds core->lock.
+ */
+static unsigned long vvm_deadline(struct vvm_core *core,
+				  const struct vvm_request *req,
+				  unsigned long period)
+{
+	unsigned long start = req->submitted;
+
+	if (time_after(core->last_answer, start))
+		start = core->last_answer;
+	return start + (req->wait == VVM_WAIT_PROBE ?
+			max(period / 2, 1UL) : period);
+}
+
 /* Killing from a context that cannot: a broken ring, vvm_core_kill(). */
 static void vvm_kill_work(struct work_struct *work)
 {
@@ -210,6 +229,7 @@ static void vvm_watchdog_work(struct work_struct *work)
 	struct vvm_request *req, *expired = NULL;
 	bool timed = false, waiting = false;
 	unsigned long now, next = 0;
+	unsigned long deadline;
 	unsigned long flags;
 	int ret;
 
@@ -223,12 +243,13 @@ static void vvm_watchdog_work(struct work_struct *work)
 			waiting = true;
 		if (req->wait != VVM_WAIT_TIMED && req->wait != VVM_WAIT_PROBE)
 			continue;
-		if (time_after_eq(now, req->deadline)) {
+		deadline = vvm_deadline(core, req, period);
+		if (time_after_eq(now, deadline)) {
 			expired = req;
 			break;
 		}
-		if (!timed || time_before(req->deadline, next))
-			next = req->deadline;
+		if (!timed || time_before(deadline, next))
+			next = deadline;
 		timed = true;
 	}
 	raw_spin_unlock_irqrestore(&core->lock, flags);
@@ -347,6 +368,7 @@ int vvm_core_init(struct vvm_core *core, struct virtio_device *vdev,
 	core->state = VVM_CORE_LIVE;
 	INIT_LIST_HEAD(&core->inflight);
 	INIT_LIST_HEAD(&core->done);
+	core->last_answer = jiffies;
 	mutex_init(&core->submit_lock);
 	INIT_WORK(&core->complete_work, vvm_complete_work);
 	INIT_DELAYED_WORK(&core->watchdog, vvm_watchdog_work);
@@ -424,7 +446,7 @@ int vvm_core_submit(struct vvm_core *core, struct vvm_request *req,
 	ret = vvm_state_errno(core->state);
 	if (!ret) {
 		req->vq = vq;
-		req->deadline = jiffies + timeout;
+		req->submitted = jiffies;
 		/* Without indirect descriptors this never allocates. */
 		ret = virtqueue_add_sgs(core->vqs[vq], sgs, out_sgs, in_sgs,
 					req, GFP_ATOMIC);

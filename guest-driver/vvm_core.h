@@ -52,7 +52,10 @@ typedef void (*vvm_complete_t)(struct vvm_request *req, int status);
 /**
  * enum vvm_wait - how long the device may legitimately hold a request
  * @VVM_WAIT_TIMED: it answers within the watchdog period (timeout_ms), or
- *	it is dead. The default.
+ *	it is dead. The period counts the device's silence: it starts at
+ *	submission or at the device's latest answer on any virtqueue,
+ *	whichever is later, so requests queued behind others at the backend
+ *	do not expire while the device keeps answering. The default.
  * @VVM_WAIT_LONG: it answers when it has something to say (a picture
  *	buffer waits for a picture, a drain for the last one). While such a
  *	request is in flight and no timed one is, the core checks that the
@@ -79,7 +82,7 @@ enum vvm_wait {
  * @owner: owner's tag for vvm_core_holds() (e.g. the vb2 queue), NULL
  *	after vvm_request_init().
  * @list: core-private: in-flight or done list.
- * @deadline: core-private: jiffies after which the watchdog fires.
+ * @submitted: core-private: jiffies at submission.
  * @vq: core-private: index of the virtqueue the request sits on.
  *
  * Initialise with vvm_request_init(). The memory the scatterlists point at
@@ -92,7 +95,7 @@ struct vvm_request {
 	enum vvm_wait wait;
 	const void *owner;
 	struct list_head list;
-	unsigned long deadline;
+	unsigned long submitted;
 	unsigned int vq;
 };
 
@@ -149,6 +152,7 @@ enum vvm_core_state {
  * @state: &enum vvm_core_state.
  * @inflight: requests the device owns.
  * @done: requests the hard half harvested, waiting for the threaded half.
+ * @last_answer: jiffies of the latest used buffer, on any virtqueue.
  * @submit_lock: serialises submitters and the death/revival of the
  *	virtqueues.
  * @wq: the threaded half.
@@ -169,6 +173,7 @@ struct vvm_core {
 	enum vvm_core_state state;
 	struct list_head inflight;
 	struct list_head done;
+	unsigned long last_answer;
 
 	struct mutex submit_lock; /* see @submit_lock above */
 	struct workqueue_struct *wq;
