@@ -171,8 +171,9 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 
 /// A short name for a step from its command: the program (past `nice`) and
 /// the words that are neither options, assignments nor paths, such as
-/// make's or ninja's targets; without those, the directory of `make -C`
-/// (less the cache key a cache directory's name ends with).
+/// make's or ninja's targets; without those, the directory of `make -C` or
+/// else the first path's last part (less the cache key a cache directory's
+/// name ends with), such as the script `sh` runs.
 fn step_label(command: &Command) -> String {
     let words: Vec<String> = std::iter::once(command.get_program())
         .chain(command.get_args())
@@ -190,12 +191,13 @@ fn step_label(command: &Command) -> String {
             .map(String::as_str),
     );
     if label.len() == 1 {
-        let directory = args
+        let path = args
             .windows(2)
             .find(|pair| pair[0] == "-C")
-            .and_then(|pair| pair[1].rsplit('/').find(|part| !part.is_empty()));
-        if let Some(directory) = directory {
-            label.push(strip_cache_key(directory));
+            .map(|pair| &pair[1])
+            .or_else(|| args.iter().find(|w| w.contains('/') && !w.starts_with('-')));
+        if let Some(part) = path.and_then(|p| p.rsplit('/').find(|part| !part.is_empty())) {
+            label.push(strip_cache_key(part));
         }
     }
     label.join(" ")
@@ -552,6 +554,12 @@ mod tests {
         ]);
         module.args(["KDIR=/cache/kbuild", "-j2", "W=1"]);
         assert_eq!(step_label(&module), "make virtio_video_m2m");
+        let mut data_set = Command::new("sh");
+        data_set.args([
+            "/repo/tests/data/dewarp.sh",
+            "/cache/testdata/dewarp-0123456789abcdef",
+        ]);
+        assert_eq!(step_label(&data_set), "sh dewarp.sh");
     }
 
     #[test]
