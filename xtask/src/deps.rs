@@ -81,6 +81,8 @@ pub const BASE_PACKAGES: &[&str] = &[
     "libavdevice-dev",
     "libswscale-dev",
     "libswresample-dev",
+    // `cargo xtask test` checks the shell scripts
+    "shellcheck",
 ];
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
