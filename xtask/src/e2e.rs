@@ -1139,6 +1139,51 @@ mod tests {
         assert!(tests.len() > 10, "{} tests", tests.len());
     }
 
+    #[test]
+    fn junit_cases_name_machine_and_kernel_and_skip_known_failures() {
+        let test =
+            parse_text("dw100-x", "#!/bin/sh\n# machine: imx8mp-evk\ntrue\n").expect("valid");
+        let second = Duration::from_secs(1);
+        let todo = junit_case(
+            &test,
+            Flavor::DebugRt,
+            second,
+            &Verdict::Todo("no job timeout (task left in D state)".to_string()),
+            "",
+        );
+        assert_eq!(todo.classname, "imx8mp-evk.debug-rt");
+        assert_eq!(todo.name, "dw100-x");
+        assert_eq!(
+            todo.outcome,
+            junit::Outcome::Skipped(
+                "known failure: no job timeout (task left in D state)".to_string()
+            )
+        );
+        let failed = junit_case(
+            &test,
+            Flavor::DebianRt,
+            second,
+            &Verdict::Fail("kernel splat: BUG: x".to_string()),
+            "--- run 1 ---\n--- kernel splat ---\nBUG: x\n",
+        );
+        assert_eq!(
+            failed.outcome,
+            junit::Outcome::Failed {
+                message: "kernel splat: BUG: x".to_string(),
+                detail: "kernel splat: BUG: x\n--- run 1 ---\n--- kernel splat ---\nBUG: x\n"
+                    .to_string(),
+            }
+        );
+        let passed = junit_case(
+            &test,
+            Flavor::DebianRt,
+            second,
+            &Verdict::Pass(String::new()),
+            "",
+        );
+        assert_eq!(passed.outcome, junit::Outcome::Passed);
+    }
+
     const UNFIXED_HEADER: &str = "#!/bin/sh\n# machine: imx8mp-evk\n# kernels: debug-rt\n# dw100: unfixed\n# dw100-model: bus-timeout-us=200, fault-no-irq=on\n# repeat: 10\n# expect: splat\n# splat-names: dw100_irq_handler\n# splat-names: Invalid wait context | sleeping function called from invalid context\ntrue\n";
 
     #[test]
