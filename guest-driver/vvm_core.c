@@ -43,6 +43,16 @@ struct device *vvm_core_dma_device(struct vvm_core *core)
 	return core->vdev->dev.parent;
 }
 
+void vvm_core_premap(struct scatterlist *sg, unsigned int n)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++, sg = sg_next(sg)) {
+		sg_dma_address(sg) = sg_phys(sg);
+		sg_dma_len(sg) = sg->length;
+	}
+}
+
 static int vvm_state_errno(enum vvm_core_state state)
 {
 	switch (state) {
@@ -104,7 +114,26 @@ static int vvm_find_vqs(struct vvm_core *core)
 		info[i].name = core->vq_names[i];
 		info[i].callback = vvm_vq_callback;
 	}
-	return virtio_find_vqs(core->vdev, core->nvqs, core->vqs, info, NULL);
+	ret = virtio_find_vqs(core->vdev, core->nvqs, core->vqs, info, NULL);
+	if (ret || !core->premapped)
+		return ret;
+	/*
+	 * Premapped: the ring takes sg_dma_address() as it is. Only right
+	 * while it would otherwise use sg_phys(), without the DMA API.
+	 */
+	for (i = 0; i < core->nvqs && !ret; i++) {
+		if (virtqueue_dma_dev(core->vqs[i]))
+			ret = -EINVAL;
+		else
+			ret = virtqueue_set_dma_premapped(core->vqs[i]);
+	}
+	if (ret) {
+		dev_err(&core->vdev->dev,
+			"cannot hand premapped buffers to this ring (%d)\n", ret);
+		core->vdev->config->del_vqs(core->vdev);
+		memset(core->vqs, 0, sizeof(core->vqs));
+	}
+	return ret;
 }
 
 /* Threaded half: run the completions the hard half harvested. */

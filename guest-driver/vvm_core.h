@@ -145,6 +145,10 @@ enum vvm_core_state {
  * @vdev: the virtio device.
  * @ops: node callbacks.
  * @nvqs: number of virtqueues.
+ * @premapped: set by the node before vvm_core_init(): every scatterlist
+ *	entry it submits carries the address the device reads in
+ *	sg_dma_address() (see vvm_core_premap()), so that buffers without
+ *	struct pages, such as imported DMABUFs, can be handed over.
  * @vqs: the virtqueues (NULL while dead).
  * @vq_names: names given to the virtqueues.
  * @lock: raw spinlock guarding @state, @inflight, @done and the virtqueues'
@@ -166,6 +170,7 @@ struct vvm_core {
 	struct virtio_device *vdev;
 	const struct vvm_core_ops *ops;
 	unsigned int nvqs;
+	bool premapped;
 	struct virtqueue *vqs[VVM_MAX_VQS];
 	const char *vq_names[VVM_MAX_VQS];
 
@@ -340,6 +345,17 @@ void vvm_core_flush(struct vvm_core *core);
  * Return: the struct device to set as &vb2_queue.dev.
  */
 struct device *vvm_core_dma_device(struct vvm_core *core);
+
+/**
+ * vvm_core_premap() - give kernel memory its device address
+ * @sg: scatterlist entries set up with sg_set_page()/sg_init_one().
+ * @n: number of entries.
+ *
+ * For a &vvm_core.premapped core. The ring does not use the DMA API (the
+ * driver refuses VIRTIO_F_ACCESS_PLATFORM and translating IOMMUs), so the
+ * device reads guest-physical addresses.
+ */
+void vvm_core_premap(struct scatterlist *sg, unsigned int n);
 
 /**
  * vvm_core_timeout_jiffies() - the watchdog period

@@ -388,16 +388,24 @@ static const struct v4l2_ctrl_config vvm_dw_map_ctrl = {
 
 /* ---- Jobs ---------------------------------------------------------------- */
 
-/* Number of entries covering the first @len bytes of @sgt, 0 if too short. */
+/*
+ * Frame buffers are described by their DMA mapping for the transport's
+ * device (vb2 maps them against it), never by struct page: an imported
+ * DMABUF may have no pages, and its exporter's page pointers are not the
+ * importer's to read (CONFIG_DMABUF_DEBUG scrambles them). The virtqueue is
+ * premapped, so these addresses go to the device as they are.
+ */
+
+/* Number of DMA segments covering the first @len bytes, 0 if too short. */
 static unsigned int vvm_dw_sg_count(struct sg_table *sgt, size_t len)
 {
 	struct scatterlist *sg;
 	unsigned int i, n = 0;
 
-	for_each_sgtable_sg(sgt, sg, i) {
+	for_each_sgtable_dma_sg(sgt, sg, i) {
 		if (!len)
 			break;
-		len -= min_t(size_t, len, sg->length);
+		len -= min_t(size_t, len, sg_dma_len(sg));
 		n++;
 	}
 	return len ? 0 : n;
@@ -411,11 +419,13 @@ static void vvm_dw_sg_fill(struct scatterlist *out, unsigned int n,
 	size_t chunk;
 
 	sg_init_table(out, n);
-	for_each_sgtable_sg(sgt, sg, i) {
+	for_each_sgtable_dma_sg(sgt, sg, i) {
 		if (i == n)
 			break;
-		chunk = min_t(size_t, len, sg->length);
-		sg_set_page(&out[i], sg_page(sg), chunk, sg->offset);
+		chunk = min_t(size_t, len, sg_dma_len(sg));
+		out[i].length = chunk;
+		sg_dma_address(&out[i]) = sg_dma_address(sg);
+		sg_dma_len(&out[i]) = chunk;
 		len -= chunk;
 	}
 }
@@ -554,11 +564,14 @@ static struct vvm_dw_job *vvm_dw_job_create(struct vvm_dw_ctx *ctx,
 	vvm_dw_fill_image(&job->hdr.dst, dq, true);
 
 	sg_init_one(&job->hdr_sg, &job->hdr, sizeof(job->hdr));
+	vvm_core_premap(&job->hdr_sg, 1);
 	sg_init_one(&job->status_sg, &job->status, sizeof(job->status));
+	vvm_core_premap(&job->status_sg, 1);
 
 	next = job->sg_pool;
 	job->map_sg = next;
 	vvm_dw_map_sg_fill(next, nmap, job->map);
+	vvm_core_premap(next, nmap);
 	next += nmap;
 	for (i = 0; i < sq->pix.num_planes; i++) {
 		job->src_sg[i] = next;
@@ -1376,7 +1389,9 @@ static int vvm_dw_revive(struct vvm_core *core)
 	if (!probe)
 		return -ENOMEM;
 	sg_init_one(&probe->hdr_sg, &probe->hdr, sizeof(probe->hdr));
+	vvm_core_premap(&probe->hdr_sg, 1);
 	sg_init_one(&probe->status_sg, &probe->status, sizeof(probe->status));
+	vvm_core_premap(&probe->status_sg, 1);
 	parts[0] = &probe->hdr_sg;
 	parts[1] = &probe->status_sg;
 	vvm_request_init(&probe->req, vvm_dw_probe_done, probe);
@@ -1463,6 +1478,7 @@ int vvm_dewarper_probe(struct virtio_device *vdev)
 	mutex_init(&dw->vfd_lock);
 	mutex_init(&dw->send_lock);
 
+	dw->core.premapped = true;
 	ret = vvm_core_init(&dw->core, vdev, &vvm_dw_core_ops, 1, vq_names);
 	if (ret)
 		goto err_free;
