@@ -109,6 +109,7 @@ static int vvm_find_vqs(struct vvm_core *core)
 {
 	struct virtqueue_info info[VVM_MAX_VQS] = {};
 	unsigned int i;
+	int ret;
 
 	for (i = 0; i < core->nvqs; i++) {
 		info[i].name = core->vq_names[i];
