@@ -2,6 +2,7 @@
 /*
  * virtio_video_m2m: V4L2 mem2mem nodes for virtio video devices.
  */
+#include <linux/iommu.h>
 #include <linux/module.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
@@ -49,10 +50,32 @@ static void vvm_remove(struct virtio_device *vdev)
  * frees it on completion, which the core would have to do under its raw
  * spinlock, and PREEMPT_RT forbids allocating or freeing there. Every
  * scatterlist entry takes a ring slot instead.
+ *
+ * With VIRTIO_F_ACCESS_PLATFORM the ring maps every entry through the DMA
+ * API when it is added and unmaps it when it comes back (IOVA allocation,
+ * swiotlb bounce copies of whole frames), again under the raw spinlock:
+ * refused. Without it the device reads guest-physical addresses, which the
+ * DMA addresses vb2 hands the driver are only while no IOMMU translates for
+ * the transport's device: a translating vIOMMU is refused too.
  */
 static int vvm_validate(struct virtio_device *vdev)
 {
+	struct device *dma_dev = vdev->dev.parent;
+	struct iommu_domain *domain;
+
 	__virtio_clear_bit(vdev, VIRTIO_RING_F_INDIRECT_DESC);
+	if (virtio_has_feature(vdev, VIRTIO_F_ACCESS_PLATFORM)) {
+		dev_err(&vdev->dev,
+			"VIRTIO_F_ACCESS_PLATFORM is not supported: start the device without iommu_platform=on\n");
+		return -EINVAL;
+	}
+	domain = dma_dev ? iommu_get_domain_for_dev(dma_dev) : NULL;
+	if (domain && domain->type != IOMMU_DOMAIN_IDENTITY) {
+		dev_err(&vdev->dev,
+			"an IOMMU translates for %s, but the device reads guest-physical addresses: put it in passthrough (iommu.passthrough=1 or iommu=pt)\n",
+			dev_name(dma_dev));
+		return -EINVAL;
+	}
 	return 0;
 }
 
