@@ -1456,6 +1456,7 @@ static void vvm_dw_v4l2_release(struct v4l2_device *v4l2_dev)
 {
 	struct vvm_dewarper *dw = container_of(v4l2_dev, struct vvm_dewarper,
 					       v4l2_dev);
+	struct device *vdev_dev = &dw->core.vdev->dev;
 
 	vvm_core_release(&dw->core);
 	media_device_cleanup(&dw->mdev);
@@ -1463,6 +1464,7 @@ static void vvm_dw_v4l2_release(struct v4l2_device *v4l2_dev)
 	mutex_destroy(&dw->send_lock);
 	mutex_destroy(&dw->vfd_lock);
 	kfree(dw);
+	put_device(vdev_dev);
 }
 
 int vvm_dewarper_probe(struct virtio_device *vdev)
@@ -1505,7 +1507,13 @@ int vvm_dewarper_probe(struct virtio_device *vdev)
 	vvm_dw_bus_info(dw, dw->mdev.bus_info, sizeof(dw->mdev.bus_info));
 	dw->mdev.ops = &vvm_dw_media_ops;
 	dw->v4l2_dev.mdev = &dw->mdev;
-	/* From here on the node's memory goes with its last reference. */
+	/*
+	 * From here on the node's memory goes with its last reference, and
+	 * so does the node's hold on the virtio device: open files outlive
+	 * removal, and their m2m work and logging still reach the device
+	 * structure after v4l2_device_unregister() dropped its own hold.
+	 */
+	get_device(&vdev->dev);
 	dw->v4l2_dev.release = vvm_dw_v4l2_release;
 
 	vfd = &dw->vfd;
