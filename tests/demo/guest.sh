@@ -3,9 +3,10 @@
 # The guest half of `cargo xtask demo`. Decodes $DEMO/clip.h264 ($DEMO_SIZE)
 # through the virtio-video decoder with ffmpeg's V4L2 mem2mem decoder, writes
 # one MD5 per frame (of the frame as NV12, as `ffmpeg -f framemd5` hashes it)
-# to guest.md5, and sends frame $DEMO_FRAME through the dewarper with the
-# fisheye correction map. Everything it writes goes to $DEMO (shared with the
-# host).
+# to guest.md5, and has the dewarper correct $DEMO/before.nv12 (frame
+# $DEMO_FRAME as the host's barrel lens model bent it) with
+# $DEMO/correction.map into after.nv12. Everything it writes goes to $DEMO
+# (shared with the host).
 set -eu
 
 size=$DEMO_SIZE
@@ -32,11 +33,9 @@ mkdir /tmp/frames
 split -b "$frame_bytes" -d -a 4 /tmp/frames.nv12 /tmp/frames/
 md5sum /tmp/frames/* | cut -d' ' -f1 >"$DEMO/guest.md5"
 
-dd if=/tmp/frames.nv12 of="$DEMO/before.nv12" bs="$frame_bytes" \
-	skip="$DEMO_FRAME" count=1 2>/dev/null
-echo "guest: frame $DEMO_FRAME through the dewarper (fisheye correction map)"
+echo "guest: distorted frame $DEMO_FRAME through the dewarper (lens correction map)"
 "$REPO/tests/clients/dewarp-client" --src "NV12:$size" --dst "NV12:$size" \
-	--map "$DEMO/fisheye.map" --in "$DEMO/before.nv12" --out "$DEMO/after.nv12" \
+	--map "$DEMO/correction.map" --in "$DEMO/before.nv12" --out "$DEMO/after.nv12" \
 	>/tmp/dewarp.log 2>&1 || status=$?
 sed 's/^/guest: dewarp-client: /' /tmp/dewarp.log
 exit "${status:-0}"

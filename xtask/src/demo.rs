@@ -1,10 +1,13 @@
 //! `cargo xtask demo`: the first thing a new user runs. The host makes a
 //! short H.264 clip and decodes it with FFmpeg's software decoder; the
-//! Debian RT guest decodes the same clip through the virtio-video decoder
-//! and sends one decoded frame through the dewarper with a fisheye
-//! correction map. The per-frame checksums are printed side by side, the
-//! dewarped frame is checked against the host's reference engine, and the
-//! frame before and after the dewarper is written as PNG.
+//! Debian RT guest decodes the same clip through the virtio-video decoder.
+//! One decoded frame, with a grid of straight lines drawn on it, is bent by
+//! a known barrel lens model on the host ([`Lens`]); the guest's dewarper
+//! corrects it with the vertex map that inverts that model. The per-frame
+//! checksums are printed side by side, the corrected frame is checked
+//! against the host's reference engine bit for bit and against the
+//! undistorted frame, and the frame before and after the dewarper is
+//! written as PNG.
 //!
 //! Then the i.MX8MP step: the same frame and map through the upstream
 //! dw100 driver on QEMU's imx8mp-evk with the emulated DW100, in the arm64
@@ -26,7 +29,18 @@ const FRAMES: u32 = 50;
 const RATE: u32 = 25;
 /// The decoded frame that goes through the dewarper.
 const DEWARP_FRAME: u32 = 25;
-const FISHEYE_STRENGTH: &str = "0.4";
+/// The demo lens's radial coefficients (barrel distortion: `K1` < 0).
+const LENS_K1: f64 = -0.22;
+const LENS_K2: f64 = 0.04;
+/// The grid drawn on the frame: straight lines `GRID_STEP` pixels apart,
+/// through the picture's centre.
+const GRID_STEP: u32 = 40;
+/// Luma PSNR the corrected frame must reach against the undistorted frame
+/// (what a perfect correction shows); the distorted frame stays far below.
+const CORRECTED_MIN_PSNR_DB: f64 = 30.0;
+/// The DW100's vertex spacing and the largest UQ12.4 map coordinate.
+const MAP_CELL: u32 = 16;
+const MAP_MAX_COORDINATE: f64 = 65535.0 / 16.0;
 const HOST_TOOL_TIMEOUT: Duration = Duration::from_secs(600);
 const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
 /// What lockdep reports when the unfixed driver finishes a job in its hard
@@ -48,6 +62,12 @@ pub enum Error {
     Vm(#[from] vm::Error),
     #[error("{0} is missing after the guest run (see the guest's output above)")]
     Missing(PathBuf),
+    #[error("{path}: {actual} bytes, a {expected}-byte NV12 frame expected")]
+    FrameSize {
+        path: PathBuf,
+        expected: usize,
+        actual: usize,
+    },
 }
 
 /// Runs a host tool with its output in `log`.
@@ -102,6 +122,141 @@ fn compare_md5s(host: &[String], guest: &[String]) -> bool {
         if all { "PASS" } else { "FAIL" }
     );
     all
+}
+
+/// The demo camera's lens: Brown's radial model, the radius normalised to
+/// half the picture diagonal. A scene point at radius `r` from the centre
+/// is imaged at radius `r * gain(r)`, with
+/// `gain(r) = (1 + K1 r^2 + K2 r^4) / (1 + K1 + K2)`: barrel distortion,
+/// scaled so that the corners stay where they are and the distorted picture
+/// is filled from the scene inside the frame.
+struct Lens {
+    cx: f64,
+    cy: f64,
+    radius: f64,
+}
+
+impl Lens {
+    fn new(width: u32, height: u32) -> Self {
+        let (cx, cy) = (f64::from(width) / 2.0, f64::from(height) / 2.0);
+        Self {
+            cx,
+            cy,
+            radius: cx.hypot(cy),
+        }
+    }
+
+    fn gain(r: f64) -> f64 {
+        let r2 = r * r;
+        (1.0 + LENS_K1 * r2 + LENS_K2 * r2 * r2) / (1.0 + LENS_K1 + LENS_K2)
+    }
+
+    /// Where the lens images the scene point at pixel `(x, y)`.
+    fn distort(&self, x: f64, y: f64) -> (f64, f64) {
+        let r = (x - self.cx).hypot(y - self.cy) / self.radius;
+        let gain = Self::gain(r);
+        (
+            self.cx + (x - self.cx) * gain,
+            self.cy + (y - self.cy) * gain,
+        )
+    }
+
+    /// The scene point the lens images at pixel `(x, y)`, inside the
+    /// picture. `r * gain(r)` grows with `r` (its derivative
+    /// `1 + 3 K1 r^2 + 5 K2 r^4` has no real root) and is at least `r` up to
+    /// the corners, so the scene radius lies in `[0, imaged]`: bisection.
+    fn undistort(&self, x: f64, y: f64) -> (f64, f64) {
+        let imaged = (x - self.cx).hypot(y - self.cy) / self.radius;
+        if imaged == 0.0 {
+            return (x, y);
+        }
+        let (mut low, mut high) = (0.0, imaged);
+        for _ in 0..64 {
+            let middle = (low + high) / 2.0;
+            if middle * Self::gain(middle) < imaged {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        let scale = low / imaged;
+        (
+            self.cx + (x - self.cx) * scale,
+            self.cy + (y - self.cy) * scale,
+        )
+    }
+
+    /// The scene point shown at pixel `(x, y)` of the corrected picture,
+    /// which shows the scene magnified by `1 / zoom` about the centre.
+    fn zoomed(&self, zoom: f64, x: f64, y: f64) -> (f64, f64) {
+        (
+            self.cx + (x - self.cx) * zoom,
+            self.cy + (y - self.cy) * zoom,
+        )
+    }
+
+    /// The largest zoom (at most 1) at which every vertex of the correction
+    /// map reads inside the distorted picture: barrel distortion pulls the
+    /// middle of each edge inwards, so the corrected picture shows a little
+    /// less than the whole scene rather than a black border.
+    fn correction_zoom(&self, width: u32, height: u32) -> f64 {
+        let (right, bottom) = (f64::from(width - 1), f64::from(height - 1));
+        let inside = |zoom: f64| {
+            map_vertices(width, height).all(|(x, y)| {
+                let (zx, zy) = self.zoomed(zoom, x, y);
+                let (sx, sy) = self.distort(zx, zy);
+                (0.0..=right).contains(&sx) && (0.0..=bottom).contains(&sy)
+            })
+        };
+        let (mut low, mut high) = (0.0, 1.0);
+        for _ in 0..32 {
+            let middle = (low + high) / 2.0;
+            if inside(middle) {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        low
+    }
+}
+
+/// The vertices of a DW100 vertex map for a `width` x `height` picture, row
+/// by row: 16 pixels apart, the last row and column on the picture's edge.
+fn map_vertices(width: u32, height: u32) -> impl Iterator<Item = (f64, f64)> {
+    let count = |length: u32| length.div_ceil(MAP_CELL) + 1;
+    (0..count(height)).flat_map(move |row| {
+        (0..count(width)).map(move |col| {
+            (
+                f64::from((col * MAP_CELL).min(width)),
+                f64::from((row * MAP_CELL).min(height)),
+            )
+        })
+    })
+}
+
+/// The raw `V4L2_CID_DW100_DEWARPING_16x16_VERTEX_MAP` payload (little-endian
+/// u32, `y << 16 | x` in UQ12.4) whose vertices read from `source_of(x, y)`.
+fn vertex_map(width: u32, height: u32, source_of: impl Fn(f64, f64) -> (f64, f64)) -> Vec<u8> {
+    let fixed = |v: f64| (v.clamp(0.0, MAP_MAX_COORDINATE) * 16.0).round() as u32;
+    map_vertices(width, height)
+        .flat_map(|(x, y)| {
+            let (sx, sy) = source_of(x, y);
+            ((fixed(sy) << 16) | fixed(sx)).to_le_bytes()
+        })
+        .collect()
+}
+
+/// Luma PSNR in dB of one NV12 frame against another of the same size.
+fn luma_psnr(frame: &[u8], ideal: &[u8], luma_bytes: usize) -> f64 {
+    let squared: f64 = frame
+        .iter()
+        .zip(ideal)
+        .take(luma_bytes)
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+        .sum();
+    let mse = squared / luma_bytes as f64;
+    10.0 * (255.0 * 255.0 / mse).log10()
 }
 
 /// The arm64 debug RT guest on imx8mp-evk with the dw100 driver `variant`:
@@ -283,22 +438,77 @@ pub fn run() -> Result<u8, Error> {
         ],
         &log,
     )?;
-    host_tool(
-        &dewarp,
+    let lens = Lens::new(WIDTH, HEIGHT);
+    let zoom = lens.correction_zoom(WIDTH, HEIGHT);
+    for (name, map) in [
+        (
+            "distortion.map",
+            vertex_map(WIDTH, HEIGHT, |x, y| lens.undistort(x, y)),
+        ),
+        (
+            "correction.map",
+            vertex_map(WIDTH, HEIGHT, |x, y| {
+                let (zx, zy) = lens.zoomed(zoom, x, y);
+                lens.distort(zx, zy)
+            }),
+        ),
+        (
+            "zoom.map",
+            vertex_map(WIDTH, HEIGHT, |x, y| lens.zoomed(zoom, x, y)),
+        ),
+    ] {
+        let path = out.join(name);
+        fs::write(&path, map).map_err(cache::io_error("cannot write", &path))?;
+    }
+    println!(
+        "== host: frame {DEWARP_FRAME} with a grid of straight lines, bent by a barrel lens \
+         (radial k1 {LENS_K1}, k2 {LENS_K2}) through the reference engine"
+    );
+    let grid = format!(
+        "select=eq(n\\,{DEWARP_FRAME}),drawgrid=w={GRID_STEP}:h={GRID_STEP}:x={}:y={}:t=2:c=white,\
+         format=nv12",
+        (WIDTH / 2) % GRID_STEP,
+        (HEIGHT / 2) % GRID_STEP
+    );
+    ffmpeg(
         &[
-            "map",
-            "fisheye",
-            "--strength",
-            FISHEYE_STRENGTH,
-            "--src",
-            &size,
-            "--dst",
-            &size,
-            "--out",
-            &file("fisheye.map"),
+            "-i",
+            &file("clip.h264"),
+            "-vf",
+            &grid,
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            &file("scene.nv12"),
         ],
         &log,
     )?;
+    let picture = format!("NV12:{size}");
+    let reference_remap = |map: &str, input: &str, output: &str| {
+        host_tool(
+            &dewarp,
+            &[
+                "remap",
+                "--engine",
+                "reference",
+                "--src",
+                &picture,
+                "--dst",
+                &picture,
+                "--map",
+                &file(map),
+                "--in",
+                &file(input),
+                "--out",
+                &file(output),
+            ],
+            &log,
+        )
+    };
+    reference_remap("distortion.map", "scene.nv12", "before.nv12")?;
+    // What a perfect correction shows: the scene itself, at the zoom.
+    reference_remap("zoom.map", "scene.nv12", "ideal.nv12")?;
 
     println!("== guest: Debian PREEMPT_RT, decoder and dewarper attached (patched QEMU)");
     let options = vm::Options {
@@ -345,35 +555,41 @@ pub fn run() -> Result<u8, Error> {
         &frame_md5s(&out.join("guest.md5"))?,
     );
 
-    let picture = format!("NV12:{size}");
-    host_tool(
-        &dewarp,
-        &[
-            "remap",
-            "--engine",
-            "reference",
-            "--src",
-            &picture,
-            "--dst",
-            &picture,
-            "--map",
-            &file("fisheye.map"),
-            "--in",
-            &file("before.nv12"),
-            "--out",
-            &file("reference.nv12"),
-        ],
-        &log,
-    )?;
+    reference_remap("correction.map", "before.nv12", "reference.nv12")?;
+    let frame_bytes = (WIDTH * HEIGHT * 3 / 2) as usize;
     let read = |name: &str| {
         let path = out.join(name);
-        fs::read(&path).map_err(|_| Error::Missing(path))
+        let frame = fs::read(&path).map_err(|_| Error::Missing(path.clone()))?;
+        if frame.len() == frame_bytes {
+            Ok(frame)
+        } else {
+            Err(Error::FrameSize {
+                path,
+                expected: frame_bytes,
+                actual: frame.len(),
+            })
+        }
     };
-    let dewarp_ok = read("after.nv12")? == read("reference.nv12")?;
+    let after = read("after.nv12")?;
+    let dewarp_ok = after == read("reference.nv12")?;
     println!(
-        "dewarp: frame {DEWARP_FRAME} through the guest's dewarper equals the host's \
+        "dewarp: frame {DEWARP_FRAME} corrected by the guest's dewarper equals the host's \
          reference engine bit for bit: {}",
         if dewarp_ok { "PASS" } else { "FAIL" }
+    );
+    let ideal = read("ideal.nv12")?;
+    let luma_bytes = (WIDTH * HEIGHT) as usize;
+    let (before_psnr, after_psnr) = (
+        luma_psnr(&read("before.nv12")?, &ideal, luma_bytes),
+        luma_psnr(&after, &ideal, luma_bytes),
+    );
+    let correction_ok = after_psnr >= CORRECTED_MIN_PSNR_DB;
+    println!(
+        "correction: against the undistorted frame (shown at {:.2}x), luma PSNR \
+         {after_psnr:.1} dB after the dewarper, {before_psnr:.1} dB before; at least \
+         {CORRECTED_MIN_PSNR_DB} dB wanted: {}",
+        1.0 / zoom,
+        if correction_ok { "PASS" } else { "FAIL" }
     );
     for name in ["before", "after"] {
         ffmpeg(
@@ -392,7 +608,8 @@ pub fn run() -> Result<u8, Error> {
         )?;
     }
     println!(
-        "pictures: {} (decoded frame {DEWARP_FRAME}) and {} (fisheye-corrected by the guest's dewarper)",
+        "pictures: {} (frame {DEWARP_FRAME} with its grid, as the barrel lens images it) and {} \
+         (corrected by the guest's dewarper: straight lines again)",
         out.join("before.png").display(),
         out.join("after.png").display()
     );
@@ -435,7 +652,7 @@ pub fn run() -> Result<u8, Error> {
         imx8mp_started.elapsed().as_secs()
     );
 
-    let passed = decode_ok && dewarp_ok && unfixed_ok && fixed_ok;
+    let passed = decode_ok && dewarp_ok && correction_ok && unfixed_ok && fixed_ok;
     println!(
         "demo: {} in {} s",
         if passed { "PASS" } else { "FAIL" },
@@ -469,6 +686,51 @@ mod tests {
 [   23.882398]  handle_irq_event+0x44/0x78
 [   23.882407]  handle_fasteoi_irq+0xbc/0x148
 ";
+
+    #[test]
+    fn the_lens_model_and_its_inverse_agree() {
+        let lens = Lens::new(WIDTH, HEIGHT);
+        for (x, y) in map_vertices(WIDTH, HEIGHT) {
+            let (sx, sy) = lens.undistort(x, y);
+            let (dx, dy) = lens.distort(sx, sy);
+            assert!((dx - x).abs() < 1e-9 && (dy - y).abs() < 1e-9, "{x},{y}");
+        }
+        // Barrel: the corners stay, the middle of each edge comes from
+        // further out in the scene than it is shown.
+        assert!((lens.distort(0.0, 0.0).0).abs() < 1e-9);
+        assert!(lens.distort(0.0, 180.0).0 < 0.0);
+    }
+
+    #[test]
+    fn the_correction_reads_inside_the_distorted_picture_and_no_further_in() {
+        let lens = Lens::new(WIDTH, HEIGHT);
+        let zoom = lens.correction_zoom(WIDTH, HEIGHT);
+        assert!((0.8..0.95).contains(&zoom), "{zoom}");
+        // The middle of the bottom edge sets the zoom: it reads the last
+        // row (and the top edge's middle, by symmetry, the second).
+        let (_, bottom) = lens.distort(320.0, 180.0 + 180.0 * zoom);
+        assert!((358.99..=359.0).contains(&bottom), "{bottom}");
+    }
+
+    #[test]
+    fn vertex_maps_have_the_dw100_layout() {
+        let map = vertex_map(WIDTH, HEIGHT, |x, y| (x, y));
+        assert_eq!(map.len(), 41 * 24 * 4);
+        let entry =
+            |index: usize| u32::from_le_bytes(map[index * 4..index * 4 + 4].try_into().unwrap());
+        assert_eq!(entry(1), 16 << 4);
+        assert_eq!(entry(40), 640 << 4);
+        assert_eq!(entry(41), (16 << 4) << 16);
+        assert_eq!(entry(41 * 24 - 1), ((360 << 4) << 16) | (640 << 4));
+    }
+
+    #[test]
+    fn luma_psnr_of_one_level_off_is_48_db() {
+        let frame = vec![100u8; 6];
+        let off = vec![101u8; 6];
+        assert!((luma_psnr(&frame, &off, 4) - 48.13).abs() < 0.01);
+        assert!(luma_psnr(&frame, &frame, 4).is_infinite());
+    }
 
     #[test]
     fn splat_lines_keep_the_report_and_the_module_frames() {
