@@ -110,6 +110,10 @@ enum Cmd {
         /// Also write every step and e2e case as JUnit XML to this file.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// A kernel build directory: the guest part (module builds and e2e
+        /// tests) runs on it instead of the harness's kernels.
+        #[arg(long, value_name = "PATH", value_parser = kernel::tree::parse_kernel)]
+        kernel: Option<kernel::Flavor>,
     },
     /// Run shellcheck on the shell scripts under tests/, images/ and .ci/
     /// (a step of `test`).
@@ -359,7 +363,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 model,
             })?;
         }
-        Cmd::Test { junit } => return Ok(u8::from(!suite::run(junit.as_deref())?)),
+        Cmd::Test { junit, kernel } => return Ok(u8::from(!suite::run(junit.as_deref(), kernel)?)),
         Cmd::Shellcheck => {
             deps::run()?;
             if let Err(reason) = suite::shellcheck() {

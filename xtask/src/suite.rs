@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::kernel::{self, Flavor};
-use crate::{cache, deps, e2e, fuzz, imx8mp, junit, kmod, process, qemu};
+use crate::{cache, deps, e2e, fuzz, imx8mp, junit, kmod, process, qemu, vm};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -204,10 +204,20 @@ fn checkpatch_patches(dir: &str) -> Result<(), String> {
     process::run_logged(command, &log, CHECKPATCH_TIMEOUT).map_err(|e| e.to_string())
 }
 
-/// Every dw100 variant built with `W=1` for both arm64 kernels.
-fn dw100_builds() -> Vec<(String, Result<(), String>)> {
+/// The kernels the guest part runs on: the harness's two, or only the
+/// kernel tree `--kernel PATH` names when it is built for `arch`.
+fn guest_kernels(tree: Option<Flavor>, arch: kernel::Arch) -> Vec<Flavor> {
+    match tree {
+        Some(Flavor::Tree(tree)) if tree.arch == arch => vec![Flavor::Tree(tree)],
+        Some(_) => Vec::new(),
+        None => vec![Flavor::DebianRt, Flavor::DebugRt],
+    }
+}
+
+/// Every dw100 variant built with `W=1` for the arm64 kernels.
+fn dw100_builds(tree: Option<Flavor>) -> Vec<(String, Result<(), String>)> {
     let mut steps = Vec::new();
-    for flavor in [Flavor::DebianRt, Flavor::DebugRt] {
+    for flavor in guest_kernels(tree, kernel::Arch::Arm64) {
         let kernel = imx8mp::kernel(flavor).map_err(|e| e.to_string());
         for variant in imx8mp::Dw100Variant::ALL {
             let result = kernel.as_ref().map_err(Clone::clone).and_then(|k| {
@@ -236,8 +246,8 @@ fn short_fuzz() -> Result<(), String> {
     }
 }
 
-fn module_builds(name: &str) -> Vec<(String, Result<(), String>)> {
-    [Flavor::DebianRt, Flavor::DebugRt]
+fn module_builds(name: &str, tree: Option<Flavor>) -> Vec<(String, Result<(), String>)> {
+    guest_kernels(tree, kernel::Arch::X86_64)
         .into_iter()
         .map(|flavor| {
             let result = kernel::prepare(flavor)
@@ -252,7 +262,9 @@ fn module_builds(name: &str) -> Vec<(String, Result<(), String>)> {
         .collect()
 }
 
-pub fn run(junit: Option<&Path>) -> Result<bool, Error> {
+/// Runs every check; with `tree` (`--kernel PATH`) the guest part (module
+/// builds, e2e tests) runs on that kernel only.
+pub fn run(junit: Option<&Path>, tree: Option<Flavor>) -> Result<bool, Error> {
     let started = Instant::now();
     deps::run()?;
     let mut report = Report::new();
@@ -282,12 +294,12 @@ pub fn run(junit: Option<&Path>) -> Result<bool, Error> {
             eprintln!("# step skipped: {dir} does not exist yet");
             continue;
         }
-        for (name, result) in module_builds(module) {
+        for (name, result) in module_builds(module, tree) {
             report.step(&name, result)?;
         }
         report.step(&format!("checkpatch --strict {dir}"), checkpatch(dir))?;
     }
-    for (name, result) in dw100_builds() {
+    for (name, result) in dw100_builds(tree) {
         report.step(&name, result)?;
     }
     report.step(
@@ -302,7 +314,11 @@ pub fn run(junit: Option<&Path>) -> Result<bool, Error> {
         "qtest of the QEMU DW100 model (imx8mp-dw100-test)",
         qemu::qtest_dw100().map_err(|e| e.to_string()),
     )?;
-    let totals = e2e::run(&[], None)?;
+    report.step(
+        "--kernel PATH's check on the debug kernels' trees",
+        vm::check_tree_needs(),
+    )?;
+    let totals = e2e::run(&[], tree)?;
     if let Some(path) = junit {
         junit::write(
             path,

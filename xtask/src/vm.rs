@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::kernel::tree::Need;
+use crate::kernel::tree::{self, Need, Tree};
 use crate::kernel::{self, Flavor, Kernel};
 use crate::{cache, imx8mp, initramfs, kmod, process, qemu, splat, v4l_utils};
 
@@ -518,12 +518,16 @@ fn check_module(options: &Options) -> Result<(), Error> {
 /// Refuses a kernel tree that lacks what the guest and its module need,
 /// before anything is built.
 fn check_tree(options: &Options) -> Result<(), Error> {
-    let Flavor::Tree(tree) = options.kernel else {
-        return Ok(());
-    };
-    let machine = options.machine;
+    if let Flavor::Tree(tree) = options.kernel {
+        check_needs(options.machine, &options.module, tree).map_err(kernel::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Whether `tree` has what `machine`'s guest and `module` need.
+fn check_needs(machine: Machine, module: &Module, tree: &Tree) -> Result<(), tree::Error> {
     let mut needs = machine.kernel_needs().to_vec();
-    let (module_needs, module) = options.module.kernel_needs();
+    let (module_needs, module) = module.kernel_needs();
     needs.extend_from_slice(module_needs);
     let what = if module.is_empty() {
         format!("the {machine} guest")
@@ -531,7 +535,54 @@ fn check_tree(options: &Options) -> Result<(), Error> {
         format!("the {machine} guest with {module}")
     };
     tree.check(machine.arch(), machine.name(), &what, &needs)
-        .map_err(kernel::Error::from)?;
+}
+
+/// The symbol [`check_tree_needs`] takes away.
+const REMOVED_FOR_CHECK: &str = "CONFIG_9P_FS";
+
+/// `--kernel PATH`'s check run on the build trees of the harness's own
+/// debug kernels (x86 with the project's driver, arm64 with dw100), which
+/// boot every test: each must pass, and a copy of its `.config` without
+/// `CONFIG_9P_FS` must be refused naming it. Guards the need lists against
+/// asking for what a working guest lacks, and the check against letting
+/// through a kernel that cannot mount its root.
+pub fn check_tree_needs() -> Result<(), String> {
+    for machine in [Machine::Q35, Machine::Imx8mpEvk] {
+        let guest_kernel = match machine {
+            Machine::Q35 => kernel::prepare(Flavor::DebugRt).map_err(|e| e.to_string())?,
+            Machine::Imx8mpEvk => imx8mp::kernel(Flavor::DebugRt).map_err(|e| e.to_string())?,
+        };
+        let module = Module::default_for(machine);
+        let tree = Tree::open(&guest_kernel.kbuild).map_err(|e| e.to_string())?;
+        check_needs(machine, &module, &tree).map_err(|e| e.to_string())?;
+        let scratch = cache::repo_root().join(format!("target/kernel-tree-check/{machine}"));
+        fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+        let config_path = guest_kernel.kbuild.join(".config");
+        let config = fs::read_to_string(&config_path)
+            .map_err(|e| format!("{}: {e}", config_path.display()))?;
+        let lacking: String = config
+            .lines()
+            .filter(|line| !line.starts_with(&format!("{REMOVED_FOR_CHECK}=")))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let scratch_config = scratch.join(".config");
+        fs::write(&scratch_config, lacking)
+            .map_err(|e| format!("{}: {e}", scratch_config.display()))?;
+        let lacking = Tree::open(&scratch).map_err(|e| e.to_string())?;
+        match check_needs(machine, &module, &lacking) {
+            Err(tree::Error::Lacks { missing, .. }) if missing == REMOVED_FOR_CHECK => {}
+            Err(other) => {
+                return Err(format!(
+                    "{machine}: a tree without {REMOVED_FOR_CHECK} was refused for another reason: {other}"
+                ))
+            }
+            Ok(()) => {
+                return Err(format!(
+                    "{machine}: a tree without {REMOVED_FOR_CHECK} was accepted"
+                ))
+            }
+        }
+    }
     Ok(())
 }
 
