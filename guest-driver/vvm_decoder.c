@@ -681,9 +681,13 @@ fail:
 	buf_finish(buf, VB2_BUF_STATE_ERROR, 0, false);
 }
 
+/*
+ * Sends the held buffers of a queue. While a resolution change holds
+ * CAPTURE back, the first one still owed becomes the LAST buffer instead.
+ */
 static void send_held(struct vvm_dec_ctx *ctx, bool output)
 {
-	struct vvm_dec_buf *buf, *tmp;
+	struct vvm_dec_buf *buf, *tmp, *last = NULL;
 	unsigned long flags;
 	LIST_HEAD(send);
 
@@ -691,12 +695,20 @@ static void send_held(struct vvm_dec_ctx *ctx, bool output)
 	list_for_each_entry_safe(buf, tmp, &ctx->held, list) {
 		if (V4L2_TYPE_IS_OUTPUT(buf->m2m.vb.vb2_buf.type) != output)
 			continue;
-		if (!output && ctx->hold_capture)
+		if (!output && ctx->hold_capture) {
+			if (ctx->last_pending) {
+				ctx->last_pending = false;
+				list_del_init(&buf->list);
+				last = buf;
+			}
 			continue;
+		}
 		list_move_tail(&buf->list, &send);
 	}
 	spin_unlock_irqrestore(&ctx->slock, flags);
 
+	if (last)
+		buf_finish(last, VB2_BUF_STATE_DONE, 0, true);
 	list_for_each_entry_safe(buf, tmp, &send, list) {
 		list_del_init(&buf->list);
 		send_buffer(ctx, buf);
@@ -777,9 +789,15 @@ static int dec_buf_prepare(struct vb2_buffer *vb)
 	if (V4L2_TYPE_IS_OUTPUT(vb->type))
 		return vb2_get_plane_payload(vb, 0) > vb2_plane_size(vb, 0) ?
 			-EINVAL : 0;
-	if (vb2_plane_size(vb, 0) < ctx->pic.sizeimage)
+	/*
+	 * Until the LAST buffer of a resolution change, clients keep queuing
+	 * the buffers they have (dev-decoder.rst); those are held, never
+	 * given to the device for the new size.
+	 */
+	if (vb2_plane_size(vb, 0) < ctx->pic.sizeimage && !ctx->hold_capture)
 		return -EINVAL;
-	vb2_set_plane_payload(vb, 0, ctx->pic.sizeimage);
+	vb2_set_plane_payload(vb, 0, min_t(unsigned long, ctx->pic.sizeimage,
+					   vb2_plane_size(vb, 0)));
 	return 0;
 }
 
@@ -812,26 +830,17 @@ static void dec_buf_queue(struct vb2_buffer *vb)
 {
 	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
 	struct vvm_dec_buf *buf = vb_to_buf(vb);
-	bool output = V4L2_TYPE_IS_OUTPUT(vb->type);
-	bool last = false;
 	unsigned long flags;
 
 	/*
 	 * The buffer waits until QBUF has reported its state (dec_qbuf) or
-	 * streaming starts: the device may return it at once, and QBUF must
+	 * streaming starts: the device may return it at once, a LAST buffer
+	 * owed after a resolution change is returned at once, and QBUF must
 	 * not report a buffer it queued as already done.
 	 */
 	spin_lock_irqsave(&ctx->slock, flags);
-	if (!output && ctx->hold_capture) {
-		last = ctx->last_pending;
-		ctx->last_pending = false;
-	}
-	if (!last)
-		list_add_tail(&buf->list, &ctx->held);
+	list_add_tail(&buf->list, &ctx->held);
 	spin_unlock_irqrestore(&ctx->slock, flags);
-
-	if (last)
-		buf_finish(buf, VB2_BUF_STATE_DONE, 0, true);
 }
 
 static int dec_start_streaming(struct vb2_queue *vq, unsigned int count)
@@ -1246,12 +1255,12 @@ static int set_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 	struct v4l2_pix_format_mplane *mp = &f->fmt.pix_mp;
 	int ret;
 
-	if (vb2_is_busy(v4l2_m2m_get_src_vq(ctx->fh.m2m_ctx)))
+	/* dev-decoder.rst: not while either queue has buffers. */
+	if (vb2_is_busy(v4l2_m2m_get_src_vq(ctx->fh.m2m_ctx)) ||
+	    vb2_is_busy(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx)))
 		return -EBUSY;
 	if (fmt != ctx->coded) {
 		/* The coded format is fixed at stream creation. */
-		if (vb2_is_busy(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx)))
-			return -EBUSY;
 		if (ctx->stream_ok) {
 			ret = dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
 			if (ret)
@@ -1375,26 +1384,41 @@ static int dec_decoder_cmd(struct file *file, void *priv,
 	struct scatterlist cmd_sg, resp_sg, *sgs[2];
 	struct vvm_dec_drain *drain;
 	unsigned long flags;
-	bool draining;
+	bool busy, resume = false;
 	int ret;
 
 	ret = v4l2_m2m_ioctl_try_decoder_cmd(file, priv, dc);
 	if (ret)
 		return ret;
 
+	/*
+	 * A drain runs until its LAST buffer is out: neither command may come
+	 * in between (dev-decoder.rst). Nor may START before the LAST buffer
+	 * of a resolution change; a STOP then drains after the change, as
+	 * FFmpeg, which ends its input whenever it likes, needs.
+	 */
 	spin_lock_irqsave(&ctx->slock, flags);
-	draining = ctx->draining;
+	busy = ctx->draining;
+	if (dc->cmd == V4L2_DEC_CMD_START) {
+		busy |= ctx->hold_capture && ctx->last_pending;
+		resume = !busy && ctx->hold_capture;
+		if (resume)
+			ctx->hold_capture = false;
+	}
 	spin_unlock_irqrestore(&ctx->slock, flags);
+	if (busy)
+		return -EBUSY;
 
 	if (dc->cmd == V4L2_DEC_CMD_START) {
-		if (draining)
-			return -EBUSY;
 		vb2_clear_last_buffer_dequeued(cap_q);
+		/* After a resolution change: the buffers fit, decoding resumes. */
+		if (resume)
+			send_held(ctx, false);
 		return 0;
 	}
 
 	/* Nothing is being decoded: there is nothing to drain. */
-	if (!vb2_is_streaming(out_q) || !vb2_is_streaming(cap_q) || draining)
+	if (!vb2_is_streaming(out_q) || !vb2_is_streaming(cap_q))
 		return 0;
 	ret = vvm_core_check_alive(&ctx->dev->core);
 	if (ret)
