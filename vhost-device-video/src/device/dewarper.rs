@@ -199,6 +199,11 @@ impl Shared {
             return;
         }
         let head = chain.head_index();
+        // Held for the whole job: a stopped ring waits for it, and a job
+        // of a ring given up writes nothing.
+        let Some(_permit) = queue.write_permit() else {
+            return;
+        };
         if let Some(delay) = crate::fault::job_delay() {
             std::thread::sleep(delay);
         }

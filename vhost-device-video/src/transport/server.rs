@@ -216,8 +216,8 @@ where
             Err(e) => break Err(ServerError::Device(e)),
         };
         let mem = GuestMemoryAtomic::new(GuestMem::new());
-        let backend = Arc::new(Backend::new(device.clone(), mem.clone()));
-        let mut daemon = VhostUserDaemon::new(name.to_owned(), backend, mem)
+        let backend = Arc::new(Backend::new(device, mem.clone()));
+        let mut daemon = VhostUserDaemon::new(name.to_owned(), backend.clone(), mem)
             .map_err(|e| ServerError::Daemon(e.to_string()))?;
         info!("waiting for a frontend on {socket_name}");
         if let Err(e) = daemon.start(&mut listener) {
@@ -237,7 +237,8 @@ where
             )) => info!("frontend disconnected"),
             Err(e) => warn!("connection ended: {e}"),
         }
-        device.reset();
+        // Writers waiting for a stopped ring give up before the device is.
+        backend.give_up();
         // Dropping the daemon stops and joins its vring threads.
         drop(daemon);
     };

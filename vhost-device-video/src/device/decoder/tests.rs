@@ -20,7 +20,9 @@ use super::*;
 use crate::engine::decode::test_streams::{ffmpeg as ffmpeg_output, h264_with_size, still_h264};
 use crate::engine::decode::FfmpegDecoders;
 use crate::protocol::virtio_video::{cmd, CmdHdr, MemEntry, ResourceCreateBody, ResourceQueueBody};
-use crate::transport::GuestMem;
+use crate::transport::{AtomicMem, Backend, GuestMem};
+use vhost_user_backend::VhostUserBackend;
+use vmm_sys_util::epoll::EventSet;
 
 const QSIZE: u16 = 1024;
 const MEM_SIZE: u64 = 256 << 20;
@@ -32,9 +34,7 @@ struct Ring<'a> {
     mock: MockSplitQueue<'a, GuestMem>,
     avail: u64,
     used_ring: u64,
-    /// The one handle on the queue, so that heads in flight are tracked
-    /// across kicks as the transport does.
-    queue: DeviceQueue,
+    vring: VringRwLock<AtomicMem>,
     next_desc: u16,
     seen: u16,
     used: Vec<(u32, u32)>,
@@ -43,11 +43,15 @@ struct Ring<'a> {
     submissions: HashMap<u16, usize>,
 }
 
+/// A fake guest: the device served by the transport's own backend, which
+/// kicks go through as the vring thread's do.
 struct Harness<'a> {
     mem: &'a GuestMem,
     rings: [Ring<'a>; 2],
+    vrings: Vec<VringRwLock<AtomicMem>>,
     next_data: u64,
-    device: DecoderDevice,
+    device: Arc<DecoderDevice>,
+    backend: Backend<DecoderDevice>,
 }
 
 /// A completed request: its head, the bytes of its first writable buffer.
@@ -105,23 +109,26 @@ impl<'a> Harness<'a> {
             vring.set_queue_size(QSIZE);
             vring.set_queue_ready(true);
             vring.set_enabled(true);
-            let index = usize::from(start != 0);
-            let queue = DeviceQueue::new(index, vring.clone(), atomic.clone());
             Ring {
                 mock,
                 avail,
                 used_ring,
-                queue,
+                vring,
                 next_desc: 0,
                 seen: 0,
                 used: Vec::new(),
                 submissions: HashMap::new(),
             }
         };
+        let rings = [ring(0), ring(0x8_0000)];
+        let vrings = rings.iter().map(|r| r.vring.clone()).collect();
+        let device = Arc::new(device);
         Self {
             mem,
-            rings: [ring(0), ring(0x8_0000)],
+            rings,
+            vrings,
             next_data: DATA_START,
+            backend: Backend::new(device.clone(), atomic),
             device,
         }
     }
@@ -203,7 +210,9 @@ impl<'a> Harness<'a> {
     }
 
     fn kick(&self, q: usize) {
-        self.device.handle_kick(&self.rings[q].queue);
+        self.backend
+            .handle_event(q as u16, EventSet::IN, &self.vrings, 0)
+            .unwrap();
     }
 
     /// Puts `head` into queue `q`'s avail ring, by hand: the mock's own
@@ -516,8 +525,7 @@ fn looping_chain_is_returned() {
     .map(RawDescriptor::from);
     ring.mock.add_desc_chains(&raw, head).unwrap();
     ring.next_desc += 2;
-    let queue = ring.queue.clone();
-    h.device.handle_kick(&queue);
+    h.kick(0);
     h.wait(0, head, reply);
 
     let done = h.command(&req(cmd::STREAM_CREATE, 2, &stream_create(format::VP9)), 8);
@@ -1989,7 +1997,7 @@ fn a_head_offered_again_while_in_flight_is_ignored() {
         h.rings[0].used.iter().all(|&(id, _)| id != u32::from(held)),
         "a re-offered head was answered while its chain waits"
     );
-    assert_eq!(h.rings[0].queue.in_flight().len(), 1);
+    assert_eq!(h.backend.in_flight(0).unwrap().len(), 1);
     // The device still serves, and the held chain comes back once.
     let done = h.command(&req(cmd::STREAM_DESTROY, 1, &[]), 8);
     assert_eq!(done.code(), resp::OK_NODATA);
@@ -2003,7 +2011,7 @@ fn a_head_offered_again_while_in_flight_is_ignored() {
         .filter(|&&(id, _)| id == u32::from(held))
         .count();
     assert_eq!(answers, 1);
-    assert!(h.rings[0].queue.in_flight().is_empty());
+    assert!(h.backend.in_flight(0).unwrap().is_empty());
 }
 
 /// A reset while a kick is answering hundreds of commands: every command
@@ -2028,15 +2036,15 @@ fn nothing_is_answered_after_a_reset_returns() {
             &[Part::Raw(addr, request.len() as u32, 0), Part::Write(64)],
         );
     }
-    let (device, queue) = (&h.device, &h.rings[0].queue);
+    let (device, backend, vrings) = (&h.device, &h.backend, &h.vrings);
     let (at_reset, at_end) = std::thread::scope(|scope| {
-        let kick = scope.spawn(|| device.handle_kick(queue));
+        let kick = scope.spawn(|| backend.handle_event(0, EventSet::IN, vrings, 0));
         while h.used_index(0) == 0 {
             std::hint::spin_loop();
         }
         device.reset();
         let at_reset = h.used_index(0);
-        kick.join().unwrap();
+        kick.join().unwrap().unwrap();
         (at_reset, h.used_index(0))
     });
     assert!(at_reset > 0);
@@ -2087,4 +2095,122 @@ fn a_busy_stream_holds_up_no_other_stream() {
     assert_eq!(h.used_position(0, waiting), None);
     holder.join().unwrap();
     assert_eq!(h.wait(0, waiting, waiting_addr).code(), resp::OK_GET_PARAMS);
+}
+
+impl Harness<'_> {
+    /// The frontend starts queue `q` again on the same ring, and the guest
+    /// kicks it.
+    fn restart(&self, q: usize) {
+        self.rings[q].vring.set_queue_ready(true);
+        self.kick(q);
+    }
+
+    /// The guest driver is reset and sets queue `q` up afresh at the same
+    /// addresses: indices from 0, an empty table.
+    fn restart_afresh(&mut self, q: usize) {
+        let ring = &mut self.rings[q];
+        for field in [ring.avail + 2, ring.used_ring + 2] {
+            self.mem.write_obj(0u16, GuestAddress(field)).unwrap();
+        }
+        ring.vring.set_queue_next_avail(0);
+        ring.vring.set_queue_next_used(0);
+        ring.vring.set_queue_ready(true);
+        (ring.next_desc, ring.seen) = (0, 0);
+        ring.used.clear();
+        ring.submissions.clear();
+    }
+}
+
+/// Sets up stream 1 with a picture buffer queued and a drain behind it,
+/// both held up (the stream's lock held by another thread) until queue 0
+/// has been stopped; then lets them go and checks that, with the ring
+/// stopped, nothing is written: no reply, no used entry.
+fn drain_across_a_stop(h: &mut Harness<'_>) -> [(u16, u64); 2] {
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    create(h, 1, QueueType::Output, 1, 1 << 20);
+    let stream = h.device.stream(1).unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _st = stream.lock();
+        held_tx.send(()).unwrap();
+        let _ = go_rx.recv();
+    });
+    held_rx.recv().unwrap();
+    let output = queue(h, 1, QueueType::Output, 1, 0);
+    let drain = h.submit(
+        0,
+        &[Part::Read(&req(cmd::STREAM_DRAIN, 1, &[])), Part::Write(8)],
+    );
+    let at_stop = h.used_index(0);
+    // Stopped from another thread: a stop that waited for the stream (as a
+    // reset does) would otherwise wait for this thread forever.
+    let (backend, vring) = (&h.backend, &h.rings[0].vring);
+    std::thread::scope(|scope| {
+        let stopper = scope.spawn(|| {
+            vring.set_queue_ready(false);
+            backend.stop_vring(0).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        go_tx.send(()).unwrap();
+        stopper.join().unwrap();
+    });
+    holder.join().unwrap();
+    // The drain ends with the EOS buffer, whose reply waits for the ring.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut reply = [0u8; 24];
+    h.mem
+        .read_slice(&mut reply, GuestAddress(output.1))
+        .unwrap();
+    assert_eq!(reply, [0; 24], "a reply written while the ring was stopped");
+    assert_eq!(h.used_index(0), at_stop, "used while the ring was stopped");
+    assert_eq!(h.backend.in_flight(0).unwrap().len(), 2);
+    [output, drain]
+}
+
+/// A VM stop and cont mid-stream: the frontend stops the command queue
+/// while a picture buffer and a drain are pending, then starts the same
+/// ring again. The stream survives; what completed meanwhile is written
+/// only once the ring runs again, and nothing is lost.
+#[test]
+fn a_stopped_ring_keeps_its_streams_and_answers_after_the_restart() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let [(output, output_addr), (drain, drain_addr)] = drain_across_a_stop(&mut h);
+    h.restart(0);
+    let done = h.wait(0, output, output_addr);
+    assert_eq!(done.le32(16), buffer_flag::EOS);
+    assert_eq!(h.wait(0, drain, drain_addr).code(), resp::OK_NODATA);
+    assert!(h.backend.in_flight(0).unwrap().is_empty());
+    let done = h.command(
+        &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Input)),
+        128,
+    );
+    assert_eq!(done.code(), resp::OK_GET_PARAMS);
+}
+
+/// A ring stopped and then set up afresh (the guest driver reset the
+/// device): nothing of the old ring is written into the new one, and the
+/// old streams are gone.
+#[test]
+fn a_ring_restarted_afresh_resets_the_device() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let [(_, output_addr), _] = drain_across_a_stop(&mut h);
+    h.restart_afresh(0);
+    let done = h.command(
+        &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Input)),
+        128,
+    );
+    assert_eq!(done.code(), resp::ERR_INVALID_STREAM_ID);
+    assert_eq!(h.used_index(0), 1, "old chains written into the new ring");
+    let mut reply = [0u8; 24];
+    h.mem
+        .read_slice(&mut reply, GuestAddress(output_addr))
+        .unwrap();
+    assert_eq!(
+        reply, [0; 24],
+        "an old chain's reply written after the reset"
+    );
+    assert!(h.backend.in_flight(0).unwrap().is_empty());
 }
