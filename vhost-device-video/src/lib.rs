@@ -14,6 +14,7 @@ pub mod transport;
 mod fault;
 mod log_limit;
 mod options;
+mod sandbox;
 #[cfg(test)]
 mod test_child;
 pub use options::{run, DeviceKind, Options, RunError};

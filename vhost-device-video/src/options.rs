@@ -14,6 +14,7 @@ use crate::device::dw100_model::Dw100ModelDevice;
 use crate::engine::decode::{DecoderFactory, EngineError, FfmpegDecoders};
 use crate::engine::dewarp::{DewarpEngine, FastEngine};
 use crate::fault::{self, Fault};
+use crate::sandbox::{self, SandboxError};
 use crate::transport::dw100_model::{self, JobSocketError};
 use crate::transport::{serve, Listen, ServerError};
 
@@ -65,6 +66,15 @@ pub struct Options {
     /// Test only: make the device misbehave (see src/fault.rs).
     #[arg(long, value_name = "FAULT", hide = true)]
     pub test_fault: Option<Fault>,
+    /// Run without the sandbox (system call filter, filesystem
+    /// restriction, no new privileges): for debugging only.
+    #[arg(long)]
+    pub no_sandbox: bool,
+    /// Let system calls off the sandbox's list through, logged by the
+    /// kernel (audit), instead of killing the daemon: to find what a new
+    /// code path needs.
+    #[arg(long, hide = true, conflicts_with = "no_sandbox")]
+    pub sandbox_log: bool,
 }
 
 impl Options {
@@ -113,6 +123,9 @@ pub enum RunError {
     /// The decoding engine could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The daemon could not confine itself.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
 }
 
 /// Runs the daemon with `options` until an unrecoverable error.
@@ -120,6 +133,19 @@ pub fn run(options: &Options) -> Result<(), RunError> {
     let listen = options.listen();
     if let Some(fault) = options.test_fault {
         fault::activate(fault);
+    }
+    if !options.no_sandbox {
+        // Before any thread starts: Landlock binds only the threads that
+        // come after it.
+        let socket_dir = options
+            .socket_path
+            .as_deref()
+            .map(|path| match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                _ => PathBuf::from("."),
+            });
+        sandbox::restrict_filesystem(socket_dir.as_deref())?;
+        sandbox::arm(options.sandbox_log);
     }
     match options.device {
         DeviceKind::Decoder => {

@@ -44,6 +44,9 @@ pub enum ServerError {
     /// The guard that refuses further frontends could not be set up.
     #[error("cannot guard the socket against a second frontend: {0}")]
     Guard(io::Error),
+    /// The daemon could not confine itself.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
 }
 
 /// Binds `path` so that only the owner may connect: the process umask is
@@ -69,8 +72,14 @@ fn bind_owner_only(path: &Path) -> Result<UnixListener, ServerError> {
 }
 
 /// The listening socket `listen` names, and its path when this process
-/// created it.
+/// created it. The system call filter, if armed, applies from here on.
 pub(super) fn listener(listen: &Listen) -> Result<(UnixListener, Option<PathBuf>), ServerError> {
+    let listening = bound(listen)?;
+    crate::sandbox::after_bind()?;
+    Ok(listening)
+}
+
+fn bound(listen: &Listen) -> Result<(UnixListener, Option<PathBuf>), ServerError> {
     match listen {
         Listen::Path(path) => Ok((bind_owner_only(path)?, Some(path.clone()))),
         Listen::Fd(fd) => {
