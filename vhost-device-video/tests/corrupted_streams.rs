@@ -8,6 +8,9 @@
 //! The variants are the same on every run (seeded generator); a failure
 //! names the variant and its seed.
 
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};

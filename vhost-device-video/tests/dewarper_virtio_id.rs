@@ -4,6 +4,9 @@
 //! properties. A device and a driver that disagree never meet (the driver
 //! does not bind), so all of them must hold the backend's value.
 
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,9 @@
 //! dw100 driver programs, checked against the reference engine; malformed
 //! messages; one connection at a time.
 
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;

@@ -5,6 +5,9 @@
 //! Regression test for an over-read the `ffmpeg_input` fuzz target found
 //! (`fuzz/seeds/ffmpeg_input/h264` under AddressSanitizer).
 
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::ptr;
 
 use vhost_device_video::engine::decode::{CodedFormat, DecoderFactory, FfmpegDecoders};

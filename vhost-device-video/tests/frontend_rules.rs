@@ -3,6 +3,9 @@
 //! frontend is refused with a log line while one is connected, the next
 //! frontend is served once the first leaves, and the daemon runs unprivileged.
 
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

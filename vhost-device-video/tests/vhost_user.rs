@@ -2,6 +2,9 @@
 //! first messages: features, protocol features, queue count and the config
 //! space, over two connections in a row.
 
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;

@@ -3,6 +3,8 @@
 
 // Every test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
