@@ -2,7 +2,6 @@
 //! picture's MD5 with what `ffmpeg -f framemd5` reports for the same stream.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use ff::format::Pixel;
@@ -16,27 +15,9 @@ use super::super::{
 };
 use super::{ff, FfmpegDecoders, FfmpegPicture};
 
-fn ffmpeg_available() -> bool {
-    Command::new("ffmpeg").arg("-version").output().is_ok()
-}
-
-fn ffmpeg(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(args)
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 /// The per-picture MD5 column of `ffmpeg -f framemd5` output.
 fn reference_md5s(stream: &Path, pix_fmt: &str) -> Vec<String> {
-    let text = ffmpeg(&[
+    let text = test_streams::ffmpeg(&[
         "-i",
         stream.to_str().expect("utf-8 path"),
         "-pix_fmt",
@@ -123,16 +104,12 @@ fn make_stream(dir: &Path, name: &str, size: &str, codec_args: &[&str]) -> std::
     let mut args = vec!["-f", "lavfi", "-i", &source, "-frames:v", "12"];
     args.extend_from_slice(codec_args);
     args.push(path.to_str().expect("utf-8 path"));
-    ffmpeg(&args);
+    test_streams::ffmpeg(&args);
     path
 }
 
 #[test]
 fn h264_odd_size_with_b_frames_matches_framemd5() {
-    if !ffmpeg_available() {
-        eprintln!("skipped: no ffmpeg binary");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let stream = make_stream(
         dir.path(),
@@ -163,10 +140,6 @@ fn h264_odd_size_with_b_frames_matches_framemd5() {
 
 #[test]
 fn hevc_matches_framemd5() {
-    if !ffmpeg_available() {
-        eprintln!("skipped: no ffmpeg binary");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let stream = make_stream(
         dir.path(),
@@ -209,10 +182,6 @@ fn one_frame_per_input_keeps_timestamps_and_matches_framemd5(
     #[case] format: CodedFormat,
     #[case] encoder: &[&str],
 ) {
-    if !ffmpeg_available() {
-        eprintln!("skipped: no ffmpeg binary");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let stream = make_stream(
         dir.path(),
