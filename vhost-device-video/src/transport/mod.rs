@@ -1,7 +1,9 @@
 //! vhost-user transport: one [`VhostUserBackend`] implementation that serves
 //! any [`VirtioDevice`].
 //!
-//! The rust-vmm daemon runs the vhost-user protocol and the vring epoll loop;
+//! The rust-vmm daemon runs the vhost-user protocol and the vring epoll loop
+//! (`vhost-user-backend`'s own epoll handler, the usual choice for a
+//! vhost-user backend; rust-vmm's `event-manager` is not used);
 //! this module turns queue kicks into [`VirtioDevice::handle_kick`] calls and
 //! hands devices a cloneable [`DeviceQueue`] through which requests are popped
 //! and completed, on the vring thread or later from worker threads.
