@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 # machine: imx8mp-evk
 # kernels: debug-rt
+# needs-config: CONFIG_PREEMPT_RT CONFIG_DEBUG_ATOMIC_SLEEP
 # dw100: unfixed
 # data: dewarp
 # timeout: 300

@@ -1,6 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
 # kernels: debug-rt
+# needs-config: CONFIG_PREEMPT_RT CONFIG_DEBUG_ATOMIC_SLEEP
 # devices: none
 # qemu: stock
 # module: rt_negative lock=sleeping

@@ -1,6 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
 # kernels: debug-rt
+# needs-config: CONFIG_VIDEO_VIM2M
 # devices: none
 # qemu: stock
 # module: none

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::kernel::tree::Need;
 use crate::kernel::{self, Flavor};
 use crate::{cache, imx8mp, junit, kmod, process, qemu, splat, vm};
 
@@ -35,8 +36,9 @@ pub enum Error {
 }
 
 /// The keys a header may hold, in the order tests/README.md lists them.
-const HEADER_KEYS: [&str; 13] = [
+const HEADER_KEYS: [&str; 14] = [
     "machine",
+    "needs-config",
     "kernels",
     "devices",
     "qemu",
@@ -101,6 +103,10 @@ struct Test {
     /// Per kernel, why the test is known to fail there: it still runs, and a
     /// failure is reported as KTAP `# TODO` instead of failing the suite.
     known_failures: Vec<(Flavor, String)>,
+    /// Kernel options the test needs beyond its guest and module
+    /// (`# needs-config:`, without `CONFIG_`), built in or modules: a kernel
+    /// tree (`--kernel PATH`) without them fails the test unbooted.
+    needs_config: Vec<String>,
 }
 
 fn header_error(test: &str, key: &str, problem: impl std::fmt::Display) -> Error {
@@ -180,6 +186,7 @@ fn parse(script: &Path) -> Result<Test, Error> {
         model: Vec::new(),
         repeat: 1,
         splat_names: Vec::new(),
+        needs_config: Vec::new(),
         known_failures: Vec::new(),
     };
     for (key, value) in header_lines(script, &text)? {
@@ -283,6 +290,15 @@ fn parse(script: &Path) -> Result<Test, Error> {
                     .ok_or_else(|| {
                         header_error(&name, key, format!("not a count from 1 to {MAX_REPEAT}"))
                     })?;
+            }
+            "needs-config" => {
+                // `# needs-config: CONFIG_A CONFIG_B`
+                for word in value.split_whitespace() {
+                    let symbol = word.strip_prefix("CONFIG_").ok_or_else(|| {
+                        header_error(&name, key, format!("`{word}` is no CONFIG_ symbol"))
+                    })?;
+                    test.needs_config.push(symbol.to_string());
+                }
             }
             "splat-names" => {
                 // `# splat-names: A | B`: the splat must contain A or B.
@@ -658,6 +674,17 @@ const OUTPUT_TAIL: usize = 20;
 fn run_one(test: &Test, kernel: Flavor) -> Result<(Verdict, String), Error> {
     if let Some(reason) = missing_parts(test) {
         return Ok((Verdict::Skip(reason), String::new()));
+    }
+    if let Flavor::Tree(tree) = kernel {
+        let needs: Vec<Need> = test
+            .needs_config
+            .iter()
+            .map(|symbol| Need::Enabled(symbol))
+            .collect();
+        let what = format!("the test {}", test.name);
+        if let Err(lacks) = tree.check(tree.arch, test.machine.name(), &what, &needs) {
+            return Ok((Verdict::Fail(lacks.to_string()), String::new()));
+        }
     }
     let testdata = match test_data(test)? {
         Ok(dir) => dir,

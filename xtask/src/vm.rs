@@ -225,7 +225,7 @@ pub enum Module {
 /// with the media controller, the mem2mem framework (bundled into the
 /// module only for Debian's kernels, from the matching source) and
 /// videobuf2's scatter-gather allocator.
-const VIRTIO_VIDEO_NEEDS: &[Need] = &[
+const VIRTIO_VIDEO_NEEDS: &[Need<'static>] = &[
     Need::BuiltIn("VIRTIO"),
     Need::Enabled("VIDEO_DEV"),
     Need::BuiltIn("MEDIA_CONTROLLER"),
@@ -235,7 +235,7 @@ const VIRTIO_VIDEO_NEEDS: &[Need] = &[
 ];
 
 /// The dw100 driver's: V4L2 mem2mem with the contiguous allocator.
-const DW100_NEEDS: &[Need] = &[
+const DW100_NEEDS: &[Need<'static>] = &[
     Need::Enabled("VIDEO_DEV"),
     Need::BuiltIn("MEDIA_CONTROLLER"),
     Need::Enabled("V4L2_MEM2MEM_DEV"),
@@ -244,7 +244,7 @@ const DW100_NEEDS: &[Need] = &[
 
 impl Module {
     /// What the module needs of a kernel tree, and its name for messages.
-    fn kernel_needs(&self) -> (&'static [Need], String) {
+    fn kernel_needs(&self) -> (&'static [Need<'static>], String) {
         match self {
             Self::Project => (VIRTIO_VIDEO_NEEDS, "virtio_video_m2m".to_string()),
             Self::Named(name) if name.starts_with("virtio_video_m2m") => {

@@ -45,14 +45,14 @@ const MODULES_INSTALL_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// A kernel option a guest needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
+pub enum Need<'a> {
     /// `=y`: the guest uses it before it can load modules.
-    BuiltIn(&'static str),
+    BuiltIn(&'a str),
     /// `=y` or `=m`.
-    Enabled(&'static str),
+    Enabled(&'a str),
 }
 
-impl Need {
+impl Need<'_> {
     /// How the symbol falls short in `config`, if it does.
     fn unmet(self, config: &BTreeMap<String, String>) -> Option<String> {
         let (symbol, accepted): (&str, &[&str]) = match self {
@@ -131,7 +131,7 @@ impl Tree {
         arch: Arch,
         machine: &str,
         what: &str,
-        needs: &[Need],
+        needs: &[Need<'_>],
     ) -> Result<(), Error> {
         if self.arch != arch {
             return Err(Error::WrongArch {
@@ -243,7 +243,7 @@ mod tests {
         }
     }
 
-    const NEEDS: &[Need] = &[
+    const NEEDS: &[Need<'static>] = &[
         Need::BuiltIn("VIRTIO_PCI"),
         Need::Enabled("9P_FS"),
         Need::Enabled("V4L2_MEM2MEM_DEV"),

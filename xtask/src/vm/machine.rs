@@ -88,7 +88,7 @@ const MEMORY: &str = "2G";
 /// console, the initramfs, virtio-pci and the 9p root (9p may be modules:
 /// the initramfs loads them), the init's tmpfs, devtmpfs, devpts, proc and
 /// sysfs mounts, modules for the driver under test.
-const Q35_NEEDS: &[Need] = &[
+const Q35_NEEDS: &[Need<'static>] = &[
     Need::BuiltIn("SERIAL_8250_CONSOLE"),
     Need::BuiltIn("BLK_DEV_INITRD"),
     Need::BuiltIn("BINFMT_ELF"),
@@ -109,7 +109,7 @@ const Q35_NEEDS: &[Need] = &[
 /// The imx8mp-evk guest's: as q35's, with the EVK's UART as the console,
 /// its PCIe host built in and the PCIe PHY, reset and regulator drivers the
 /// initramfs loads ([`imx8mp::BOOT_MODULES`]), and CMA for the DW100's frames.
-const IMX8MP_NEEDS: &[Need] = &[
+const IMX8MP_NEEDS: &[Need<'static>] = &[
     Need::BuiltIn("SERIAL_IMX_CONSOLE"),
     Need::BuiltIn("BLK_DEV_INITRD"),
     Need::BuiltIn("BINFMT_ELF"),
@@ -254,7 +254,7 @@ impl Machine {
     }
 
     /// What the machine's guest needs of a kernel tree (`--kernel PATH`).
-    pub fn kernel_needs(self) -> &'static [Need] {
+    pub fn kernel_needs(self) -> &'static [Need<'static>] {
         match self {
             Self::Q35 => Q35_NEEDS,
             Self::Imx8mpEvk => IMX8MP_NEEDS,
