@@ -1215,6 +1215,13 @@ fn carry_out(session: &mut Session, action: &control::Action) -> Result<String, 
             .map_err(|e| e.to_string())?;
             Ok(format!("device_del {name} sent"))
         }
+        control::Action::Pause(seconds) => {
+            let qmp = session.sockets.join(control::QMP_SOCKET);
+            control::qmp(&qmp, "{\"execute\":\"stop\"}").map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_secs(*seconds));
+            control::qmp(&qmp, "{\"execute\":\"cont\"}").map_err(|e| e.to_string())?;
+            Ok(format!("VM stopped for {seconds} s and continued"))
+        }
     }
 }
 

@@ -40,7 +40,14 @@ pub enum Action {
     StartFaulty(String, String),
     /// `device_del` the device through the QMP monitor (PCI hot-unplug).
     Unplug(String),
+    /// Stop the VM through the QMP monitor for this many seconds (at most
+    /// `MAX_PAUSE_SECONDS`), then continue it: QEMU stops and restarts
+    /// every vhost-user ring.
+    Pause(u64),
 }
+
+/// The longest `pause` the host carries out, in seconds.
+pub const MAX_PAUSE_SECONDS: u64 = 10;
 
 impl Action {
     /// Parses `kill|start|unplug TARGET` and `start-faulty TARGET FAULT`.
@@ -60,8 +67,16 @@ impl Action {
             "kill" => Ok(Self::Kill(target)),
             "start" => Ok(Self::Start(target)),
             "unplug" => Ok(Self::Unplug(target)),
+            "pause" => match target.parse::<u64>() {
+                Ok(seconds) if (1..=MAX_PAUSE_SECONDS).contains(&seconds) => {
+                    Ok(Self::Pause(seconds))
+                }
+                _ => Err(format!(
+                    "pause takes 1 to {MAX_PAUSE_SECONDS} seconds, got `{target}`"
+                )),
+            },
             other => Err(format!(
-                "unknown action `{other}` (known: kill, start, start-faulty, unplug)"
+                "unknown action `{other}` (known: kill, start, start-faulty, unplug, pause)"
             )),
         }
     }
@@ -186,6 +201,9 @@ mod tests {
                 "slow=900".to_string()
             ))
         );
+        assert_eq!(Action::parse("pause 2"), Ok(Action::Pause(2)));
+        assert!(Action::parse("pause 0").is_err());
+        assert!(Action::parse("pause 11").is_err());
         assert!(Action::parse("start-faulty dewarper").is_err());
         assert!(Action::parse("kill").is_err());
         assert!(Action::parse("reboot decoder0").is_err());
