@@ -15,7 +15,9 @@
 # DMA addresses, never by the exporter's struct pages: on debug-rt,
 # CONFIG_DMABUF_DEBUG scrambles the page pointers an importer sees, so a
 # driver that reads sg_page() hands the device garbage addresses and the
-# jobs fail. No failure and no warning may be reported.
+# jobs fail. v4l2-compliance does not look at the buffers' ERROR flag, so
+# the driver's log must show no failed job either. No failure and no
+# warning may be reported.
 . "$REPO/tests/clients/dewarp-lib.sh"
 . "$REPO/tests/clients/decode-lib.sh"
 
@@ -53,6 +55,16 @@ compliance() {
 	esac
 }
 
+echo "dmabuf-import-compliance: start" >/dev/kmsg
 compliance dewarper "$(dw_node)"
+failed_jobs=$(dmesg | sed -n '/dmabuf-import-compliance: start/,$p' |
+	grep -cE 'virtio_video_m2m .*job [0-9]+' || true)
+if [ "$failed_jobs" -eq 0 ]; then
+	echo "ok - dewarper: no job failed"
+else
+	dmesg | grep -E 'virtio_video_m2m .*job [0-9]+' | head -n 5 | sed 's/^/#   /'
+	echo "not ok - dewarper: $failed_jobs failed job(s) logged"
+	failures=$((failures + 1))
+fi
 compliance decoder "$(decoder_node)" --stream-from-hdr="$TESTDATA/h264.hdr"
 [ "$failures" -eq 0 ]
