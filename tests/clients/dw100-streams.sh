@@ -13,7 +13,7 @@
 #   timeouts_expected  some (at least one job must show it) or none
 #   rt_load            on: the interrupt goes to CPU 1, where rt-hog runs at
 #                      SCHED_FIFO 60 (above the interrupt threads' 50) in
-#                      100 ms bursts 5 ms apart, and the stream runs on
+#                      400 ms bursts 5 ms apart, and the stream runs on
 #                      CPU 0; off: no load
 . "$REPO/tests/clients/dewarp-lib.sh"
 
@@ -32,7 +32,7 @@ if [ "$rt_load" = on ]; then
 	echo 1 >"/proc/irq/$irq/smp_affinity_list"
 	taskset -p 1 $$ >/dev/null
 	"$REPO/tests/clients/rt-hog$suffix" --cpu 1 --priority 60 \
-		--busy-ms 100 --idle-ms 5 --seconds 600 &
+		--busy-ms 400 --idle-ms 5 --seconds 600 &
 	hog=$!
 	echo "# interrupt $irq on CPU $(cat "/proc/irq/$irq/effective_affinity_list"), rt-hog on CPU 1"
 fi

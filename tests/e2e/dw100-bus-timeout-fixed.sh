@@ -3,7 +3,6 @@
 # machine: imx8mp-evk
 # kernels: debian-rt
 # dw100: fixed
-# dw100-model: bus-timeout-us=20000
 # data: dewarp
 # timeout: 600
 # expect: pass
