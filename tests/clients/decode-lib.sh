@@ -52,7 +52,7 @@ decode_compare() {
 	fi
 	timeout 600 ffmpeg -hide_banner -loglevel warning -nostdin \
 		-c:v "$codec" -i "$TESTDATA/$stream" -vf "$filter" -fps_mode passthrough \
-		-f framemd5 "$RESULTS/$name.framemd5" \
+		-flush_packets 1 -f framemd5 "$RESULTS/$name.framemd5" \
 		>"$RESULTS/$name.log" 2>&1 || echo "# $codec exit $?" >>"$RESULTS/$name.log"
 	grep -v '^#' "$RESULTS/$name.framemd5" 2>/dev/null |
 		awk -F', *' '{ print $NF }' >"$RESULTS/$name.md5"
