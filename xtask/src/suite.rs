@@ -78,13 +78,12 @@ fn cargo(args: &[&str]) -> Result<(), String> {
     process::run_visible(command, CARGO_TIMEOUT).map_err(|e| e.to_string())
 }
 
-/// C sources of a module directory: files git tracks or would track, so
-/// build products (`*.mod.c`, ignored extracted sources) are left out.
-fn c_sources(dir: &str) -> Vec<PathBuf> {
-    let root = cache::repo_root();
+/// Files git tracks or would track (untracked, not ignored) matching
+/// `pathspecs`, as paths relative to the checkout, sorted, without repeats.
+fn git_listed<S: AsRef<std::ffi::OsStr>>(pathspecs: &[S]) -> Vec<String> {
     let mut command = Command::new("git");
     command
-        .current_dir(&root)
+        .current_dir(cache::repo_root())
         .args([
             "ls-files",
             "--cached",
@@ -92,51 +91,45 @@ fn c_sources(dir: &str) -> Vec<PathBuf> {
             "--exclude-standard",
             "--",
         ])
-        .arg(format!("{dir}/*.c"))
-        .arg(format!("{dir}/*.h"));
+        .args(pathspecs);
     let listed = process::output(command, Duration::from_secs(60)).unwrap_or_default();
-    let mut files: Vec<PathBuf> = listed
+    let mut files: Vec<String> = listed
         .lines()
-        .filter(|line| {
-            !line.is_empty()
-                && !line
-                    .trim_start_matches(dir)
-                    .trim_start_matches('/')
-                    .contains('/')
-        })
-        .map(|line| root.join(line))
-        .filter(|path| path.is_file())
+        .filter(|line| !line.is_empty())
+        .map(str::to_string)
         .collect();
     files.sort();
     files.dedup();
     files
 }
 
+/// C sources of a module directory: files git tracks or would track, so
+/// build products (`*.mod.c`, ignored extracted sources) are left out.
+fn c_sources(dir: &str) -> Vec<PathBuf> {
+    let root = cache::repo_root();
+    git_listed(&[format!("{dir}/*.c"), format!("{dir}/*.h")])
+        .iter()
+        .filter(|line| {
+            !line
+                .trim_start_matches(dir)
+                .trim_start_matches('/')
+                .contains('/')
+        })
+        .map(|line| root.join(line))
+        .filter(|path| path.is_file())
+        .collect()
+}
+
 /// The tree's shell scripts: `*.sh` and the files whose `#!` line runs a
 /// shell, among those git tracks or would track under `dirs`.
 fn shell_scripts(dirs: &[&str]) -> Vec<PathBuf> {
     let root = cache::repo_root();
-    let mut command = Command::new("git");
-    command
-        .current_dir(&root)
-        .args([
-            "ls-files",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-            "--",
-        ])
-        .args(dirs);
-    let listed = process::output(command, Duration::from_secs(60)).unwrap_or_default();
-    let mut scripts: Vec<PathBuf> = listed
-        .lines()
+    git_listed(dirs)
+        .iter()
         .map(|line| root.join(line))
         .filter(|path| path.is_file())
         .filter(|path| path.extension().is_some_and(|ext| ext == "sh") || runs_a_shell(path))
-        .collect();
-    scripts.sort();
-    scripts.dedup();
-    scripts
+        .collect()
 }
 
 /// Whether a file starts with a `#!` line naming a shell.
