@@ -615,5 +615,5 @@ void vvm_core_kill(struct vvm_core *core)
 
 void vvm_core_flush(struct vvm_core *core)
 {
-	flush_work(&core->complete_work);
+	flush_workqueue(core->wq);
 }

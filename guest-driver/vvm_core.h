@@ -328,7 +328,8 @@ bool vvm_core_holds(struct vvm_core *core, const void *owner);
 void vvm_core_kill(struct vvm_core *core);
 
 /**
- * vvm_core_flush() - wait until every harvested completion has run
+ * vvm_core_flush() - wait until every harvested completion, and a device
+ *	death in progress, has run
  * @core: the core.
  *
  * Must not be called from the threaded half.

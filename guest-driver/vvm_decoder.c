@@ -119,6 +119,8 @@ struct vvm_dec_ctx {
 	bool res_created[2];
 	bool stream_ok; /* the device holds a stream for this context */
 	bool device_fmt_known; /* the device reported the stream's format */
+	/* The device died under this context: it takes no buffers again. */
+	bool failed;
 
 	spinlock_t slock; /* guards the fields below */
 	struct list_head held; /* buffers not given to the device yet */
@@ -296,6 +298,14 @@ static void dec_queue_clear(struct vvm_dec_ctx *ctx, struct vb2_queue *vq)
 		"device kept %s buffers after QUEUE_CLEAR (%d), device marked dead\n",
 		output ? "bitstream" : "picture", ret);
 	vvm_core_kill(core);
+}
+
+/* A context the device died under stays failed, even once it is revived. */
+static int dec_ctx_check_alive(struct vvm_dec_ctx *ctx)
+{
+	if (READ_ONCE(ctx->failed))
+		return -EIO;
+	return vvm_core_check_alive(&ctx->dev->core);
 }
 
 static int dec_get_params(struct vvm_dec_ctx *ctx, bool output_queue,
@@ -850,7 +860,7 @@ static int dec_start_streaming(struct vb2_queue *vq, unsigned int count)
 	unsigned long flags;
 	int ret;
 
-	ret = vvm_core_check_alive(&ctx->dev->core);
+	ret = dec_ctx_check_alive(ctx);
 	if (ret) {
 		return_held(ctx, output, VB2_BUF_STATE_QUEUED);
 		return ret;
@@ -882,8 +892,12 @@ static void dec_stop_streaming(struct vb2_queue *vq)
 	unsigned long flags;
 	bool signal = false;
 
-	dec_queue_clear(ctx, vq);
+	/*
+	 * Held buffers first: the clear then waits for a device death in
+	 * progress, whose dec_dead() may be failing them too.
+	 */
 	return_held(ctx, output, VB2_BUF_STATE_ERROR);
+	dec_queue_clear(ctx, vq);
 
 	spin_lock_irqsave(&ctx->slock, flags);
 	if (output) {
@@ -1339,6 +1353,8 @@ static int dec_qbuf(struct file *file, void *priv, struct v4l2_buffer *b)
 	struct vb2_queue *vq;
 	int ret;
 
+	if (READ_ONCE(ctx->failed))
+		return -EIO;
 	ret = v4l2_m2m_ioctl_qbuf(file, priv, b);
 	if (ret)
 		return ret;
@@ -1346,6 +1362,31 @@ static int dec_qbuf(struct file *file, void *priv, struct v4l2_buffer *b)
 	if (vb2_start_streaming_called(vq))
 		send_held(ctx, V4L2_TYPE_IS_OUTPUT(b->type));
 	return 0;
+}
+
+/*
+ * After a device death the client takes back the buffers it had queued;
+ * once none is left, DQBUF fails instead of waiting for a buffer that
+ * cannot come (QBUF is refused).
+ */
+static int dec_dqbuf(struct file *file, void *priv, struct v4l2_buffer *b)
+{
+	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vb2_queue *vq;
+	unsigned long flags;
+	bool none_done;
+
+	if (READ_ONCE(ctx->failed)) {
+		vq = v4l2_m2m_get_vq(ctx->fh.m2m_ctx, b->type);
+		if (!vq)
+			return -EINVAL;
+		spin_lock_irqsave(&vq->done_lock, flags);
+		none_done = list_empty(&vq->done_list);
+		spin_unlock_irqrestore(&vq->done_lock, flags);
+		if (none_done)
+			return -EIO;
+	}
+	return v4l2_m2m_ioctl_dqbuf(file, priv, b);
 }
 
 static int dec_g_selection(struct file *file, void *priv,
@@ -1420,7 +1461,7 @@ static int dec_decoder_cmd(struct file *file, void *priv,
 	/* Nothing is being decoded: there is nothing to drain. */
 	if (!vb2_is_streaming(out_q) || !vb2_is_streaming(cap_q))
 		return 0;
-	ret = vvm_core_check_alive(&ctx->dev->core);
+	ret = dec_ctx_check_alive(ctx);
 	if (ret)
 		return ret;
 
@@ -1480,7 +1521,7 @@ static const struct v4l2_ioctl_ops dec_ioctl_ops = {
 	.vidioc_reqbufs = v4l2_m2m_ioctl_reqbufs,
 	.vidioc_querybuf = v4l2_m2m_ioctl_querybuf,
 	.vidioc_qbuf = dec_qbuf,
-	.vidioc_dqbuf = v4l2_m2m_ioctl_dqbuf,
+	.vidioc_dqbuf = dec_dqbuf,
 	.vidioc_prepare_buf = v4l2_m2m_ioctl_prepare_buf,
 	.vidioc_create_bufs = v4l2_m2m_ioctl_create_bufs,
 	.vidioc_expbuf = v4l2_m2m_ioctl_expbuf,
@@ -1635,14 +1676,24 @@ static const struct v4l2_m2m_ops dec_m2m_ops = {
 
 /* Core callbacks */
 
+/*
+ * The core failed the buffers the device held; the held ones fail here.
+ * The queues are not put in vb2's error state: a client must still get
+ * its buffers back, and FFmpeg, which waits for a free bitstream buffer,
+ * would spin on POLLERR forever. QBUF fails from now on, and DQBUF once
+ * nothing is left (dec_dqbuf).
+ */
 static void dec_dead(struct vvm_core *core, int err)
 {
 	struct vvm_dec_dev *dev = core_to_dev(core);
 	struct vvm_dec_ctx *ctx;
 
 	spin_lock(&dev->ctx_slock);
-	list_for_each_entry(ctx, &dev->ctxs, list)
-		fail_ctx_queues(ctx);
+	list_for_each_entry(ctx, &dev->ctxs, list) {
+		WRITE_ONCE(ctx->failed, true);
+		return_held(ctx, true, VB2_BUF_STATE_ERROR);
+		return_held(ctx, false, VB2_BUF_STATE_ERROR);
+	}
 	spin_unlock(&dev->ctx_slock);
 }
 

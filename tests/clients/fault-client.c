@@ -11,10 +11,11 @@
  *
  * The stream fails when a call fails or a buffer comes back with
  * V4L2_BUF_FLAG_ERROR. The client then takes back every buffer the driver
- * still holds (blocking DQBUF, each timed; a failing DQBUF ends that
- * queue), checks with QUERYBUF that no buffer is left queued and that one
- * never handed back is marked ERROR (unless the device was removed: then
- * every call fails with ENODEV), and times STREAMOFF and close():
+ * still holds (blocking DQBUF, each timed; each must come back before
+ * DQBUF fails), checks with QUERYBUF that no buffer is left queued and
+ * that one never handed back is marked ERROR (unless the device was
+ * removed: then every call fails with ENODEV), and times STREAMOFF and
+ * close():
  *
  *   call NAME ret=R errno=E (TEXT) ms=T
  *   buf QUEUE INDEX ... ok|BAD
@@ -192,24 +193,36 @@ static bool holds_any(const struct queue *q)
 	return false;
 }
 
-/* Takes back every buffer the driver holds, until DQBUF fails. */
-static void drain(int fd, struct queue *q)
+/*
+ * Takes back every buffer the driver holds, until DQBUF fails. Each must
+ * come back (a client that waits for a free buffer would wait forever),
+ * unless the device was removed: then every call fails with ENODEV.
+ * Returns 1 when a buffer was kept.
+ */
+static int drain(int fd, struct queue *q)
 {
 	char name[32];
 	unsigned int flags;
+	int err;
 
 	snprintf(name, sizeof(name), "dqbuf-%s-after", queue_name(q));
 	while (holds_any(q)) {
 		long start = now_ms();
 		int index = dqbuf(fd, q, &flags);
 
-		report(name, index, errno, start);
-		if (index < 0)
-			return;
+		err = errno;
+		report(name, index, err, start);
+		if (index < 0) {
+			printf("queue %s: buffers kept after DQBUF failed %s\n",
+			       queue_name(q),
+			       err == ENODEV ? "(device removed) ok" : "BAD");
+			return err != ENODEV;
+		}
 		printf("buf %s %d handed back flags=0x%x%s\n", queue_name(q),
 		       index, flags, flags & V4L2_BUF_FLAG_ERROR ? "" :
 		       " (answered before the failure)");
 	}
+	return 0;
 }
 
 /* No buffer may be left queued; one never handed back must be ERROR. */
@@ -467,8 +480,8 @@ int main(int argc, char **argv)
 	err = errno;
 	report(failed, -1, err, start);
 
-	drain(fd, &cap);
-	drain(fd, &out);
+	bad += drain(fd, &cap);
+	bad += drain(fd, &out);
 	bad += check_buffers(fd, &out);
 	bad += check_buffers(fd, &cap);
 

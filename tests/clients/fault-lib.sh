@@ -42,6 +42,11 @@ fault_wait_exit() {
 		if [ $(($(now_ms) - start)) -gt $(($2 * 1000)) ]; then
 			echo "# pid $1 still there after $2 s: $(grep '^State:' "/proc/$1/status")"
 			sed 's/^/#   /' "/proc/$1/stack" 2>/dev/null
+			for task in /proc/"$1"/task/*; do
+				echo "#   thread ${task##*/} $(cat "$task/comm" 2>/dev/null):" \
+					"$(grep '^State:' "$task/status" 2>/dev/null)" \
+					"wchan=$(cat "$task/wchan" 2>/dev/null)"
+			done
 			fault_ms=$(($(now_ms) - start))
 			fault_status=255
 			# Killed, it closes its file: a close that hangs in the

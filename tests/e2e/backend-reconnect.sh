@@ -20,7 +20,7 @@ BOUND_MS=5000
 fault_check "bit-exact before the kill" decode_compare small.h264
 
 progress=/tmp/progress
-ffmpeg -hide_banner -loglevel error -nostdin -xerror -stream_loop -1 \
+ffmpeg -hide_banner -loglevel warning -nostdin -xerror -stream_loop -1 \
 	-c:v h264_v4l2m2m -i "$TESTDATA/h264.h264" -f null - \
 	-progress "$progress" >"$RESULTS/ffmpeg-killed.log" 2>&1 &
 pid=$!
