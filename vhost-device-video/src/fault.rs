@@ -10,6 +10,12 @@
 //!   buffers are kept (they come back only if decoded).
 //! - `queue-clear-error`: QUEUE_CLEAR is refused and the buffers kept.
 //! - `slow=MS`: every dewarper job waits MS milliseconds before it runs.
+//! - `drain-refused`: STREAM_DRAIN is answered with an error (no EOS).
+//! - `bad-layout=KIND`: the decoder reports a picture layout a driver must
+//!   refuse (the pictures it writes keep the real one): `crop-wrap` (a crop
+//!   rectangle whose right edge wraps around 2^32), `huge-stride` (lines of
+//!   about 3 GiB per picture) or `chroma-stride` (chroma rows longer than
+//!   the fourcc implies).
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +23,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use thiserror::Error as ThisError;
+
+use crate::protocol::virtio_video::Params;
 
 /// A fault the daemon injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +37,29 @@ pub enum Fault {
     QueueClearError,
     /// Each dewarper job is delayed.
     Slow(Duration),
+    /// STREAM_DRAIN is refused.
+    DrainRefused,
+    /// The decoder's picture layout is reported wrong.
+    BadLayout(BadLayout),
+}
+
+/// How `bad-layout` breaks the reported picture layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadLayout {
+    /// `crop.left + crop.width` wraps around 2^32 to inside the picture.
+    CropWrap,
+    /// A stride that makes every picture about 3 GiB.
+    HugeStride,
+    /// Chroma rows 64 bytes longer than the fourcc implies.
+    ChromaStride,
 }
 
 /// A `--test-fault` value that names no fault.
 #[derive(Debug, ThisError, PartialEq, Eq)]
-#[error("unknown test fault `{0}` (known: bogus-used-id=N, queue-clear-early, queue-clear-error, slow=MS)")]
+#[error(
+    "unknown test fault `{0}` (known: bogus-used-id=N, queue-clear-early, queue-clear-error, \
+     slow=MS, drain-refused, bad-layout=crop-wrap|huge-stride|chroma-stride)"
+)]
 pub struct FaultError(String);
 
 impl FromStr for Fault {
@@ -44,6 +70,7 @@ impl FromStr for Fault {
         match text.split_once('=') {
             None if text == "queue-clear-early" => Ok(Self::QueueClearEarly),
             None if text == "queue-clear-error" => Ok(Self::QueueClearError),
+            None if text == "drain-refused" => Ok(Self::DrainRefused),
             Some(("bogus-used-id", n)) => match n.parse::<u64>() {
                 Ok(n) if n > 0 => Ok(Self::BogusUsedId(n)),
                 _ => Err(bad()),
@@ -52,6 +79,12 @@ impl FromStr for Fault {
                 .parse::<u64>()
                 .map(|ms| Self::Slow(Duration::from_millis(ms)))
                 .map_err(|_| bad()),
+            Some(("bad-layout", kind)) => match kind {
+                "crop-wrap" => Ok(Self::BadLayout(BadLayout::CropWrap)),
+                "huge-stride" => Ok(Self::BadLayout(BadLayout::HugeStride)),
+                "chroma-stride" => Ok(Self::BadLayout(BadLayout::ChromaStride)),
+                _ => Err(bad()),
+            },
             _ => Err(bad()),
         }
     }
@@ -96,6 +129,46 @@ pub(crate) fn job_delay() -> Option<Duration> {
     }
 }
 
+/// Whether STREAM_DRAIN must be refused.
+pub(crate) fn drain_refused() -> bool {
+    active() == Some(Fault::DrainRefused)
+}
+
+/// Breaks the picture layout of a GET_PARAMS reply as `bad-layout` asks.
+pub(crate) fn distort_layout(params: &mut Params) {
+    let Some(Fault::BadLayout(kind)) = active() else {
+        return;
+    };
+    let height = params.frame_height.to_native().max(1);
+    let planes = (params.num_planes.to_native() as usize).min(params.plane_formats.len());
+    match kind {
+        BadLayout::CropWrap => {
+            params.crop.left = (u32::MAX - 15).into();
+            params.crop.width = 32.into();
+        }
+        BadLayout::HugeStride => {
+            // Three planes' worth of rows at most 1.5 x height: ~3 GiB.
+            let stride = (u32::MAX / 2 / height) & !1;
+            for (index, plane) in params.plane_formats[..planes].iter_mut().enumerate() {
+                let rows = if index == 0 {
+                    height
+                } else {
+                    height.div_ceil(2)
+                };
+                plane.stride = stride.into();
+                plane.plane_size = stride.saturating_mul(rows).into();
+            }
+        }
+        BadLayout::ChromaStride => {
+            for plane in params.plane_formats[..planes].iter_mut().skip(1) {
+                let stride = plane.stride.to_native().saturating_add(64);
+                plane.stride = stride.into();
+                plane.plane_size = stride.saturating_mul(height.div_ceil(2)).into();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +178,11 @@ mod tests {
         assert_eq!("bogus-used-id=3".parse(), Ok(Fault::BogusUsedId(3)));
         assert_eq!("queue-clear-early".parse(), Ok(Fault::QueueClearEarly));
         assert_eq!("queue-clear-error".parse(), Ok(Fault::QueueClearError));
+        assert_eq!("drain-refused".parse(), Ok(Fault::DrainRefused));
+        assert_eq!(
+            "bad-layout=crop-wrap".parse(),
+            Ok(Fault::BadLayout(BadLayout::CropWrap))
+        );
         assert_eq!(
             "slow=250".parse(),
             Ok(Fault::Slow(Duration::from_millis(250)))
@@ -115,6 +193,8 @@ mod tests {
             "slow=x",
             "bogus-used-id=0",
             "queue-clear-early=1",
+            "bad-layout",
+            "bad-layout=other",
         ] {
             assert!(bad.parse::<Fault>().is_err(), "{bad}");
         }

@@ -177,6 +177,7 @@ struct Resource {
     /// (guest address, length, offset of the range in the buffer).
     ranges: Vec<Range>,
     size: u64,
+    planes: PlaneMap,
     queued: bool,
     /// The scatter list's share of the budget.
     _charge: Charge,
@@ -186,7 +187,38 @@ struct Resource {
 /// range in the buffer).
 type Range = (u64, u32, u64);
 
+/// Where the planes of a picture go in a resource's scatter list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PlaneMap {
+    /// One memory plane: the picture planes at the stream layout's offsets.
+    Packed,
+    /// Picture plane `p` starts at `spans[p].0` and must end by `spans[p].1`
+    /// (offsets into the scatter list): the guest gave each plane its own
+    /// memory (`PLANES_LAYOUT_PER_PLANE`) or its own offset in one buffer.
+    Placed(Vec<(u64, u64)>),
+}
+
 impl Resource {
+    /// The stream layout as it lands in this resource, if every plane fits.
+    fn placed_layout(&self, layout: &PictureLayout) -> Option<PictureLayout> {
+        match &self.planes {
+            PlaneMap::Packed => (self.size >= layout.total_size()).then(|| layout.clone()),
+            PlaneMap::Placed(spans) => {
+                if spans.len() != layout.planes.len() {
+                    return None;
+                }
+                let mut placed = layout.clone();
+                for (plane, &(start, end)) in placed.planes.iter_mut().zip(spans) {
+                    if start.checked_add(u64::from(plane.size))? > end {
+                        return None;
+                    }
+                    plane.offset = start;
+                }
+                Some(placed)
+            }
+        }
+    }
+
     /// Calls `f(address, start, end)` for each piece of `[offset, offset +
     /// len)` that falls in one range; `start..end` indexes the caller's
     /// bytes. Returns false if the buffer is too short.
@@ -859,7 +891,7 @@ fn stream_command(stream: &Stream, command: Command, pending: Pending) -> Result
     let mut st = stream.lock();
     let result: Result<Option<Vec<u8>>, DecoderError> = match command {
         Command::StreamDrain => {
-            if st.drain.is_some() || st.closed {
+            if st.drain.is_some() || st.closed || fault::drain_refused() {
                 Err(DecoderError::InvalidOperation)
             } else {
                 st.drain = Some(pending);
@@ -997,7 +1029,17 @@ fn create_resource(
     planes_layout: u32,
     planes: Vec<PlaneEntries>,
 ) -> Result<(), DecoderError> {
-    if planes_layout != vv::PLANES_LAYOUT_SINGLE_BUFFER || planes.len() != 1 {
+    // Bitstream buffers have one plane; pictures may come in one buffer or
+    // one per plane (multi-planar V4L2 formats such as NV12M).
+    let per_plane = match planes_layout {
+        vv::PLANES_LAYOUT_SINGLE_BUFFER => false,
+        vv::PLANES_LAYOUT_PER_PLANE => true,
+        _ => return Err(DecoderError::InvalidParameter),
+    };
+    let multi_plane = planes.len() > 1;
+    if multi_plane && queue_type == QueueType::Input
+        || per_plane && planes.iter().any(|p| p.entries.is_empty())
+    {
         return Err(DecoderError::InvalidParameter);
     }
     let key = (queue_type, resource_id);
@@ -1023,7 +1065,9 @@ fn create_resource(
     let mem = queue.memory();
     let mut ranges = Vec::with_capacity(count);
     let mut size = 0u64;
+    let mut spans = Vec::with_capacity(planes.len());
     for plane in planes {
+        let memory_start = size;
         for (addr, len) in plane.entries {
             let valid = len > 0
                 && mem.check_range(GuestAddress(addr), len as usize, Permissions::ReadWrite);
@@ -1036,12 +1080,26 @@ fn create_resource(
                 return Err(DecoderError::OutOfMemory);
             }
         }
+        spans.push((memory_start, size, u64::from(plane.offset)));
     }
+    let planes = if !multi_plane {
+        PlaneMap::Packed
+    } else if per_plane {
+        PlaneMap::Placed(
+            spans
+                .iter()
+                .map(|&(start, end, offset)| (start + offset, end))
+                .collect(),
+        )
+    } else {
+        PlaneMap::Placed(spans.iter().map(|&(_, _, offset)| (offset, size)).collect())
+    };
     st.resources.insert(
         key,
         Resource {
             ranges,
             size,
+            planes,
             queued: false,
             _charge: charge,
         },
@@ -1148,6 +1206,7 @@ fn params_reply(st: &StreamState, stream_id: u32, queue: QueueType, ext: bool) -
                 dst.plane_size = plane.size.into();
                 dst.stride = plane.stride.into();
             }
+            crate::fault::distort_layout(&mut params);
         }
     }
     let mut out = hdr_reply(resp::OK_GET_PARAMS, stream_id);
@@ -1668,7 +1727,7 @@ fn pump(stream: &Stream, st: &mut StreamState) {
                 && st
                     .resources
                     .get(&(QueueType::Output, o.resource_id))
-                    .is_some_and(|r| r.size >= needed)
+                    .is_some_and(|r| r.placed_layout(&st.output).is_some())
         };
         if st.ready.is_empty() {
             // EOS needs no picture room: any queued buffer carries it.
@@ -1746,6 +1805,9 @@ fn write_to_resource(
     let Some(resource) = st.resources.get(&(QueueType::Output, resource_id)) else {
         return false;
     };
+    let Some(layout) = resource.placed_layout(&st.output) else {
+        return false;
+    };
     let Some(planes) = picture.planes() else {
         debug!("picture in a pixel format the device cannot output");
         return false;
@@ -1762,7 +1824,7 @@ fn write_to_resource(
                 .is_some_and(|src| mem.write_slice(src, addr).is_ok())
         })
     };
-    match write_picture(&planes, w, h, &st.output, &mut sink) {
+    match write_picture(&planes, w, h, &layout, &mut sink) {
         Ok(()) => true,
         Err(e) => {
             debug!("picture not written: {e}");

@@ -83,6 +83,8 @@ pub mod format {
 pub const MEM_TYPE_GUEST_PAGES: u32 = 0;
 /// `VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER`.
 pub const PLANES_LAYOUT_SINGLE_BUFFER: u32 = 1;
+/// `VIRTIO_VIDEO_PLANES_LAYOUT_PER_PLANE`.
+pub const PLANES_LAYOUT_PER_PLANE: u32 = 2;
 
 /// Control types.
 pub mod control {

@@ -320,24 +320,39 @@ fn stream_create(coded: u32) -> Vec<u8> {
 }
 
 fn resource_create(queue: QueueType, id: u32, entries: &[(u64, u32)]) -> Vec<u8> {
+    resource_create_planes(queue, id, vv::PLANES_LAYOUT_SINGLE_BUFFER, &[(0, entries)])
+}
+
+/// RESOURCE_CREATE with one (offset, entries) pair per plane.
+fn resource_create_planes(
+    queue: QueueType,
+    id: u32,
+    planes_layout: u32,
+    planes: &[(u32, &[(u64, u32)])],
+) -> Vec<u8> {
     let mut body = ResourceCreateBody {
         queue_type: queue.code().into(),
         resource_id: id.into(),
-        planes_layout: vv::PLANES_LAYOUT_SINGLE_BUFFER.into(),
-        num_planes: 1.into(),
+        planes_layout: planes_layout.into(),
+        num_planes: (planes.len() as u32).into(),
         ..Default::default()
     };
-    body.num_entries[0] = (entries.len() as u32).into();
+    for (index, &(offset, entries)) in planes.iter().enumerate() {
+        body.plane_offsets[index] = offset.into();
+        body.num_entries[index] = (entries.len() as u32).into();
+    }
     let mut out = body.as_slice().to_vec();
-    for &(addr, len) in entries {
-        push(
-            &mut out,
-            &MemEntry {
-                addr: addr.into(),
-                length: len.into(),
-                padding: [0; 4],
-            },
-        );
+    for &(_, entries) in planes {
+        for &(addr, len) in entries {
+            push(
+                &mut out,
+                &MemEntry {
+                    addr: addr.into(),
+                    length: len.into(),
+                    padding: [0; 4],
+                },
+            );
+        }
     }
     out
 }
@@ -2190,4 +2205,120 @@ fn a_ring_restarted_afresh_resets_the_device() {
         "an old chain's reply written after the reset"
     );
     assert!(h.backend.in_flight(0).unwrap().is_empty());
+}
+
+/// Multi-planar picture buffers, as a driver with NV12M-style formats sends
+/// them: each plane in its own memory (PER_PLANE), or planes at their own
+/// offsets in one buffer. The picture's planes land where the guest put
+/// them; a bitstream buffer must have one plane.
+#[rstest]
+#[case::per_plane(vv::PLANES_LAYOUT_PER_PLANE)]
+#[case::single_buffer_with_offsets(vv::PLANES_LAYOUT_SINGLE_BUFFER)]
+fn pictures_land_in_multi_planar_buffers(#[case] planes_layout: u32) {
+    let mem = guest_memory();
+    let engine = FakeDecoders::new(FakeSettings {
+        pictures: true,
+        held: 1,
+        ..Default::default()
+    });
+    let mut h = Harness::new(&mem, Arc::new(engine));
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    set_coded_size(&mut h, 1, 16, 16);
+
+    // The chroma memory comes first in guest memory, with a gap before it in
+    // the single-buffer case: nothing may rely on the packed layout.
+    let per_plane = planes_layout == vv::PLANES_LAYOUT_PER_PLANE;
+    let (luma, chroma, create_output) = if per_plane {
+        let chroma = h.alloc(128);
+        let luma = h.alloc(256);
+        let entries: [&[(u64, u32)]; 2] = [&[(luma, 256)], &[(chroma, 128)]];
+        let body = resource_create_planes(
+            QueueType::Output,
+            0,
+            planes_layout,
+            &[(0, entries[0]), (0, entries[1])],
+        );
+        (luma, chroma, body)
+    } else {
+        let buffer = h.alloc(512);
+        let body = resource_create_planes(
+            QueueType::Output,
+            0,
+            planes_layout,
+            &[(0, &[(buffer, 512)]), (384, &[])],
+        );
+        (buffer, buffer + 384, body)
+    };
+    assert_eq!(
+        h.command(&req(cmd::RESOURCE_CREATE, 1, &create_output), 8)
+            .code(),
+        resp::OK_NODATA
+    );
+    let input = h.alloc(1);
+    let two_plane_bitstream = resource_create_planes(
+        QueueType::Input,
+        0,
+        planes_layout,
+        &[(0, &[(input, 1)]), (0, &[(input, 1)])],
+    );
+    assert_eq!(
+        h.command(&req(cmd::RESOURCE_CREATE, 1, &two_plane_bitstream), 8)
+            .code(),
+        resp::ERR_INVALID_PARAMETER
+    );
+    create(&mut h, 1, QueueType::Input, 0, 1);
+    // Marked, so that what the device writes (and leaves) shows.
+    let span = if per_plane { 256 } else { 512 };
+    mem.write_slice(&vec![0xaa; span], GuestAddress(luma))
+        .unwrap();
+    mem.write_slice(&[0xaa; 128], GuestAddress(chroma)).unwrap();
+
+    let (out, out_addr) = queue(&mut h, 1, QueueType::Output, 0, 0);
+    queue(&mut h, 1, QueueType::Input, 0, 1);
+    let done = h.wait(0, out, out_addr);
+    assert_eq!((done.code(), done.le32(16)), (resp::OK_RESOURCE_QUEUE, 0));
+    let mut y = [0u8; 256];
+    let mut uv = [0u8; 128];
+    mem.read_slice(&mut y, GuestAddress(luma)).unwrap();
+    mem.read_slice(&mut uv, GuestAddress(chroma)).unwrap();
+    assert!(y.iter().all(|&b| b == 0), "luma of picture 0");
+    assert!(uv.iter().all(|&b| b == 128), "chroma of picture 0");
+    if !per_plane {
+        let mut gap = [0u8; 128];
+        mem.read_slice(&mut gap, GuestAddress(luma + 256)).unwrap();
+        assert!(gap.iter().all(|&b| b == 0xaa), "the gap is left alone");
+    }
+}
+
+/// A placed plane that runs past its memory makes the buffer unusable for
+/// the layout, as a too-small single buffer is.
+#[test]
+fn placed_planes_must_fit_their_memory() {
+    let layout = PictureLayout::packed(PixelFormat::Nv12, 16, 16);
+    let resource = |planes| Resource {
+        ranges: Vec::new(),
+        size: 1024,
+        planes,
+        queued: false,
+        _charge: MemoryBudget::new(1024).try_charge(0).unwrap(),
+    };
+    let fits = resource(PlaneMap::Placed(vec![(0, 256), (512, 640)]));
+    let placed = fits.placed_layout(&layout).unwrap();
+    assert_eq!(
+        placed.planes.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        [0, 512]
+    );
+    for spans in [
+        vec![(0, 255), (512, 640)],
+        vec![(0, 256), (600, 640)],
+        vec![(0, 256)],
+        vec![(u64::MAX, u64::MAX), (0, 128)],
+    ] {
+        assert_eq!(
+            resource(PlaneMap::Placed(spans.clone())).placed_layout(&layout),
+            None,
+            "{spans:?}"
+        );
+    }
+    assert!(resource(PlaneMap::Packed).placed_layout(&layout).is_some());
 }
