@@ -501,62 +501,66 @@ mod simd {
         #[inline]
         #[target_feature(enable = "avx2")]
         unsafe fn pairs8(&self, vx: __m256i, vy: __m256i, out: *mut u8) {
-            let one = 1 << FRACTION_BITS;
-            let ix = _mm256_srli_epi32(vx, FRACTION_BITS as i32);
-            let iy = _mm256_srli_epi32(vy, FRACTION_BITS as i32);
-            let upper = _mm256_add_epi32(
-                _mm256_add_epi32(_mm256_mullo_epi32(iy, self.stride), self.offset),
-                _mm256_slli_epi32(ix, 1),
-            );
-            let lower = _mm256_add_epi32(upper, self.stride);
-            let inside = _mm256_and_si256(
-                _mm256_and_si256(
-                    _mm256_cmpgt_epi32(self.last_x, ix),
-                    _mm256_cmpgt_epi32(self.last_y, iy),
-                ),
-                _mm256_cmpgt_epi32(self.read_limit, lower),
-            );
-            if _mm256_movemask_epi8(inside) != -1 {
-                self.pairs8_each(vx, vy, out);
-                return;
+            // SAFETY: the caller upholds the contract in `# Safety` above;
+            // each operation below relies on it and on the enabled target features.
+            unsafe {
+                let one = 1 << FRACTION_BITS;
+                let ix = _mm256_srli_epi32(vx, FRACTION_BITS as i32);
+                let iy = _mm256_srli_epi32(vy, FRACTION_BITS as i32);
+                let upper = _mm256_add_epi32(
+                    _mm256_add_epi32(_mm256_mullo_epi32(iy, self.stride), self.offset),
+                    _mm256_slli_epi32(ix, 1),
+                );
+                let lower = _mm256_add_epi32(upper, self.stride);
+                let inside = _mm256_and_si256(
+                    _mm256_and_si256(
+                        _mm256_cmpgt_epi32(self.last_x, ix),
+                        _mm256_cmpgt_epi32(self.last_y, iy),
+                    ),
+                    _mm256_cmpgt_epi32(self.read_limit, lower),
+                );
+                if _mm256_movemask_epi8(inside) != -1 {
+                    self.pairs8_each(vx, vy, out);
+                    return;
+                }
+                let top =
+                    _mm256_shuffle_epi8(_mm256_i32gather_epi32::<1>(self.base, upper), self.order);
+                let bottom =
+                    _mm256_shuffle_epi8(_mm256_i32gather_epi32::<1>(self.base, lower), self.order);
+                let fx = _mm256_and_si256(vx, self.fraction_mask);
+                let fy = _mm256_and_si256(vy, self.fraction_mask);
+                // Bytes (64 - fx, fx, 64 - fx, fx) per lane.
+                let wx = _mm256_add_epi32(
+                    _mm256_sub_epi32(_mm256_slli_epi32(fx, 8), fx),
+                    _mm256_set1_epi32(one),
+                );
+                let wx = _mm256_or_si256(wx, _mm256_slli_epi32(wx, 16));
+                let top = _mm256_maddubs_epi16(top, wx);
+                let bottom = _mm256_maddubs_epi16(bottom, wx);
+                let wy = _mm256_or_si256(
+                    _mm256_sub_epi32(_mm256_set1_epi32(one), fy),
+                    _mm256_slli_epi32(fy, 16),
+                );
+                let low = _mm256_madd_epi16(
+                    _mm256_unpacklo_epi16(top, bottom),
+                    _mm256_unpacklo_epi32(wy, wy),
+                );
+                let high = _mm256_madd_epi16(
+                    _mm256_unpackhi_epi16(top, bottom),
+                    _mm256_unpackhi_epi32(wy, wy),
+                );
+                const SHIFT: i32 = 2 * FRACTION_BITS as i32;
+                let rounding = _mm256_set1_epi32(1 << (2 * FRACTION_BITS - 1));
+                let low = _mm256_srli_epi32(_mm256_add_epi32(low, rounding), SHIFT);
+                let high = _mm256_srli_epi32(_mm256_add_epi32(high, rounding), SHIFT);
+                let words = _mm256_packus_epi32(low, high);
+                let bytes = _mm256_packus_epi16(words, words);
+                let sixteen = _mm_unpacklo_epi64(
+                    _mm256_castsi256_si128(bytes),
+                    _mm256_extracti128_si256::<1>(bytes),
+                );
+                _mm_storeu_si128(out as *mut __m128i, sixteen);
             }
-            let top =
-                _mm256_shuffle_epi8(_mm256_i32gather_epi32::<1>(self.base, upper), self.order);
-            let bottom =
-                _mm256_shuffle_epi8(_mm256_i32gather_epi32::<1>(self.base, lower), self.order);
-            let fx = _mm256_and_si256(vx, self.fraction_mask);
-            let fy = _mm256_and_si256(vy, self.fraction_mask);
-            // Bytes (64 - fx, fx, 64 - fx, fx) per lane.
-            let wx = _mm256_add_epi32(
-                _mm256_sub_epi32(_mm256_slli_epi32(fx, 8), fx),
-                _mm256_set1_epi32(one),
-            );
-            let wx = _mm256_or_si256(wx, _mm256_slli_epi32(wx, 16));
-            let top = _mm256_maddubs_epi16(top, wx);
-            let bottom = _mm256_maddubs_epi16(bottom, wx);
-            let wy = _mm256_or_si256(
-                _mm256_sub_epi32(_mm256_set1_epi32(one), fy),
-                _mm256_slli_epi32(fy, 16),
-            );
-            let low = _mm256_madd_epi16(
-                _mm256_unpacklo_epi16(top, bottom),
-                _mm256_unpacklo_epi32(wy, wy),
-            );
-            let high = _mm256_madd_epi16(
-                _mm256_unpackhi_epi16(top, bottom),
-                _mm256_unpackhi_epi32(wy, wy),
-            );
-            const SHIFT: i32 = 2 * FRACTION_BITS as i32;
-            let rounding = _mm256_set1_epi32(1 << (2 * FRACTION_BITS - 1));
-            let low = _mm256_srli_epi32(_mm256_add_epi32(low, rounding), SHIFT);
-            let high = _mm256_srli_epi32(_mm256_add_epi32(high, rounding), SHIFT);
-            let words = _mm256_packus_epi32(low, high);
-            let bytes = _mm256_packus_epi16(words, words);
-            let sixteen = _mm_unpacklo_epi64(
-                _mm256_castsi256_si128(bytes),
-                _mm256_extracti128_si256::<1>(bytes),
-            );
-            _mm_storeu_si128(out as *mut __m128i, sixteen);
         }
 
         /// [`Self::pairs8`] one position at a time, with the border
@@ -567,11 +571,15 @@ mod simd {
         #[inline(never)]
         #[target_feature(enable = "avx2")]
         unsafe fn pairs8_each(&self, vx: __m256i, vy: __m256i, out: *mut u8) {
-            let (mut xs, mut ys) = ([0u32; 8], [0u32; 8]);
-            _mm256_storeu_si256(xs.as_mut_ptr() as *mut __m256i, vx);
-            _mm256_storeu_si256(ys.as_mut_ptr() as *mut __m256i, vy);
-            for (i, (&x, &y)) in xs.iter().zip(&ys).enumerate() {
-                self.pair(x, y, out.add(2 * i));
+            // SAFETY: the caller upholds the contract in `# Safety` above;
+            // each operation below relies on it and on the enabled target features.
+            unsafe {
+                let (mut xs, mut ys) = ([0u32; 8], [0u32; 8]);
+                _mm256_storeu_si256(xs.as_mut_ptr() as *mut __m256i, vx);
+                _mm256_storeu_si256(ys.as_mut_ptr() as *mut __m256i, vy);
+                for (i, (&x, &y)) in xs.iter().zip(&ys).enumerate() {
+                    self.pair(x, y, out.add(2 * i));
+                }
             }
         }
 
@@ -581,8 +589,12 @@ mod simd {
         /// `out` must be valid for 2 bytes of writes.
         #[inline]
         unsafe fn pair(&self, x: u32, y: u32, out: *mut u8) {
-            *out = self.first.sample(x, y);
-            *out.add(1) = self.second.sample(x, y);
+            // SAFETY: the caller upholds the contract in `# Safety` above;
+            // each operation below relies on it and on the enabled target features.
+            unsafe {
+                *out = self.first.sample(x, y);
+                *out.add(1) = self.second.sample(x, y);
+            }
         }
     }
 
@@ -599,21 +611,25 @@ mod simd {
         v_first: bool,
         out: &mut [u8],
     ) {
-        let n = xs.len().min(ys.len()).min(out.len() / 2);
-        let kernel = PairKernel::new(plane, v_first);
-        let mut done = 0;
-        while done + 8 <= n {
-            let vx = _mm256_loadu_si256(xs.as_ptr().add(done) as *const __m256i);
-            let vy = _mm256_loadu_si256(ys.as_ptr().add(done) as *const __m256i);
-            kernel.pairs8(vx, vy, out.as_mut_ptr().add(2 * done));
-            done += 8;
-        }
-        for i in done..n {
-            kernel.pair(
-                *xs.get_unchecked(i),
-                *ys.get_unchecked(i),
-                out.as_mut_ptr().add(2 * i),
-            );
+        // SAFETY: the caller upholds the contract in `# Safety` above;
+        // each operation below relies on it and on the enabled target features.
+        unsafe {
+            let n = xs.len().min(ys.len()).min(out.len() / 2);
+            let kernel = PairKernel::new(plane, v_first);
+            let mut done = 0;
+            while done + 8 <= n {
+                let vx = _mm256_loadu_si256(xs.as_ptr().add(done) as *const __m256i);
+                let vy = _mm256_loadu_si256(ys.as_ptr().add(done) as *const __m256i);
+                kernel.pairs8(vx, vy, out.as_mut_ptr().add(2 * done));
+                done += 8;
+            }
+            for i in done..n {
+                kernel.pair(
+                    *xs.get_unchecked(i),
+                    *ys.get_unchecked(i),
+                    out.as_mut_ptr().add(2 * i),
+                );
+            }
         }
     }
 
@@ -633,7 +649,8 @@ mod simd {
         out: &mut [u8],
     ) {
         let plane = &plan.src_chroma[0];
-        let kernel = PairKernel::new(plane, v_first);
+        // SAFETY: as this function's contract.
+        let kernel = unsafe { PairKernel::new(plane, v_first) };
         let (mut xs, mut ys) = ([0u32; CELL_SIZE as usize], [0u32; CELL_SIZE as usize]);
         plan.for_each_cell_line(
             py,
@@ -700,17 +717,21 @@ mod simd {
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn cell_positions(out: &mut [u32], start: u64, step: u64, shift: u32) {
-        let high = start >> shift;
-        let low = start & ((1 << shift) - 1);
-        let step_signed = step as i64;
-        let reach = step_signed
-            .unsigned_abs()
-            .saturating_mul(out.len().saturating_sub(1) as u64)
-            .saturating_add(low);
-        if reach < 1 << 31 && high < 1 << 31 {
-            step_positions_avx2(out, high as i32, low as i32, step_signed as i32, shift);
-        } else {
-            step_positions(out, start, step, shift);
+        // SAFETY: the caller upholds the contract in `# Safety` above;
+        // each operation below relies on it and on the enabled target features.
+        unsafe {
+            let high = start >> shift;
+            let low = start & ((1 << shift) - 1);
+            let step_signed = step as i64;
+            let reach = step_signed
+                .unsigned_abs()
+                .saturating_mul(out.len().saturating_sub(1) as u64)
+                .saturating_add(low);
+            if reach < 1 << 31 && high < 1 << 31 {
+                step_positions_avx2(out, high as i32, low as i32, step_signed as i32, shift);
+            } else {
+                step_positions(out, start, step, shift);
+            }
         }
     }
 
@@ -722,38 +743,42 @@ mod simd {
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn step_positions_avx2(out: &mut [u32], high: i32, low: i32, step: i32, shift: u32) {
-        let count = out.len();
-        let shift_count = _mm_cvtsi32_si128(shift as i32);
-        let mut i = 0;
-        while i + 8 <= count {
-            let lanes = _mm256_add_epi32(
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                _mm256_set1_epi32(i as i32),
-            );
-            let numerator = _mm256_add_epi32(
-                _mm256_set1_epi32(low),
-                _mm256_mullo_epi32(lanes, _mm256_set1_epi32(step)),
-            );
-            let position = _mm256_add_epi32(
-                _mm256_set1_epi32(high),
-                _mm256_sra_epi32(numerator, shift_count),
-            );
-            _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, position);
-            i += 8;
-        }
-        while i + 4 <= count {
-            let lanes = _mm_add_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(i as i32));
-            let numerator = _mm_add_epi32(
-                _mm_set1_epi32(low),
-                _mm_mullo_epi32(lanes, _mm_set1_epi32(step)),
-            );
-            let position =
-                _mm_add_epi32(_mm_set1_epi32(high), _mm_sra_epi32(numerator, shift_count));
-            _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, position);
-            i += 4;
-        }
-        for (j, position) in out.iter_mut().enumerate().skip(i) {
-            *position = (high + ((low + j as i32 * step) >> shift)) as u32;
+        // SAFETY: the caller upholds the contract in `# Safety` above;
+        // each operation below relies on it and on the enabled target features.
+        unsafe {
+            let count = out.len();
+            let shift_count = _mm_cvtsi32_si128(shift as i32);
+            let mut i = 0;
+            while i + 8 <= count {
+                let lanes = _mm256_add_epi32(
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                    _mm256_set1_epi32(i as i32),
+                );
+                let numerator = _mm256_add_epi32(
+                    _mm256_set1_epi32(low),
+                    _mm256_mullo_epi32(lanes, _mm256_set1_epi32(step)),
+                );
+                let position = _mm256_add_epi32(
+                    _mm256_set1_epi32(high),
+                    _mm256_sra_epi32(numerator, shift_count),
+                );
+                _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, position);
+                i += 8;
+            }
+            while i + 4 <= count {
+                let lanes = _mm_add_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(i as i32));
+                let numerator = _mm_add_epi32(
+                    _mm_set1_epi32(low),
+                    _mm_mullo_epi32(lanes, _mm_set1_epi32(step)),
+                );
+                let position =
+                    _mm_add_epi32(_mm_set1_epi32(high), _mm_sra_epi32(numerator, shift_count));
+                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, position);
+                i += 4;
+            }
+            for (j, position) in out.iter_mut().enumerate().skip(i) {
+                *position = (high + ((low + j as i32 * step) >> shift)) as u32;
+            }
         }
     }
 
@@ -806,20 +831,24 @@ mod simd {
         #[inline]
         #[target_feature(enable = "avx2")]
         unsafe fn sample16(&self, vx: [__m256i; 2], vy: [__m256i; 2], out: *mut u8) {
-            match (self.values8(vx[0], vy[0]), self.values8(vx[1], vy[1])) {
-                (Some(first), Some(second)) => {
-                    // Dwords: first 0-3, second 0-3, first 4-7, second 4-7.
-                    let words = _mm256_packus_epi32(first, second);
-                    let bytes = _mm256_packus_epi16(words, words);
-                    let ordered = _mm256_permutevar8x32_epi32(
-                        bytes,
-                        _mm256_setr_epi32(0, 4, 1, 5, 0, 4, 1, 5),
-                    );
-                    _mm_storeu_si128(out as *mut __m128i, _mm256_castsi256_si128(ordered));
-                }
-                _ => {
-                    self.sample8(vx[0], vy[0], out);
-                    self.sample8(vx[1], vy[1], out.add(8));
+            // SAFETY: the caller upholds the contract in `# Safety` above;
+            // each operation below relies on it and on the enabled target features.
+            unsafe {
+                match (self.values8(vx[0], vy[0]), self.values8(vx[1], vy[1])) {
+                    (Some(first), Some(second)) => {
+                        // Dwords: first 0-3, second 0-3, first 4-7, second 4-7.
+                        let words = _mm256_packus_epi32(first, second);
+                        let bytes = _mm256_packus_epi16(words, words);
+                        let ordered = _mm256_permutevar8x32_epi32(
+                            bytes,
+                            _mm256_setr_epi32(0, 4, 1, 5, 0, 4, 1, 5),
+                        );
+                        _mm_storeu_si128(out as *mut __m128i, _mm256_castsi256_si128(ordered));
+                    }
+                    _ => {
+                        self.sample8(vx[0], vy[0], out);
+                        self.sample8(vx[1], vy[1], out.add(8));
+                    }
                 }
             }
         }
@@ -832,11 +861,15 @@ mod simd {
         #[inline(never)]
         #[target_feature(enable = "avx2")]
         unsafe fn sample8_each(&self, vx: __m256i, vy: __m256i, out: *mut u8) {
-            let (mut xs, mut ys) = ([0u32; 8], [0u32; 8]);
-            _mm256_storeu_si256(xs.as_mut_ptr() as *mut __m256i, vx);
-            _mm256_storeu_si256(ys.as_mut_ptr() as *mut __m256i, vy);
-            for (i, (&x, &y)) in xs.iter().zip(&ys).enumerate() {
-                *out.add(i) = self.plane.sample(x, y);
+            // SAFETY: the caller upholds the contract in `# Safety` above;
+            // each operation below relies on it and on the enabled target features.
+            unsafe {
+                let (mut xs, mut ys) = ([0u32; 8], [0u32; 8]);
+                _mm256_storeu_si256(xs.as_mut_ptr() as *mut __m256i, vx);
+                _mm256_storeu_si256(ys.as_mut_ptr() as *mut __m256i, vy);
+                for (i, (&x, &y)) in xs.iter().zip(&ys).enumerate() {
+                    *out.add(i) = self.plane.sample(x, y);
+                }
             }
         }
 
@@ -846,49 +879,53 @@ mod simd {
         #[inline]
         #[target_feature(enable = "avx2")]
         unsafe fn values8(&self, vx: __m256i, vy: __m256i) -> Option<__m256i> {
-            let one = 1 << FRACTION_BITS;
-            let ix = _mm256_srli_epi32(vx, FRACTION_BITS as i32);
-            let iy = _mm256_srli_epi32(vy, FRACTION_BITS as i32);
-            let upper = _mm256_add_epi32(
-                _mm256_add_epi32(_mm256_mullo_epi32(iy, self.stride), self.offset),
-                _mm256_sll_epi32(ix, self.step_shift),
-            );
-            let lower = _mm256_add_epi32(upper, self.stride);
-            let inside = _mm256_and_si256(
-                _mm256_and_si256(
-                    _mm256_cmpgt_epi32(self.last_x, ix),
-                    _mm256_cmpgt_epi32(self.last_y, iy),
-                ),
-                _mm256_cmpgt_epi32(self.read_limit, lower),
-            );
-            if _mm256_movemask_epi8(inside) != -1 {
-                return None;
+            // SAFETY: the caller upholds the contract in `# Safety` above;
+            // each operation below relies on it and on the enabled target features.
+            unsafe {
+                let one = 1 << FRACTION_BITS;
+                let ix = _mm256_srli_epi32(vx, FRACTION_BITS as i32);
+                let iy = _mm256_srli_epi32(vy, FRACTION_BITS as i32);
+                let upper = _mm256_add_epi32(
+                    _mm256_add_epi32(_mm256_mullo_epi32(iy, self.stride), self.offset),
+                    _mm256_sll_epi32(ix, self.step_shift),
+                );
+                let lower = _mm256_add_epi32(upper, self.stride);
+                let inside = _mm256_and_si256(
+                    _mm256_and_si256(
+                        _mm256_cmpgt_epi32(self.last_x, ix),
+                        _mm256_cmpgt_epi32(self.last_y, iy),
+                    ),
+                    _mm256_cmpgt_epi32(self.read_limit, lower),
+                );
+                if _mm256_movemask_epi8(inside) != -1 {
+                    return None;
+                }
+                let mut top = _mm256_i32gather_epi32::<1>(self.base, upper);
+                let mut bottom = _mm256_i32gather_epi32::<1>(self.base, lower);
+                if self.plane.step == 2 {
+                    top = _mm256_shuffle_epi8(top, self.pair_bytes);
+                    bottom = _mm256_shuffle_epi8(bottom, self.pair_bytes);
+                }
+                let fx = _mm256_and_si256(vx, self.fraction_mask);
+                let fy = _mm256_and_si256(vy, self.fraction_mask);
+                // Bytes (64 - fx, fx, 0, 0) per lane.
+                let wx = _mm256_add_epi32(
+                    _mm256_sub_epi32(_mm256_slli_epi32(fx, 8), fx),
+                    _mm256_set1_epi32(one),
+                );
+                let top = _mm256_maddubs_epi16(top, wx);
+                let bottom = _mm256_maddubs_epi16(bottom, wx);
+                let both = _mm256_or_si256(top, _mm256_slli_epi32(bottom, 16));
+                let wy = _mm256_or_si256(
+                    _mm256_sub_epi32(_mm256_set1_epi32(one), fy),
+                    _mm256_slli_epi32(fy, 16),
+                );
+                let sum = _mm256_madd_epi16(both, wy);
+                Some(_mm256_srli_epi32(
+                    _mm256_add_epi32(sum, _mm256_set1_epi32(1 << (2 * FRACTION_BITS - 1))),
+                    2 * FRACTION_BITS as i32,
+                ))
             }
-            let mut top = _mm256_i32gather_epi32::<1>(self.base, upper);
-            let mut bottom = _mm256_i32gather_epi32::<1>(self.base, lower);
-            if self.plane.step == 2 {
-                top = _mm256_shuffle_epi8(top, self.pair_bytes);
-                bottom = _mm256_shuffle_epi8(bottom, self.pair_bytes);
-            }
-            let fx = _mm256_and_si256(vx, self.fraction_mask);
-            let fy = _mm256_and_si256(vy, self.fraction_mask);
-            // Bytes (64 - fx, fx, 0, 0) per lane.
-            let wx = _mm256_add_epi32(
-                _mm256_sub_epi32(_mm256_slli_epi32(fx, 8), fx),
-                _mm256_set1_epi32(one),
-            );
-            let top = _mm256_maddubs_epi16(top, wx);
-            let bottom = _mm256_maddubs_epi16(bottom, wx);
-            let both = _mm256_or_si256(top, _mm256_slli_epi32(bottom, 16));
-            let wy = _mm256_or_si256(
-                _mm256_sub_epi32(_mm256_set1_epi32(one), fy),
-                _mm256_slli_epi32(fy, 16),
-            );
-            let sum = _mm256_madd_epi16(both, wy);
-            Some(_mm256_srli_epi32(
-                _mm256_add_epi32(sum, _mm256_set1_epi32(1 << (2 * FRACTION_BITS - 1))),
-                2 * FRACTION_BITS as i32,
-            ))
         }
 
         /// Samples the 8 positions `vx`, `vy` (1/64 sample) into
@@ -899,17 +936,21 @@ mod simd {
         #[inline]
         #[target_feature(enable = "avx2")]
         pub(super) unsafe fn sample8(&self, vx: __m256i, vy: __m256i, out: *mut u8) {
-            let Some(value) = self.values8(vx, vy) else {
-                self.sample8_each(vx, vy, out);
-                return;
-            };
-            let words = _mm256_packus_epi32(value, value);
-            let bytes = _mm256_packus_epi16(words, words);
-            let eight = _mm_unpacklo_epi32(
-                _mm256_castsi256_si128(bytes),
-                _mm256_extracti128_si256::<1>(bytes),
-            );
-            _mm_storel_epi64(out as *mut __m128i, eight);
+            // SAFETY: the caller upholds the contract in `# Safety` above;
+            // each operation below relies on it and on the enabled target features.
+            unsafe {
+                let Some(value) = self.values8(vx, vy) else {
+                    self.sample8_each(vx, vy, out);
+                    return;
+                };
+                let words = _mm256_packus_epi32(value, value);
+                let bytes = _mm256_packus_epi16(words, words);
+                let eight = _mm_unpacklo_epi32(
+                    _mm256_castsi256_si128(bytes),
+                    _mm256_extracti128_si256::<1>(bytes),
+                );
+                _mm_storel_epi64(out as *mut __m128i, eight);
+            }
         }
     }
 
@@ -922,17 +963,22 @@ mod simd {
         ys: &[u32],
         out: &mut [u8],
     ) {
-        let n = out.len().min(xs.len()).min(ys.len());
-        let kernel = LineKernel::new(plane);
-        let mut done = 0;
-        while done + 8 <= n {
-            let vx = _mm256_loadu_si256(xs.as_ptr().add(done) as *const __m256i);
-            let vy = _mm256_loadu_si256(ys.as_ptr().add(done) as *const __m256i);
-            kernel.sample8(vx, vy, out.as_mut_ptr().add(done));
-            done += 8;
-        }
-        for i in done..n {
-            *out.get_unchecked_mut(i) = plane.sample(*xs.get_unchecked(i), *ys.get_unchecked(i));
+        // SAFETY: the caller upholds the contract in `# Safety` above;
+        // each operation below relies on it and on the enabled target features.
+        unsafe {
+            let n = out.len().min(xs.len()).min(ys.len());
+            let kernel = LineKernel::new(plane);
+            let mut done = 0;
+            while done + 8 <= n {
+                let vx = _mm256_loadu_si256(xs.as_ptr().add(done) as *const __m256i);
+                let vy = _mm256_loadu_si256(ys.as_ptr().add(done) as *const __m256i);
+                kernel.sample8(vx, vy, out.as_mut_ptr().add(done));
+                done += 8;
+            }
+            for i in done..n {
+                *out.get_unchecked_mut(i) =
+                    plane.sample(*xs.get_unchecked(i), *ys.get_unchecked(i));
+            }
         }
     }
 
@@ -946,7 +992,8 @@ mod simd {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn luma_line_avx2(plan: &Plan<'_>, py: u32, out: &mut [u8]) {
         let plane = &plan.src_luma;
-        let kernel = LineKernel::new(plane);
+        // SAFETY: as this function's contract.
+        let kernel = unsafe { LineKernel::new(plane) };
         let (mut xs, mut ys) = ([0u32; CELL_SIZE as usize], [0u32; CELL_SIZE as usize]);
         plan.for_each_cell_line(py, 0, 0, 0, |done, count, x, y| {
             let Some(out) = out.get_mut(done..done + count) else {
