@@ -46,6 +46,8 @@ MODULE_PARM_DESC(offer_av1, "Offer AV1 (fourcc AV01) on the OUTPUT queue (defaul
 #define VVM_DEC_MAX_CODED_SIZE SZ_16M
 #define VVM_DEC_MAX_DIM 8192
 #define VVM_DEC_MAX_MIN_BUFFERS 32
+/* Line padding a device may add beyond twice the picture's width. */
+#define VVM_DEC_MAX_STRIDE_PAD 4096
 #define VVM_DEC_CAPS_MIN 256
 #define VVM_DEC_CAPS_MAX SZ_64K
 #define VVM_DEC_META_SLOTS 64
@@ -109,6 +111,7 @@ struct vvm_dec_ctx {
 	struct v4l2_ctrl_handler hdl;
 	struct v4l2_ctrl *min_bufs_ctrl;
 	struct work_struct res_change_work;
+	struct work_struct drain_refused_work;
 
 	u32 stream_id;
 	const struct vvm_dec_format *coded;
@@ -418,41 +421,81 @@ static void reset_pic_fmt(struct vvm_dec_ctx *ctx)
 }
 
 /*
- * Take the picture layout the device reports. Its component planes sit
- * back to back in one memory plane.
+ * The device's component planes must sit where a single-plane V4L2 client
+ * looks for them: back to back, chroma rows as long as the fourcc implies
+ * (NV12: the luma stride; YUV420: half of it). Only the last plane may be
+ * longer than needed, and the whole picture takes at most twice what it
+ * needs, so a device cannot make the guest allocate gigabytes per buffer.
  */
+static int check_pic_layout(struct vvm_dec_pic_fmt *pic,
+			    const struct virtio_video_params_ext *p)
+{
+	bool planar = pic->fourcc == V4L2_PIX_FMT_YUV420;
+	u32 num_planes = le32_to_cpu(p->num_planes);
+	u64 bpl = le32_to_cpu(p->plane_formats[0].stride);
+	u64 chroma_rows = DIV_ROUND_UP(pic->height, 2);
+	u64 need[VIRTIO_VIDEO_MAX_PLANES] = {}, chroma_stride, size = 0, total = 0;
+	u32 i;
+
+	if (num_planes != (planar ? 3 : 2) ||
+	    bpl < ALIGN(pic->width, 2) || (bpl & 1) ||
+	    bpl > 2ULL * ALIGN(pic->width, 2) + VVM_DEC_MAX_STRIDE_PAD)
+		return -EINVAL;
+	chroma_stride = planar ? bpl / 2 : bpl;
+	need[0] = bpl * pic->height;
+	for (i = 1; i < num_planes; i++)
+		need[i] = chroma_stride * chroma_rows;
+	for (i = 0; i < num_planes; i++) {
+		u64 plane = le32_to_cpu(p->plane_formats[i].plane_size);
+
+		if (i && le32_to_cpu(p->plane_formats[i].stride) != chroma_stride)
+			return -EINVAL;
+		if (i + 1 < num_planes ? plane != need[i] : plane < need[i])
+			return -EINVAL;
+		size += plane;
+		total += need[i];
+	}
+	if (size > 2 * total || size > U32_MAX)
+		return -EINVAL;
+	pic->bytesperline = bpl;
+	pic->sizeimage = size;
+	return 0;
+}
+
+/* A crop rectangle outside the picture means the whole picture. */
+static void set_visible(struct vvm_dec_pic_fmt *pic,
+			const struct virtio_video_crop *crop)
+{
+	u32 left = le32_to_cpu(crop->left), top = le32_to_cpu(crop->top);
+	u32 width = le32_to_cpu(crop->width);
+	u32 height = le32_to_cpu(crop->height);
+
+	if (!width || !height || left >= pic->width || top >= pic->height ||
+	    width > pic->width - left || height > pic->height - top)
+		pic->visible = (struct v4l2_rect){ 0, 0, pic->width, pic->height };
+	else
+		pic->visible = (struct v4l2_rect){ left, top, width, height };
+}
+
+/* Take the picture layout the device reports, in one memory plane. */
 static int apply_output_params(struct vvm_dec_ctx *ctx,
 			       const struct virtio_video_params_ext *p)
 {
 	struct vvm_dec_pic_fmt pic = {};
-	u32 num_planes = le32_to_cpu(p->num_planes);
-	u64 size = 0;
-	u32 i, min_bufs;
+	u32 min_bufs;
+	int ret;
 
 	pic.fourcc = virtio_format_to_fourcc(le32_to_cpu(p->format));
 	pic.width = le32_to_cpu(p->frame_width);
 	pic.height = le32_to_cpu(p->frame_height);
 	if (!find_format(ctx->dev->raw, ctx->dev->num_raw, pic.fourcc) ||
 	    !pic.width || !pic.height || pic.width > VVM_DEC_MAX_DIM ||
-	    pic.height > VVM_DEC_MAX_DIM || !num_planes ||
-	    num_planes > VIRTIO_VIDEO_MAX_PLANES)
+	    pic.height > VVM_DEC_MAX_DIM)
 		return -EINVAL;
-	for (i = 0; i < num_planes; i++)
-		size += le32_to_cpu(p->plane_formats[i].plane_size);
-	pic.bytesperline = le32_to_cpu(p->plane_formats[0].stride);
-	if (pic.bytesperline < pic.width || size > U32_MAX ||
-	    size < (u64)pic.bytesperline * pic.height)
-		return -EINVAL;
-	pic.sizeimage = size;
-
-	pic.visible.left = le32_to_cpu(p->crop.left);
-	pic.visible.top = le32_to_cpu(p->crop.top);
-	pic.visible.width = le32_to_cpu(p->crop.width);
-	pic.visible.height = le32_to_cpu(p->crop.height);
-	if (!pic.visible.width || !pic.visible.height ||
-	    pic.visible.left + pic.visible.width > pic.width ||
-	    pic.visible.top + pic.visible.height > pic.height)
-		pic.visible = (struct v4l2_rect){ 0, 0, pic.width, pic.height };
+	ret = check_pic_layout(&pic, p);
+	if (ret)
+		return ret;
+	set_visible(&pic, &p->crop);
 
 	ctx->pic = pic;
 	min_bufs = clamp(le32_to_cpu(p->min_buffers), 1U,
@@ -581,20 +624,20 @@ static void resource_queue_done(struct vvm_request *req, int status)
 	}
 
 	spin_lock_irqsave(&ctx->slock, irqflags);
-	if ((flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) && ctx->requeue_capture) {
-		list_add_tail(&buf->list, &ctx->held);
-		spin_unlock_irqrestore(&ctx->slock, irqflags);
-		return;
-	}
-	if (flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS) {
-		last = true;
-		state = VB2_BUF_STATE_DONE;
-		ctx->draining = false;
-	} else if ((flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) && ctx->last_pending) {
-		/* Returned by the resolution-change clear: the LAST one. */
+	if ((flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) && ctx->last_pending) {
+		/* The first one a clear returns is the LAST one. */
 		last = true;
 		state = VB2_BUF_STATE_DONE;
 		ctx->last_pending = false;
+	} else if ((flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) &&
+		   ctx->requeue_capture) {
+		list_add_tail(&buf->list, &ctx->held);
+		spin_unlock_irqrestore(&ctx->slock, irqflags);
+		return;
+	} else if (flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS) {
+		last = true;
+		state = VB2_BUF_STATE_DONE;
+		ctx->draining = false;
 	} else if (flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) {
 		state = VB2_BUF_STATE_ERROR;
 	}
@@ -705,14 +748,14 @@ static void send_held(struct vvm_dec_ctx *ctx, bool output)
 	list_for_each_entry_safe(buf, tmp, &ctx->held, list) {
 		if (V4L2_TYPE_IS_OUTPUT(buf->m2m.vb.vb2_buf.type) != output)
 			continue;
-		if (!output && ctx->hold_capture) {
-			if (ctx->last_pending) {
-				ctx->last_pending = false;
-				list_del_init(&buf->list);
-				last = buf;
-			}
+		if (!output && ctx->last_pending) {
+			ctx->last_pending = false;
+			list_del_init(&buf->list);
+			last = buf;
 			continue;
 		}
+		if (!output && ctx->hold_capture)
+			continue;
 		list_move_tail(&buf->list, &send);
 	}
 	spin_unlock_irqrestore(&ctx->slock, flags);
@@ -958,12 +1001,19 @@ static int dec_queue_init(void *priv, struct vb2_queue *src,
 
 /* Resolution change and device events */
 
+static void fail_ctx_queues(struct vvm_dec_ctx *ctx)
+{
+	vb2_queue_error(v4l2_m2m_get_src_vq(ctx->fh.m2m_ctx));
+	vb2_queue_error(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx));
+}
+
 static void res_change_work(struct work_struct *work)
 {
 	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
 					       res_change_work);
 	struct vvm_dec_dev *dev = ctx->dev;
 	struct vb2_queue *cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
+	struct virtio_video_params_ext params;
 	struct vvm_dec_pic_fmt old;
 	bool same_layout, signal;
 	unsigned long flags;
@@ -971,10 +1021,19 @@ static void res_change_work(struct work_struct *work)
 
 	mutex_lock(&dev->lock);
 	old = ctx->pic;
-	ret = refresh_output_params(ctx);
+	ret = dec_get_params(ctx, false, &params);
+	if (!ret) {
+		ret = apply_output_params(ctx, &params);
+		if (ret)
+			dev_err(&dev->vfd.dev,
+				"stream %u: the device reported an invalid picture layout\n",
+				ctx->stream_id);
+	}
 	if (ret) {
-		dev_err(&dev->vfd.dev, "stream %u: bad output params: %d\n",
+		/* Without the format the client would wait forever. */
+		dev_err(&dev->vfd.dev, "stream %u: format change failed: %d\n",
 			ctx->stream_id, ret);
+		fail_ctx_queues(ctx);
 		mutex_unlock(&dev->lock);
 		return;
 	}
@@ -1024,12 +1083,6 @@ static void res_change_work(struct work_struct *work)
 	spin_unlock_irqrestore(&ctx->slock, flags);
 	send_held(ctx, false);
 	mutex_unlock(&dev->lock);
-}
-
-static void fail_ctx_queues(struct vvm_dec_ctx *ctx)
-{
-	vb2_queue_error(v4l2_m2m_get_src_vq(ctx->fh.m2m_ctx));
-	vb2_queue_error(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx));
 }
 
 static int post_event(struct vvm_dec_dev *dev, struct vvm_dec_event *e);
@@ -1092,18 +1145,70 @@ static void drain_done(struct vvm_request *req, int status)
 						   req);
 	struct vvm_dec_dev *dev = drain->dev;
 	struct vvm_dec_ctx *ctx;
+	bool refused;
 
+	/* A dead device failed everything already; a refusal sends no EOS. */
+	refused = !status && (req->used_len < sizeof(drain->resp) ||
+			      resp_to_errno(&drain->resp,
+					    VIRTIO_VIDEO_RESP_OK_NODATA));
 	spin_lock(&dev->ctx_slock);
 	list_for_each_entry(ctx, &dev->ctxs, list) {
 		if (ctx->stream_id != drain->stream_id)
 			continue;
-		spin_lock(&ctx->slock);
-		ctx->draining = false;
-		spin_unlock(&ctx->slock);
+		if (refused) {
+			queue_work(system_wq, &ctx->drain_refused_work);
+		} else {
+			spin_lock(&ctx->slock);
+			ctx->draining = false;
+			spin_unlock(&ctx->slock);
+		}
 		break;
 	}
 	spin_unlock(&dev->ctx_slock);
 	kfree(drain);
+}
+
+/*
+ * The device refused a drain, so no picture buffer will carry its EOS: the
+ * client, waiting for LAST, would wait forever. The first picture buffer a
+ * clear returns (or the next one queued) becomes the LAST one; the others
+ * go back to the device.
+ */
+static void drain_refused_work(struct work_struct *work)
+{
+	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
+					       drain_refused_work);
+	struct vb2_queue *cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
+	struct vvm_dec_dev *dev = ctx->dev;
+	unsigned long flags;
+	bool draining;
+
+	mutex_lock(&dev->lock);
+	spin_lock_irqsave(&ctx->slock, flags);
+	/* A seek (OUTPUT STREAMOFF) or CAPTURE STREAMOFF ended the drain. */
+	draining = ctx->draining && vb2_is_streaming(cap_q);
+	if (draining) {
+		ctx->last_pending = true;
+		ctx->requeue_capture = true;
+	}
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	if (!draining) {
+		mutex_unlock(&dev->lock);
+		return;
+	}
+	dev_err(&dev->vfd.dev,
+		"stream %u: the device refused a drain; it ends with an empty LAST buffer\n",
+		ctx->stream_id);
+	/* The event comes first: a client sees it before the LAST buffer. */
+	queue_eos_event(ctx);
+	dec_queue_clear(ctx, cap_q);
+
+	spin_lock_irqsave(&ctx->slock, flags);
+	ctx->requeue_capture = false;
+	ctx->draining = false;
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	send_held(ctx, false);
+	mutex_unlock(&dev->lock);
 }
 
 /* ioctls */
@@ -1559,6 +1664,7 @@ static int dec_open(struct file *file)
 	INIT_LIST_HEAD(&ctx->held);
 	INIT_LIST_HEAD(&ctx->list);
 	INIT_WORK(&ctx->res_change_work, res_change_work);
+	INIT_WORK(&ctx->drain_refused_work, drain_refused_work);
 	ctx->coded = find_format(dev->coded, dev->num_coded, V4L2_PIX_FMT_H264);
 	if (!ctx->coded)
 		ctx->coded = &dev->coded[0];
@@ -1635,6 +1741,7 @@ static int dec_release(struct file *file)
 	list_del_init(&ctx->list);
 	spin_unlock(&dev->ctx_slock);
 	cancel_work_sync(&ctx->res_change_work);
+	cancel_work_sync(&ctx->drain_refused_work);
 
 	mutex_lock(&dev->lock);
 	v4l2_m2m_ctx_release(ctx->fh.m2m_ctx);

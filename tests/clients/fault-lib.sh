@@ -150,3 +150,28 @@ fault_round() {
 		sed 's/^/#   /' "$RESULTS/$round_name.log"
 	fi
 }
+
+# fault_restart_with FAULT: a new decoder backend injecting the test FAULT
+# (vhost-device-video --test-fault; none if empty), and a freshly loaded
+# driver bound to it.
+fault_restart_with() {
+	host_do kill decoder
+	if [ -n "$1" ]; then
+		host_do start-faulty decoder "$1"
+	else
+		host_do start decoder
+	fi
+	fault_check "${1:-no fault}: rmmod and insmod" fault_reload
+	fault_check "${1:-no fault}: a working decoder node" \
+		fault_wait_node "virtio-video decoder" 30
+}
+
+# fault_mark_log: a line in the kernel log for fault_logged to start at.
+fault_mark_log() {
+	echo "virtio_video_m2m: test marker" >/dev/kmsg
+}
+
+# fault_logged MESSAGE: the kernel logged MESSAGE since the last mark.
+fault_logged() {
+	dmesg | sed -n '/virtio_video_m2m: test marker/,$p' | grep -q "$1"
+}

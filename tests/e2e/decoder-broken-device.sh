@@ -34,33 +34,7 @@ FAULT_CLIENT=$(fault_client)
 NODE="virtio-video decoder"
 STREAM="$TESTDATA/h264.h264"
 
-# restart_with FAULT: a new backend injecting FAULT (none if empty), and a
-# freshly loaded driver bound to it.
-restart_with() {
-	host_do kill decoder
-	if [ -n "$1" ]; then
-		host_do start-faulty decoder "$1"
-	else
-		host_do start decoder
-	fi
-	fault_check "${1:-no fault}: rmmod and insmod" fault_reload
-	fault_check "${1:-no fault}: a working decoder node" \
-		fault_wait_node "$NODE" 30
-}
-
-# dead_in_log MESSAGE: the driver logged MESSAGE since the last reload.
-dead_in_log() {
-	dmesg | sed -n '/virtio_video_m2m: reload marker/,$p' | grep -q "$1"
-}
-
-mark_log() {
-	echo "virtio_video_m2m: reload marker" >/dev/kmsg
-}
-
 # none_queued LOG: the fault client's report shows no buffer left queued.
-# A picture the device finished just before the ring broke may still sit
-# DONE (not ERROR) in vb2: the queue is in error, so DQBUF fails and the
-# client counts it BAD, but the device no longer holds it.
 none_queued() {
 	grep '^buf [a-z]* [0-9]* flags=' "$1" | while read -r _ _ _ flags _; do
 		flags=${flags#flags=}
@@ -70,8 +44,8 @@ none_queued() {
 
 # Round 1: a broken ring while pictures are in flight. The 150th used
 # descriptor comes a few dozen pictures into the stream.
-restart_with bogus-used-id=150
-mark_log
+fault_restart_with bogus-used-id=150
+fault_mark_log
 log="$RESULTS/bogus-used-id.log"
 "$FAULT_CLIENT" --device "$(fault_node "$NODE")" --decode "$STREAM" >"$log" 2>&1 &
 fault_wait_exit $! 60
@@ -79,13 +53,13 @@ sed 's/^/#   /' "$log"
 fault_check "bogus-used-id: the client ended by itself" [ "$fault_status" -ne 255 ]
 fault_check "bogus-used-id: no buffer left queued" none_queued "$log"
 fault_check "bogus-used-id: the driver declared the device dead" \
-	dead_in_log "virtqueue broken"
+	fault_logged "virtqueue broken"
 
 # Rounds 2 and 3: QUEUE_CLEAR answered while the device keeps buffers.
 # v4l2-ctl decodes a few pictures and stops with buffers at the device.
 for fault in queue-clear-early queue-clear-error; do
-	restart_with "$fault"
-	mark_log
+	fault_restart_with "$fault"
+	fault_mark_log
 	node=$(fault_node "$NODE")
 	status=0
 	timeout 120 v4l2-ctl -d "$node" --set-fmt-video-out=pixelformat=H264 \
@@ -95,11 +69,11 @@ for fault in queue-clear-early queue-clear-error; do
 	fault_check "$fault: v4l2-ctl ended by itself (status $status)" \
 		[ "$status" -ne 124 ]
 	fault_check "$fault: the driver declared the device dead" \
-		dead_in_log "after QUEUE_CLEAR"
+		fault_logged "after QUEUE_CLEAR"
 done
 
 # A well-behaved backend again: the same decode completes.
-restart_with ""
+fault_restart_with ""
 node=$(fault_node "$NODE")
 fault_check "no fault: v4l2-ctl decodes" timeout 120 v4l2-ctl -d "$node" \
 	--set-fmt-video-out=pixelformat=H264 --stream-mmap --stream-out-mmap \

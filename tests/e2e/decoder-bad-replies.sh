@@ -1,0 +1,81 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# kernels: debug-rt debian-rt
+# devices: decoder
+# qemu: patched
+# module: virtio_video_m2m
+# data: streams
+# timeout: 600
+# expect: pass
+#
+# A decoder device whose answers a client cannot use: the backend is
+# restarted with a test fault (vhost-device-video --test-fault) each round.
+#
+# A crop rectangle whose right edge wraps around 2^32 to inside the picture
+# (bad-layout=crop-wrap) is outside the picture: G_SELECTION must give the
+# full picture, not a rectangle starting 16 pixels left of it, and the
+# decode stays bit-exact.
+#
+# A picture layout no V4L2 client could use (bad-layout=KIND) fails the
+# stream with a clear message instead of handing the client gigabyte
+# buffers or chroma planes where they are not:
+#
+# - huge-stride: lines so long that every picture takes about 3 GiB;
+# - chroma-stride: NV12 chroma rows 64 bytes longer than the luma rows,
+#   which a single-plane NV12 client cannot express.
+#
+# For each, FFmpeg's decode must end by itself with an error and the
+# driver must log the refusal.
+#
+# A refused drain (drain-refused): no picture buffer will carry the EOS, so
+# the driver ends the drain with an empty LAST buffer itself; FFmpeg, which
+# drains at the end of its input, must end by itself.
+#
+# A last round on a well-behaved backend decodes bit-exact.
+. "$REPO/tests/clients/fault-lib.sh"
+. "$REPO/tests/clients/decode-lib.sh"
+
+# full_picture_selected NODE: the CAPTURE crop is the whole format.
+full_picture_selected() {
+	size=$(v4l2-ctl -d "$1" --get-fmt-video | sed -n 's|.*Width/Height *: *\([0-9]*\)/\([0-9]*\).*|\1 \2|p')
+	selection=$(v4l2-ctl -d "$1" --get-selection target=crop)
+	echo "# format ${size:-?}; ${selection#*: }"
+	echo "$selection" | grep -q "Left 0, Top 0, Width ${size% *}, Height ${size#* },"
+}
+
+fault_restart_with bad-layout=crop-wrap
+fault_check "crop-wrap: the crop is the full picture" \
+	full_picture_selected "$(fault_node "virtio-video decoder")"
+fault_check "crop-wrap: bit-exact" decode_compare small.h264
+
+for kind in huge-stride chroma-stride; do
+	fault_restart_with "bad-layout=$kind"
+	fault_mark_log
+	status=0
+	timeout -s KILL 120 ffmpeg -hide_banner -loglevel warning -nostdin -xerror \
+		-c:v h264_v4l2m2m -i "$TESTDATA/small.h264" \
+		-f framemd5 "$RESULTS/$kind.framemd5" \
+		>"$RESULTS/$kind.log" 2>&1 || status=$?
+	sed 's/^/#   /' "$RESULTS/$kind.log" | tail -n 5
+	fault_check "$kind: the decode failed by itself (status $status)" \
+		[ "$status" -ne 0 -a "$status" -ne 137 ]
+	fault_check "$kind: the driver refused the layout" \
+		fault_logged "invalid picture layout"
+done
+
+fault_restart_with drain-refused
+fault_mark_log
+status=0
+timeout -s KILL 120 ffmpeg -hide_banner -loglevel warning -nostdin \
+	-c:v h264_v4l2m2m -i "$TESTDATA/small.h264" -f framemd5 \
+	"$RESULTS/drain-refused.framemd5" >"$RESULTS/drain-refused.log" 2>&1 ||
+	status=$?
+sed 's/^/#   /' "$RESULTS/drain-refused.log" | tail -n 5
+fault_check "drain-refused: the decode ended by itself (status $status)" \
+	[ "$status" -ne 137 ]
+fault_check "drain-refused: the driver ended the drain" \
+	fault_logged "refused a drain"
+
+fault_restart_with ""
+fault_check "no fault: bit-exact" decode_compare small.h264
+fault_done
