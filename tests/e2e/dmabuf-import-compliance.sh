@@ -5,6 +5,7 @@
 # qemu: patched
 # module: virtio_video_m2m offer_av1=0
 # data: compliance
+# needs-config: CONFIG_VIDEO_VIVID
 # timeout: 900
 # expect: pass
 #
