@@ -262,6 +262,35 @@ mod tests {
         assert_eq!(status.signal(), Some(libc::SIGSYS), "{status:?}");
     }
 
+    /// Run alone in a child process by the test below: as
+    /// [`forbidden_call_in_a_thread`], with `--sandbox-log`'s filter.
+    #[test]
+    #[ignore = "run in a child process by a_logging_filter_lets_calls_through"]
+    fn forbidden_call_logged() {
+        restrict_system_calls(true).expect("the filter applies");
+        let worker = std::thread::spawn(|| Command::new("/bin/true").status());
+        let started = worker.join().map(|status| status.is_ok());
+        std::process::exit(if started.unwrap_or(false) { 0 } else { 1 });
+    }
+
+    /// `--sandbox-log` lets a call off the list through (the kernel logs it,
+    /// audit type 1326, where its audit log is enabled): the process lives
+    /// on and the program it starts runs.
+    #[test]
+    fn a_logging_filter_lets_calls_through() {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let status = Command::new(exe)
+            .args([
+                "sandbox::tests::forbidden_call_logged",
+                "--exact",
+                "--include-ignored",
+                "--test-threads=1",
+            ])
+            .status()
+            .expect("run the test binary");
+        assert!(status.success(), "{status:?}");
+    }
+
     /// Everything the daemon's own code paths call is on the list: the
     /// filter applied, a thread starts, sleeps, logs and ends.
     #[test]
