@@ -230,6 +230,16 @@ mod tests {
 
     use super::*;
 
+    /// Runs the ignored test `name` alone in a child process of the test
+    /// binary: a filter, once applied, stays for the process's life.
+    fn run_alone(name: &str) -> std::process::ExitStatus {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        Command::new(exe)
+            .args([name, "--exact", "--include-ignored", "--test-threads=1"])
+            .status()
+            .expect("run the test binary")
+    }
+
     /// Run alone in a child process by the test below: the filter applied,
     /// a thread (as FFmpeg's decoding threads are) starts a program, which
     /// the daemon never does.
@@ -249,16 +259,7 @@ mod tests {
     /// list, whichever thread makes it.
     #[test]
     fn a_forbidden_call_kills_the_process() {
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let status = Command::new(exe)
-            .args([
-                "sandbox::tests::forbidden_call_in_a_thread",
-                "--exact",
-                "--include-ignored",
-                "--test-threads=1",
-            ])
-            .status()
-            .expect("run the test binary");
+        let status = run_alone("sandbox::tests::forbidden_call_in_a_thread");
         assert_eq!(status.signal(), Some(libc::SIGSYS), "{status:?}");
     }
 
@@ -278,16 +279,7 @@ mod tests {
     /// on and the program it starts runs.
     #[test]
     fn a_logging_filter_lets_calls_through() {
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let status = Command::new(exe)
-            .args([
-                "sandbox::tests::forbidden_call_logged",
-                "--exact",
-                "--include-ignored",
-                "--test-threads=1",
-            ])
-            .status()
-            .expect("run the test binary");
+        let status = run_alone("sandbox::tests::forbidden_call_logged");
         assert!(status.success(), "{status:?}");
     }
 
@@ -309,16 +301,7 @@ mod tests {
 
     #[test]
     fn allowed_calls_pass() {
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let status = Command::new(exe)
-            .args([
-                "sandbox::tests::allowed_calls_in_a_thread",
-                "--exact",
-                "--include-ignored",
-                "--test-threads=1",
-            ])
-            .status()
-            .expect("run the test binary");
+        let status = run_alone("sandbox::tests::allowed_calls_in_a_thread");
         assert!(status.success(), "{status:?}");
     }
 }
