@@ -15,6 +15,7 @@
 //! decoders' own pictures and resource scatter lists are charged to a
 //! [`MemoryBudget`] shared by the whole daemon.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
@@ -199,22 +200,39 @@ enum PlaneMap {
 }
 
 impl Resource {
-    /// The stream layout as it lands in this resource, if every plane fits.
-    fn placed_layout(&self, layout: &PictureLayout) -> Option<PictureLayout> {
+    /// Whether a picture of the stream layout fits: every plane within its
+    /// memory. Checked for each queued buffer on every picture, so it
+    /// allocates nothing.
+    fn fits(&self, layout: &PictureLayout) -> bool {
         match &self.planes {
-            PlaneMap::Packed => (self.size >= layout.total_size()).then(|| layout.clone()),
+            PlaneMap::Packed => self.size >= layout.total_size(),
             PlaneMap::Placed(spans) => {
-                if spans.len() != layout.planes.len() {
-                    return None;
-                }
+                spans.len() == layout.planes.len()
+                    && spans
+                        .iter()
+                        .zip(&layout.planes)
+                        .all(|(&(start, end), plane)| {
+                            start
+                                .checked_add(u64::from(plane.size))
+                                .is_some_and(|plane_end| plane_end <= end)
+                        })
+            }
+        }
+    }
+
+    /// The stream layout as it lands in this resource, if every plane fits.
+    fn placed_layout<'l>(&self, layout: &'l PictureLayout) -> Option<Cow<'l, PictureLayout>> {
+        if !self.fits(layout) {
+            return None;
+        }
+        match &self.planes {
+            PlaneMap::Packed => Some(Cow::Borrowed(layout)),
+            PlaneMap::Placed(spans) => {
                 let mut placed = layout.clone();
-                for (plane, &(start, end)) in placed.planes.iter_mut().zip(spans) {
-                    if start.checked_add(u64::from(plane.size))? > end {
-                        return None;
-                    }
+                for (plane, &(start, _)) in placed.planes.iter_mut().zip(spans) {
                     plane.offset = start;
                 }
-                Some(placed)
+                Some(Cow::Owned(placed))
             }
         }
     }
@@ -1727,7 +1745,7 @@ fn pump(stream: &Stream, st: &mut StreamState) {
                 && st
                     .resources
                     .get(&(QueueType::Output, o.resource_id))
-                    .is_some_and(|r| r.placed_layout(&st.output).is_some())
+                    .is_some_and(|r| r.fits(&st.output))
         };
         if st.ready.is_empty() {
             // EOS needs no picture room: any queued buffer carries it.
