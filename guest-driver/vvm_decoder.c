@@ -1007,6 +1007,22 @@ static void fail_ctx_queues(struct vvm_dec_ctx *ctx)
 	vb2_queue_error(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx));
 }
 
+/*
+ * Takes the picture buffers back from the device. Each one it returns goes
+ * as the flags the caller set say (the LAST one, held to be sent again, or
+ * held until STREAMOFF); then the held ones that may go are sent.
+ */
+static void clear_capture(struct vvm_dec_ctx *ctx)
+{
+	unsigned long flags;
+
+	dec_queue_clear(ctx, v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx));
+	spin_lock_irqsave(&ctx->slock, flags);
+	ctx->requeue_capture = false;
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	send_held(ctx, false);
+}
+
 static void res_change_work(struct work_struct *work)
 {
 	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
@@ -1076,12 +1092,7 @@ static void res_change_work(struct work_struct *work)
 	}
 	spin_unlock_irqrestore(&ctx->slock, flags);
 
-	dec_queue_clear(ctx, v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx));
-
-	spin_lock_irqsave(&ctx->slock, flags);
-	ctx->requeue_capture = false;
-	spin_unlock_irqrestore(&ctx->slock, flags);
-	send_held(ctx, false);
+	clear_capture(ctx);
 	mutex_unlock(&dev->lock);
 }
 
@@ -1201,13 +1212,11 @@ static void drain_refused_work(struct work_struct *work)
 		ctx->stream_id);
 	/* The event comes first: a client sees it before the LAST buffer. */
 	queue_eos_event(ctx);
-	dec_queue_clear(ctx, cap_q);
+	clear_capture(ctx);
 
 	spin_lock_irqsave(&ctx->slock, flags);
-	ctx->requeue_capture = false;
 	ctx->draining = false;
 	spin_unlock_irqrestore(&ctx->slock, flags);
-	send_held(ctx, false);
 	mutex_unlock(&dev->lock);
 }
 
