@@ -16,10 +16,16 @@ use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryAtomic, Le32};
 
+use super::resource::{PlaneMap, Range, Resource};
 use super::*;
 use crate::engine::decode::test_streams::{ffmpeg as ffmpeg_output, h264_with_size, still_h264};
-use crate::engine::decode::FfmpegDecoders;
-use crate::protocol::virtio_video::{cmd, CmdHdr, MemEntry, ResourceCreateBody, ResourceQueueBody};
+use crate::engine::decode::{
+    picture_bytes, DecodeEvent, Decoder as Engine, FfmpegDecoders, Picture, Progress, Room,
+    INPUT_PADDING,
+};
+use crate::protocol::virtio_video::{
+    buffer_flag, cmd, event, CmdHdr, MemEntry, ParamsExt, ResourceCreateBody, ResourceQueueBody,
+};
 use crate::transport::{AtomicMem, Backend, GuestMem};
 use vhost_user_backend::VhostUserBackend;
 use vmm_sys_util::epoll::EventSet;
