@@ -218,9 +218,11 @@ fn a_thousand_corrupted_streams_neither_crash_hang_nor_grow_memory() {
         "{VARIANTS} variants: {pictures_total} pictures written, slowest {slowest:?}, \
          peak RSS {baseline} KiB after warm-up, {peak} KiB at the end"
     );
+    // VmHWM can read lower later: the kernel folds the resident size into
+    // the recorded peak lazily, and the first reading took the larger one.
+    let growth = peak.saturating_sub(baseline);
     assert!(
-        peak - baseline <= PEAK_GROWTH_LIMIT_KIB,
-        "peak RSS grew by {} KiB (limit {PEAK_GROWTH_LIMIT_KIB} KiB)",
-        peak - baseline
+        growth <= PEAK_GROWTH_LIMIT_KIB,
+        "peak RSS grew by {growth} KiB (limit {PEAK_GROWTH_LIMIT_KIB} KiB)"
     );
 }
