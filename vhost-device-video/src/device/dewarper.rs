@@ -27,7 +27,7 @@ use crate::log_limit::warn_limited;
 use crate::protocol::dewarp::{
     status, ImageLayout, JobError, ValidJob, VdwConfig, VdwJob, VdwStatus, CONFIG_VERSION,
 };
-use crate::transport::{Chain, DeviceQueue, VirtioDevice};
+use crate::transport::{DeviceQueue, Request, RequestError, VirtioDevice};
 
 /// The job queue.
 const JOB_QUEUE: usize = 0;
@@ -39,10 +39,8 @@ pub const DEFAULT_MAP_CACHE_SLOTS: usize = 32;
 /// Why a job failed; each maps to a status code.
 #[derive(Debug, ThisError)]
 enum Failure {
-    #[error("descriptor chain has a device-readable descriptor after a writable one")]
-    DescriptorOrder,
-    #[error("device-readable part unusable: {0}")]
-    Readable(virtio_queue::Error),
+    #[error(transparent)]
+    Chain(#[from] RequestError),
     #[error("device-readable part of {0} bytes cannot hold a job header")]
     ShortHeader(usize),
     #[error(transparent)]
@@ -60,10 +58,7 @@ enum Failure {
 impl Failure {
     fn status(&self) -> u32 {
         match self {
-            Failure::DescriptorOrder
-            | Failure::Readable(_)
-            | Failure::ShortHeader(_)
-            | Failure::Read(_) => status::ERR_MALFORMED,
+            Failure::Chain(_) | Failure::ShortHeader(_) | Failure::Read(_) => status::ERR_MALFORMED,
             Failure::Job(e) => e.status(),
             Failure::MapRequired { .. } => status::ERR_MAP_REQUIRED,
             Failure::Write(_) | Failure::Engine(_) => status::ERR_INTERNAL,
@@ -110,8 +105,7 @@ impl MapCache {
 
 /// A popped chain on its way to a worker.
 struct Work {
-    chain: Chain,
-    queue: DeviceQueue,
+    request: Request,
     /// Device epoch when the chain was popped; a reset moves the epoch on
     /// and the chain is then dropped instead of completed.
     epoch: u64,
@@ -189,56 +183,48 @@ impl DewarperDevice {
 
 impl Shared {
     fn run(&self, work: Work, buffers: &mut Buffers) {
-        let Work {
-            chain,
-            queue,
-            epoch,
-        } = work;
+        let Work { request, epoch } = work;
         let _running = self.running.read().unwrap_or_else(PoisonError::into_inner);
         if self.epoch.load(Ordering::Acquire) != epoch {
             return;
         }
-        let head = chain.head_index();
-        // Held for the whole job: a stopped ring waits for it, and a job
-        // of a ring given up writes nothing.
+        // Held for the whole job and its completion: a stopped ring waits
+        // for it, and a job of a ring given up writes nothing.
+        let queue = request.queue().clone();
         let Some(_permit) = queue.write_permit() else {
             return;
         };
         if let Some(delay) = crate::fault::job_delay() {
             std::thread::sleep(delay);
         }
-        let used = self.process(&chain, buffers);
+        let used = self.process(&request, buffers);
         if self.epoch.load(Ordering::Acquire) != epoch {
             return;
         }
-        if let Err(e) = queue.complete(head, used) {
+        if let Err(e) = request.complete(used) {
             error!("dewarper: {e}");
         }
     }
 
-    /// Runs the job of `chain`; returns the used length.
-    fn process(&self, chain: &Chain, buffers: &mut Buffers) -> u32 {
-        let mut status_writer = match Writer::<()>::new(chain.memory(), chain.clone()) {
-            Ok(writer) if writer.available_bytes() >= size_of::<VdwStatus>() => writer,
-            Ok(_) => {
-                warn_limited!(
-                    "dewarper: chain {} has no room for a status",
-                    chain.head_index()
-                );
-                return 0;
-            }
+    /// Runs the job of `request`; returns the used length.
+    fn process(&self, request: &Request, buffers: &mut Buffers) -> usize {
+        let mut status_writer = match request.writer(size_of::<VdwStatus>()) {
+            Ok(writer) => writer,
             Err(e) => {
-                warn_limited!(
-                    "dewarper: chain {} writable part unusable: {e}",
-                    chain.head_index()
-                );
+                warn_limited!("dewarper: no status can be written: {e}");
                 return 0;
             }
         };
         let writable = status_writer.available_bytes();
         let mut sequence = 0;
         let start = Instant::now();
-        let outcome = self.execute(chain, writable, &mut status_writer, buffers, &mut sequence);
+        let outcome = self.execute(
+            request,
+            writable,
+            &mut status_writer,
+            buffers,
+            &mut sequence,
+        );
         let (code, used) = match outcome {
             Ok(engine_time_ns) => {
                 debug!("dewarper: job {sequence} done in {:?}", start.elapsed());
@@ -255,29 +241,20 @@ impl Shared {
             warn_limited!("dewarper: cannot write the status of job {sequence}: {e}");
             return 0;
         }
-        u32::try_from(used).unwrap_or(0)
+        used
     }
 
     /// Checks and runs the job; on success the destination is written after
     /// the status bytes of `writer` and the engine time returned.
     fn execute(
         &self,
-        chain: &Chain,
+        request: &Request,
         writable: usize,
         writer: &mut Writer<'_, ()>,
         buffers: &mut Buffers,
         sequence: &mut u32,
     ) -> Result<u64, Failure> {
-        let mut seen_writable = false;
-        for descriptor in chain.clone() {
-            if descriptor.is_write_only() {
-                seen_writable = true;
-            } else if seen_writable {
-                return Err(Failure::DescriptorOrder);
-            }
-        }
-        let mut reader =
-            Reader::<()>::new(chain.memory(), chain.clone()).map_err(Failure::Readable)?;
+        let mut reader = request.reader()?;
         let readable = reader.available_bytes();
         if readable < size_of::<VdwJob>() {
             return Err(Failure::ShortHeader(readable));
@@ -431,8 +408,8 @@ impl VirtioDevice for DewarperDevice {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let epoch = self.shared.epoch.load(Ordering::Acquire);
-        let chains = match queue.pop_all() {
-            Ok(chains) => chains,
+        let requests = match queue.pop_requests() {
+            Ok(requests) => requests,
             Err(e) => {
                 error!("dewarper: {e}");
                 return;
@@ -440,27 +417,21 @@ impl VirtioDevice for DewarperDevice {
         };
         if queue.index() != JOB_QUEUE {
             warn!("dewarper: kick on unknown queue {}", queue.index());
-            for chain in chains {
-                let _ = queue.complete(chain.head_index(), 0);
+            for request in requests {
+                let _ = request.complete(0);
             }
             return;
         }
-        for chain in chains {
-            let head = chain.head_index();
-            let work = Work {
-                chain,
-                queue: queue.clone(),
-                epoch,
-            };
-            match self.jobs.try_send(work) {
+        for request in requests {
+            match self.jobs.try_send(Work { request, epoch }) {
                 Ok(()) => {}
-                Err(mpsc::TrySendError::Full(_)) => {
-                    error!("dewarper: job channel full, job {head} refused");
-                    let _ = queue.complete(head, 0);
+                Err(mpsc::TrySendError::Full(Work { request, .. })) => {
+                    error!("dewarper: job channel full, job {} refused", request.head());
+                    let _ = request.complete(0);
                 }
-                Err(mpsc::TrySendError::Disconnected(_)) => {
+                Err(mpsc::TrySendError::Disconnected(Work { request, .. })) => {
                     error!("dewarper: no job worker running");
-                    let _ = queue.complete(head, 0);
+                    let _ = request.complete(0);
                 }
             }
         }

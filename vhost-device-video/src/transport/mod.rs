@@ -5,8 +5,11 @@
 //! (`vhost-user-backend`'s own epoll handler, the usual choice for a
 //! vhost-user backend; rust-vmm's `event-manager` is not used);
 //! this module turns queue kicks into [`VirtioDevice::handle_kick`] calls and
-//! hands devices a cloneable [`DeviceQueue`] through which requests are popped
-//! and completed, on the vring thread or later from worker threads.
+//! hands devices a cloneable [`DeviceQueue`] from which they pop
+//! [`Request`]s: a request reads its device-readable part, writes its
+//! device-writable part and is completed, on the vring thread or later from
+//! worker threads. The checks every chain needs (descriptor order, guest
+//! addresses, room for a reply) are made there, not in the devices.
 //!
 //! [`dw100_model`] is the other front: the job socket of QEMU's emulated
 //! i.MX8MP DW100, on the same socket rules.
@@ -36,7 +39,9 @@ use vmm_sys_util::event::{
 use crate::log_limit::warn_limited;
 
 pub mod dw100_model;
+mod request;
 mod server;
+pub use request::{Request, RequestError};
 pub use server::{serve, Listen, ServerError};
 
 /// Guest memory as the daemon maps it (no dirty-page tracking).
@@ -89,11 +94,11 @@ pub enum TransportError {
 ///   `config` returns the whole config space; reads are sliced from it.
 /// - [`handle_kick`](Self::handle_kick) runs on the vring epoll thread each
 ///   time the guest kicks a queue. It must pop every available chain (use
-///   [`DeviceQueue::pop_all`]) and must not block for long: heavy work goes
-///   to worker threads, which keep a clone of the `DeviceQueue` and complete
-///   chains later with [`DeviceQueue::complete`]. Every popped chain must be
-///   completed exactly once (with length 0 if no reply can be written), or
-///   dropped on [`reset`](Self::reset).
+///   [`DeviceQueue::pop_requests`]) and must not block for long: heavy work
+///   goes to worker threads, which take the [`Request`] along and complete
+///   it later ([`Request::complete`], [`Request::reply`]). Every popped
+///   request must be completed exactly once (with length 0 if no reply can
+///   be written), or dropped on [`reset`](Self::reset).
 /// - `handle_kick` never fails: a bad request gets an error reply; transport
 ///   failures are logged.
 /// - [`reset`](Self::reset) is called when the frontend resets the device,
@@ -408,6 +413,16 @@ impl DeviceQueue {
                 return Ok(chains);
             }
         }
+    }
+
+    /// [`pop_all`](Self::pop_all), each chain made a [`Request`] on this
+    /// queue.
+    pub fn pop_requests(&self) -> Result<Vec<Request>, TransportError> {
+        let chains = self.pop_all()?;
+        Ok(chains
+            .into_iter()
+            .map(|chain| Request::new(chain, self.clone()))
+            .collect())
     }
 
     /// Raises the queue's kick, as the guest would.
