@@ -197,6 +197,7 @@ fn guest_options(
         timeout: GUEST_TIMEOUT,
         module: vm::Module::Project,
         module_params: String::new(),
+        iommu: vm::Iommu::None,
         env,
         accel: vm::Accel::Auto,
         command: vec![

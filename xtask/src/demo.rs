@@ -279,6 +279,7 @@ fn imx8mp_options(
         timeout: GUEST_TIMEOUT,
         module: vm::Module::Dw100(variant),
         module_params: String::new(),
+        iommu: vm::Iommu::None,
         env: vec![
             ("REPO".to_string(), root.to_string_lossy().into_owned()),
             ("DEMO".to_string(), out.to_string_lossy().into_owned()),
@@ -521,6 +522,7 @@ pub fn run() -> Result<u8, Error> {
         timeout: GUEST_TIMEOUT,
         module: vm::Module::Project,
         module_params: String::new(),
+        iommu: vm::Iommu::None,
         env: vec![
             ("REPO".to_string(), root.to_string_lossy().into_owned()),
             ("DEMO".to_string(), out.to_string_lossy().into_owned()),

@@ -36,12 +36,13 @@ pub enum Error {
 }
 
 /// The keys a header may hold, in the order tests/README.md lists them.
-const HEADER_KEYS: [&str; 14] = [
+const HEADER_KEYS: [&str; 15] = [
     "machine",
     "needs-config",
     "kernels",
     "devices",
     "qemu",
+    "iommu",
     "module",
     "dw100",
     "dw100-model",
@@ -90,6 +91,8 @@ struct Test {
     /// `None`: the fixed one, on imx8mp-evk.
     dw100: Option<imx8mp::Dw100Variant>,
     module_params: String,
+    /// A virtual IOMMU (`# iommu:`), q35 only.
+    iommu: vm::Iommu,
     data: Option<String>,
     timeout: Duration,
     expect: Expect,
@@ -180,6 +183,7 @@ fn parse(script: &Path) -> Result<Test, Error> {
         module: TestModule::Default,
         dw100: None,
         module_params: String::new(),
+        iommu: vm::Iommu::None,
         data: None,
         timeout: Duration::from_secs(300),
         expect: Expect::Pass,
@@ -277,6 +281,12 @@ fn parse(script: &Path) -> Result<Test, Error> {
                         .push((kernel, reason.trim().to_string()));
                 }
             }
+            "iommu" => {
+                let word = value.split_whitespace().next().unwrap_or("none");
+                test.iommu = word
+                    .parse::<vm::Iommu>()
+                    .map_err(|e| header_error(&name, key, e))?;
+            }
             "dw100-model" => {
                 test.model =
                     vm::parse_model_properties(value).map_err(|e| header_error(&name, key, e))?;
@@ -338,6 +348,13 @@ fn parse(script: &Path) -> Result<Test, Error> {
             &name,
             "dw100-model",
             "the DW100 model exists on `# machine: imx8mp-evk` only",
+        ));
+    }
+    if test.machine != vm::Machine::Q35 && test.iommu != vm::Iommu::None {
+        return Err(header_error(
+            &name,
+            "iommu",
+            "a virtual IOMMU exists on `# machine: q35` only",
         ));
     }
     if test.expect != Expect::Splat && !test.splat_names.is_empty() {
@@ -608,6 +625,7 @@ fn boot_once(boot: &Boot, base: &Path) -> Result<Result<vm::Outcome, String>, Er
         timeout: test.timeout,
         module: boot.module.clone(),
         module_params: test.module_params.clone(),
+        iommu: test.iommu,
         env: vec![
             ("REPO".to_string(), repo.to_string_lossy().into_owned()),
             (

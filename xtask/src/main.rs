@@ -176,6 +176,11 @@ struct VmArgs {
     /// Parameters for the module.
     #[arg(long, default_value = "")]
     module_params: String,
+    /// A virtual IOMMU on q35: none; translated (QEMU's intel-iommu, the
+    /// guest translating DMA); passthrough (intel-iommu, the guest keeping
+    /// devices in identity domains).
+    #[arg(long, default_value = "none")]
+    iommu: vm::Iommu,
     /// auto (KVM when it works), kvm or tcg.
     #[arg(long, default_value = "auto")]
     accel: vm::Accel,
@@ -243,6 +248,7 @@ fn vm_command(args: VmArgs) -> Result<u8, Error> {
         timeout: Duration::from_secs(args.timeout),
         module,
         module_params: args.module_params,
+        iommu: args.iommu,
         env: Vec::new(),
         accel: args.accel,
         command: args.command,

@@ -20,7 +20,7 @@ use crate::{cache, imx8mp, initramfs, kmod, process, qemu, splat, v4l_utils};
 mod control;
 mod machine;
 
-pub use machine::{parse_model_properties, Machine, ModelProperty};
+pub use machine::{parse_model_properties, Iommu, Machine, ModelProperty};
 use machine::{Guest, Root};
 
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +282,8 @@ pub struct Options {
     pub timeout: Duration,
     pub module: Module,
     pub module_params: String,
+    /// A virtual IOMMU (q35 only).
+    pub iommu: Iommu,
     pub env: Vec<(String, String)>,
     pub accel: Accel,
     pub command: Vec<String>,
@@ -688,6 +690,7 @@ fn choose_accel(
         timeout: PROBE_TIMEOUT,
         module: Module::None,
         module_params: String::new(),
+        iommu: Iommu::None,
         env: Vec::new(),
         accel: Accel::Kvm,
         command: vec!["true".to_string()],
@@ -988,7 +991,7 @@ fn boot(
         "none".into(),
         "-no-reboot".into(),
     ];
-    args.extend(machine.qemu_args(guest, accel == Accel::Kvm, &initrd, &console));
+    args.extend(machine.qemu_args(guest, accel == Accel::Kvm, options.iommu, &initrd, &console)?);
     let root_dir = match &guest.root {
         Root::Host => PathBuf::from("/"),
         Root::Image(dir) => dir.clone(),

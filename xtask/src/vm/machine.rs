@@ -45,6 +45,46 @@ pub enum Error {
     DuplicateProperty(&'static str),
     #[error("DW100 model properties exist on imx8mp-evk only, not on {0}")]
     PropertiesOnMachine(Machine),
+    #[error("unknown IOMMU setting `{0}` (known: none, translated, passthrough)")]
+    UnknownIommu(String),
+    #[error("a virtual IOMMU exists on q35 only, not on {0}")]
+    IommuOnMachine(Machine),
+}
+
+/// A virtual IOMMU in front of q35's PCI devices, and how the guest and the
+/// video devices use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Iommu {
+    #[default]
+    None,
+    /// QEMU's intel-iommu, and a guest that translates DMA through it.
+    Translated,
+    /// QEMU's intel-iommu, and a guest that keeps its devices in
+    /// passthrough (identity) domains.
+    Passthrough,
+}
+
+impl std::str::FromStr for Iommu {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text {
+            "none" => Ok(Self::None),
+            "translated" => Ok(Self::Translated),
+            "passthrough" => Ok(Self::Passthrough),
+            other => Err(Error::UnknownIommu(other.to_string())),
+        }
+    }
+}
+
+impl Iommu {
+    /// The guest kernel's command-line words for this setting.
+    fn kernel_words(self) -> &'static [&'static str] {
+        match self {
+            Self::None => &[],
+            Self::Translated => &["intel_iommu=on", "iommu.passthrough=0"],
+            Self::Passthrough => &["intel_iommu=on", "iommu.passthrough=1"],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -316,7 +356,7 @@ impl Machine {
         }
     }
 
-    pub fn kernel_command_line(self) -> String {
+    pub fn kernel_command_line(self, iommu: Iommu) -> String {
         let mut words = vec![match self {
             Self::Q35 => "console=ttyS0",
             // The EVK's debug console is its second UART.
@@ -334,12 +374,23 @@ impl Machine {
             // from CMA; Debian's arm64 config reserves only 64 MiB.
             words.push("cma=256M");
         }
+        words.extend(iommu.kernel_words());
         words.join(" ")
     }
 
     /// The machine, CPUs, memory, kernel and console options. `kvm`: run
     /// under KVM (q35 only) rather than TCG.
-    pub fn qemu_args(self, guest: &Guest, kvm: bool, initrd: &Path, console: &Path) -> Vec<String> {
+    pub fn qemu_args(
+        self,
+        guest: &Guest,
+        kvm: bool,
+        iommu: Iommu,
+        initrd: &Path,
+        console: &Path,
+    ) -> Result<Vec<String>, Error> {
+        if iommu != Iommu::None && self != Self::Q35 {
+            return Err(Error::IommuOnMachine(self));
+        }
         let mut args: Vec<String> = Vec::new();
         let kernel = guest.kernel.image.to_string_lossy().into_owned();
         let initrd = initrd.to_string_lossy().into_owned();
@@ -377,14 +428,17 @@ impl Machine {
                     "-initrd".into(),
                     initrd,
                     "-append".into(),
-                    self.kernel_command_line(),
+                    self.kernel_command_line(iommu),
                     "-chardev".into(),
                     console,
                     "-serial".into(),
                     "chardev:console".into(),
-                    "-device".into(),
-                    "virtio-rng-pci".into(),
                 ]);
+                if iommu != Iommu::None {
+                    // Created before the PCI devices it translates for.
+                    args.extend(["-device".into(), "intel-iommu".into()]);
+                }
+                args.extend(["-device".into(), "virtio-rng-pci".into()]);
             }
             Self::Imx8mpEvk => {
                 // The DW100 model does its DMA inside QEMU: no shared RAM.
@@ -402,7 +456,7 @@ impl Machine {
                     "-initrd".into(),
                     initrd,
                     "-append".into(),
-                    self.kernel_command_line(),
+                    self.kernel_command_line(iommu),
                     "-chardev".into(),
                     console,
                     "-serial".into(),
@@ -415,7 +469,7 @@ impl Machine {
                 }
             }
         }
-        args
+        Ok(args)
     }
 
     /// The QEMU options that set the DW100 model's `properties`; refused on
@@ -532,10 +586,31 @@ mod tests {
     #[test]
     fn consoles_differ() {
         assert!(Machine::Q35
-            .kernel_command_line()
+            .kernel_command_line(Iommu::None)
             .starts_with("console=ttyS0 "));
         assert!(Machine::Imx8mpEvk
-            .kernel_command_line()
+            .kernel_command_line(Iommu::None)
             .starts_with("console=ttymxc1 "));
+    }
+
+    #[test]
+    fn iommu_settings_reach_the_guest() {
+        let line = Machine::Q35.kernel_command_line(Iommu::Passthrough);
+        assert!(
+            line.ends_with(" intel_iommu=on iommu.passthrough=1"),
+            "{line}"
+        );
+        let line = Machine::Q35.kernel_command_line(Iommu::Translated);
+        assert!(
+            line.ends_with(" intel_iommu=on iommu.passthrough=0"),
+            "{line}"
+        );
+        assert!(!Machine::Q35
+            .kernel_command_line(Iommu::None)
+            .contains("iommu"));
+        for text in ["none", "translated", "passthrough"] {
+            assert!(text.parse::<Iommu>().is_ok(), "{text}");
+        }
+        assert!("on".parse::<Iommu>().is_err());
     }
 }
