@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use thiserror::Error as ThisError;
 
-use crate::protocol::virtio_video::Params;
+use crate::protocol::virtio_video::QueueParams;
 
 /// A fault the daemon injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,8 +112,8 @@ pub(crate) fn bogus_used_id() -> bool {
     }
 }
 
-/// The response code QUEUE_CLEAR gets instead of clearing, if any.
-pub(crate) fn queue_clear_reply(ok: u32, error: u32) -> Option<u32> {
+/// The response QUEUE_CLEAR gets instead of clearing, if any.
+pub(crate) fn queue_clear_reply<R>(ok: R, error: R) -> Option<R> {
     match active() {
         Some(Fault::QueueClearEarly) => Some(ok),
         Some(Fault::QueueClearError) => Some(error),
@@ -135,16 +135,16 @@ pub(crate) fn drain_refused() -> bool {
 }
 
 /// Breaks the picture layout of a GET_PARAMS reply as `bad-layout` asks.
-pub(crate) fn distort_layout(params: &mut Params) {
+pub(crate) fn distort_layout(params: &mut QueueParams) {
     let Some(Fault::BadLayout(kind)) = active() else {
         return;
     };
-    let height = params.frame_height.to_native().max(1);
-    let planes = (params.num_planes.to_native() as usize).min(params.plane_formats.len());
+    let height = params.frame_height.max(1);
+    let planes = (params.num_planes as usize).min(params.plane_formats.len());
     match kind {
         BadLayout::CropWrap => {
-            params.crop.left = (u32::MAX - 15).into();
-            params.crop.width = 32.into();
+            params.crop.left = u32::MAX - 15;
+            params.crop.width = 32;
         }
         BadLayout::HugeStride => {
             // Three planes' worth of rows at most 1.5 x height: ~3 GiB.
@@ -155,15 +155,15 @@ pub(crate) fn distort_layout(params: &mut Params) {
                 } else {
                     height.div_ceil(2)
                 };
-                plane.stride = stride.into();
-                plane.plane_size = stride.saturating_mul(rows).into();
+                plane.stride = stride;
+                plane.plane_size = stride.saturating_mul(rows);
             }
         }
         BadLayout::ChromaStride => {
             for plane in params.plane_formats[..planes].iter_mut().skip(1) {
-                let stride = plane.stride.to_native().saturating_add(64);
-                plane.stride = stride.into();
-                plane.plane_size = stride.saturating_mul(height.div_ceil(2)).into();
+                let stride = plane.stride.saturating_add(64);
+                plane.stride = stride;
+                plane.plane_size = stride.saturating_mul(height.div_ceil(2));
             }
         }
     }

@@ -3,9 +3,10 @@
 //! holding `device_name`).
 //!
 //! Requests are read as a byte stream over all device-readable descriptors,
-//! whatever the split; replies are built as byte vectors and written over the
-//! device-writable descriptors. Every parse failure becomes a [`RequestError`]
-//! carrying the response code the device answers with.
+//! whatever the split, into a [`Command`]; the device answers with a typed
+//! [`Response`], whose [`Response::encode`] gives the bytes written over the
+//! device-writable descriptors. Every parse failure becomes a
+//! [`RequestError`] carrying the [`ErrorCode`] the device answers with.
 
 use std::io::Read;
 use std::mem::size_of;
@@ -115,6 +116,314 @@ impl QueueType {
             0x100 => Ok(QueueType::Input),
             0x101 => Ok(QueueType::Output),
             other => Err(ProtocolError::QueueType(other)),
+        }
+    }
+}
+
+/// An error response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// `ERR_INVALID_OPERATION`.
+    InvalidOperation,
+    /// `ERR_OUT_OF_MEMORY`.
+    OutOfMemory,
+    /// `ERR_INVALID_STREAM_ID`.
+    InvalidStreamId,
+    /// `ERR_INVALID_RESOURCE_ID`.
+    InvalidResourceId,
+    /// `ERR_INVALID_PARAMETER`.
+    InvalidParameter,
+    /// `ERR_UNSUPPORTED_CONTROL`.
+    UnsupportedControl,
+}
+
+impl ErrorCode {
+    /// The wire value.
+    pub fn code(self) -> u32 {
+        match self {
+            ErrorCode::InvalidOperation => resp::ERR_INVALID_OPERATION,
+            ErrorCode::OutOfMemory => resp::ERR_OUT_OF_MEMORY,
+            ErrorCode::InvalidStreamId => resp::ERR_INVALID_STREAM_ID,
+            ErrorCode::InvalidResourceId => resp::ERR_INVALID_RESOURCE_ID,
+            ErrorCode::InvalidParameter => resp::ERR_INVALID_PARAMETER,
+            ErrorCode::UnsupportedControl => resp::ERR_UNSUPPORTED_CONTROL,
+        }
+    }
+}
+
+/// `virtio_video_format_range`: `min..=max` in steps of `step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueRange {
+    pub min: u32,
+    pub max: u32,
+    pub step: u32,
+}
+
+/// One `virtio_video_format_frame` of a capability, with its frame rates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameCapability {
+    pub width: ValueRange,
+    pub height: ValueRange,
+    pub rates: Vec<ValueRange>,
+}
+
+/// One `virtio_video_format_desc` of a QUERY_CAPABILITY reply, with its
+/// frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatCapability {
+    pub format: u32,
+    /// Bit `i` set: the format goes with desc `i` of the other queue.
+    pub mask: u64,
+    pub planes_layout: u32,
+    pub plane_align: u32,
+    pub frames: Vec<FrameCapability>,
+}
+
+/// `virtio_video_crop`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CropRect {
+    pub left: u32,
+    pub top: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// `virtio_video_plane_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlaneLayout {
+    pub plane_size: u32,
+    pub stride: u32,
+}
+
+/// `virtio_video_params`, its queue type decoded. The plane array is kept
+/// whole: a SET_PARAMS' `plane_formats[0]` counts whatever `num_planes` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueParams {
+    pub queue: QueueType,
+    pub format: u32,
+    pub frame_width: u32,
+    pub frame_height: u32,
+    pub min_buffers: u32,
+    pub max_buffers: u32,
+    pub crop: CropRect,
+    pub frame_rate: u32,
+    pub num_planes: u32,
+    pub plane_formats: [PlaneLayout; MAX_PLANES],
+}
+
+impl QueueParams {
+    /// Params of `queue` with every other field 0.
+    pub fn new(queue: QueueType) -> Self {
+        Self {
+            queue,
+            format: 0,
+            frame_width: 0,
+            frame_height: 0,
+            min_buffers: 0,
+            max_buffers: 0,
+            crop: CropRect::default(),
+            frame_rate: 0,
+            num_planes: 0,
+            plane_formats: [PlaneLayout::default(); MAX_PLANES],
+        }
+    }
+
+    fn from_wire(params: &Params) -> Result<Self, ProtocolError> {
+        let crop = &params.crop;
+        Ok(Self {
+            queue: QueueType::from_code(params.queue_type.to_native())?,
+            format: params.format.to_native(),
+            frame_width: params.frame_width.to_native(),
+            frame_height: params.frame_height.to_native(),
+            min_buffers: params.min_buffers.to_native(),
+            max_buffers: params.max_buffers.to_native(),
+            crop: CropRect {
+                left: crop.left.to_native(),
+                top: crop.top.to_native(),
+                width: crop.width.to_native(),
+                height: crop.height.to_native(),
+            },
+            frame_rate: params.frame_rate.to_native(),
+            num_planes: params.num_planes.to_native(),
+            plane_formats: params.plane_formats.map(|plane| PlaneLayout {
+                plane_size: plane.plane_size.to_native(),
+                stride: plane.stride.to_native(),
+            }),
+        })
+    }
+
+    fn to_wire(&self) -> Params {
+        Params {
+            queue_type: self.queue.code().into(),
+            format: self.format.into(),
+            frame_width: self.frame_width.into(),
+            frame_height: self.frame_height.into(),
+            min_buffers: self.min_buffers.into(),
+            max_buffers: self.max_buffers.into(),
+            crop: Crop {
+                left: self.crop.left.into(),
+                top: self.crop.top.into(),
+                width: self.crop.width.into(),
+                height: self.crop.height.into(),
+            },
+            frame_rate: self.frame_rate.into(),
+            num_planes: self.num_planes.into(),
+            plane_formats: self.plane_formats.map(|plane| PlaneFormat {
+                plane_size: plane.plane_size.into(),
+                stride: plane.stride.into(),
+            }),
+        }
+    }
+}
+
+/// A response, its header's `stream_id` given to [`Response::encode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// `OK_NODATA`.
+    Ok,
+    /// An error code, header only.
+    Error(ErrorCode),
+    /// `OK_QUERY_CAPABILITY`: the descs of one queue.
+    QueryCapability(Vec<FormatCapability>),
+    /// `OK_RESOURCE_QUEUE`: a queued buffer comes back.
+    ResourceQueue {
+        timestamp: u64,
+        /// [`buffer_flag`] bits.
+        flags: u32,
+        size: u32,
+    },
+    /// `OK_GET_PARAMS`: the 112-byte params, or with `resource_type` the
+    /// 120-byte `_EXT` form.
+    GetParams {
+        params: QueueParams,
+        resource_type: Option<u32>,
+    },
+    /// `OK_QUERY_CONTROL`: the values the control takes.
+    QueryControl(Vec<u32>),
+    /// `OK_GET_CONTROL`: the control's value.
+    GetControl(u32),
+}
+
+impl Response {
+    /// The response as written to the guest, its header naming `stream_id`.
+    pub fn encode(&self, stream_id: u32) -> Vec<u8> {
+        let hdr = |type_: u32| CmdHdr {
+            type_: type_.into(),
+            stream_id: stream_id.into(),
+        };
+        let mut out = Vec::new();
+        match self {
+            Response::Ok => push(&mut out, &hdr(resp::OK_NODATA)),
+            Response::Error(code) => push(&mut out, &hdr(code.code())),
+            Response::QueryCapability(descs) => {
+                push(
+                    &mut out,
+                    &QueryCapabilityResp {
+                        hdr: hdr(resp::OK_QUERY_CAPABILITY),
+                        num_descs: count(descs.len()).into(),
+                        padding: [0; 4],
+                    },
+                );
+                for desc in descs {
+                    encode_capability(&mut out, desc);
+                }
+            }
+            Response::ResourceQueue {
+                timestamp,
+                flags,
+                size,
+            } => push(
+                &mut out,
+                &ResourceQueueResp {
+                    hdr: hdr(resp::OK_RESOURCE_QUEUE),
+                    timestamp: (*timestamp).into(),
+                    flags: (*flags).into(),
+                    size: (*size).into(),
+                },
+            ),
+            Response::GetParams {
+                params,
+                resource_type,
+            } => {
+                push(&mut out, &hdr(resp::OK_GET_PARAMS));
+                let base = params.to_wire();
+                match resource_type {
+                    Some(resource_type) => push(
+                        &mut out,
+                        &ParamsExt {
+                            base,
+                            resource_type: (*resource_type).into(),
+                            padding: [0; 4],
+                        },
+                    ),
+                    None => push(&mut out, &base),
+                }
+            }
+            Response::QueryControl(values) => {
+                push(
+                    &mut out,
+                    &QueryControlResp {
+                        hdr: hdr(resp::OK_QUERY_CONTROL),
+                        num: count(values.len()).into(),
+                        padding: [0; 4],
+                    },
+                );
+                for value in values {
+                    push(&mut out, &Le32::from(*value));
+                }
+            }
+            Response::GetControl(value) => push(
+                &mut out,
+                &GetControlResp {
+                    hdr: hdr(resp::OK_GET_CONTROL),
+                    value: (*value).into(),
+                    padding: [0; 4],
+                },
+            ),
+        }
+        out
+    }
+}
+
+/// A list length as the wire's 32-bit count; the device's lists are short.
+fn count(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+impl ValueRange {
+    fn to_wire(self) -> FormatRange {
+        FormatRange {
+            min: self.min.into(),
+            max: self.max.into(),
+            step: self.step.into(),
+            padding: [0; 4],
+        }
+    }
+}
+
+fn encode_capability(out: &mut Vec<u8>, desc: &FormatCapability) {
+    push(
+        out,
+        &FormatDesc {
+            mask: desc.mask.into(),
+            format: desc.format.into(),
+            planes_layout: desc.planes_layout.into(),
+            plane_align: desc.plane_align.into(),
+            num_frames: count(desc.frames.len()).into(),
+        },
+    );
+    for frame in &desc.frames {
+        push(
+            out,
+            &FormatFrame {
+                width: frame.width.to_wire(),
+                height: frame.height.to_wire(),
+                num_rates: count(frame.rates.len()).into(),
+                padding: [0; 4],
+            },
+        );
+        for rate in &frame.rates {
+            push(out, &rate.to_wire());
         }
     }
 }
@@ -312,16 +621,16 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// The response code this error is answered with.
-    pub fn response_code(&self) -> u32 {
+    /// The error this is answered with.
+    pub fn response_code(&self) -> ErrorCode {
         match self {
             ProtocolError::Truncated
             | ProtocolError::Chain(_)
-            | ProtocolError::UnknownCommand(_) => resp::ERR_INVALID_OPERATION,
+            | ProtocolError::UnknownCommand(_) => ErrorCode::InvalidOperation,
             ProtocolError::QueueType(_)
             | ProtocolError::PlaneCount(_)
-            | ProtocolError::TooManyEntries(_) => resp::ERR_INVALID_PARAMETER,
-            ProtocolError::UnsupportedControl(_) => resp::ERR_UNSUPPORTED_CONTROL,
+            | ProtocolError::TooManyEntries(_) => ErrorCode::InvalidParameter,
+            ProtocolError::UnsupportedControl(_) => ErrorCode::UnsupportedControl,
         }
     }
 }
@@ -372,7 +681,7 @@ pub enum Command {
         ext: bool,
     },
     SetParams {
-        params: Params,
+        params: QueueParams,
         resource_type: Option<u32>,
     },
     QueryControl {
@@ -458,14 +767,17 @@ fn parse_command<R: Read>(
             queue: queue_of(reader)?,
             ext: code == cmd::GET_PARAMS_EXT,
         },
-        cmd::SET_PARAMS => Command::SetParams {
-            params: read(reader)?,
-            resource_type: None,
-        },
+        cmd::SET_PARAMS => {
+            let params: Params = read(reader)?;
+            Command::SetParams {
+                params: QueueParams::from_wire(&params)?,
+                resource_type: None,
+            }
+        }
         cmd::SET_PARAMS_EXT => {
             let ext: ParamsExt = read(reader)?;
             Command::SetParams {
-                params: ext.base,
+                params: QueueParams::from_wire(&ext.base)?,
                 resource_type: Some(ext.resource_type.to_native()),
             }
         }
@@ -539,34 +851,9 @@ fn parse_resource_create<R: Read>(
     })
 }
 
-/// A response made of a header only.
-pub fn hdr_reply(type_: u32, stream_id: u32) -> Vec<u8> {
-    CmdHdr {
-        type_: type_.into(),
-        stream_id: stream_id.into(),
-    }
-    .as_slice()
-    .to_vec()
-}
-
 /// Appends `value`'s bytes to `out`.
-pub fn push<T: ByteValued>(out: &mut Vec<u8>, value: &T) {
+fn push<T: ByteValued>(out: &mut Vec<u8>, value: &T) {
     out.extend_from_slice(value.as_slice());
-}
-
-/// A RESOURCE_QUEUE response.
-pub fn resource_queue_reply(stream_id: u32, timestamp: u64, flags: u32, size: u32) -> Vec<u8> {
-    ResourceQueueResp {
-        hdr: CmdHdr {
-            type_: resp::OK_RESOURCE_QUEUE.into(),
-            stream_id: stream_id.into(),
-        },
-        timestamp: timestamp.into(),
-        flags: flags.into(),
-        size: size.into(),
-    }
-    .as_slice()
-    .to_vec()
 }
 
 #[cfg(test)]
@@ -575,22 +862,30 @@ mod tests {
     use rstest::rstest;
 
     fn request(type_: u32, stream_id: u32, body: &[u8]) -> Vec<u8> {
-        let mut out = hdr_reply(type_, stream_id);
+        let mut out = Vec::new();
+        push(
+            &mut out,
+            &CmdHdr {
+                type_: type_.into(),
+                stream_id: stream_id.into(),
+            },
+        );
         out.extend_from_slice(body);
         out
     }
 
     #[rstest]
-    #[case::empty(vec![], 0, resp::ERR_INVALID_OPERATION)]
-    #[case::half_header(vec![0x00, 0x01, 0, 0], 0, resp::ERR_INVALID_OPERATION)]
-    #[case::unknown(request(0x0142, 9, &[]), 9, resp::ERR_INVALID_OPERATION)]
-    #[case::short_create(request(cmd::STREAM_CREATE, 3, &[0; 20]), 3, resp::ERR_INVALID_OPERATION)]
-    #[case::bad_queue(request(cmd::QUEUE_CLEAR, 4, &[0x55, 0, 0, 0, 0, 0, 0, 0]), 4, resp::ERR_INVALID_PARAMETER)]
-    #[case::bad_control(request(cmd::GET_CONTROL, 5, &[1, 0, 0, 0, 0, 0, 0, 0]), 5, resp::ERR_UNSUPPORTED_CONTROL)]
+    #[case::empty(vec![], 0, ErrorCode::InvalidOperation)]
+    #[case::half_header(vec![0x00, 0x01, 0, 0], 0, ErrorCode::InvalidOperation)]
+    #[case::unknown(request(0x0142, 9, &[]), 9, ErrorCode::InvalidOperation)]
+    #[case::short_create(request(cmd::STREAM_CREATE, 3, &[0; 20]), 3, ErrorCode::InvalidOperation)]
+    #[case::bad_queue(request(cmd::QUEUE_CLEAR, 4, &[0x55, 0, 0, 0, 0, 0, 0, 0]), 4, ErrorCode::InvalidParameter)]
+    #[case::bad_control(request(cmd::GET_CONTROL, 5, &[1, 0, 0, 0, 0, 0, 0, 0]), 5, ErrorCode::UnsupportedControl)]
+    #[case::bad_params_queue(request(cmd::SET_PARAMS, 6, Params { queue_type: 0x102.into(), ..Default::default() }.as_slice()), 6, ErrorCode::InvalidParameter)]
     fn malformed_requests_map_to_error_codes(
         #[case] bytes: Vec<u8>,
         #[case] stream_id: u32,
-        #[case] code: u32,
+        #[case] code: ErrorCode,
     ) {
         let err = parse_request(&mut bytes.as_slice(), 16).unwrap_err();
         assert_eq!(err.stream_id, stream_id);
@@ -638,5 +933,207 @@ mod tests {
         let bytes = request(cmd::RESOURCE_QUEUE, 2, body.as_slice());
         let err = parse_request(&mut bytes.as_slice(), 16).unwrap_err();
         assert_eq!(err.error, ProtocolError::PlaneCount(9));
+    }
+
+    fn le32(bytes: &[u8], offset: usize) -> u32 {
+        u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap())
+    }
+
+    fn le64(bytes: &[u8], offset: usize) -> u64 {
+        u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())
+    }
+
+    // Expected values below are the guest header's (vvm_virtio_video.h and
+    // docs/protocol-decoder.md), written out rather than taken from the
+    // constants above, so a wrong constant fails too.
+
+    #[rstest]
+    #[case::ok(Response::Ok, 0x0200)]
+    #[case::invalid_operation(Response::Error(ErrorCode::InvalidOperation), 0x0300)]
+    #[case::out_of_memory(Response::Error(ErrorCode::OutOfMemory), 0x0301)]
+    #[case::invalid_stream_id(Response::Error(ErrorCode::InvalidStreamId), 0x0302)]
+    #[case::invalid_resource_id(Response::Error(ErrorCode::InvalidResourceId), 0x0303)]
+    #[case::invalid_parameter(Response::Error(ErrorCode::InvalidParameter), 0x0304)]
+    #[case::unsupported_control(Response::Error(ErrorCode::UnsupportedControl), 0x0305)]
+    fn header_only_responses_are_eight_bytes(#[case] response: Response, #[case] type_: u32) {
+        let bytes = response.encode(0x1234_5678);
+        assert_eq!(bytes.len(), 8);
+        assert_eq!(le32(&bytes, 0), type_);
+        assert_eq!(le32(&bytes, 4), 0x1234_5678);
+    }
+
+    #[test]
+    fn query_capability_lays_out_descs_frames_and_rates() {
+        let range = |min, max, step| ValueRange { min, max, step };
+        let response = Response::QueryCapability(vec![
+            FormatCapability {
+                format: 0x1002,
+                mask: 0x8000_0000_0000_0003,
+                planes_layout: 1,
+                plane_align: 4,
+                frames: vec![FrameCapability {
+                    width: range(16, 8192, 2),
+                    height: range(32, 4096, 4),
+                    rates: vec![range(1, 60, 1), range(120, 240, 120)],
+                }],
+            },
+            FormatCapability {
+                format: 0x1005,
+                mask: 1,
+                planes_layout: 2,
+                plane_align: 1,
+                frames: vec![],
+            },
+        ]);
+        let bytes = response.encode(3);
+        // 16-byte resp, then desc 24 + frame 40 + 2 rates 16, then desc 24.
+        assert_eq!(bytes.len(), 16 + 24 + 40 + 32 + 24);
+        assert_eq!((le32(&bytes, 0), le32(&bytes, 4)), (0x0201, 3));
+        assert_eq!(le32(&bytes, 8), 2, "num_descs");
+        assert_eq!(&bytes[12..16], &[0; 4]);
+        // format_desc: mask 0/8, format 8/4, planes_layout 12/4,
+        // plane_align 16/4, num_frames 20/4.
+        assert_eq!(le64(&bytes, 16), 0x8000_0000_0000_0003);
+        assert_eq!(le32(&bytes, 24), 0x1002);
+        assert_eq!(le32(&bytes, 28), 1);
+        assert_eq!(le32(&bytes, 32), 4);
+        assert_eq!(le32(&bytes, 36), 1, "num_frames");
+        // format_frame at 40: width 0/16, height 16/16, num_rates 32/4.
+        let frame = 40;
+        assert_eq!(
+            [0, 4, 8].map(|o| le32(&bytes, frame + o)),
+            [16, 8192, 2],
+            "width"
+        );
+        assert_eq!(
+            [16, 20, 24].map(|o| le32(&bytes, frame + o)),
+            [32, 4096, 4],
+            "height"
+        );
+        assert_eq!(le32(&bytes, frame + 32), 2, "num_rates");
+        let rates = frame + 40;
+        assert_eq!([0, 4, 8].map(|o| le32(&bytes, rates + o)), [1, 60, 1]);
+        assert_eq!(
+            [16, 20, 24].map(|o| le32(&bytes, rates + o)),
+            [120, 240, 120]
+        );
+        let second = rates + 32;
+        assert_eq!(le64(&bytes, second), 1);
+        assert_eq!(le32(&bytes, second + 8), 0x1005);
+        assert_eq!(le32(&bytes, second + 12), 2);
+        assert_eq!(le32(&bytes, second + 20), 0, "num_frames");
+    }
+
+    #[test]
+    fn query_control_lists_its_values() {
+        let bytes = Response::QueryControl(vec![0x100, 0x101, 0x103]).encode(7);
+        assert_eq!(bytes.len(), 16 + 3 * 4);
+        assert_eq!((le32(&bytes, 0), le32(&bytes, 4)), (0x0204, 7));
+        assert_eq!(le32(&bytes, 8), 3, "num");
+        assert_eq!(&bytes[12..16], &[0; 4]);
+        assert_eq!([16, 20, 24].map(|o| le32(&bytes, o)), [0x100, 0x101, 0x103]);
+    }
+
+    #[test]
+    fn get_control_carries_one_value() {
+        let bytes = Response::GetControl(0x10E).encode(2);
+        assert_eq!(bytes.len(), 16);
+        assert_eq!((le32(&bytes, 0), le32(&bytes, 4)), (0x0205, 2));
+        assert_eq!(le32(&bytes, 8), 0x10E);
+        assert_eq!(&bytes[12..16], &[0; 4]);
+    }
+
+    #[test]
+    fn resource_queue_reply_lays_out_timestamp_flags_and_size() {
+        let bytes = Response::ResourceQueue {
+            timestamp: 0x0102_0304_0506_0708,
+            flags: 0x0002,
+            size: 3_110_400,
+        }
+        .encode(9);
+        assert_eq!(bytes.len(), 24);
+        assert_eq!((le32(&bytes, 0), le32(&bytes, 4)), (0x0202, 9));
+        assert_eq!(le64(&bytes, 8), 0x0102_0304_0506_0708);
+        assert_eq!(le32(&bytes, 16), 0x0002);
+        assert_eq!(le32(&bytes, 20), 3_110_400);
+    }
+
+    fn sample_params() -> QueueParams {
+        let mut params = QueueParams::new(QueueType::Output);
+        params.format = 3;
+        params.frame_width = 1920;
+        params.frame_height = 1080;
+        params.min_buffers = 2;
+        params.max_buffers = 32;
+        params.crop = CropRect {
+            left: 1,
+            top: 2,
+            width: 1918,
+            height: 1076,
+        };
+        params.frame_rate = 30;
+        params.num_planes = 2;
+        params.plane_formats[0] = PlaneLayout {
+            plane_size: 1920 * 1080,
+            stride: 1920,
+        };
+        params.plane_formats[1] = PlaneLayout {
+            plane_size: 1920 * 540,
+            stride: 1920,
+        };
+        params.plane_formats[7] = PlaneLayout {
+            plane_size: 77,
+            stride: 78,
+        };
+        params
+    }
+
+    #[rstest]
+    #[case::plain(None, 8 + 112)]
+    #[case::ext(Some(0), 8 + 120)]
+    fn get_params_lays_out_every_field(#[case] resource_type: Option<u32>, #[case] len: usize) {
+        let bytes = Response::GetParams {
+            params: sample_params(),
+            resource_type,
+        }
+        .encode(5);
+        assert_eq!(bytes.len(), len);
+        assert_eq!((le32(&bytes, 0), le32(&bytes, 4)), (0x0203, 5));
+        // params at 8: queue_type 0, format 4, frame_width 8, frame_height
+        // 12, min_buffers 16, max_buffers 20, crop 24/16, frame_rate 40,
+        // num_planes 44, plane_formats 48/64.
+        let field = |offset: usize| le32(&bytes, 8 + offset);
+        assert_eq!(field(0), 0x101);
+        assert_eq!(field(4), 3);
+        assert_eq!((field(8), field(12)), (1920, 1080));
+        assert_eq!((field(16), field(20)), (2, 32));
+        assert_eq!([24, 28, 32, 36].map(field), [1, 2, 1918, 1076]);
+        assert_eq!((field(40), field(44)), (30, 2));
+        assert_eq!((field(48), field(52)), (1920 * 1080, 1920));
+        assert_eq!((field(56), field(60)), (1920 * 540, 1920));
+        assert_eq!((field(48 + 7 * 8), field(52 + 7 * 8)), (77, 78));
+        if resource_type.is_some() {
+            assert_eq!(field(112), 0, "resource_type");
+            assert_eq!(&bytes[124..128], &[0; 4]);
+        }
+    }
+
+    #[test]
+    fn set_params_decodes_what_get_params_encodes() {
+        let params = sample_params();
+        let reply = Response::GetParams {
+            params: params.clone(),
+            resource_type: Some(0),
+        }
+        .encode(4);
+        let bytes = request(cmd::SET_PARAMS_EXT, 4, &reply[8..]);
+        let parsed = parse_request(&mut bytes.as_slice(), 16).unwrap();
+        assert_eq!(
+            parsed.command,
+            Command::SetParams {
+                params,
+                resource_type: Some(0)
+            }
+        );
     }
 }

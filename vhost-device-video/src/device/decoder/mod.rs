@@ -33,8 +33,8 @@ use crate::engine::decode::{
     CodedFormat, DecoderFactory, PictureLayout, PixelFormat, MAX_DIMENSION,
 };
 use crate::protocol::virtio_video::{
-    self as vv, control, format, hdr_reply, parse_request, push, resp, Command, Config, FormatDesc,
-    FormatFrame, FormatRange, QueryCapabilityResp, QueryControlResp, QueueType,
+    self as vv, control, format, parse_request, Command, Config, ErrorCode, FormatCapability,
+    FrameCapability, QueueType, Response, ValueRange,
 };
 use crate::transport::{chain_reader, Chain, DeviceQueue, VirtioDevice};
 
@@ -97,15 +97,15 @@ pub enum DecoderError {
 }
 
 impl DecoderError {
-    /// The response code.
-    pub fn code(self) -> u32 {
+    /// The error response.
+    pub fn code(self) -> ErrorCode {
         match self {
-            DecoderError::InvalidOperation => resp::ERR_INVALID_OPERATION,
-            DecoderError::OutOfMemory => resp::ERR_OUT_OF_MEMORY,
-            DecoderError::InvalidStreamId => resp::ERR_INVALID_STREAM_ID,
-            DecoderError::InvalidResourceId => resp::ERR_INVALID_RESOURCE_ID,
-            DecoderError::InvalidParameter => resp::ERR_INVALID_PARAMETER,
-            DecoderError::UnsupportedControl => resp::ERR_UNSUPPORTED_CONTROL,
+            DecoderError::InvalidOperation => ErrorCode::InvalidOperation,
+            DecoderError::OutOfMemory => ErrorCode::OutOfMemory,
+            DecoderError::InvalidStreamId => ErrorCode::InvalidStreamId,
+            DecoderError::InvalidResourceId => ErrorCode::InvalidResourceId,
+            DecoderError::InvalidParameter => ErrorCode::InvalidParameter,
+            DecoderError::UnsupportedControl => ErrorCode::UnsupportedControl,
         }
     }
 }
@@ -185,20 +185,23 @@ struct Pending {
 }
 
 impl Pending {
-    fn reply(self, bytes: &[u8]) {
-        if let Err(e) = self.queue.reply(self.chain, bytes) {
+    fn reply(self, response: Response) {
+        let bytes = response.encode(self.stream_id);
+        if let Err(e) = self.queue.reply(self.chain, &bytes) {
             error!("stream {}: {e}", self.stream_id);
         }
     }
 
     fn buffer_done(self, timestamp: u64, flags: u32, size: u32) {
-        let bytes = vv::resource_queue_reply(self.stream_id, timestamp, flags, size);
-        self.reply(&bytes);
+        self.reply(Response::ResourceQueue {
+            timestamp,
+            flags,
+            size,
+        });
     }
 
-    fn refuse(self, code: u32) {
-        let bytes = hdr_reply(code, self.stream_id);
-        self.reply(&bytes);
+    fn refuse(self, code: ErrorCode) {
+        self.reply(Response::Error(code));
     }
 }
 
@@ -270,9 +273,8 @@ impl DecoderDevice {
             Ok(request) => request,
             Err(e) => {
                 debug!("malformed request: {e}");
-                let _ = queue
-                    .reply(chain, &hdr_reply(e.error.response_code(), e.stream_id))
-                    .map_err(|e| error!("{e}"));
+                let reply = Response::Error(e.error.response_code()).encode(e.stream_id);
+                let _ = queue.reply(chain, &reply).map_err(|e| error!("{e}"));
                 return;
             }
         };
@@ -302,7 +304,7 @@ impl DecoderDevice {
                 coded_format,
             } => self
                 .create_stream(stream_id, in_mem_type, out_mem_type, coded_format)
-                .map(|()| Some(hdr_reply(resp::OK_NODATA, stream_id))),
+                .map(|()| Some(Response::Ok)),
             Command::StreamDestroy => {
                 // Later commands find no stream; those before it run first,
                 // then the stream's thread closes it and replies.
@@ -314,14 +316,14 @@ impl DecoderDevice {
                 stream.stop_commands();
                 if let Err(pending) = submitted {
                     close_stream(&stream);
-                    pending.reply(&hdr_reply(resp::OK_NODATA, stream_id));
+                    pending.reply(Response::Ok);
                 }
                 return Ok(());
             }
             Command::QueryControl {
                 control,
                 format: coded,
-            } => self.query_control(stream_id, control, coded).map(Some),
+            } => self.query_control(control, coded).map(Some),
             other => {
                 let refusal = DecoderError::InvalidStreamId;
                 return match self.stream(stream_id) {
@@ -337,8 +339,8 @@ impl DecoderDevice {
             }
         };
         match result {
-            Ok(Some(bytes)) => {
-                pending.reply(&bytes);
+            Ok(Some(response)) => {
+                pending.reply(response);
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -349,56 +351,43 @@ impl DecoderDevice {
         }
     }
 
-    fn capabilities(&self, queue: QueueType) -> Vec<u8> {
-        let mut out = Vec::new();
-        let (count, other_mask) = match queue {
-            QueueType::Input => (self.formats.len(), (1u64 << RAW_FORMATS.len()) - 1),
-            QueueType::Output => (RAW_FORMATS.len(), (1u64 << self.formats.len()) - 1),
+    fn capabilities(&self, queue: QueueType) -> Response {
+        let (codes, other_count): (Vec<u32>, usize) = match queue {
+            QueueType::Input => (
+                self.formats.iter().map(|f| coded_to_wire(*f)).collect(),
+                RAW_FORMATS.len(),
+            ),
+            QueueType::Output => (
+                RAW_FORMATS.iter().map(|f| raw_to_wire(*f)).collect(),
+                self.formats.len(),
+            ),
         };
-        push(
-            &mut out,
-            &QueryCapabilityResp {
-                hdr: vv::CmdHdr {
-                    type_: resp::OK_QUERY_CAPABILITY.into(),
-                    stream_id: 0.into(),
-                },
-                num_descs: (count as u32).into(),
-                padding: [0; 4],
-            },
-        );
-        let codes: Vec<u32> = match queue {
-            QueueType::Input => self.formats.iter().map(|f| coded_to_wire(*f)).collect(),
-            QueueType::Output => RAW_FORMATS.iter().map(|f| raw_to_wire(*f)).collect(),
+        let dimension = ValueRange {
+            min: MIN_DIMENSION,
+            max: MAX_DIMENSION,
+            step: 1,
         };
-        let range = |min: u32, max: u32, step: u32| FormatRange {
-            min: min.into(),
-            max: max.into(),
-            step: step.into(),
-            padding: [0; 4],
+        let frame = FrameCapability {
+            width: dimension,
+            height: dimension,
+            rates: vec![ValueRange {
+                min: 1,
+                max: 120,
+                step: 1,
+            }],
         };
-        for code in codes {
-            push(
-                &mut out,
-                &FormatDesc {
-                    mask: other_mask.into(),
-                    format: code.into(),
-                    planes_layout: vv::PLANES_LAYOUT_SINGLE_BUFFER.into(),
-                    plane_align: 1.into(),
-                    num_frames: 1.into(),
-                },
-            );
-            push(
-                &mut out,
-                &FormatFrame {
-                    width: range(MIN_DIMENSION, MAX_DIMENSION, 1),
-                    height: range(MIN_DIMENSION, MAX_DIMENSION, 1),
-                    num_rates: 1.into(),
-                    padding: [0; 4],
-                },
-            );
-            push(&mut out, &range(1, 120, 1));
-        }
-        out
+        Response::QueryCapability(
+            codes
+                .into_iter()
+                .map(|format| FormatCapability {
+                    format,
+                    mask: (1u64 << other_count) - 1,
+                    planes_layout: vv::PLANES_LAYOUT_SINGLE_BUFFER,
+                    plane_align: 1,
+                    frames: vec![frame.clone()],
+                })
+                .collect(),
+        )
     }
 
     fn create_stream(
@@ -478,12 +467,7 @@ impl DecoderDevice {
         Ok(())
     }
 
-    fn query_control(
-        &self,
-        stream_id: u32,
-        control: u32,
-        coded: u32,
-    ) -> Result<Vec<u8>, DecoderError> {
+    fn query_control(&self, control: u32, coded: u32) -> Result<Response, DecoderError> {
         let coded = coded_from_wire(coded)
             .filter(|f| self.formats.contains(f))
             .ok_or(DecoderError::InvalidParameter)?;
@@ -491,22 +475,7 @@ impl DecoderDevice {
         if values.is_empty() {
             return Err(DecoderError::UnsupportedControl);
         }
-        let mut out = Vec::new();
-        push(
-            &mut out,
-            &QueryControlResp {
-                hdr: vv::CmdHdr {
-                    type_: resp::OK_QUERY_CONTROL.into(),
-                    stream_id: stream_id.into(),
-                },
-                num: (values.len() as u32).into(),
-                padding: [0; 4],
-            },
-        );
-        for value in values {
-            out.extend_from_slice(&value.to_le_bytes());
-        }
-        Ok(out)
+        Ok(Response::QueryControl(values.to_vec()))
     }
 
     fn close_all(&self) {

@@ -17,7 +17,8 @@ use super::{
 use crate::engine::decode::{CodedFormat, Picture, PictureLayout, MAX_DIMENSION};
 use crate::fault;
 use crate::protocol::virtio_video::{
-    self as vv, buffer_flag, control, event, hdr_reply, push, resp, Command, ParamsExt, QueueType,
+    self as vv, buffer_flag, control, event, Command, CropRect, ErrorCode, QueueParams, QueueType,
+    Response,
 };
 
 pub(super) enum InputItem {
@@ -134,7 +135,7 @@ pub(super) fn run_commands(
         }
         if matches!(command, Command::StreamDestroy) {
             close_stream(stream);
-            pending.reply(&hdr_reply(resp::OK_NODATA, stream.id));
+            pending.reply(Response::Ok);
             return;
         }
         if let Err(refusal) = stream_command(stream, command, pending) {
@@ -171,7 +172,7 @@ pub(super) fn clear_input(stream: &Stream, st: &mut StreamState) {
         }
     }
     if let Some(drain) = st.drain.take() {
-        drain.refuse(resp::ERR_INVALID_OPERATION);
+        drain.refuse(ErrorCode::InvalidOperation);
     }
     st.eos_pending = false;
     st.ready.clear();
@@ -194,9 +195,8 @@ pub(super) fn stream_command(
     command: Command,
     pending: Pending,
 ) -> Result<(), DecoderError> {
-    let id = stream.id;
     let mut st = stream.lock();
-    let result: Result<Option<Vec<u8>>, DecoderError> = match command {
+    let result: Result<Option<Response>, DecoderError> = match command {
         Command::StreamDrain => {
             if st.drain.is_some() || st.closed || fault::drain_refused() {
                 Err(DecoderError::InvalidOperation)
@@ -221,7 +221,7 @@ pub(super) fn stream_command(
             planes_layout,
             planes,
         )
-        .map(|()| Some(hdr_reply(resp::OK_NODATA, id))),
+        .map(|()| Some(Response::Ok)),
         Command::ResourceQueue {
             queue,
             resource_id,
@@ -244,11 +244,14 @@ pub(super) fn stream_command(
                 QueueType::Output => clear_output(&mut st),
             }
             st.resources.retain(|(q, _), _| *q != queue);
-            Ok(Some(hdr_reply(resp::OK_NODATA, id)))
+            Ok(Some(Response::Ok))
         }
         Command::QueueClear(queue) => {
             // Test fault: an answer that leaves the buffers queued.
-            let fault = fault::queue_clear_reply(resp::OK_NODATA, resp::ERR_INVALID_OPERATION);
+            let fault = fault::queue_clear_reply(
+                Response::Ok,
+                Response::Error(ErrorCode::InvalidOperation),
+            );
             if fault.is_none() {
                 match queue {
                     QueueType::Input => clear_input(stream, &mut st),
@@ -256,14 +259,16 @@ pub(super) fn stream_command(
                 }
                 stream.wake.notify_all();
             }
-            Ok(Some(hdr_reply(fault.unwrap_or(resp::OK_NODATA), id)))
+            Ok(Some(fault.unwrap_or(Response::Ok)))
         }
-        Command::GetParams { queue, ext } => Ok(Some(params_reply(&st, id, queue, ext))),
+        Command::GetParams { queue, ext } => Ok(Some(Response::GetParams {
+            params: queue_params(&st, queue),
+            resource_type: ext.then_some(vv::MEM_TYPE_GUEST_PAGES),
+        })),
         Command::SetParams {
             params,
             resource_type,
-        } => set_params(stream, &mut st, &params, resource_type)
-            .map(|()| Some(hdr_reply(resp::OK_NODATA, id))),
+        } => set_params(stream, &mut st, &params, resource_type).map(|()| Some(Response::Ok)),
         Command::GetControl(control_type) => {
             let values = control_values(control_type, st.coded);
             let chosen = match control_type {
@@ -271,21 +276,7 @@ pub(super) fn stream_command(
                 _ => st.level,
             };
             match chosen.or_else(|| values.first().copied()) {
-                Some(value) => {
-                    let mut out = Vec::new();
-                    push(
-                        &mut out,
-                        &vv::GetControlResp {
-                            hdr: vv::CmdHdr {
-                                type_: resp::OK_GET_CONTROL.into(),
-                                stream_id: id.into(),
-                            },
-                            value: value.into(),
-                            padding: [0; 4],
-                        },
-                    );
-                    Ok(Some(out))
-                }
+                Some(value) => Ok(Some(Response::GetControl(value))),
                 None => Err(DecoderError::UnsupportedControl),
             }
         }
@@ -304,7 +295,7 @@ pub(super) fn stream_command(
                 } else {
                     st.level = Some(value);
                 }
-                Ok(Some(hdr_reply(resp::OK_NODATA, id)))
+                Ok(Some(Response::Ok))
             }
         }
         // Device-level commands never reach a stream.
@@ -315,8 +306,8 @@ pub(super) fn stream_command(
     };
     drop(st);
     match result {
-        Ok(Some(bytes)) => {
-            pending.reply(&bytes);
+        Ok(Some(response)) => {
+            pending.reply(response);
             Ok(())
         }
         Ok(None) => Ok(()),
@@ -389,17 +380,10 @@ pub(super) fn queue_resource(
     Ok(())
 }
 
-pub(super) fn params_reply(
-    st: &StreamState,
-    stream_id: u32,
-    queue: QueueType,
-    ext: bool,
-) -> Vec<u8> {
-    let mut params = vv::Params {
-        queue_type: queue.code().into(),
-        max_buffers: MAX_BUFFERS.into(),
-        ..Default::default()
-    };
+/// What GET_PARAMS reports for `queue`.
+fn queue_params(st: &StreamState, queue: QueueType) -> QueueParams {
+    let mut params = QueueParams::new(queue);
+    params.max_buffers = MAX_BUFFERS;
     match queue {
         QueueType::Input => {
             let (w, h) = if st.input_size.0 > 0 {
@@ -407,65 +391,47 @@ pub(super) fn params_reply(
             } else {
                 (st.output.width, st.output.height)
             };
-            params.format = coded_to_wire(st.coded).into();
-            params.frame_width = w.into();
-            params.frame_height = h.into();
-            params.min_buffers = INPUT_MIN_BUFFERS.into();
-            params.num_planes = 1.into();
-            params.plane_formats[0].plane_size = st.input_buffer_bytes.into();
+            params.format = coded_to_wire(st.coded);
+            params.frame_width = w;
+            params.frame_height = h;
+            params.min_buffers = INPUT_MIN_BUFFERS;
+            params.num_planes = 1;
+            params.plane_formats[0].plane_size = st.input_buffer_bytes;
         }
         QueueType::Output => {
             let layout = &st.output;
-            params.format = raw_to_wire(layout.format).into();
-            params.frame_width = layout.width.into();
-            params.frame_height = layout.height.into();
-            params.min_buffers = OUTPUT_MIN_BUFFERS.into();
-            params.crop = vv::Crop {
-                left: 0.into(),
-                top: 0.into(),
-                width: layout.width.into(),
-                height: layout.height.into(),
+            params.format = raw_to_wire(layout.format);
+            params.frame_width = layout.width;
+            params.frame_height = layout.height;
+            params.min_buffers = OUTPUT_MIN_BUFFERS;
+            params.crop = CropRect {
+                left: 0,
+                top: 0,
+                width: layout.width,
+                height: layout.height,
             };
-            params.num_planes = (layout.planes.len() as u32).into();
+            params.num_planes = layout.planes.len() as u32;
             for (dst, plane) in params.plane_formats.iter_mut().zip(&layout.planes) {
-                dst.plane_size = plane.size.into();
-                dst.stride = plane.stride.into();
+                dst.plane_size = plane.size;
+                dst.stride = plane.stride;
             }
             crate::fault::distort_layout(&mut params);
         }
     }
-    let mut out = hdr_reply(resp::OK_GET_PARAMS, stream_id);
-    if ext {
-        push(
-            &mut out,
-            &ParamsExt {
-                base: params,
-                resource_type: vv::MEM_TYPE_GUEST_PAGES.into(),
-                padding: [0; 4],
-            },
-        );
-    } else {
-        push(&mut out, &params);
-    }
-    out
+    params
 }
 
 pub(super) fn set_params(
     stream: &Stream,
     st: &mut StreamState,
-    params: &vv::Params,
+    params: &QueueParams,
     resource_type: Option<u32>,
 ) -> Result<(), DecoderError> {
     if resource_type.is_some_and(|t| t != vv::MEM_TYPE_GUEST_PAGES) {
         return Err(DecoderError::InvalidParameter);
     }
-    let queue = match params.queue_type.to_native() {
-        0x100 => QueueType::Input,
-        0x101 => QueueType::Output,
-        _ => return Err(DecoderError::InvalidParameter),
-    };
-    let code = params.format.to_native();
-    match queue {
+    let code = params.format;
+    match params.queue {
         QueueType::Input => {
             if code != 0 {
                 let coded = coded_from_wire(code).ok_or(DecoderError::InvalidParameter)?;
@@ -476,10 +442,7 @@ pub(super) fn set_params(
                     clear_input(stream, st);
                 }
             }
-            let (w, h) = (
-                params.frame_width.to_native(),
-                params.frame_height.to_native(),
-            );
+            let (w, h) = (params.frame_width, params.frame_height);
             if w > MAX_DIMENSION || h > MAX_DIMENSION {
                 return Err(DecoderError::InvalidParameter);
             }
@@ -493,7 +456,7 @@ pub(super) fn set_params(
                     );
                 }
             }
-            let size = params.plane_formats[0].plane_size.to_native();
+            let size = params.plane_formats[0].plane_size;
             if size > 0 {
                 st.input_buffer_bytes = size.clamp(4096, MAX_INPUT_BYTES);
             }

@@ -24,7 +24,8 @@ use crate::engine::decode::{
     INPUT_PADDING,
 };
 use crate::protocol::virtio_video::{
-    buffer_flag, cmd, event, CmdHdr, MemEntry, ParamsExt, ResourceCreateBody, ResourceQueueBody,
+    buffer_flag, cmd, event, resp, CmdHdr, MemEntry, ParamsExt, ResourceCreateBody,
+    ResourceQueueBody,
 };
 use crate::transport::{AtomicMem, Backend, GuestMem};
 use vhost_user_backend::VhostUserBackend;
@@ -306,7 +307,11 @@ impl<'a> Harness<'a> {
 }
 
 fn req(type_: u32, stream_id: u32, body: &[u8]) -> Vec<u8> {
-    let mut out = hdr_reply(type_, stream_id);
+    let hdr = CmdHdr {
+        type_: type_.into(),
+        stream_id: stream_id.into(),
+    };
+    let mut out = hdr.as_slice().to_vec();
     out.extend_from_slice(body);
     out
 }
@@ -350,14 +355,12 @@ fn resource_create_planes(
     let mut out = body.as_slice().to_vec();
     for &(_, entries) in planes {
         for &(addr, len) in entries {
-            push(
-                &mut out,
-                &MemEntry {
-                    addr: addr.into(),
-                    length: len.into(),
-                    padding: [0; 4],
-                },
-            );
+            let entry = MemEntry {
+                addr: addr.into(),
+                length: len.into(),
+                padding: [0; 4],
+            };
+            out.extend_from_slice(entry.as_slice());
         }
     }
     out

@@ -19,7 +19,7 @@ use crate::engine::decode::{
     INPUT_PADDING,
 };
 use crate::log_limit::warn_limited;
-use crate::protocol::virtio_video::{buffer_flag, event, hdr_reply, resp, QueueType};
+use crate::protocol::virtio_video::{buffer_flag, event, QueueType, Response};
 
 /// How long a worker short of budget waits before it looks again (budget
 /// freed by other streams does not wake it).
@@ -477,7 +477,7 @@ pub(super) fn pump(stream: &Stream, st: &mut StreamState) {
                     out.pending.buffer_done(0, buffer_flag::EOS, 0);
                     st.eos_pending = false;
                     if let Some(drain) = st.drain.take() {
-                        drain.reply(&hdr_reply(resp::OK_NODATA, stream.id));
+                        drain.reply(Response::Ok);
                     }
                 }
             }
