@@ -26,7 +26,7 @@ use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{
     Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard,
     GuestMemoryMmap,
@@ -51,7 +51,7 @@ pub type AtomicMem = GuestMemoryAtomic<GuestMem>;
 /// A snapshot of guest memory that stays valid while it is held.
 pub type MemGuard = GuestMemoryLoadGuard<GuestMem>;
 /// A descriptor chain popped from a device queue.
-pub type Chain = DescriptorChain<MemGuard>;
+type Chain = DescriptorChain<MemGuard>;
 
 /// `VHOST_USER_F_PROTOCOL_FEATURES` (bit 30): the frontend may negotiate
 /// vhost-user protocol features such as CONFIG.
@@ -359,15 +359,15 @@ impl DeviceQueue {
         self.mem.memory()
     }
 
-    /// Pops the available chains, at most a queue's worth per call so that
-    /// a guest refilling the ring as fast as it is emptied cannot keep the
-    /// vring thread here; if more are left the queue's own kick is raised,
+    /// Pops the available chains as [`Request`]s, at most a queue's worth
+    /// per call so that a guest refilling the ring as fast as it is emptied
+    /// cannot keep the vring thread here; if more are left the queue's own kick is raised,
     /// and the rest are popped on the next turn of the event loop. With
     /// `EVENT_IDX` negotiated this re-arms notifications and pops again
     /// until no chain arrived in between. A head the device already holds
     /// is left out: the guest broke the ring (see [`HeadsInFlight`]).
-    pub fn pop_all(&self) -> Result<Vec<Chain>, TransportError> {
-        let mut chains = Vec::new();
+    pub fn pop_requests(&self) -> Result<Vec<Request>, TransportError> {
+        let mut requests = Vec::new();
         let queue = self.index;
         let mut offered = 0usize;
         loop {
@@ -391,7 +391,7 @@ impl DeviceQueue {
                 offered += 1;
                 let head = chain.head_index();
                 if in_flight.heads.insert(head) {
-                    chains.push(chain);
+                    requests.push(Request::new(chain, self.clone()));
                 } else {
                     warn_limited!(
                         "queue {queue}: head {head} offered again while in flight: \
@@ -403,26 +403,16 @@ impl DeviceQueue {
             if offered >= limit {
                 // Notifications stay off: the raised kick brings us back.
                 self.kick_again();
-                return Ok(chains);
+                return Ok(requests);
             }
             let more = self
                 .vring
                 .enable_notification()
                 .map_err(|source| TransportError::Notification { queue, source })?;
             if !more {
-                return Ok(chains);
+                return Ok(requests);
             }
         }
-    }
-
-    /// [`pop_all`](Self::pop_all), each chain made a [`Request`] on this
-    /// queue.
-    pub fn pop_requests(&self) -> Result<Vec<Request>, TransportError> {
-        let chains = self.pop_all()?;
-        Ok(chains
-            .into_iter()
-            .map(|chain| Request::new(chain, self.clone()))
-            .collect())
     }
 
     /// Raises the queue's kick, as the guest would.
@@ -430,7 +420,7 @@ impl DeviceQueue {
         let state = self.vring.get_ref();
         let Some(kick) = state.get_kick() else {
             // No event loop serves this queue (a unit test): the next
-            // pop_all takes the rest.
+            // pop_requests takes the rest.
             return;
         };
         let one = 1u64;
@@ -455,8 +445,9 @@ impl DeviceQueue {
 
     /// Returns the chain with head `head` to the guest, `len` bytes written,
     /// and interrupts the guest if it asked for it. While the ring is
-    /// stopped the completion is parked until it starts again.
-    pub fn complete(&self, head: u16, len: u32) -> Result<(), TransportError> {
+    /// stopped the completion is parked until it starts again. Devices
+    /// complete through their [`Request`].
+    fn complete(&self, head: u16, len: u32) -> Result<(), TransportError> {
         let queue = self.index;
         if self.gate.generation() != self.generation {
             debug!("queue {queue}: head {head} of a ring given up, not completed");
@@ -529,43 +520,6 @@ impl DeviceQueue {
             .signal_used_queue()
             .map_err(|source| TransportError::Signal { queue, source })
     }
-
-    /// Writes `reply` over the writable descriptors of `chain` (as much as
-    /// fits) and completes it. Returns the number of bytes written.
-    pub fn reply(&self, chain: Chain, reply: &[u8]) -> Result<usize, TransportError> {
-        let head = chain.head_index();
-        let Some(_permit) = self.write_permit() else {
-            debug!("queue {}: no reply into a ring given up", self.index);
-            return Ok(0);
-        };
-        let mem = self.memory();
-        let written = match Writer::<()>::new(&*mem, chain) {
-            Ok(mut writer) => {
-                let fit = reply.len().min(writer.available_bytes());
-                match io::Write::write_all(&mut writer, &reply[..fit]) {
-                    Ok(()) => fit,
-                    Err(e) => {
-                        warn_limited!("queue {}: cannot write reply: {e}", self.index);
-                        0
-                    }
-                }
-            }
-            Err(e) => {
-                warn_limited!("queue {}: reply descriptors unusable: {e}", self.index);
-                0
-            }
-        };
-        // A written length can only be as large as the chain, which is bounded
-        // by u32 descriptor lengths times the queue size; clamp for safety.
-        let len = u32::try_from(written).unwrap_or(u32::MAX);
-        self.complete(head, len)?;
-        Ok(written)
-    }
-}
-
-/// Reads the device-readable part of `chain` as one byte stream.
-pub fn chain_reader(chain: &Chain) -> Result<Reader<'_, ()>, virtio_queue::Error> {
-    Reader::new(chain.memory(), chain.clone())
 }
 
 /// How often a stopped ring is looked at for its restart.

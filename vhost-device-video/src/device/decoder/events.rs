@@ -9,7 +9,7 @@ use log::error;
 use super::MAX_PENDING_EVENTS;
 use crate::log_limit::warn_limited;
 use crate::protocol::virtio_video as vv;
-use crate::transport::{Chain, DeviceQueue};
+use crate::transport::Request;
 
 /// Event buffers the guest posted, and events waiting for one.
 #[derive(Default)]
@@ -19,7 +19,7 @@ pub(super) struct EventQueue {
 
 #[derive(Default)]
 pub(super) struct EventInner {
-    buffers: VecDeque<(Chain, DeviceQueue)>,
+    buffers: VecDeque<Request>,
     waiting: VecDeque<vv::Event>,
 }
 
@@ -42,22 +42,20 @@ impl EventQueue {
         Self::deliver(&mut inner);
     }
 
-    pub(super) fn add_buffers(&self, buffers: Vec<Chain>, queue: &DeviceQueue) {
+    pub(super) fn add_buffers(&self, buffers: Vec<Request>) {
         let mut inner = self.lock();
-        inner
-            .buffers
-            .extend(buffers.into_iter().map(|c| (c, queue.clone())));
+        inner.buffers.extend(buffers);
         Self::deliver(&mut inner);
     }
 
     fn deliver(inner: &mut EventInner) {
         while !inner.waiting.is_empty() && !inner.buffers.is_empty() {
-            let (Some(event), Some((chain, queue))) =
+            let (Some(event), Some(buffer)) =
                 (inner.waiting.pop_front(), inner.buffers.pop_front())
             else {
                 return;
             };
-            if let Err(e) = queue.reply(chain, vm_memory::ByteValued::as_slice(&event)) {
+            if let Err(e) = buffer.reply(vm_memory::ByteValued::as_slice(&event)) {
                 error!("event: {e}");
             }
         }

@@ -36,7 +36,7 @@ use crate::protocol::virtio_video::{
     self as vv, control, format, parse_request, Command, Config, ErrorCode, FormatCapability,
     FrameCapability, QueueType, Response, ValueRange,
 };
-use crate::transport::{chain_reader, Chain, DeviceQueue, VirtioDevice};
+use crate::transport::{DeviceQueue, Request, VirtioDevice};
 
 mod budget;
 mod events;
@@ -179,15 +179,19 @@ fn control_values(control_type: u32, format: CodedFormat) -> &'static [u32] {
 
 /// A request whose reply waits.
 struct Pending {
-    chain: Chain,
-    queue: DeviceQueue,
+    request: Request,
     stream_id: u32,
 }
 
 impl Pending {
+    /// The queue the request came from (and the guest memory behind it).
+    fn queue(&self) -> &DeviceQueue {
+        self.request.queue()
+    }
+
     fn reply(self, response: Response) {
         let bytes = response.encode(self.stream_id);
-        if let Err(e) = self.queue.reply(self.chain, &bytes) {
+        if let Err(e) = self.request.reply(&bytes) {
             error!("stream {}: {e}", self.stream_id);
         }
     }
@@ -258,8 +262,8 @@ impl DecoderDevice {
             .ok_or(DecoderError::InvalidStreamId)
     }
 
-    fn handle_command(&self, chain: Chain, queue: &DeviceQueue) {
-        let parsed = match chain_reader(&chain) {
+    fn handle_command(&self, request: Request) {
+        let parsed = match request.reader() {
             Ok(mut reader) => parse_request(&mut reader, MAX_ENTRIES_PER_RESOURCE),
             Err(e) => {
                 debug!("unreadable request: {e}");
@@ -269,22 +273,18 @@ impl DecoderDevice {
                 })
             }
         };
-        let request = match parsed {
-            Ok(request) => request,
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
             Err(e) => {
                 debug!("malformed request: {e}");
                 let reply = Response::Error(e.error.response_code()).encode(e.stream_id);
-                let _ = queue.reply(chain, &reply).map_err(|e| error!("{e}"));
+                let _ = request.reply(&reply).map_err(|e| error!("{e}"));
                 return;
             }
         };
-        let stream_id = request.stream_id;
-        let pending = Pending {
-            chain,
-            queue: queue.clone(),
-            stream_id,
-        };
-        if let Err(refusal) = self.dispatch(stream_id, request.command, pending) {
+        let stream_id = parsed.stream_id;
+        let pending = Pending { request, stream_id };
+        if let Err(refusal) = self.dispatch(stream_id, parsed.command, pending) {
             debug!("stream {stream_id}: {refusal}");
         }
     }
@@ -528,8 +528,8 @@ impl VirtioDevice for DecoderDevice {
 
     fn handle_kick(&self, queue: &DeviceQueue) {
         let _kick = self.kicks.read().unwrap_or_else(PoisonError::into_inner);
-        let chains = match queue.pop_all() {
-            Ok(chains) => chains,
+        let requests = match queue.pop_requests() {
+            Ok(requests) => requests,
             Err(e) => {
                 error!("{e}");
                 return;
@@ -537,15 +537,15 @@ impl VirtioDevice for DecoderDevice {
         };
         match queue.index() {
             COMMAND_QUEUE => {
-                for chain in chains {
-                    self.handle_command(chain, queue);
+                for request in requests {
+                    self.handle_command(request);
                 }
             }
-            EVENT_QUEUE => self.events.add_buffers(chains, queue),
+            EVENT_QUEUE => self.events.add_buffers(requests),
             other => {
                 warn!("kick on unknown queue {other}");
-                for chain in chains {
-                    let _ = queue.complete(chain.head_index(), 0);
+                for request in requests {
+                    let _ = request.complete(0);
                 }
             }
         }

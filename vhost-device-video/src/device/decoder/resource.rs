@@ -222,10 +222,10 @@ pub(super) fn write_to_resource(
         return false;
     };
     let (w, h) = picture.size();
-    let Some(_permit) = out.pending.queue.write_permit() else {
+    let Some(_permit) = out.pending.queue().write_permit() else {
         return false;
     };
-    let mem = out.pending.queue.memory();
+    let mem = out.pending.queue().memory();
     let mut sink = |offset: u64, bytes: &[u8]| {
         resource.for_each_piece(offset, bytes.len(), &mut |addr, start, end| {
             bytes

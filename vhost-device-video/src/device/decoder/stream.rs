@@ -215,7 +215,7 @@ pub(super) fn stream_command(
         } => create_resource(
             &mut st,
             &stream.budget,
-            &pending.queue,
+            pending.queue(),
             queue,
             resource_id,
             planes_layout,

@@ -1811,7 +1811,7 @@ fn floods_of_guest_errors_write_few_log_lines() {
     let burst = crate::log_limit::BURST as usize;
     let mem = guest_memory();
     let mut h = Harness::new(&mem, Arc::new(FakeDecoders::default()));
-    let unusable = "reply descriptors unusable";
+    let unusable = "device-writable part unusable";
     let before = crate::log_limit::capture::count(unusable);
     for _ in 0..200 {
         let (head, addr) = h.submit(

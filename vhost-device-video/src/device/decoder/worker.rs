@@ -415,7 +415,7 @@ pub(super) fn take_input(
             let key = (QueueType::Input, resource_id);
             let data = st.resources.get_mut(&key).and_then(|r| {
                 r.queued = false;
-                let mem = pending.queue.memory();
+                let mem = pending.queue().memory();
                 // Room for the padding the decoder adds, so it need not
                 // copy the buffer again.
                 let mut data = Vec::with_capacity(size as usize + INPUT_PADDING);
