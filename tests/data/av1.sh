@@ -15,45 +15,20 @@
 #            many bytes.
 #   av1.md5  one MD5 per frame from the host's software decoder (the last
 #            field of `ffmpeg -f framemd5`, NV12 at the visible size).
+# inputs: tests/data/lib.sh
 set -eu
+# shellcheck source=tests/data/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 out=${1:?usage: $0 OUT_DIR}
 mkdir -p "$out"
 cd "$out"
 
-ffmpeg -hide_banner -loglevel error -nostdin -y \
-	-f lavfi -i "testsrc2=size=320x240:rate=25:duration=0.8" \
+ff -f lavfi -i "testsrc2=size=320x240:rate=25:duration=0.8" \
 	-pix_fmt yuv420p -c:v libaom-av1 -cpu-used 8 -b:v 300k -g 10 \
 	-f obu av1.obu
 
-ffmpeg -hide_banner -loglevel error -nostdin -i av1.obu -vf format=nv12 \
-	-fps_mode passthrough -f framemd5 - | grep -v '^#' |
-	awk -F', *' '{ print $NF }' >av1.md5
+frame_md5s av1.obu av1.md5
 [ "$(wc -l <av1.md5)" -eq 20 ]
 
-# One big-endian 32-bit word as raw bytes.
-be32() {
-	# shellcheck disable=SC2059 # the format is the octal escapes built here
-	printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $(($1 >> 24 & 255)) \
-		$(($1 >> 16 & 255)) $(($1 >> 8 & 255)) $(($1 & 255)))"
-}
-
-# Temporal units as the demuxer splits them: byte offset and size.
-ffprobe -v error -select_streams v:0 -show_entries packet=pos,size \
-	-of csv=p=0 av1.obu >units.csv
-
-next=0
-: >av1.hdr
-while IFS=, read -r size pos; do
-	# The units must tile the file exactly, in order.
-	[ "$pos" -eq "$next" ] || { echo "unit at $pos, expected $next" >&2; exit 1; }
-	{
-		be32 $((0x72646856)) # v4l2_fourcc('V', 'h', 'd', 'r')
-		be32 "$size"
-		tail -c +$((pos + 1)) av1.obu | head -c "$size"
-	} >>av1.hdr
-	next=$((pos + size))
-done <units.csv
-[ "$next" -eq "$(wc -c <av1.obu)" ] || { echo "units end at $next" >&2; exit 1; }
-[ "$(wc -l <units.csv)" -eq 20 ]
-rm units.csv
+hdr_records av1.obu av1.hdr 20

@@ -17,6 +17,7 @@
 #   crop-NV12-NV12.raw   big-NV12.raw, crop 160,120,320,240, default map
 #   seq-NV12.raw         5 frames 320x240
 #   seq-request-NV12.raw seq-NV12.raw with only frame 2 rotated
+# inputs: vhost-device-video/src/engine/dewarp vhost-device-video/examples/dewarp.rs
 set -eu
 
 out=${1:?usage: $0 OUT_DIR}

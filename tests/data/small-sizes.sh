@@ -11,15 +11,14 @@
 # 321x241 and 97x55 (odd) for VP8 and VP9, whose encoders take odd sizes.
 # CODEC-WxH.md5 lists one MD5 per decoded frame (the last field of
 # `ffmpeg -f framemd5`, NV12 at the visible size).
+# inputs: tests/data/lib.sh
 set -eu
+# shellcheck source=tests/data/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 out=${1:?usage: $0 OUT_DIR}
 mkdir -p "$out"
 cd "$out"
-
-ff() {
-	ffmpeg -hide_banner -loglevel error -nostdin -y "$@"
-}
 
 encode() { # codec size
 	src="testsrc2=size=$2:rate=30:duration=1"
@@ -48,7 +47,6 @@ for codec in vp8 vp9; do
 done
 
 for stream in *.h264 *.hevc *.ivf; do
-	ff -i "$stream" -vf format=nv12 -fps_mode passthrough -f framemd5 - |
-		grep -v '^#' | awk -F', *' '{ print $NF }' >"${stream%.*}.md5"
+	frame_md5s "$stream" "${stream%.*}.md5"
 	[ "$(wc -l <"${stream%.*}.md5")" -eq 30 ]
 done

@@ -427,13 +427,23 @@ fn discover(filters: &[String]) -> Result<Vec<Test>, Error> {
     Ok(chosen)
 }
 
-/// Runs `tests/data/NAME.sh OUT` once per script content; returns OUT.
+/// Runs `tests/data/NAME.sh OUT` once per content of the script and of the
+/// files its `# inputs:` lines name; returns OUT.
 fn data_set(name: &str) -> Result<Result<PathBuf, String>, Error> {
-    let script = cache::repo_root().join(format!("tests/data/{name}.sh"));
+    let root = cache::repo_root();
+    let script = root.join(format!("tests/data/{name}.sh"));
     let Ok(content) = fs::read(&script) else {
         return Ok(Err(format!("tests/data/{name}.sh does not exist")));
     };
-    let dir = cache::dir("testdata")?.join(format!("{name}-{}", cache::key(&[&content])));
+    let mut parts = vec![content.clone()];
+    for input in data_inputs(&String::from_utf8_lossy(&content)) {
+        match input_files(&root, &input) {
+            Ok(files) => parts.extend(files),
+            Err(problem) => return Ok(Err(format!("tests/data/{name}.sh: {problem}"))),
+        }
+    }
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let dir = cache::dir("testdata")?.join(format!("{name}-{}", cache::key(&parts)));
     if cache::is_complete(&dir) {
         return Ok(Ok(dir));
     }
@@ -450,6 +460,38 @@ fn data_set(name: &str) -> Result<Result<PathBuf, String>, Error> {
         Err(Error::Process(err)) => Ok(Err(format!("data set {name}: {err}"))),
         Err(other) => Err(other),
     }
+}
+
+/// The repository paths a data-set script names in its `# inputs:` lines:
+/// what it reads besides itself.
+fn data_inputs(script: &str) -> Vec<String> {
+    script
+        .lines()
+        .filter_map(|line| line.strip_prefix("# inputs:"))
+        .flat_map(str::split_whitespace)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The name and content of `input` (a file, or every file below a
+/// directory, in name order), for a cache key.
+fn input_files(root: &Path, input: &str) -> Result<Vec<Vec<u8>>, String> {
+    let path = root.join(input);
+    if path.is_file() {
+        let content = fs::read(&path).map_err(|e| format!("input {input}: {e}"))?;
+        return Ok(vec![input.as_bytes().to_vec(), content]);
+    }
+    let entries = fs::read_dir(&path).map_err(|e| format!("input {input}: {e}"))?;
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut parts = Vec::new();
+    for name in names {
+        parts.extend(input_files(root, &format!("{input}/{name}"))?);
+    }
+    Ok(parts)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -1103,6 +1145,29 @@ mod tests {
         let parsed = parse(&script);
         let _ = fs::remove_dir_all(&dir);
         parsed
+    }
+
+    #[test]
+    fn data_set_inputs_change_its_key() {
+        let root = std::env::temp_dir().join(format!("vdv-e2e-inputs-{}", std::process::id()));
+        let dir = root.join("engine");
+        fs::create_dir_all(dir.join("sub")).expect("temporary directory");
+        fs::write(root.join("lib.sh"), "a").expect("write");
+        fs::write(dir.join("sub/b.rs"), "b").expect("write");
+        let script = "#!/bin/sh\n# inputs: lib.sh engine\n# inputs: lib.sh\nset -eu\n";
+        let inputs = data_inputs(script);
+        assert_eq!(inputs, ["lib.sh", "engine", "lib.sh"]);
+        let key = |root: &Path| -> Vec<Vec<u8>> {
+            inputs
+                .iter()
+                .flat_map(|i| input_files(root, i).expect("inputs exist"))
+                .collect()
+        };
+        let before = key(&root);
+        fs::write(dir.join("sub/b.rs"), "c").expect("write");
+        assert_ne!(before, key(&root), "a file below a named directory changed");
+        assert!(input_files(&root, "missing").is_err());
+        let _ = fs::remove_dir_all(&root);
     }
 
     #[test]
