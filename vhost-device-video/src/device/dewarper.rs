@@ -20,12 +20,13 @@ use virtio_queue::{Reader, Writer};
 use vm_memory::ByteValued;
 
 use crate::engine::dewarp::{
-    DestImage, DewarpEngine, DewarpError, RemapParams, SourceImage, VertexMap, MAX_HEIGHT,
-    MAX_WIDTH,
+    Crop, DestImage, DewarpEngine, DewarpError, ImageGeometry, PixelFormat, RemapParams,
+    SourceImage, VertexMap, CELL_SIZE, MAX_HEIGHT, MAX_WIDTH, MIN_HEIGHT, MIN_WIDTH, SIZE_STEP,
 };
 use crate::log_limit::warn_limited;
 use crate::protocol::dewarp::{
-    status, ImageLayout, JobError, ValidJob, VdwConfig, VdwJob, VdwStatus, CONFIG_VERSION,
+    self as wire, status, ImageLayout, JobError, ValidJob, VdwConfig, VdwJob, VdwStatus, WireCrop,
+    WireFormat, WireGeometry, CONFIG_VERSION,
 };
 use crate::transport::{DeviceQueue, Request, RequestError, VirtioDevice};
 
@@ -330,7 +331,7 @@ pub fn remap_job(
 ) -> Result<u64, DewarpError> {
     let (luma, chroma) = split(src, &job.src);
     let source = SourceImage {
-        geometry: job.src.geometry,
+        geometry: engine_geometry(&job.src.geometry),
         luma,
         chroma,
     };
@@ -341,17 +342,59 @@ pub fn remap_job(
         dst.split_at_mut(chroma_start)
     };
     let mut dest = DestImage {
-        geometry: job.dst.geometry,
+        geometry: engine_geometry(&job.dst.geometry),
         luma,
         chroma,
     };
     let params = RemapParams {
         map,
-        crop: job.crop,
+        crop: engine_crop(job.crop),
     };
     let start = Instant::now();
     engine.remap(&params, &source, &mut dest)?;
     Ok(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX))
+}
+
+// A job the wire's checks accept has sizes the engine takes and a map of
+// the engine's cells.
+const _: () = assert!(
+    wire::MIN_WIDTH == MIN_WIDTH
+        && wire::MIN_HEIGHT == MIN_HEIGHT
+        && wire::MAX_WIDTH == MAX_WIDTH
+        && wire::MAX_HEIGHT == MAX_HEIGHT
+        && wire::SIZE_STEP == SIZE_STEP
+        && wire::MAP_CELL_SIZE == CELL_SIZE
+);
+
+/// The engine's layout of a wire format.
+fn engine_format(format: WireFormat) -> PixelFormat {
+    match format {
+        WireFormat::Nv12 => PixelFormat::Nv12,
+        WireFormat::Nv21 => PixelFormat::Nv21,
+        WireFormat::Nv16 => PixelFormat::Nv16,
+        WireFormat::Nv61 => PixelFormat::Nv61,
+        WireFormat::Yuyv => PixelFormat::Yuyv,
+        WireFormat::Uyvy => PixelFormat::Uyvy,
+    }
+}
+
+fn engine_geometry(geometry: &WireGeometry) -> ImageGeometry {
+    ImageGeometry {
+        format: engine_format(geometry.format),
+        width: geometry.width,
+        height: geometry.height,
+        luma_stride: geometry.luma_stride,
+        chroma_stride: geometry.chroma_stride,
+    }
+}
+
+fn engine_crop(crop: WireCrop) -> Crop {
+    Crop {
+        left: crop.left,
+        top: crop.top,
+        width: crop.width,
+        height: crop.height,
+    }
 }
 
 /// The luma and chroma components of an image's bytes.
@@ -468,9 +511,7 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, Le32};
 
     use super::*;
-    use crate::engine::dewarp::{
-        maps, Crop, FastEngine, ImageGeometry, PixelFormat, ReferenceEngine,
-    };
+    use crate::engine::dewarp::{map_vertices, maps, FastEngine, ReferenceEngine};
     use crate::protocol::dewarp::{image_descriptor, VDW_JOB_F_MAP};
     use crate::transport::GuestMem;
 
@@ -697,11 +738,11 @@ mod tests {
         header: VdwJob,
         map: Option<VertexMap>,
         src: Vec<u8>,
-        src_geometry: ImageGeometry,
-        dst_geometry: ImageGeometry,
+        src_geometry: WireGeometry,
+        dst_geometry: WireGeometry,
     }
 
-    fn picture(geometry: &ImageGeometry, seed: u32) -> Vec<u8> {
+    fn picture(geometry: &WireGeometry, seed: u32) -> Vec<u8> {
         let len = geometry.luma_extent() + geometry.chroma_extent();
         (0..len as u32)
             .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
@@ -709,14 +750,14 @@ mod tests {
     }
 
     fn job(
-        src: (PixelFormat, u32, u32, u32),
-        dst: (PixelFormat, u32, u32, u32),
+        src: (WireFormat, u32, u32, u32),
+        dst: (WireFormat, u32, u32, u32),
         map: VertexMap,
         context_id: u32,
         generation: u32,
     ) -> Job {
-        let src_geometry = ImageGeometry::packed(src.0, src.1, src.2);
-        let dst_geometry = ImageGeometry::packed(dst.0, dst.1, dst.2);
+        let src_geometry = WireGeometry::packed(src.0, src.1, src.2);
+        let dst_geometry = WireGeometry::packed(dst.0, dst.1, dst.2);
         let header = VdwJob {
             context_id: context_id.into(),
             sequence: 77.into(),
@@ -784,7 +825,10 @@ mod tests {
 
         /// What the reference engine makes of it.
         fn expected(&self, map: &VertexMap) -> Vec<u8> {
-            let (sg, dg) = (self.src_geometry, self.dst_geometry);
+            let (sg, dg) = (
+                engine_geometry(&self.src_geometry),
+                engine_geometry(&self.dst_geometry),
+            );
             let (luma, chroma) = if sg.format.is_packed() {
                 (&self.src[..], &[][..])
             } else {
@@ -826,8 +870,8 @@ mod tests {
 
     fn identity_job(context_id: u32, generation: u32) -> Job {
         job(
-            (PixelFormat::Nv12, 320, 240, 1),
-            (PixelFormat::Nv12, 320, 240, 1),
+            (WireFormat::Nv12, 320, 240, 1),
+            (WireFormat::Nv12, 320, 240, 1),
             maps::driver_identity_map(320, 240, 320, 240),
             context_id,
             generation,
@@ -851,6 +895,34 @@ mod tests {
         assert_eq!(device.num_queues(), 1);
     }
 
+    /// The wire's formats and geometry say what the engine's say: the same
+    /// fourcc, component layout and extents, the same map size.
+    #[test]
+    fn wire_formats_and_geometry_map_onto_the_engine() {
+        for format in WireFormat::ALL {
+            let engine = engine_format(format);
+            assert_eq!(engine.fourcc(), format.fourcc());
+            assert_eq!(engine.is_packed(), format.is_packed());
+            assert_eq!(engine.is_source_format(), format.is_source_format());
+            assert_eq!(engine.luma_bytes_per_pixel(), format.luma_bytes_per_pixel());
+            assert_eq!(
+                engine.chroma_vertical_shift(),
+                format.chroma_vertical_shift()
+            );
+            for (width, height, padding) in [(176, 144, 0), (640, 480, 64), (4096, 3072, 8)] {
+                let mut wire = WireGeometry::packed(format, width, height);
+                wire.luma_stride += padding;
+                wire.chroma_stride += padding;
+                let geometry = engine_geometry(&wire);
+                assert_eq!(geometry.luma_extent(), wire.luma_extent());
+                assert_eq!(geometry.chroma_extent(), wire.chroma_extent());
+            }
+        }
+        for length in MIN_WIDTH..=MAX_WIDTH {
+            assert_eq!(wire::map_vertices(length), map_vertices(length));
+        }
+    }
+
     #[test]
     fn good_jobs_over_any_descriptor_split() {
         let mem = guest_memory();
@@ -861,8 +933,8 @@ mod tests {
 
         let fisheye = maps::fisheye_correction_map(640, 480, 320, 240, 0.3);
         let mut warp = job(
-            (PixelFormat::Yuyv, 640, 480, 1),
-            (PixelFormat::Nv21, 320, 240, 2),
+            (WireFormat::Yuyv, 640, 480, 1),
+            (WireFormat::Nv21, 320, 240, 2),
             fisheye.clone(),
             2,
             5,

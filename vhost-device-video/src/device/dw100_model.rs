@@ -11,10 +11,16 @@ use thiserror::Error as ThisError;
 use vm_memory::ByteValued;
 
 use super::dewarper::remap_job;
-use crate::engine::dewarp::{DewarpEngine, DewarpError, VertexMap};
+use crate::engine::dewarp::{DewarpEngine, DewarpError, VertexMap, BOUNDARY_CHROMA, BOUNDARY_LUMA};
 use crate::log_limit::warn_limited;
 use crate::protocol::dewarp::status;
-use crate::protocol::dw100_model::{JobHeader, MessageError, ResultHeader};
+use crate::protocol::dw100_model::{reg, JobHeader, MessageError, ResultHeader};
+
+// The boundary pixel the job check takes is the one the engine writes.
+const _: () = assert!(
+    reg::BOUNDARY_BLACK
+        == (BOUNDARY_LUMA as u32) << 16 | (BOUNDARY_CHROMA as u32) << 8 | BOUNDARY_CHROMA as u32
+);
 
 /// Why a job failed; each maps to a `RESULT` status.
 #[derive(Debug, ThisError)]
@@ -113,7 +119,6 @@ impl Dw100ModelDevice {
 mod tests {
     use super::*;
     use crate::engine::dewarp::{maps, FastEngine};
-    use crate::protocol::dw100_model::reg;
 
     /// A 176x144 NV12 -> NV12 job with the driver's identity map.
     fn identity_job() -> Vec<u8> {

@@ -1,16 +1,15 @@
 //! Dewarper wire protocol (`docs/protocol-dewarper.md`): the job header, the
 //! image descriptors, the status, and the validation of a job against the
 //! real lengths of its descriptor chain.
+//!
+//! A checked job is told in wire types of this module ([`WireFormat`],
+//! [`WireGeometry`], [`WireCrop`]); the device maps them to the remap
+//! engine's.
 
 use std::mem::size_of;
 
 use thiserror::Error as ThisError;
 use vm_memory::{ByteValued, Le32, Le64};
-
-use crate::engine::dewarp::{
-    map_vertices, Crop, ImageGeometry, PixelFormat, MAX_HEIGHT, MAX_WIDTH, MIN_HEIGHT, MIN_WIDTH,
-    SIZE_STEP,
-};
 
 /// Experimental virtio device ID of the dewarper: one that neither the virtio
 /// specification nor any surveyed VMM uses (`docs/protocol-dewarper.md`).
@@ -20,11 +19,180 @@ pub const CONFIG_VERSION: u32 = 1;
 /// The vertex map follows the job header.
 pub const VDW_JOB_F_MAP: u32 = 1 << 0;
 
+/// Smallest picture width a job may give.
+pub const MIN_WIDTH: u32 = 176;
+/// Smallest picture height a job may give.
+pub const MIN_HEIGHT: u32 = 144;
+/// Largest picture width a job may give.
+pub const MAX_WIDTH: u32 = 4096;
+/// Largest picture height a job may give.
+pub const MAX_HEIGHT: u32 = 3072;
+/// Picture widths and heights are multiples of this.
+pub const SIZE_STEP: u32 = 8;
+/// Side of a vertex map cell, in destination pixels.
+pub const MAP_CELL_SIZE: u32 = 16;
+
 /// Largest line stride the device takes, in bytes (twice a line of the widest
 /// packed picture): bounds what a guest can make the device allocate.
 pub const MAX_STRIDE: u32 = 2 * MAX_WIDTH * 2;
 /// Largest memory plane the device takes, in bytes.
 pub const MAX_PLANE_SIZE: u32 = 64 << 20;
+
+/// Vertices per row (or column) of the map for a destination of `length`
+/// pixels: one per started cell, and the closing one.
+pub fn map_vertices(length: u32) -> u32 {
+    length.div_ceil(MAP_CELL_SIZE) + 1
+}
+
+/// An image format of the wire, named by the V4L2 fourcc of its
+/// single-plane form. Semi-planar formats (NV*) hold a luma component and
+/// an interleaved chroma component; packed ones (YUYV, UYVY) one component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WireFormat {
+    /// 4:2:0 semi-planar, U before V.
+    Nv12,
+    /// 4:2:0 semi-planar, V before U.
+    Nv21,
+    /// 4:2:2 semi-planar, U before V.
+    Nv16,
+    /// 4:2:2 semi-planar, V before U.
+    Nv61,
+    /// 4:2:2 packed Y0 U Y1 V.
+    Yuyv,
+    /// 4:2:2 packed U Y0 V Y1.
+    Uyvy,
+}
+
+impl WireFormat {
+    pub const ALL: [WireFormat; 6] = [
+        WireFormat::Nv12,
+        WireFormat::Nv21,
+        WireFormat::Nv16,
+        WireFormat::Nv61,
+        WireFormat::Yuyv,
+        WireFormat::Uyvy,
+    ];
+
+    /// The `fourcc` field's value.
+    pub const fn fourcc(self) -> u32 {
+        u32::from_le_bytes(*match self {
+            WireFormat::Nv12 => b"NV12",
+            WireFormat::Nv21 => b"NV21",
+            WireFormat::Nv16 => b"NV16",
+            WireFormat::Nv61 => b"NV61",
+            WireFormat::Yuyv => b"YUYV",
+            WireFormat::Uyvy => b"UYVY",
+        })
+    }
+
+    pub fn from_fourcc(code: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.fourcc() == code)
+    }
+
+    /// Whether a job's source may have this format (the DW100 reads no
+    /// V-before-U semi-planar image).
+    pub const fn is_source_format(self) -> bool {
+        !matches!(self, WireFormat::Nv21 | WireFormat::Nv61)
+    }
+
+    pub const fn is_packed(self) -> bool {
+        matches!(self, WireFormat::Yuyv | WireFormat::Uyvy)
+    }
+
+    /// Bytes per pixel of the luma (or packed) component.
+    pub const fn luma_bytes_per_pixel(self) -> usize {
+        if self.is_packed() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// log2 of the vertical chroma subsampling.
+    pub const fn chroma_vertical_shift(self) -> u32 {
+        match self {
+            WireFormat::Nv12 | WireFormat::Nv21 => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// Format, size and line strides of one image as a job gives them.
+/// `chroma_stride` is that of the chroma component of semi-planar formats;
+/// for packed formats it repeats `luma_stride`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireGeometry {
+    pub format: WireFormat,
+    pub width: u32,
+    pub height: u32,
+    pub luma_stride: usize,
+    pub chroma_stride: usize,
+}
+
+impl WireGeometry {
+    /// Tightly packed geometry (stride = line length).
+    pub fn packed(format: WireFormat, width: u32, height: u32) -> Self {
+        let luma_stride = width as usize * format.luma_bytes_per_pixel();
+        WireGeometry {
+            format,
+            width,
+            height,
+            luma_stride,
+            chroma_stride: if format.is_packed() {
+                luma_stride
+            } else {
+                width as usize
+            },
+        }
+    }
+
+    /// Bytes the luma (or packed) component spans: every line but the last
+    /// is a full stride.
+    pub fn luma_extent(&self) -> usize {
+        span(
+            self.luma_stride,
+            self.height,
+            self.width as usize * self.format.luma_bytes_per_pixel(),
+        )
+    }
+
+    /// Bytes the chroma component of a semi-planar format spans; 0 for
+    /// packed.
+    pub fn chroma_extent(&self) -> usize {
+        if self.format.is_packed() {
+            0
+        } else {
+            let lines = self.height >> self.format.chroma_vertical_shift();
+            span(self.chroma_stride, lines, self.width as usize)
+        }
+    }
+}
+
+/// Bytes `lines` lines of `line_bytes` span at `stride` bytes apart.
+fn span(stride: usize, lines: u32, line_bytes: usize) -> usize {
+    stride * (lines as usize).saturating_sub(1) + line_bytes
+}
+
+/// The source rectangle a job reads, in source pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireCrop {
+    pub left: u32,
+    pub top: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl WireCrop {
+    /// The whole picture.
+    pub fn full(width: u32, height: u32) -> Self {
+        WireCrop {
+            left: 0,
+            top: 0,
+            width,
+            height,
+        }
+    }
+}
 
 /// Status codes.
 pub mod status {
@@ -140,7 +308,7 @@ pub enum JobError {
     #[error("{which}: components do not fit their memory planes")]
     Layout { which: &'static str },
     #[error("crop {0:?} is empty or outside the source")]
-    Crop(Crop),
+    Crop(WireCrop),
     #[error("map is {width}x{height}, the destination needs {expected_width}x{expected_height}")]
     MapDimensions {
         width: u32,
@@ -173,11 +341,11 @@ impl JobError {
     }
 }
 
-/// A checked image: the engine geometry and where its components sit in
-/// the image's bytes (its memory planes back to back, as in the chain).
+/// A checked image: its geometry and where its components sit in the
+/// image's bytes (its memory planes back to back, as in the chain).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImageLayout {
-    pub geometry: ImageGeometry,
+    pub geometry: WireGeometry,
     /// Offset of the chroma component from the start of the image's bytes
     /// (0 for packed formats).
     pub chroma_start: usize,
@@ -195,7 +363,7 @@ pub struct ValidJob {
     pub map_height: u32,
     /// The vertex map follows the header.
     pub carries_map: bool,
-    pub crop: Crop,
+    pub crop: WireCrop,
     pub src: ImageLayout,
     pub dst: ImageLayout,
 }
@@ -217,7 +385,7 @@ impl VdwImage {
             return Err(JobError::Reserved(which));
         }
         let fourcc = self.fourcc.to_native();
-        let format = PixelFormat::from_fourcc(fourcc)
+        let format = WireFormat::from_fourcc(fourcc)
             .filter(|f| !source || f.is_source_format())
             .ok_or(JobError::Format { which, fourcc })?;
         let (width, height) = (self.width.to_native(), self.height.to_native());
@@ -262,7 +430,7 @@ impl VdwImage {
                 return Err(JobError::PlaneTooLarge { which, size });
             }
         }
-        let geometry = ImageGeometry {
+        let geometry = WireGeometry {
             format,
             width,
             height,
@@ -337,7 +505,7 @@ impl VdwJob {
         let src = self.src.check("source", true)?;
         let dst = self.dst.check("destination", false)?;
         let [left, top, width, height] = self.crop.map(Le32::to_native);
-        let crop = Crop {
+        let crop = WireCrop {
             left,
             top,
             width,
@@ -378,7 +546,7 @@ impl VdwJob {
 
 /// The image descriptor a guest sends for a picture of `geometry` in
 /// `num_planes` memory planes, each component tightly after the previous.
-pub fn image_descriptor(geometry: &ImageGeometry, num_planes: u32) -> VdwImage {
+pub fn image_descriptor(geometry: &WireGeometry, num_planes: u32) -> VdwImage {
     let luma = geometry.luma_extent() as u32;
     let chroma = geometry.chroma_extent() as u32;
     let packed = geometry.format.is_packed();
@@ -411,8 +579,8 @@ mod tests {
     use super::*;
 
     fn good_job() -> VdwJob {
-        let src = ImageGeometry::packed(PixelFormat::Nv12, 320, 240);
-        let dst = ImageGeometry::packed(PixelFormat::Yuyv, 176, 144);
+        let src = WireGeometry::packed(WireFormat::Nv12, 320, 240);
+        let dst = WireGeometry::packed(WireFormat::Yuyv, 176, 144);
         VdwJob {
             context_id: 7.into(),
             sequence: 1.into(),
@@ -452,7 +620,7 @@ mod tests {
                 status::ERR_MALFORMED,
             ),
             (
-                Box::new(|j| j.src.fourcc = PixelFormat::Nv21.fourcc().into()),
+                Box::new(|j| j.src.fourcc = WireFormat::Nv21.fourcc().into()),
                 status::ERR_UNSUPPORTED,
             ),
             (
@@ -547,10 +715,10 @@ mod tests {
     #[test]
     fn two_plane_images_place_chroma_after_plane_0() {
         let mut job = good_job();
-        let src = ImageGeometry::packed(PixelFormat::Nv16, 320, 240);
+        let src = WireGeometry::packed(WireFormat::Nv16, 320, 240);
         job.src = image_descriptor(&src, 2);
         let job = job.validate(128 + 480 + 320 * 240 * 2, WRITABLE).unwrap();
         assert_eq!(job.src.chroma_start, 320 * 240);
-        assert_eq!(job.src.geometry.format, PixelFormat::Nv16);
+        assert_eq!(job.src.geometry.format, WireFormat::Nv16);
     }
 }

@@ -9,8 +9,9 @@ use std::mem::size_of;
 use thiserror::Error as ThisError;
 use vm_memory::{ByteValued, Le16, Le32, Le64};
 
-use super::dewarp::{status, JobError, ValidJob, VdwImage, VdwJob, MAX_PLANE_SIZE, VDW_JOB_F_MAP};
-use crate::engine::dewarp::{PixelFormat, BOUNDARY_CHROMA, BOUNDARY_LUMA};
+use super::dewarp::{
+    status, JobError, ValidJob, VdwImage, VdwJob, WireFormat, MAX_PLANE_SIZE, VDW_JOB_F_MAP,
+};
 
 /// `magic`: the bytes `DWM1`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"DWM1");
@@ -63,6 +64,10 @@ pub mod reg {
 
     /// `BOUNDARY_PIXEL` fields (`Y 23:16, U 15:8, V 7:0`).
     pub const BOUNDARY_FIELDS: u32 = 0x00ff_ffff;
+    /// The one `BOUNDARY_PIXEL` the daemon takes: Y=0 U=V=128, black, what
+    /// the dw100 driver programs and the remap engine writes outside the
+    /// source.
+    pub const BOUNDARY_BLACK: u32 = 0x0000_8080;
 }
 
 /// Message header (16 bytes).
@@ -296,14 +301,14 @@ impl RegisterFormat {
     /// The pixel format with (`swapped`) or without the format's one swap:
     /// the Y byte swap of packed images (UYVY), the UV byte swap of
     /// semi-planar ones (NV61, NV21).
-    fn pixel_format(self, swapped: bool) -> PixelFormat {
+    fn pixel_format(self, swapped: bool) -> WireFormat {
         match (self, swapped) {
-            (RegisterFormat::Yuv422SemiPlanar, false) => PixelFormat::Nv16,
-            (RegisterFormat::Yuv422SemiPlanar, true) => PixelFormat::Nv61,
-            (RegisterFormat::Yuv422Packed, false) => PixelFormat::Yuyv,
-            (RegisterFormat::Yuv422Packed, true) => PixelFormat::Uyvy,
-            (RegisterFormat::Yuv420SemiPlanar, false) => PixelFormat::Nv12,
-            (RegisterFormat::Yuv420SemiPlanar, true) => PixelFormat::Nv21,
+            (RegisterFormat::Yuv422SemiPlanar, false) => WireFormat::Nv16,
+            (RegisterFormat::Yuv422SemiPlanar, true) => WireFormat::Nv61,
+            (RegisterFormat::Yuv422Packed, false) => WireFormat::Yuyv,
+            (RegisterFormat::Yuv422Packed, true) => WireFormat::Uyvy,
+            (RegisterFormat::Yuv420SemiPlanar, false) => WireFormat::Nv12,
+            (RegisterFormat::Yuv420SemiPlanar, true) => WireFormat::Nv21,
         }
     }
 
@@ -353,7 +358,7 @@ fn image_size(value: u32) -> (u32, u32) {
 /// An image as the dewarper's descriptor: each plane arrives on its own, so
 /// a semi-planar image is the two-plane form, both strides the stride
 /// register, each plane `stride * lines` bytes.
-fn register_image(format: PixelFormat, size: u32, stride: u32) -> VdwImage {
+fn register_image(format: WireFormat, size: u32, stride: u32) -> VdwImage {
     let (width, height) = image_size(size);
     let luma = u64::from(stride) * u64::from(height);
     let plane_bytes = |bytes: u64| u32::try_from(bytes).unwrap_or(u32::MAX).into();
@@ -448,10 +453,7 @@ impl JobHeader {
             return Err(MessageError::Swap { swap, src, dst });
         }
         let boundary = self.reg(reg::BOUNDARY_PIXEL);
-        let black = u32::from(BOUNDARY_LUMA) << 16
-            | u32::from(BOUNDARY_CHROMA) << 8
-            | u32::from(BOUNDARY_CHROMA);
-        if boundary & reg::BOUNDARY_FIELDS != black {
+        if boundary & reg::BOUNDARY_FIELDS != reg::BOUNDARY_BLACK {
             return Err(MessageError::BoundaryPixel(boundary));
         }
         let scale = self.reg(reg::SCALE_FACTOR);

@@ -3,14 +3,14 @@
 //! refused case with its status.
 
 use super::*;
-use crate::engine::dewarp::{map_vertices, Crop, ImageGeometry};
+use crate::protocol::dewarp::{map_vertices, WireCrop, WireGeometry};
 
 /// An entry of the driver's format table.
 #[derive(Clone, Copy, Debug)]
 struct DriverFormat {
     fourcc: &'static [u8; 4],
     /// The single-plane layout the daemon serves it as.
-    layout: PixelFormat,
+    layout: WireFormat,
     reg_format: u32,
     reg_swap_uv: bool,
     /// On the OUTPUT queue (a source format) too, not only on CAPTURE.
@@ -19,7 +19,7 @@ struct DriverFormat {
 
 const fn format(
     fourcc: &'static [u8; 4],
-    layout: PixelFormat,
+    layout: WireFormat,
     reg_format: u32,
     reg_swap_uv: bool,
     output: bool,
@@ -35,16 +35,16 @@ const fn format(
 
 /// `formats[]` of dw100.c.
 const DRIVER_FORMATS: [DriverFormat; 10] = [
-    format(b"NV16", PixelFormat::Nv16, 0, false, true),
-    format(b"NM16", PixelFormat::Nv16, 0, false, true),
-    format(b"NV61", PixelFormat::Nv61, 0, true, false),
-    format(b"NM61", PixelFormat::Nv61, 0, true, false),
-    format(b"YUYV", PixelFormat::Yuyv, 1, false, true),
-    format(b"UYVY", PixelFormat::Uyvy, 1, true, true),
-    format(b"NV12", PixelFormat::Nv12, 2, false, true),
-    format(b"NM12", PixelFormat::Nv12, 2, false, true),
-    format(b"NV21", PixelFormat::Nv21, 2, true, false),
-    format(b"NM21", PixelFormat::Nv21, 2, true, false),
+    format(b"NV16", WireFormat::Nv16, 0, false, true),
+    format(b"NM16", WireFormat::Nv16, 0, false, true),
+    format(b"NV61", WireFormat::Nv61, 0, true, false),
+    format(b"NM61", WireFormat::Nv61, 0, true, false),
+    format(b"YUYV", WireFormat::Yuyv, 1, false, true),
+    format(b"UYVY", WireFormat::Uyvy, 1, true, true),
+    format(b"NV12", WireFormat::Nv12, 2, false, true),
+    format(b"NM12", WireFormat::Nv12, 2, false, true),
+    format(b"NV21", WireFormat::Nv21, 2, true, false),
+    format(b"NM21", WireFormat::Nv21, 2, true, false),
 ];
 
 /// One queue's format as the driver holds it (`v4l2_fill_pixfmt_mp`'s
@@ -205,7 +205,7 @@ fn every_format_pair_the_driver_programs_decodes_to_its_formats() {
             assert_eq!(job.src.geometry.format, src_fmt.layout, "{what}");
             assert_eq!(job.dst.geometry.format, dst_fmt.layout, "{what}");
             // One stride register for both components.
-            let geometry = |q: Queue| ImageGeometry {
+            let geometry = |q: Queue| WireGeometry {
                 format: q.fmt.layout,
                 width: q.width,
                 height: q.height,
@@ -214,7 +214,7 @@ fn every_format_pair_the_driver_programs_decodes_to_its_formats() {
             };
             assert_eq!(job.src.geometry, geometry(src), "{what}");
             assert_eq!(job.dst.geometry, geometry(dst), "{what}");
-            assert_eq!(job.crop, Crop::full(640, 480), "{what}");
+            assert_eq!(job.crop, WireCrop::full(640, 480), "{what}");
             assert_eq!((job.map_width, job.map_height), (21, 17), "{what}");
             let lengths = |q: Queue| q.socket_lengths().map(|l| l as usize);
             assert_eq!(checked.src_lengths, lengths(src), "{what}");
@@ -273,8 +273,9 @@ fn every_crop_the_driver_selects_decodes_inside_the_source_with_its_scale() {
                         .check(payload)
                         .unwrap_or_else(|e| panic!("{what}: {e}"))
                         .job;
+                    // The engine's scale: crop width over source width, UQ1.7.
                     assert_eq!(
-                        job.crop.scale_factor(sw),
+                        (job.crop.width << 7) / sw,
                         header.reg(reg::SCALE_FACTOR),
                         "{what}"
                     );
@@ -301,7 +302,7 @@ fn crop_height_stays_inside_the_source() {
     let crop = header.check(payload).unwrap().job.crop;
     assert_eq!(
         crop,
-        Crop {
+        WireCrop {
             left: 126,
             top: 91,
             width: 130,
