@@ -24,7 +24,7 @@ GET_PARAMS_EXT, SET_PARAMS_EXT = 0x10D, 0x10E
 INPUT, OUTPUT = 0x100, 0x101
 H264, HEVC, VP8, VP9, AV1, NV12 = 0x1002, 0x1003, 0x1004, 0x1005, 0x1007, 3
 
-# Fake guest of the chain targets (fuzz_targets/chains/mod.rs).
+# Fake guest of the chain targets (src/fake_guest/records.rs).
 DATA_START, MEM_SIZE = 1 << 20, 4 << 20
 WRITABLE_CLASSES = [0, 4, 8, 24, 64, 256, 4096]
 

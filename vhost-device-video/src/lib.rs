@@ -11,6 +11,8 @@ pub mod engine;
 pub mod protocol;
 pub mod transport;
 
+#[cfg(any(test, feature = "test-harness"))]
+pub mod fake_guest;
 mod fault;
 mod log_limit;
 mod options;

@@ -1,15 +1,15 @@
-//! The decoder device over a fake guest: hostile descriptor chains carrying
-//! any requests through the real transport queue, parser and stream logic.
+//! The decoder device over the fake guest: hostile descriptor chains
+//! carrying any requests through the real transport, parser and stream
+//! logic (chains built by `fake_guest::records`).
 
 #![no_main]
-
-mod chains;
 
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use vhost_device_video::device::decoder::DecoderDevice;
 use vhost_device_video::engine::decode::{DecoderFactory, FfmpegDecoders};
+use vhost_device_video::fake_guest::{records, FakeGuest};
 use vhost_device_video::transport::VirtioDevice;
 
 fn factory() -> Arc<dyn DecoderFactory> {
@@ -23,9 +23,7 @@ fn factory() -> Arc<dyn DecoderFactory> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mem = chains::guest_memory();
-    let mut guest = chains::Guest::new(&mem, 2);
-    let device = DecoderDevice::new(factory());
-    guest.run(&device, data);
-    device.reset();
+    let mut guest = FakeGuest::new(Arc::new(DecoderDevice::new(factory())), records::LAYOUT);
+    guest.run_records(data);
+    guest.device().reset();
 });

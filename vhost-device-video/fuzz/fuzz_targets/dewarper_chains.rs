@@ -1,10 +1,9 @@
-//! The dewarper device over a fake guest: hostile descriptor chains carrying
-//! any job through the real transport queue, validation and remap engine.
-//! Every chain must come back: the device keeps none.
+//! The dewarper device over the fake guest: hostile descriptor chains
+//! carrying any job through the real transport, validation and remap engine
+//! (chains built by `fake_guest::records`). Every chain must come back: the
+//! device keeps none.
 
 #![no_main]
-
-mod chains;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -12,21 +11,22 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use vhost_device_video::device::dewarper::DewarperDevice;
 use vhost_device_video::engine::dewarp::FastEngine;
+use vhost_device_video::fake_guest::{records, FakeGuest};
 use vhost_device_video::transport::VirtioDevice;
 
 /// Long enough for the largest job a 4 MiB guest can describe.
 const JOB_LIMIT: Duration = Duration::from_secs(20);
 
-fn device() -> &'static DewarperDevice {
-    static DEVICE: OnceLock<DewarperDevice> = OnceLock::new();
-    DEVICE.get_or_init(|| DewarperDevice::new(Arc::new(FastEngine::new(1)), 2, 4))
+fn device() -> Arc<DewarperDevice> {
+    static DEVICE: OnceLock<Arc<DewarperDevice>> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| Arc::new(DewarperDevice::new(Arc::new(FastEngine::new(1)), 2, 4)))
+        .clone()
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mem = chains::guest_memory();
-    let mut guest = chains::Guest::new(&mem, 1);
-    let device = device();
-    guest.run(device, data);
+    let mut guest = FakeGuest::new(device(), records::LAYOUT);
+    guest.run_records(data);
     guest.assert_all_used(0, JOB_LIMIT);
-    device.reset();
+    guest.device().reset();
 });
