@@ -499,46 +499,32 @@ impl VirtioDevice for DewarperDevice {
 
 #[cfg(test)]
 mod tests {
-    //! The device driven through real split virtqueues in guest memory
-    //! (`MockSplitQueue` layouts served by the transport's `VringRwLock`).
+    //! The device driven through real split virtqueues in guest memory, by
+    //! the crate's fake guest.
 
     use std::time::{Duration, Instant};
 
-    use vhost_user_backend::{VringRwLock, VringT};
-    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-    use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, Le32};
+    use vm_memory::Le32;
 
     use super::*;
     use crate::engine::dewarp::{map_vertices, maps, FastEngine, ReferenceEngine};
+    use crate::fake_guest::{ChainId, FakeGuest, Layout, Part, Used, DATA_START};
     use crate::protocol::dewarp::{image_descriptor, VDW_JOB_F_MAP};
-    use crate::transport::GuestMem;
 
-    const QSIZE: u16 = 256;
     const MEM_SIZE: u64 = 64 << 20;
-    const DATA_START: u64 = 0x10_0000;
 
-    /// One piece of a chain.
-    enum Part {
-        Read(Vec<u8>),
-        Write(u32),
-        /// A descriptor at an arbitrary guest address: `(address, length, writable)`.
-        Raw(u64, u32, bool),
+    type Guest = FakeGuest<DewarperDevice>;
+
+    fn guest(slots: usize) -> Guest {
+        guest_with_engine(slots, Arc::new(FastEngine::new(2)))
     }
 
-    struct Harness<'a> {
-        mem: &'a GuestMem,
-        /// The descriptor table and avail ring; the used ring is laid out by
-        /// hand, as the mock's overlaps the avail ring once it has wrapped.
-        mock: MockSplitQueue<'a, GuestMem>,
-        used_ring: u64,
-        /// The one handle on the queue: heads in flight are tracked across
-        /// kicks as the transport does.
-        queue: DeviceQueue,
-        next_desc: u16,
-        next_data: u64,
-        device: DewarperDevice,
+    fn guest_with_engine(slots: usize, engine: Arc<dyn DewarpEngine>) -> Guest {
+        let layout = Layout {
+            memory: MEM_SIZE,
+            ..Layout::default()
+        };
+        FakeGuest::new(Arc::new(DewarperDevice::new(engine, 3, slots)), layout)
     }
 
     /// A completed chain: used length, status and the bytes after it.
@@ -549,188 +535,28 @@ mod tests {
         data: Vec<u8>,
     }
 
-    fn guest_memory() -> GuestMem {
-        GuestMem::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap()
+    impl From<Used> for Done {
+        fn from(used: Used) -> Self {
+            let word = |o: usize| {
+                if used.bytes.len() < o + 4 {
+                    u32::MAX
+                } else {
+                    used.le32(o)
+                }
+            };
+            Done {
+                len: used.len,
+                status: word(0),
+                sequence: word(4),
+                data: used.bytes.get(16..).unwrap_or_default().to_vec(),
+            }
+        }
     }
 
-    impl<'a> Harness<'a> {
-        fn new(mem: &'a GuestMem, slots: usize) -> Self {
-            Self::with_engine(mem, slots, Arc::new(FastEngine::new(2)))
-        }
-
-        fn with_engine(mem: &'a GuestMem, slots: usize, engine: Arc<dyn DewarpEngine>) -> Self {
-            let atomic = GuestMemoryAtomic::new(mem.clone());
-            let mock = MockSplitQueue::create(mem, GuestAddress(0), QSIZE);
-            let avail = mock.avail_addr().0;
-            let used_ring = (avail + 4 + 2 * u64::from(QSIZE) + 2 + 3) & !3;
-            mem.write_obj(0u32, GuestAddress(used_ring)).unwrap();
-            let vring = VringRwLock::new(atomic.clone(), QSIZE).unwrap();
-            vring
-                .set_queue_info(mock.desc_table_addr().0, mock.avail_addr().0, used_ring)
-                .unwrap();
-            vring.set_queue_size(QSIZE);
-            vring.set_queue_ready(true);
-            vring.set_enabled(true);
-            let queue = DeviceQueue::new(0, vring.clone(), atomic.clone());
-            Harness {
-                mem,
-                mock,
-                used_ring,
-                queue,
-                next_desc: 0,
-                next_data: DATA_START,
-                device: DewarperDevice::new(engine, 3, slots),
-            }
-        }
-
-        fn alloc(&mut self, len: u64) -> u64 {
-            let addr = self.next_data;
-            self.next_data = (addr + len.max(1) + 63) & !63;
-            if self.next_data >= MEM_SIZE {
-                self.next_data = DATA_START;
-                return self.alloc(len);
-            }
-            addr
-        }
-
-        /// Queues a chain and kicks; returns its head and writable addresses.
-        fn submit(&mut self, parts: Vec<Part>) -> (u16, Vec<(u64, u32)>) {
-            let submitted = self.submit_quietly(parts);
-            self.device.handle_kick(&self.queue);
-            submitted
-        }
-
-        /// Queues a chain without kicking.
-        fn submit_quietly(&mut self, parts: Vec<Part>) -> (u16, Vec<(u64, u32)>) {
-            let mut descs = Vec::new();
-            let mut writable = Vec::new();
-            for part in parts {
-                match part {
-                    Part::Read(bytes) => {
-                        let addr = self.alloc(bytes.len() as u64);
-                        self.mem.write_slice(&bytes, GuestAddress(addr)).unwrap();
-                        descs.push((addr, bytes.len() as u32, 0));
-                    }
-                    Part::Write(len) => {
-                        let addr = self.alloc(u64::from(len));
-                        self.mem
-                            .write_slice(&vec![0xee; len as usize], GuestAddress(addr))
-                            .unwrap();
-                        writable.push((addr, len));
-                        descs.push((addr, len, VRING_DESC_F_WRITE as u16));
-                    }
-                    Part::Raw(addr, len, write) => {
-                        let flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
-                        descs.push((addr, len, flags));
-                    }
-                }
-            }
-            if self.next_desc as usize + descs.len() > QSIZE as usize {
-                self.next_desc = 0;
-            }
-            let head = self.next_desc;
-            let count = descs.len();
-            let raw: Vec<RawDescriptor> = descs
-                .iter()
-                .enumerate()
-                .map(|(i, &(addr, len, flags))| {
-                    let flags = if i + 1 == count {
-                        flags
-                    } else {
-                        flags | VRING_DESC_F_NEXT as u16
-                    };
-                    RawDescriptor::from(SplitDescriptor::new(addr, len, flags, head + i as u16 + 1))
-                })
-                .collect();
-            self.mock.add_desc_chains(&raw, head).unwrap();
-            self.next_desc += count as u16;
-            (head, writable)
-        }
-
-        /// The used index in guest memory.
-        fn used_index(&self) -> u16 {
-            self.mem.read_obj(GuestAddress(self.used_ring + 2)).unwrap()
-        }
-
-        /// Puts `head` into the avail ring again and kicks.
-        fn offer_again(&mut self, head: u16) {
-            let avail = self.mock.avail_addr().0;
-            let idx: u16 = self.mem.read_obj(GuestAddress(avail + 2)).unwrap();
-            let slot = u64::from(idx % QSIZE);
-            self.mem
-                .write_obj(head, GuestAddress(avail + 4 + 2 * slot))
-                .unwrap();
-            self.mem
-                .write_obj(idx.wrapping_add(1), GuestAddress(avail + 2))
-                .unwrap();
-            self.device.handle_kick(&self.queue);
-        }
-
-        /// Used ring entries so far.
-        fn used(&self) -> Vec<(u32, u32)> {
-            let used = self.used_ring;
-            let idx: u16 = self.mem.read_obj(GuestAddress(used + 2)).unwrap();
-            (0..idx)
-                .map(|i| {
-                    let slot = u64::from(i % QSIZE);
-                    let id: u32 = self
-                        .mem
-                        .read_obj(GuestAddress(used + 4 + 8 * slot))
-                        .unwrap();
-                    let len: u32 = self
-                        .mem
-                        .read_obj(GuestAddress(used + 8 + 8 * slot))
-                        .unwrap();
-                    (id, len)
-                })
-                .collect()
-        }
-
-        /// Waits for the `nth` completion of head `head`.
-        fn wait(&mut self, head: u16, writable: &[(u64, u32)], nth: usize) -> Done {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let hits: Vec<u32> = self
-                    .used()
-                    .into_iter()
-                    .filter(|(id, _)| *id == u32::from(head))
-                    .map(|(_, len)| len)
-                    .collect();
-                if let Some(&len) = hits.get(nth) {
-                    let mut bytes = Vec::new();
-                    for &(addr, size) in writable {
-                        let mut piece = vec![0u8; size as usize];
-                        self.mem.read_slice(&mut piece, GuestAddress(addr)).unwrap();
-                        bytes.extend(piece);
-                    }
-                    let word = |o: usize| {
-                        bytes
-                            .get(o..o + 4)
-                            .map_or(u32::MAX, |b| u32::from_le_bytes(b.try_into().unwrap()))
-                    };
-                    return Done {
-                        len,
-                        status: word(0),
-                        sequence: word(4),
-                        data: bytes.get(16..).unwrap_or_default().to_vec(),
-                    };
-                }
-                assert!(Instant::now() < deadline, "chain {head} never completed");
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-
-        /// Submits a chain and waits for it (the first completion of its head
-        /// since the ring was last at this head).
-        fn run(&mut self, parts: Vec<Part>) -> Done {
-            let before = self.used().len();
-            let (head, writable) = self.submit(parts);
-            let nth = self.used()[..before]
-                .iter()
-                .filter(|(id, _)| *id == u32::from(head))
-                .count();
-            self.wait(head, &writable, nth)
-        }
+    /// Submits a chain and waits for it.
+    fn run(h: &mut Guest, parts: &[Part<'_>]) -> Done {
+        let chain = h.submit(0, parts);
+        h.wait(chain).into()
     }
 
     /// A job: header fields, picture contents, map.
@@ -799,14 +625,10 @@ mod tests {
             (self.dst_geometry.luma_extent() + self.dst_geometry.chroma_extent()) as u32
         }
 
-        /// Header, map, source as 4 KiB pages; status and destination
-        /// likewise.
-        fn paged_parts(&self) -> Vec<Part> {
-            let mut parts: Vec<Part> = self
-                .readable()
-                .chunks(4096)
-                .map(|c| Part::Read(c.to_vec()))
-                .collect();
+        /// Header, map, source (`readable`) as 4 KiB pages; status and
+        /// destination likewise.
+        fn paged_parts<'r>(&self, readable: &'r [u8]) -> Vec<Part<'r>> {
+            let mut parts: Vec<Part> = readable.chunks(4096).map(Part::Read).collect();
             let mut left = 16 + self.dst_len();
             while left > 0 {
                 let piece = left.min(4096);
@@ -816,11 +638,23 @@ mod tests {
             parts
         }
 
-        fn parts(&self) -> Vec<Part> {
-            vec![
-                Part::Read(self.readable()),
-                Part::Write(16 + self.dst_len()),
-            ]
+        fn parts<'r>(&self, readable: &'r [u8]) -> [Part<'r>; 2] {
+            [Part::Read(readable), Part::Write(16 + self.dst_len())]
+        }
+
+        /// Submits the job in two descriptors and waits for it.
+        fn run(&self, h: &mut Guest) -> Done {
+            run(h, &self.parts(&self.readable()))
+        }
+
+        /// Submits the job in 4 KiB descriptors and waits for it.
+        fn run_paged(&self, h: &mut Guest) -> Done {
+            run(h, &self.paged_parts(&self.readable()))
+        }
+
+        /// Submits the job in two descriptors.
+        fn submit(&self, h: &mut Guest) -> ChainId {
+            h.submit(0, &self.parts(&self.readable()))
         }
 
         /// What the reference engine makes of it.
@@ -925,10 +759,9 @@ mod tests {
 
     #[test]
     fn good_jobs_over_any_descriptor_split() {
-        let mem = guest_memory();
-        let mut h = Harness::new(&mem, 4);
+        let mut h = guest(4);
         let identity = identity_job(1, 1);
-        let done = h.run(identity.paged_parts());
+        let done = identity.run_paged(&mut h);
         assert_ok(&done, &identity, &identity.src);
 
         let fisheye = maps::fisheye_correction_map(640, 480, 320, 240, 0.3);
@@ -941,58 +774,55 @@ mod tests {
         );
         warp.header.crop = [40, 30, 560, 420].map(Le32::from);
         let expected = warp.expected(&fisheye);
-        assert_ok(&h.run(warp.parts()), &warp, &expected);
+        assert_ok(&warp.run(&mut h), &warp, &expected);
         // The cached map serves the next frame of the context.
         let next = warp.without_map();
-        assert_ok(&h.run(next.paged_parts()), &next, &expected);
+        assert_ok(&next.run_paged(&mut h), &next, &expected);
     }
 
     #[test]
     fn jobs_run_concurrently_and_all_complete() {
-        let mem = guest_memory();
-        let mut h = Harness::new(&mem, 4);
+        let mut h = guest(4);
         let jobs: Vec<Job> = (0..6).map(|c| identity_job(c, 1)).collect();
-        let submitted: Vec<_> = jobs.iter().map(|j| h.submit(j.parts())).collect();
-        for (job, (head, writable)) in jobs.iter().zip(submitted) {
-            let done = h.wait(head, &writable, 0);
+        let submitted: Vec<_> = jobs.iter().map(|j| j.submit(&mut h)).collect();
+        for (job, chain) in jobs.iter().zip(submitted) {
+            let done = h.wait(chain).into();
             assert_ok(&done, job, &job.src);
         }
     }
 
     #[test]
     fn unknown_map_generation_requires_the_map() {
-        let mem = guest_memory();
-        let mut h = Harness::new(&mem, 2);
-        let done = h.run(identity_job(1, 1).without_map().parts());
+        let mut h = guest(2);
+        let done = identity_job(1, 1).without_map().run(&mut h);
         assert_eq!((done.status, done.len), (status::ERR_MAP_REQUIRED, 16));
-        h.run(identity_job(1, 1).parts());
+        identity_job(1, 1).run(&mut h);
         assert_eq!(
-            h.run(identity_job(1, 1).without_map().parts()).status,
+            identity_job(1, 1).without_map().run(&mut h).status,
             status::OK
         );
         // A new generation of the same context needs its map.
-        let done = h.run(identity_job(1, 2).without_map().parts());
+        let done = identity_job(1, 2).without_map().run(&mut h);
         assert_eq!(done.status, status::ERR_MAP_REQUIRED);
         // Least recently used contexts fall out of the two slots.
-        h.run(identity_job(2, 1).parts());
-        h.run(identity_job(3, 1).parts());
-        let done = h.run(identity_job(1, 1).without_map().parts());
+        identity_job(2, 1).run(&mut h);
+        identity_job(3, 1).run(&mut h);
+        let done = identity_job(1, 1).without_map().run(&mut h);
         assert_eq!(done.status, status::ERR_MAP_REQUIRED);
         assert_eq!(
-            h.run(identity_job(3, 1).without_map().parts()).status,
+            identity_job(3, 1).without_map().run(&mut h).status,
             status::OK
         );
     }
 
     #[test]
     fn malformed_chains_fail_alone_and_a_good_job_still_works() {
-        let mem = guest_memory();
-        let mut h = Harness::new(&mem, 4);
+        let mut h = guest(4);
         let good = identity_job(9, 1);
         let readable = good.readable();
         let dst_len = 16 + good.dst_len();
-        let status_of = |h: &mut Harness<'_>, parts| {
-            let done = h.run(parts);
+        let status_of = |h: &mut Guest, parts: &[Part<'_>]| {
+            let done = run(h, parts);
             (done.status, done.len)
         };
         let malformed = (status::ERR_MALFORMED, 16);
@@ -1001,48 +831,38 @@ mod tests {
         assert_eq!(
             status_of(
                 &mut h,
-                vec![Part::Read(readable[..100].to_vec()), Part::Write(dst_len)]
+                &[Part::Read(&readable[..100]), Part::Write(dst_len)]
             ),
             malformed
         );
         assert_eq!(
             status_of(
                 &mut h,
-                vec![
-                    Part::Read(readable[..readable.len() - 1].to_vec()),
+                &[
+                    Part::Read(&readable[..readable.len() - 1]),
                     Part::Write(dst_len)
                 ]
             ),
             malformed
         );
         assert_eq!(
-            status_of(
-                &mut h,
-                vec![Part::Read(readable.clone()), Part::Write(dst_len - 1)]
-            ),
+            status_of(&mut h, &[Part::Read(&readable), Part::Write(dst_len - 1)]),
             malformed
         );
         assert_eq!(
-            status_of(&mut h, vec![Part::Read(readable.clone()), Part::Write(16)]),
+            status_of(&mut h, &[Part::Read(&readable), Part::Write(16)]),
             malformed
         );
         // No room for a status: used length 0.
-        assert_eq!(h.run(vec![Part::Read(readable.clone())]).len, 0);
-        assert_eq!(
-            h.run(vec![Part::Read(readable.clone()), Part::Write(8)])
-                .len,
-            0
-        );
+        assert_eq!(run(&mut h, &[Part::Read(&readable)]).len, 0);
+        assert_eq!(run(&mut h, &[Part::Read(&readable), Part::Write(8)]).len, 0);
         // Wrong directions: readable after writable, header in a writable buffer.
         assert_eq!(
-            status_of(
-                &mut h,
-                vec![Part::Write(dst_len), Part::Read(readable.clone())]
-            ),
+            status_of(&mut h, &[Part::Write(dst_len), Part::Read(&readable)]),
             malformed
         );
         assert_eq!(
-            status_of(&mut h, vec![Part::Write(128), Part::Write(dst_len)]),
+            status_of(&mut h, &[Part::Write(128), Part::Write(dst_len)]),
             malformed
         );
         // Descriptors outside guest memory.
@@ -1050,21 +870,21 @@ mod tests {
         assert_eq!(
             status_of(
                 &mut h,
-                vec![Part::Raw(outside, 4096, false), Part::Write(dst_len)]
+                &[Part::RawRead(outside, 4096), Part::Write(dst_len)]
             ),
             malformed
         );
-        let done = h.run(vec![
-            Part::Read(readable.clone()),
-            Part::Raw(outside, 4096, true),
-        ]);
+        let done = run(
+            &mut h,
+            &[Part::Read(&readable), Part::RawWrite(outside, 4096)],
+        );
         assert_eq!(done.len, 0);
 
         // Bad fields.
-        let field = |h: &mut Harness<'_>, corrupt: &dyn Fn(&mut VdwJob)| {
+        let field = |h: &mut Guest, corrupt: &dyn Fn(&mut VdwJob)| {
             let mut job = identity_job(9, 1);
             corrupt(&mut job.header);
-            h.run(job.parts()).status
+            job.run(h).status
         };
         assert_eq!(
             field(&mut h, &|j| j.reserved[0] = 1.into()),
@@ -1117,7 +937,7 @@ mod tests {
         );
 
         // The device still works.
-        let done = h.run(good.paged_parts());
+        let done = good.run_paged(&mut h);
         assert_ok(&done, &good, &good.src);
     }
 
@@ -1125,64 +945,46 @@ mod tests {
     /// to their head: each fails alone, and a good job still works.
     #[test]
     fn overlong_empty_and_looping_chains_fail_alone() {
-        let mem = guest_memory();
-        let mut h = Harness::new(&mem, 4);
+        let mut h = guest(4);
         let good = identity_job(3, 1);
         let readable = good.readable();
         let dst_len = 16 + good.dst_len();
 
         let mut longer = readable.clone();
         longer.push(0);
-        let done = h.run(vec![Part::Read(longer), Part::Write(dst_len)]);
+        let done = run(&mut h, &[Part::Read(&longer), Part::Write(dst_len)]);
         assert_eq!((done.status, done.len), (status::ERR_MALFORMED, 16));
-        let done = h.run(vec![Part::Read(readable.clone()), Part::Write(dst_len + 1)]);
+        let done = run(&mut h, &[Part::Read(&readable), Part::Write(dst_len + 1)]);
         assert_eq!((done.status, done.len), (status::ERR_MALFORMED, 16));
 
         // Empty descriptors carry no bytes: the job around them is whole.
-        let done = h.run(vec![
-            Part::Raw(DATA_START, 0, false),
-            Part::Read(readable.clone()),
-            Part::Raw(DATA_START, 0, false),
-            Part::Raw(DATA_START, 0, true),
-            Part::Write(dst_len),
-        ]);
+        let done = run(
+            &mut h,
+            &[
+                Part::RawRead(DATA_START, 0),
+                Part::Read(&readable),
+                Part::RawRead(DATA_START, 0),
+                Part::RawWrite(DATA_START, 0),
+                Part::Write(dst_len),
+            ],
+        );
         assert_eq!(done.status, status::OK);
 
         // The last descriptor links back to the head.
-        let header = h.alloc(readable.len() as u64);
-        h.mem.write_slice(&readable, GuestAddress(header)).unwrap();
-        let status_addr = h.alloc(u64::from(dst_len));
-        if h.next_desc + 2 > QSIZE {
-            h.next_desc = 0;
-        }
-        let head = h.next_desc;
-        let next = VRING_DESC_F_NEXT as u16;
-        let raw = [
-            SplitDescriptor::new(header, readable.len() as u32, next, head + 1),
-            SplitDescriptor::new(status_addr, dst_len, next | VRING_DESC_F_WRITE as u16, head),
-        ]
-        .map(RawDescriptor::from);
-        let before = h.used().len();
-        h.mock.add_desc_chains(&raw, head).unwrap();
-        h.next_desc += 2;
-        h.device.handle_kick(&h.queue);
-        let nth = h.used()[..before]
-            .iter()
-            .filter(|(id, _)| *id == u32::from(head))
-            .count();
-        h.wait(head, &[(status_addr, dst_len)], nth);
+        let looping = h.add_looping(0, &[Part::Read(&readable), Part::Write(dst_len)]);
+        h.kick(0);
+        h.wait(looping);
 
-        let done = h.run(good.paged_parts());
+        let done = good.run_paged(&mut h);
         assert_ok(&done, &good, &good.src);
     }
 
     #[test]
     fn reset_drops_cached_maps() {
-        let mem = guest_memory();
-        let mut h = Harness::new(&mem, 4);
-        h.run(identity_job(1, 1).parts());
-        h.device.reset();
-        let done = h.run(identity_job(1, 1).without_map().parts());
+        let mut h = guest(4);
+        identity_job(1, 1).run(&mut h);
+        h.device().reset();
+        let done = identity_job(1, 1).without_map().run(&mut h);
         assert_eq!(done.status, status::ERR_MAP_REQUIRED);
     }
 
@@ -1229,31 +1031,26 @@ mod tests {
     /// job completes once.
     #[test]
     fn a_head_offered_again_while_in_flight_is_ignored() {
-        let mem = guest_memory();
         let engine = GatedEngine::new();
-        let mut h = Harness::with_engine(&mem, 4, engine.clone());
+        let mut h = guest_with_engine(4, engine.clone());
         let job = identity_job(1, 1);
-        let (head, writable) = h.submit(job.parts());
+        let chain = job.submit(&mut h);
         let deadline = Instant::now() + Duration::from_secs(20);
         while engine.started.load(Ordering::Acquire) == 0 {
             assert!(Instant::now() < deadline, "the job never started");
             std::thread::sleep(Duration::from_millis(2));
         }
         for _ in 0..5_000 {
-            h.offer_again(head);
+            h.offer_again(chain);
         }
-        assert_eq!(h.queue.in_flight().len(), 1);
+        assert_eq!(h.backend().in_flight(0).unwrap().len(), 1);
         engine.release();
-        assert_ok(&h.wait(head, &writable, 0), &job, &job.src);
+        assert_ok(&h.wait(chain).into(), &job, &job.src);
         std::thread::sleep(Duration::from_millis(200));
-        let answers = h
-            .used()
-            .iter()
-            .filter(|(id, _)| *id == u32::from(head))
-            .count();
+        let answers = h.uses_of(0, h.head(chain));
         assert_eq!(answers, 1, "a re-offered head ran again");
         assert_eq!(engine.started.load(Ordering::Acquire), 1);
-        assert!(h.queue.in_flight().is_empty());
+        assert!(h.backend().in_flight(0).unwrap().is_empty());
     }
 
     /// Resets landing while a kick pops a full ring of jobs: no job popped
@@ -1262,23 +1059,24 @@ mod tests {
     #[test]
     fn nothing_is_completed_after_a_reset_returns() {
         for _ in 0..5 {
-            let mem = guest_memory();
-            let mut h = Harness::new(&mem, 4);
+            let mut h = guest(4);
             let job = identity_job(1, 1);
-            for _ in 0..usize::from(QSIZE) / 2 {
-                h.submit_quietly(job.parts());
+            let readable = job.readable();
+            for _ in 0..usize::from(h.layout().queue_size) / 2 {
+                h.add(0, &job.parts(&readable));
             }
-            let (device, queue) = (&h.device, &h.queue);
+            let h = &h;
+            let in_flight = h.backend().in_flight(0).unwrap();
             let (at_reset, at_end) = std::thread::scope(|scope| {
-                let kick = scope.spawn(|| device.handle_kick(queue));
-                while queue.in_flight().is_empty() {
+                let kick = scope.spawn(|| h.kick(0));
+                while in_flight.is_empty() {
                     std::hint::spin_loop();
                 }
-                device.reset();
-                let at_reset = h.used_index();
+                h.device().reset();
+                let at_reset = h.used_index(0);
                 kick.join().unwrap();
                 std::thread::sleep(Duration::from_millis(300));
-                (at_reset, h.used_index())
+                (at_reset, h.used_index(0))
             });
             assert_eq!(at_reset, at_end, "jobs completed after the reset returned");
         }

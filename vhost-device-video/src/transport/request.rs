@@ -170,88 +170,68 @@ fn used_length(written: usize) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use vhost_user_backend::{VringRwLock, VringT};
-    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-    use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic};
+    use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::transport::GuestMem;
+    use crate::fake_guest::{ChainId, FakeGuest, Layout, Part};
+    use crate::transport::VirtioDevice;
 
-    const QSIZE: u16 = 16;
-    const MEM_SIZE: usize = 1 << 20;
-    /// Where the descriptors of the test chains point.
-    const DATA: u64 = 0x8_0000;
+    /// The queue the requests come from: not the first, so that a request
+    /// shows it keeps its queue's number.
+    const QUEUE: usize = 3;
 
-    /// Read `R(len)` or write `W(len)` descriptor, or one at an address
-    /// outside guest memory.
-    #[derive(Clone, Copy)]
-    enum Desc {
-        R(u32),
-        W(u32),
-        OutsideR,
+    /// A device that keeps every request it pops, for the test to look at.
+    #[derive(Default)]
+    struct Keeper {
+        requests: Mutex<Vec<Request>>,
     }
 
-    /// One queue holding `chain` (its descriptors back to back from
-    /// `DATA`, readable bytes counting up), popped as a request.
-    fn one_request<'m>(
-        mem: &'m GuestMem,
-        chain: &[Desc],
-    ) -> (Request, MockSplitQueue<'m, GuestMem>) {
-        let mock = MockSplitQueue::create(mem, GuestAddress(0), QSIZE);
-        let mut addr = DATA;
-        let raw: Vec<RawDescriptor> = chain
-            .iter()
-            .enumerate()
-            .map(|(i, desc)| {
-                let (at, len, flags) = match *desc {
-                    Desc::R(len) => {
-                        let bytes: Vec<u8> = (0..len).map(|b| b as u8).collect();
-                        mem.write_slice(&bytes, GuestAddress(addr)).unwrap();
-                        (addr, len, 0)
-                    }
-                    Desc::W(len) => (addr, len, VRING_DESC_F_WRITE as u16),
-                    Desc::OutsideR => (MEM_SIZE as u64 * 2, 64, 0),
-                };
-                addr += u64::from(len);
-                let next = if i + 1 < chain.len() {
-                    VRING_DESC_F_NEXT as u16
-                } else {
-                    0
-                };
-                RawDescriptor::from(SplitDescriptor::new(at, len, flags | next, i as u16 + 1))
-            })
-            .collect();
-        mock.add_desc_chains(&raw, 0).unwrap();
-        let atomic = GuestMemoryAtomic::new(mem.clone());
-        let vring = VringRwLock::new(atomic.clone(), QSIZE).unwrap();
-        vring
-            .set_queue_info(
-                mock.desc_table_addr().0,
-                mock.avail_addr().0,
-                mock.used_addr().0,
-            )
-            .unwrap();
-        vring.set_queue_size(QSIZE);
-        vring.set_queue_ready(true);
-        vring.set_enabled(true);
-        let queue = DeviceQueue::new(3, vring, atomic);
-        let mut requests = queue.pop_requests().unwrap();
+    impl VirtioDevice for Keeper {
+        fn num_queues(&self) -> usize {
+            QUEUE + 1
+        }
+        fn max_queue_size(&self) -> usize {
+            16
+        }
+        fn features(&self) -> u64 {
+            0
+        }
+        fn config(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn handle_kick(&self, queue: &DeviceQueue) {
+            let popped = queue.pop_requests().unwrap();
+            self.requests.lock().unwrap().extend(popped);
+        }
+        fn reset(&self) {
+            self.requests.lock().unwrap().clear();
+        }
+    }
+
+    /// A fake guest that offered `parts` as one chain, the request the
+    /// device popped for it, and the chain.
+    fn one_request(parts: &[Part<'_>]) -> (Request, FakeGuest<Keeper>, ChainId) {
+        let layout = Layout {
+            queue_size: 16,
+            ..Layout::default()
+        };
+        let mut guest = FakeGuest::new(Arc::new(Keeper::default()), layout);
+        let chain = guest.submit(QUEUE, parts);
+        let mut requests = std::mem::take(&mut *guest.device().requests.lock().unwrap());
         assert_eq!(requests.len(), 1);
-        (requests.remove(0), mock)
-    }
-
-    fn memory() -> GuestMem {
-        GuestMem::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
+        (requests.remove(0), guest, chain)
     }
 
     #[test]
     fn a_well_formed_chain_reads_and_writes_its_parts() {
-        let mem = memory();
-        let (request, _mock) = one_request(&mem, &[Desc::R(3), Desc::R(5), Desc::W(4), Desc::W(6)]);
+        let (request, _guest, _) = one_request(&[
+            Part::Read(&[0, 1, 2]),
+            Part::Read(&[0, 1, 2, 3, 4]),
+            Part::Write(4),
+            Part::Write(6),
+        ]);
         assert_eq!(request.head(), 0);
-        assert_eq!(request.queue().index(), 3);
+        assert_eq!(request.queue().index(), QUEUE);
         let mut read = Vec::new();
         io::Read::read_to_end(&mut request.reader().unwrap(), &mut read).unwrap();
         assert_eq!(read, [0, 1, 2, 0, 1, 2, 3, 4]);
@@ -260,11 +240,14 @@ mod tests {
 
     #[test]
     fn a_readable_descriptor_after_a_writable_one_is_refused() {
-        let mem = memory();
-        let (request, _mock) = one_request(&mem, &[Desc::R(8), Desc::W(16), Desc::R(8)]);
+        let (request, _guest, _) =
+            one_request(&[Part::Read(&[0; 8]), Part::Write(16), Part::Read(&[0; 8])]);
         assert!(matches!(
             request.reader(),
-            Err(RequestError::DescriptorOrder { queue: 3, head: 0 })
+            Err(RequestError::DescriptorOrder {
+                queue: QUEUE,
+                head: 0
+            })
         ));
         // The device can still say so in its reply.
         assert_eq!(request.writer(16).unwrap().available_bytes(), 16);
@@ -272,8 +255,8 @@ mod tests {
 
     #[test]
     fn a_short_writable_part_is_refused() {
-        let mem = memory();
-        let (request, _mock) = one_request(&mem, &[Desc::R(8), Desc::W(4), Desc::W(11)]);
+        let (request, _guest, _) =
+            one_request(&[Part::Read(&[0; 8]), Part::Write(4), Part::Write(11)]);
         assert!(request.writer(15).is_ok());
         assert!(matches!(
             request.writer(16),
@@ -287,8 +270,12 @@ mod tests {
 
     #[test]
     fn a_descriptor_outside_guest_memory_is_refused() {
-        let mem = memory();
-        let (request, _mock) = one_request(&mem, &[Desc::R(8), Desc::OutsideR, Desc::W(4)]);
+        let outside = Layout::default().memory * 2;
+        let (request, _guest, _) = one_request(&[
+            Part::Read(&[0; 8]),
+            Part::RawRead(outside, 64),
+            Part::Write(4),
+        ]);
         assert!(matches!(
             request.reader(),
             Err(RequestError::Readable { .. })
@@ -297,20 +284,14 @@ mod tests {
 
     #[test]
     fn a_reply_is_cut_to_the_writable_part_and_completes_the_request() {
-        let mem = memory();
-        let (request, mock) = one_request(&mem, &[Desc::R(2), Desc::W(3), Desc::W(2)]);
+        let (request, mut guest, chain) =
+            one_request(&[Part::Read(&[0; 2]), Part::Write(3), Part::Write(2)]);
         let queue = request.queue().clone();
         assert_eq!(queue.in_flight().len(), 1);
         assert_eq!(request.reply(b"0123456789").unwrap(), 5);
-        let written: [u8; 5] = mem.read_obj(GuestAddress(DATA + 2)).unwrap();
-        assert_eq!(&written, b"01234");
-        let used = mock.used_addr().0;
-        let index: u16 = mem.read_obj(GuestAddress(used + 2)).unwrap();
-        let (id, len): (u32, u32) = (
-            mem.read_obj(GuestAddress(used + 4)).unwrap(),
-            mem.read_obj(GuestAddress(used + 8)).unwrap(),
-        );
-        assert_eq!((index, id, len), (1, 0, 5));
+        let used = guest.wait(chain);
+        assert_eq!((used.len, &used.bytes[..]), (5, &b"01234"[..]));
+        assert_eq!(guest.used_entries(QUEUE), [(0, 5)]);
         assert!(queue.in_flight().is_empty());
     }
 }
