@@ -1047,7 +1047,7 @@ mod tests {
         engine.release();
         assert_ok(&h.wait(chain).into(), &job, &job.src);
         std::thread::sleep(Duration::from_millis(200));
-        let answers = h.uses_of(0, h.head(chain));
+        let answers = h.times_used(chain);
         assert_eq!(answers, 1, "a re-offered head ran again");
         assert_eq!(engine.started.load(Ordering::Acquire), 1);
         assert!(h.backend().in_flight(0).unwrap().is_empty());

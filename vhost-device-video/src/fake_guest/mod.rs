@@ -36,6 +36,8 @@ use crate::transport::{AtomicMem, Backend, GuestMem, VirtioDevice};
 
 /// Where buffers start: the rings live below.
 pub const DATA_START: u64 = 1 << 20;
+/// What a [`Part::Write`] buffer holds until the device writes it.
+pub const UNWRITTEN: u8 = 0xee;
 /// How long [`FakeGuest::wait`] waits for the device to use a chain.
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -67,7 +69,7 @@ pub enum Part<'b> {
     /// Device-readable bytes, put into fresh guest memory.
     Read(&'b [u8]),
     /// A device-writable buffer of this many bytes in fresh guest memory,
-    /// filled with 0xee so that what the device leaves shows.
+    /// filled with [`UNWRITTEN`] so that what the device leaves shows.
     Write(u32),
     /// A device-readable descriptor at any address, of any length: out of
     /// range, zero-length, 4 GiB.
@@ -95,11 +97,6 @@ impl Used {
             Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
             _ => panic!("no u32 at {offset} of a {}-byte reply", self.bytes.len()),
         }
-    }
-
-    /// The little-endian u64 at `offset` of the written bytes.
-    pub fn le64(&self, offset: usize) -> u64 {
-        u64::from(self.le32(offset)) | u64::from(self.le32(offset + 4)) << 32
     }
 }
 
@@ -228,7 +225,7 @@ impl<D: VirtioDevice> FakeGuest<D> {
     }
 
     /// Queue `queue`'s vring, as the frontend set it up.
-    pub fn vring(&self, queue: usize) -> &VringRwLock<AtomicMem> {
+    fn vring(&self, queue: usize) -> &VringRwLock<AtomicMem> {
         &self.ring_ref(queue).vring
     }
 
@@ -296,7 +293,7 @@ impl<D: VirtioDevice> FakeGuest<D> {
     /// Adds a chain of `parts` (at least one) to `queue`, looping back to
     /// its head if `looping`; `None` when the queue has too few free
     /// descriptors, the device holding the rest.
-    pub fn try_add(&mut self, queue: usize, parts: &[Part<'_>], looping: bool) -> Option<ChainId> {
+    fn try_add(&mut self, queue: usize, parts: &[Part<'_>], looping: bool) -> Option<ChainId> {
         assert!(!parts.is_empty(), "a chain has at least one descriptor");
         self.harvest(queue);
         if self.ring_ref(queue).free.len() < parts.len() {
@@ -309,7 +306,7 @@ impl<D: VirtioDevice> FakeGuest<D> {
                 Part::Read(bytes) => (self.put(bytes), bytes.len() as u32, 0),
                 Part::Write(len) => {
                     let addr = self.alloc(u64::from(len));
-                    write(&self.mem, &vec![0xee; len as usize], addr);
+                    write(&self.mem, &vec![UNWRITTEN; len as usize], addr);
                     writable.push((addr, len));
                     (addr, len, VRING_DESC_F_WRITE as u16)
                 }
@@ -439,7 +436,7 @@ impl<D: VirtioDevice> FakeGuest<D> {
     /// Reads the used entries of `queue` written since the last look and
     /// frees their descriptors. An id the guest does not hold is recorded
     /// and otherwise ignored.
-    pub fn harvest(&mut self, queue: usize) {
+    fn harvest(&mut self, queue: usize) {
         let index = self.used_index(queue);
         let size = self.layout.queue_size;
         let Self {
@@ -472,9 +469,14 @@ impl<D: VirtioDevice> FakeGuest<D> {
         &self.ring_ref(queue).used_entries
     }
 
-    /// How many used entries of `queue` name `head`.
-    pub fn uses_of(&mut self, queue: usize, head: u16) -> usize {
-        count_uses(self.used_entries(queue), head)
+    /// How many times the device has used `chain` so far: more than once
+    /// when it answered a head offered again while it held it.
+    pub fn times_used(&mut self, chain: ChainId) -> usize {
+        let (queue, head, earlier) = {
+            let record = self.record(chain);
+            (record.queue, record.head, record.earlier_uses)
+        };
+        count_uses(self.used_entries(queue), head) - earlier
     }
 
     fn record(&self, chain: ChainId) -> &ChainRecord {
@@ -486,11 +488,6 @@ impl<D: VirtioDevice> FakeGuest<D> {
             record.queue
         );
         record
-    }
-
-    /// The head of `chain`.
-    pub fn head(&self, chain: ChainId) -> u16 {
-        self.record(chain).head
     }
 
     /// The addresses and lengths of `chain`'s [`Part::Write`] buffers.
@@ -513,7 +510,7 @@ impl<D: VirtioDevice> FakeGuest<D> {
     }
 
     /// `chain`'s used entry and written bytes, if used yet.
-    pub fn try_used(&mut self, chain: ChainId) -> Option<Used> {
+    fn try_used(&mut self, chain: ChainId) -> Option<Used> {
         let position = self.used_position(chain)?;
         let record = self.record(chain);
         let (_, len) = self.rings[record.queue].used_entries[position];

@@ -1,5 +1,5 @@
-//! The decoder device driven through real split virtqueues in guest memory
-//! (`MockSplitQueue` layouts served by the transport's own `VringRwLock`).
+//! The decoder device driven through real split virtqueues in guest memory,
+//! by the crate's fake guest.
 
 use std::collections::{HashMap, VecDeque};
 use std::mem::size_of;
@@ -10,11 +10,7 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 use rstest::rstest;
-use vhost_user_backend::{VringRwLock, VringT};
-use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryAtomic, Le32};
+use vm_memory::{ByteValued, Bytes, GuestAddress, Le32};
 
 use super::resource::{PlaneMap, Range, Resource};
 use super::*;
@@ -23,286 +19,58 @@ use crate::engine::decode::{
     picture_bytes, DecodeEvent, Decoder as Engine, FfmpegDecoders, Picture, Progress, Room,
     INPUT_PADDING,
 };
+use crate::fake_guest::{ChainId, FakeGuest, Layout, Part, Used, DATA_START, UNWRITTEN};
 use crate::protocol::virtio_video::{
     buffer_flag, cmd, event, resp, CmdHdr, MemEntry, ParamsExt, ResourceCreateBody,
     ResourceQueueBody,
 };
-use crate::transport::{AtomicMem, Backend, GuestMem};
-use vhost_user_backend::VhostUserBackend;
-use vmm_sys_util::epoll::EventSet;
 
-const QSIZE: u16 = 1024;
 const MEM_SIZE: u64 = 256 << 20;
-const DATA_START: u64 = 0x10_0000;
 
-struct Ring<'a> {
-    /// The descriptor table; the rings are laid out by hand, as the mock
-    /// puts its used ring over the end of its avail ring for large queues.
-    mock: MockSplitQueue<'a, GuestMem>,
-    avail: u64,
-    used_ring: u64,
-    vring: VringRwLock<AtomicMem>,
-    next_desc: u16,
-    seen: u16,
-    used: Vec<(u32, u32)>,
-    /// Chains submitted per head: descriptors are reused once the table
-    /// wraps, and a head's latest chain is its n-th completion.
-    submissions: HashMap<u16, usize>,
+type Guest = FakeGuest<DecoderDevice>;
+
+/// The decoder over a fake guest of 256 MiB with 1024-entry queues (the
+/// size the guest driver asks for).
+fn harness(factory: Arc<dyn DecoderFactory>) -> Guest {
+    harness_with(DecoderDevice::new(factory))
 }
 
-/// A fake guest: the device served by the transport's own backend, which
-/// kicks go through as the vring thread's do.
-struct Harness<'a> {
-    mem: &'a GuestMem,
-    rings: [Ring<'a>; 2],
-    vrings: Vec<VringRwLock<AtomicMem>>,
-    next_data: u64,
-    device: Arc<DecoderDevice>,
-    backend: Backend<DecoderDevice>,
+fn harness_with(device: DecoderDevice) -> Guest {
+    let layout = Layout {
+        memory: MEM_SIZE,
+        queue_size: 1024,
+        reuse_memory: false,
+    };
+    FakeGuest::new(Arc::new(device), layout)
 }
 
-/// A completed request: its head, the bytes of its first writable buffer.
-struct Done {
-    reply: Vec<u8>,
-    len: u32,
+/// A command and its reply on the command queue.
+trait Commands {
+    fn command(&mut self, request: &[u8], reply_len: u32) -> Used;
 }
 
-impl Done {
+impl Commands for Guest {
+    fn command(&mut self, request: &[u8], reply_len: u32) -> Used {
+        let chain = self.submit(0, &[Part::Read(request), Part::Write(reply_len)]);
+        self.wait(chain)
+    }
+}
+
+/// The virtio-video header of a reply.
+trait Reply {
+    fn hdr(&self) -> CmdHdr;
+    fn code(&self) -> u32;
+}
+
+impl Reply for Used {
     fn hdr(&self) -> CmdHdr {
         let mut hdr = CmdHdr::default();
-        hdr.as_mut_slice().copy_from_slice(&self.reply[..8]);
+        hdr.as_mut_slice().copy_from_slice(&self.bytes[..8]);
         hdr
     }
 
     fn code(&self) -> u32 {
         self.hdr().type_.to_native()
-    }
-
-    fn le32(&self, offset: usize) -> u32 {
-        u32::from_le_bytes(self.reply[offset..offset + 4].try_into().unwrap())
-    }
-}
-
-fn guest_memory() -> GuestMem {
-    GuestMem::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap()
-}
-
-/// One piece of a descriptor chain.
-enum Part<'b> {
-    Read(&'b [u8]),
-    Write(u32),
-    /// A descriptor with an arbitrary address, length and flags.
-    Raw(u64, u32, u16),
-}
-
-impl<'a> Harness<'a> {
-    fn new(mem: &'a GuestMem, factory: Arc<dyn DecoderFactory>) -> Self {
-        Self::with_device(mem, DecoderDevice::new(factory))
-    }
-
-    fn with_device(mem: &'a GuestMem, device: DecoderDevice) -> Self {
-        let atomic = GuestMemoryAtomic::new(mem.clone());
-        let ring = |start: u64| {
-            let mock = MockSplitQueue::create(mem, GuestAddress(start), QSIZE);
-            let avail = mock.avail_addr().0;
-            let used_ring = (avail + 4 + 2 * u64::from(QSIZE) + 2 + 3) & !3;
-            for field in [avail, avail + 2, used_ring, used_ring + 2] {
-                mem.write_obj(0u16, GuestAddress(field)).unwrap();
-            }
-            let vring = VringRwLock::new(atomic.clone(), QSIZE).unwrap();
-            vring
-                .set_queue_info(mock.desc_table_addr().0, avail, used_ring)
-                .unwrap();
-            vring.set_queue_size(QSIZE);
-            vring.set_queue_ready(true);
-            vring.set_enabled(true);
-            Ring {
-                mock,
-                avail,
-                used_ring,
-                vring,
-                next_desc: 0,
-                seen: 0,
-                used: Vec::new(),
-                submissions: HashMap::new(),
-            }
-        };
-        let rings = [ring(0), ring(0x8_0000)];
-        let vrings = rings.iter().map(|r| r.vring.clone()).collect();
-        let device = Arc::new(device);
-        Self {
-            mem,
-            rings,
-            vrings,
-            next_data: DATA_START,
-            backend: Backend::new(device.clone(), atomic),
-            device,
-        }
-    }
-
-    fn alloc(&mut self, len: u64) -> u64 {
-        let addr = self.next_data;
-        self.next_data = (addr + len.max(1) + 63) & !63;
-        assert!(self.next_data < MEM_SIZE, "test memory exhausted");
-        addr
-    }
-
-    fn put(&mut self, bytes: &[u8]) -> u64 {
-        let addr = self.alloc(bytes.len() as u64);
-        self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
-        addr
-    }
-
-    /// Adds a chain to queue `q` and kicks; returns its head and the address
-    /// of its first writable buffer.
-    fn submit(&mut self, q: usize, parts: &[Part<'_>]) -> (u16, u64) {
-        let (head, reply_addr) = self.stage(q, parts);
-        self.kick(q);
-        (head, reply_addr)
-    }
-
-    /// Adds a chain to queue `q` without kicking.
-    fn stage(&mut self, q: usize, parts: &[Part<'_>]) -> (u16, u64) {
-        let mut descs = Vec::new();
-        let mut reply_addr = 0;
-        for part in parts {
-            let (addr, len, flags) = match part {
-                Part::Read(bytes) => (self.put(bytes), bytes.len() as u32, 0),
-                Part::Write(len) => {
-                    let addr = self.alloc(u64::from(*len));
-                    if reply_addr == 0 {
-                        reply_addr = addr;
-                    }
-                    (addr, *len, VRING_DESC_F_WRITE as u16)
-                }
-                Part::Raw(addr, len, flags) => (*addr, *len, *flags),
-            };
-            descs.push((addr, len, flags));
-        }
-        let ring = &mut self.rings[q];
-        let count = descs.len() as u16;
-        if ring.next_desc + count > QSIZE {
-            // Wrap: the chains at the start of the table completed long ago.
-            ring.next_desc = 0;
-        }
-        let head = ring.next_desc;
-        let raw: Vec<RawDescriptor> = descs
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, flags))| {
-                let last = i + 1 == descs.len();
-                let flags = if last {
-                    flags
-                } else {
-                    flags | VRING_DESC_F_NEXT as u16
-                };
-                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, head + i as u16 + 1))
-            })
-            .collect();
-        for (i, desc) in raw.iter().enumerate() {
-            ring.mock
-                .desc_table()
-                .store(head + i as u16, *desc)
-                .unwrap();
-        }
-        ring.next_desc += count;
-        self.make_available(q, head);
-        (head, reply_addr)
-    }
-
-    /// Puts `head` into queue `q`'s avail ring and kicks.
-    fn offer(&mut self, q: usize, head: u16) {
-        self.make_available(q, head);
-        self.kick(q);
-    }
-
-    fn kick(&self, q: usize) {
-        self.backend
-            .handle_event(q as u16, EventSet::IN, &self.vrings, 0)
-            .unwrap();
-    }
-
-    /// Puts `head` into queue `q`'s avail ring, by hand: the mock's own
-    /// helper does not wrap it.
-    fn make_available(&mut self, q: usize, head: u16) {
-        let ring = &mut self.rings[q];
-        let avail = ring.avail;
-        let avail_idx: u16 = self.mem.read_obj(GuestAddress(avail + 2)).unwrap();
-        let slot = u64::from(avail_idx % QSIZE);
-        self.mem
-            .write_obj(head, GuestAddress(avail + 4 + 2 * slot))
-            .unwrap();
-        self.mem
-            .write_obj(avail_idx.wrapping_add(1), GuestAddress(avail + 2))
-            .unwrap();
-        *ring.submissions.entry(head).or_default() += 1;
-    }
-
-    /// Queue `q`'s used index in guest memory.
-    fn used_index(&self, q: usize) -> u16 {
-        let at = GuestAddress(self.rings[q].used_ring + 2);
-        self.mem.read_obj(at).unwrap()
-    }
-
-    /// Collects used entries of queue `q` written so far.
-    fn harvest(&mut self, q: usize) {
-        let ring = &mut self.rings[q];
-        let used = ring.used_ring;
-        let idx: u16 = self.mem.read_obj(GuestAddress(used + 2)).unwrap();
-        while ring.seen != idx {
-            let slot = u64::from(ring.seen % QSIZE);
-            let id: u32 = self
-                .mem
-                .read_obj(GuestAddress(used + 4 + 8 * slot))
-                .unwrap();
-            let len: u32 = self
-                .mem
-                .read_obj(GuestAddress(used + 8 + 8 * slot))
-                .unwrap();
-            ring.used.push((id, len));
-            ring.seen = ring.seen.wrapping_add(1);
-        }
-    }
-
-    /// The used entry of the latest chain with head `head`, if used yet.
-    fn latest_use(&mut self, q: usize, head: u16) -> Option<(usize, u32)> {
-        self.harvest(q);
-        let ring = &self.rings[q];
-        let nth = ring.submissions.get(&head).copied().unwrap_or(1).max(1);
-        ring.used
-            .iter()
-            .enumerate()
-            .filter(|(_, (id, _))| *id == u32::from(head))
-            .nth(nth - 1)
-            .map(|(position, &(_, len))| (position, len))
-    }
-
-    /// Waits until chain `head` of queue `q` is used and returns its reply.
-    fn wait(&mut self, q: usize, head: u16, reply_addr: u64) -> Done {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some((_, len)) = self.latest_use(q, head) {
-                let mut reply = vec![0u8; len.max(8) as usize];
-                if reply_addr != 0 {
-                    self.mem
-                        .read_slice(&mut reply, GuestAddress(reply_addr))
-                        .unwrap();
-                }
-                return Done { reply, len };
-            }
-            assert!(Instant::now() < deadline, "chain {head} never completed");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Position of `head` in queue `q`'s used order, if used yet.
-    fn used_position(&mut self, q: usize, head: u16) -> Option<usize> {
-        self.latest_use(q, head).map(|(position, _)| position)
-    }
-
-    fn command(&mut self, request: &[u8], reply_len: u32) -> Done {
-        let (head, addr) = self.submit(0, &[Part::Read(request), Part::Write(reply_len)]);
-        self.wait(0, head, addr)
     }
 }
 
@@ -384,24 +152,22 @@ fn ffmpeg_factory() -> Arc<dyn DecoderFactory> {
 
 #[test]
 fn config_space_is_the_44_byte_v3_config() {
-    let mem = guest_memory();
-    let h = Harness::new(&mem, ffmpeg_factory());
-    let config = h.device.config();
+    let h = harness(ffmpeg_factory());
+    let config = h.device().config();
     assert_eq!(config.len(), 44);
     assert_eq!(
         u32::from_le_bytes(config[4..8].try_into().unwrap()),
         MAX_CAPS_LENGTH
     );
     assert!(config[12..].starts_with(b"vhost-device-video\0"));
-    assert_eq!(h.device.features(), 0b11);
+    assert_eq!(h.device().features(), 0b11);
 }
 
 #[rstest]
 #[case::input(QueueType::Input, 5)]
 #[case::output(QueueType::Output, 2)]
 fn capabilities_list_every_format(#[case] queue: QueueType, #[case] descs: u32) {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     let done = h.command(&req(cmd::QUERY_CAPABILITY, 0, &queue_body(queue)), 4096);
     assert_eq!(done.code(), resp::OK_QUERY_CAPABILITY);
     assert_eq!(done.le32(8), descs);
@@ -423,8 +189,7 @@ fn capabilities_list_every_format(#[case] queue: QueueType, #[case] descs: u32) 
 #[case::av1_profiles(control::PROFILE, format::AV1, resp::ERR_UNSUPPORTED_CONTROL, 0)]
 #[case::raw_format(control::PROFILE, format::NV12, resp::ERR_INVALID_PARAMETER, 0)]
 fn query_control(#[case] control: u32, #[case] coded: u32, #[case] code: u32, #[case] num: u32) {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     let body = vv::QueryControlBody {
         control: control.into(),
         format: coded.into(),
@@ -477,8 +242,7 @@ fn malformed_requests_get_error_replies(
     #[case] stream_id: u32,
     #[case] code: u32,
 ) {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     let created = h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     assert_eq!(created.code(), resp::OK_NODATA);
     let input = h.alloc(4096);
@@ -510,19 +274,18 @@ fn malformed_requests_get_error_replies(
 /// Broken descriptor chains: every one is returned, none stops the device.
 #[rstest]
 #[case::no_readable_part(vec![Part::Write(64)], Some(resp::ERR_INVALID_OPERATION))]
-#[case::readable_out_of_range(vec![Part::Raw(MEM_SIZE + 4096, 16, 0), Part::Write(64)], Some(resp::ERR_INVALID_OPERATION))]
-#[case::huge_readable(vec![Part::Raw(DATA_START, 0x8000_0000, 0), Part::Write(64)], Some(resp::ERR_INVALID_OPERATION))]
-#[case::chain_over_4_gib(vec![Part::Raw(DATA_START, u32::MAX, 0), Part::Write(64)], None)]
-#[case::writable_out_of_range(vec![Part::Read(&[0; 16]), Part::Raw(MEM_SIZE - 4, 64, VRING_DESC_F_WRITE as u16)], None)]
+#[case::readable_out_of_range(vec![Part::RawRead(MEM_SIZE + 4096, 16), Part::Write(64)], Some(resp::ERR_INVALID_OPERATION))]
+#[case::huge_readable(vec![Part::RawRead(DATA_START, 0x8000_0000), Part::Write(64)], Some(resp::ERR_INVALID_OPERATION))]
+#[case::chain_over_4_gib(vec![Part::RawRead(DATA_START, u32::MAX), Part::Write(64)], None)]
+#[case::writable_out_of_range(vec![Part::Read(&[0; 16]), Part::RawWrite(MEM_SIZE - 4, 64)], None)]
 #[case::no_writable_part(vec![Part::Read(&[0; 16])], None)]
 #[case::readable_after_writable(vec![Part::Write(64), Part::Read(&[0; 16])], None)]
-#[case::zero_length_descriptors(vec![Part::Raw(DATA_START, 0, 0), Part::Read(&[0; 16]), Part::Raw(DATA_START, 0, VRING_DESC_F_WRITE as u16), Part::Write(64)], Some(resp::ERR_INVALID_OPERATION))]
+#[case::zero_length_descriptors(vec![Part::RawRead(DATA_START, 0), Part::Read(&[0; 16]), Part::RawWrite(DATA_START, 0), Part::Write(64)], Some(resp::ERR_INVALID_OPERATION))]
 #[case::reply_too_small(vec![Part::Read(&[0; 16]), Part::Write(4)], None)]
 fn broken_chains_are_returned(#[case] parts: Vec<Part<'static>>, #[case] code: Option<u32>) {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
-    let (head, addr) = h.submit(0, &parts);
-    let done = h.wait(0, head, addr);
+    let mut h = harness(ffmpeg_factory());
+    let head = h.submit(0, &parts);
+    let done = h.wait(head);
     if let Some(code) = code {
         assert_eq!(done.code(), code);
     }
@@ -534,23 +297,11 @@ fn broken_chains_are_returned(#[case] parts: Vec<Part<'static>>, #[case] code: O
 /// returned, and the device goes on serving.
 #[test]
 fn looping_chain_is_returned() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     let request = req(cmd::STREAM_CREATE, 1, &stream_create(format::H264));
-    let addr = h.put(&request);
-    let reply = h.alloc(64);
-    let ring = &mut h.rings[0];
-    let head = ring.next_desc;
-    let next = VRING_DESC_F_NEXT as u16;
-    let raw = [
-        SplitDescriptor::new(addr, request.len() as u32, next, head + 1),
-        SplitDescriptor::new(reply, 64, next | VRING_DESC_F_WRITE as u16, head),
-    ]
-    .map(RawDescriptor::from);
-    ring.mock.add_desc_chains(&raw, head).unwrap();
-    ring.next_desc += 2;
+    let looping = h.add_looping(0, &[Part::Read(&request), Part::Write(64)]);
     h.kick(0);
-    h.wait(0, head, reply);
+    h.wait(looping);
 
     let done = h.command(&req(cmd::STREAM_CREATE, 2, &stream_create(format::VP9)), 8);
     assert_eq!(done.code(), resp::OK_NODATA);
@@ -560,8 +311,7 @@ fn looping_chain_is_returned() {
 /// naming the resource, and the stream itself still works.
 #[test]
 fn destroyed_resources_are_refused() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     let input = h.alloc(4096);
     let done = h.command(
@@ -612,12 +362,11 @@ fn destroyed_resources_are_refused() {
 
 #[test]
 fn requests_split_anywhere_read_as_one_stream() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     let request = req(cmd::STREAM_CREATE, 6, &stream_create(format::HEVC));
     let (a, rest) = request.split_at(3);
     let (b, c) = rest.split_at(40);
-    let (head, addr) = h.submit(
+    let head = h.submit(
         0,
         &[
             Part::Read(a),
@@ -627,7 +376,7 @@ fn requests_split_anywhere_read_as_one_stream() {
             Part::Write(5),
         ],
     );
-    let done = h.wait(0, head, addr);
+    let done = h.wait(head);
     assert_eq!(done.len, 8);
     // The reply straddles both writable buffers; the second holds the rest.
     let done = h.command(
@@ -640,8 +389,7 @@ fn requests_split_anywhere_read_as_one_stream() {
 
 #[test]
 fn destroyed_stream_refuses_commands_and_returns_pending_buffers() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     h.command(&req(cmd::STREAM_CREATE, 2, &stream_create(format::H264)), 8);
     let out = h.alloc(1 << 20);
@@ -654,7 +402,7 @@ fn destroyed_stream_refuses_commands_and_returns_pending_buffers() {
         8,
     );
     assert_eq!(done.code(), resp::OK_NODATA);
-    let (queued, queued_addr) = h.submit(
+    let queued = h.submit(
         0,
         &[
             Part::Read(&req(
@@ -666,25 +414,25 @@ fn destroyed_stream_refuses_commands_and_returns_pending_buffers() {
         ],
     );
     assert_eq!(
-        h.used_position(0, queued),
+        h.used_position(queued),
         None,
         "a picture buffer waits for a picture"
     );
 
-    let (destroy, destroy_addr) = h.submit(
+    let destroy = h.submit(
         0,
         &[
             Part::Read(&req(cmd::STREAM_DESTROY, 1, &[])),
             Part::Write(8),
         ],
     );
-    let done = h.wait(0, queued, queued_addr);
+    let done = h.wait(queued);
     assert_eq!(
         (done.code(), done.le32(16)),
         (resp::OK_RESOURCE_QUEUE, buffer_flag::ERR)
     );
-    assert_eq!(h.wait(0, destroy, destroy_addr).code(), resp::OK_NODATA);
-    assert!(h.used_position(0, queued) < h.used_position(0, destroy));
+    assert_eq!(h.wait(destroy).code(), resp::OK_NODATA);
+    assert!(h.used_position(queued) < h.used_position(destroy));
 
     for request in [
         req(cmd::STREAM_DRAIN, 1, &[]),
@@ -713,8 +461,7 @@ fn destroyed_stream_refuses_commands_and_returns_pending_buffers() {
 #[case::queue_clear(cmd::QUEUE_CLEAR)]
 #[case::destroy_all(cmd::RESOURCE_DESTROY_ALL)]
 fn clearing_returns_pending_buffers_before_the_reply(#[case] command: u32) {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     let mut pending = Vec::new();
     for id in 1..=3 {
@@ -739,19 +486,19 @@ fn clearing_returns_pending_buffers_before_the_reply(#[case] command: u32) {
             ],
         ));
     }
-    let (clear, clear_addr) = h.submit(
+    let clear = h.submit(
         0,
         &[
             Part::Read(&req(command, 1, &queue_body(QueueType::Output))),
             Part::Write(8),
         ],
     );
-    assert_eq!(h.wait(0, clear, clear_addr).code(), resp::OK_NODATA);
-    let clear_pos = h.used_position(0, clear);
-    for (head, addr) in pending {
-        let done = h.wait(0, head, addr);
+    assert_eq!(h.wait(clear).code(), resp::OK_NODATA);
+    let clear_pos = h.used_position(clear);
+    for head in pending {
+        let done = h.wait(head);
         assert_eq!(done.le32(16), buffer_flag::ERR);
-        assert!(h.used_position(0, head) < clear_pos);
+        assert!(h.used_position(head) < clear_pos);
     }
     // Resources survive a clear (queued again, the buffer waits for a
     // picture) but not a destroy.
@@ -760,19 +507,18 @@ fn clearing_returns_pending_buffers_before_the_reply(#[case] command: u32) {
         1,
         &resource_queue(QueueType::Output, 1, 0, 0),
     );
-    let (head, addr) = h.submit(0, &[Part::Read(&request), Part::Write(24)]);
+    let head = h.submit(0, &[Part::Read(&request), Part::Write(24)]);
     if command == cmd::RESOURCE_DESTROY_ALL {
-        assert_eq!(h.wait(0, head, addr).code(), resp::ERR_INVALID_RESOURCE_ID);
+        assert_eq!(h.wait(head).code(), resp::ERR_INVALID_RESOURCE_ID);
     } else {
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(h.used_position(0, head), None);
+        assert_eq!(h.used_position(head), None);
     }
 }
 
 #[test]
 fn params_describe_the_single_buffer_layout() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     let p = vv::Params {
         queue_type: 0x100.into(),
@@ -799,7 +545,7 @@ fn params_describe_the_single_buffer_layout() {
         120,
     );
     assert_eq!(done.len, 120);
-    let params = &done.reply[8..];
+    let params = &done.bytes[8..];
     let field = |i: usize| u32::from_le_bytes(params[i..i + 4].try_into().unwrap());
     assert_eq!(
         (field(4), field(8), field(12)),
@@ -845,8 +591,9 @@ fn decodes_h264_into_scattered_guest_pages_and_drains() {
     .collect();
     let stream = std::fs::read(path).unwrap();
 
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
+
+    let mem = h.memory().clone();
     let mut events = Vec::new();
     for _ in 0..4 {
         events.push(h.submit(1, &[Part::Write(8)]));
@@ -869,7 +616,7 @@ fn decodes_h264_into_scattered_guest_pages_and_drains() {
     let input_addr: Vec<u64> = (0..4u32)
         .map(|id| {
             let key = (QueueType::Input, id);
-            let streams = h.device.streams();
+            let streams = h.device().streams();
             let st = streams[&1].lock();
             st.resources[&key].ranges[0].0
         })
@@ -878,8 +625,8 @@ fn decodes_h264_into_scattered_guest_pages_and_drains() {
     for (i, chunk) in stream.chunks(piece as usize).enumerate() {
         let id = (i % 4) as u32;
         if i >= 4 {
-            let (head, addr) = inputs[i - 4];
-            h.wait(0, head, addr);
+            let head = inputs[i - 4];
+            h.wait(head);
         }
         mem.write_slice(chunk, GuestAddress(input_addr[id as usize]))
             .unwrap();
@@ -897,8 +644,8 @@ fn decodes_h264_into_scattered_guest_pages_and_drains() {
     }
 
     // Source change: the event, then the new layout.
-    let (head, addr) = events[0];
-    let event = h.wait(1, head, addr);
+    let head = events[0];
+    let event = h.wait(head);
     assert_eq!(
         (event.le32(0), event.le32(4)),
         (event::DECODER_RESOLUTION_CHANGED, 1)
@@ -926,7 +673,7 @@ fn decodes_h264_into_scattered_guest_pages_and_drains() {
         );
         outputs.insert(id, entries);
     }
-    let queue_output = |h: &mut Harness<'_>, id: u32| {
+    let queue_output = |h: &mut Guest, id: u32| {
         h.submit(
             0,
             &[
@@ -939,9 +686,9 @@ fn decodes_h264_into_scattered_guest_pages_and_drains() {
             ],
         )
     };
-    let mut waiting: Vec<(u32, (u16, u64))> =
+    let mut waiting: Vec<(u32, ChainId)> =
         (0..3).map(|id| (id, queue_output(&mut h, id))).collect();
-    let (drain, drain_addr) = h.submit(
+    let drain = h.submit(
         0,
         &[Part::Read(&req(cmd::STREAM_DRAIN, 1, &[])), Part::Write(8)],
     );
@@ -949,8 +696,8 @@ fn decodes_h264_into_scattered_guest_pages_and_drains() {
     let mut md5s = Vec::new();
     let mut stamps = Vec::new();
     loop {
-        let (id, (head, addr)) = waiting.remove(0);
-        let done = h.wait(0, head, addr);
+        let (id, head) = waiting.remove(0);
+        let done = h.wait(head);
         assert_eq!(done.code(), resp::OK_RESOURCE_QUEUE);
         let flags = done.le32(16);
         if flags & buffer_flag::EOS != 0 {
@@ -971,7 +718,7 @@ fn decodes_h264_into_scattered_guest_pages_and_drains() {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>(),
         );
-        stamps.push(u64::from_le_bytes(done.reply[8..16].try_into().unwrap()));
+        stamps.push(u64::from_le_bytes(done.bytes[8..16].try_into().unwrap()));
         waiting.push((id, queue_output(&mut h, id)));
     }
     assert_eq!(md5s, reference);
@@ -979,30 +726,25 @@ fn decodes_h264_into_scattered_guest_pages_and_drains() {
         stamps.iter().all(|t| (1000..1000 + 100).contains(t)),
         "{stamps:?}"
     );
-    let done = h.wait(0, drain, drain_addr);
+    let done = h.wait(drain);
     assert_eq!(done.code(), resp::OK_NODATA);
-    for (head, addr) in inputs {
-        assert_eq!(h.wait(0, head, addr).le32(16), 0);
+    for head in inputs {
+        assert_eq!(h.wait(head).le32(16), 0);
     }
 }
 
 #[test]
 fn drain_of_an_empty_stream_returns_eos_then_the_reply() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     h.command(&req(cmd::STREAM_CREATE, 3, &stream_create(format::VP8)), 8);
-    let (drain, drain_addr) = h.submit(
+    let drain = h.submit(
         0,
         &[Part::Read(&req(cmd::STREAM_DRAIN, 3, &[])), Part::Write(8)],
     );
     // A second drain while one is pending is refused at once.
     let done = h.command(&req(cmd::STREAM_DRAIN, 3, &[]), 8);
     assert_eq!(done.code(), resp::ERR_INVALID_OPERATION);
-    assert_eq!(
-        h.used_position(0, drain),
-        None,
-        "the drain waits for a buffer"
-    );
+    assert_eq!(h.used_position(drain), None, "the drain waits for a buffer");
     let out = h.alloc(4096);
     h.command(
         &req(
@@ -1012,7 +754,7 @@ fn drain_of_an_empty_stream_returns_eos_then_the_reply() {
         ),
         8,
     );
-    let (eos, eos_addr) = h.submit(
+    let eos = h.submit(
         0,
         &[
             Part::Read(&req(
@@ -1023,16 +765,16 @@ fn drain_of_an_empty_stream_returns_eos_then_the_reply() {
             Part::Write(24),
         ],
     );
-    let done = h.wait(0, eos, eos_addr);
+    let done = h.wait(eos);
     assert_eq!((done.le32(16), done.le32(20)), (buffer_flag::EOS, 0));
-    assert_eq!(h.wait(0, drain, drain_addr).code(), resp::OK_NODATA);
-    assert!(h.used_position(0, eos) < h.used_position(0, drain));
+    assert_eq!(h.wait(drain).code(), resp::OK_NODATA);
+    assert!(h.used_position(eos) < h.used_position(drain));
 }
 
 #[test]
 fn garbage_bitstream_neither_crashes_nor_blocks_the_stream() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
+    let mem = h.memory().clone();
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     let addr = h.alloc(65536);
     let garbage: Vec<u8> = (0..65536u32)
@@ -1055,7 +797,7 @@ fn garbage_bitstream_neither_crashes_nor_blocks_the_stream() {
         );
         let done = h.command(&request, 24);
         assert_eq!(done.code(), resp::OK_RESOURCE_QUEUE);
-        assert_eq!(done.reply[8..16], ts.to_le_bytes());
+        assert_eq!(done.bytes[8..16], ts.to_le_bytes());
     }
     let done = h.command(
         &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Input)),
@@ -1116,9 +858,9 @@ fn format_is_announced_before_reordered_pictures_come_out() {
     let units = access_units(path);
     assert!(units.len() >= 3, "{units:?}");
 
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
-    let (ev, ev_addr) = h.submit(1, &[Part::Write(8)]);
+    let mut h = harness(ffmpeg_factory());
+
+    let ev = h.submit(1, &[Part::Write(8)]);
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     let size = 176 * 144 * 3 / 2;
     let out = h.alloc(size);
@@ -1130,7 +872,7 @@ fn format_is_announced_before_reordered_pictures_come_out() {
         ),
         8,
     );
-    let (pic, _) = h.submit(
+    let pic = h.submit(
         0,
         &[
             Part::Read(&req(
@@ -1163,11 +905,8 @@ fn format_is_announced_before_reordered_pictures_come_out() {
         );
         assert_eq!((done.code(), done.le32(16)), (resp::OK_RESOURCE_QUEUE, 0));
     }
-    assert_eq!(
-        h.wait(1, ev, ev_addr).le32(0),
-        event::DECODER_RESOLUTION_CHANGED
-    );
-    assert_eq!(h.used_position(0, pic), None, "no picture is out yet");
+    assert_eq!(h.wait(ev).le32(0), event::DECODER_RESOLUTION_CHANGED);
+    assert_eq!(h.used_position(pic), None, "no picture is out yet");
     let done = h.command(
         &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Output)),
         128,
@@ -1202,9 +941,9 @@ fn buffers_queued_for_the_announced_size_are_used() {
     let first_len = u32::from_le_bytes(ivf[32..36].try_into().unwrap()) as usize;
     let first = &ivf[44..44 + first_len];
 
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
-    let (ev, ev_addr) = h.submit(1, &[Part::Write(8)]);
+    let mut h = harness(ffmpeg_factory());
+
+    let ev = h.submit(1, &[Part::Write(8)]);
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::VP8)), 8);
     let p = vv::Params {
         queue_type: 0x100.into(),
@@ -1234,7 +973,7 @@ fn buffers_queued_for_the_announced_size_are_used() {
         ),
         8,
     );
-    let (pic, pic_addr) = h.submit(
+    let pic = h.submit(
         0,
         &[
             Part::Read(&req(
@@ -1262,12 +1001,9 @@ fn buffers_queued_for_the_announced_size_are_used() {
         ),
         24,
     );
-    assert_eq!(
-        h.wait(1, ev, ev_addr).le32(0),
-        event::DECODER_RESOLUTION_CHANGED
-    );
-    let done = h.wait(0, pic, pic_addr);
-    assert_eq!((done.le32(16), done.reply[8]), (0, 42));
+    assert_eq!(h.wait(ev).le32(0), event::DECODER_RESOLUTION_CHANGED);
+    let done = h.wait(pic);
+    assert_eq!((done.le32(16), done.bytes[8]), (0, 42));
 }
 
 #[rstest]
@@ -1281,8 +1017,7 @@ fn controls_are_set_and_read_back(
     #[case] value: u32,
     #[case] code: u32,
 ) {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     h.command(&req(cmd::STREAM_CREATE, 5, &stream_create(coded)), 8);
     let get = req(
         cmd::GET_CONTROL,
@@ -1310,26 +1045,22 @@ fn controls_are_set_and_read_back(
 
 #[test]
 fn input_clear_cancels_a_pending_drain_before_its_reply() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
-    let (drain, drain_addr) = h.submit(
+    let drain = h.submit(
         0,
         &[Part::Read(&req(cmd::STREAM_DRAIN, 1, &[])), Part::Write(8)],
     );
-    let (clear, clear_addr) = h.submit(
+    let clear = h.submit(
         0,
         &[
             Part::Read(&req(cmd::QUEUE_CLEAR, 1, &queue_body(QueueType::Input))),
             Part::Write(8),
         ],
     );
-    assert_eq!(h.wait(0, clear, clear_addr).code(), resp::OK_NODATA);
-    assert_eq!(
-        h.wait(0, drain, drain_addr).code(),
-        resp::ERR_INVALID_OPERATION
-    );
-    assert!(h.used_position(0, drain) < h.used_position(0, clear));
+    assert_eq!(h.wait(clear).code(), resp::OK_NODATA);
+    assert_eq!(h.wait(drain).code(), resp::ERR_INVALID_OPERATION);
+    assert!(h.used_position(drain) < h.used_position(clear));
     // The stream drains normally afterwards.
     let out = h.alloc(4096);
     h.command(
@@ -1540,7 +1271,7 @@ impl Picture for FakePicture {
 /// Bytes of a 16x16 NV12 picture.
 const FAKE_PICTURE: u32 = 16 * 16 * 3 / 2;
 
-fn create(h: &mut Harness<'_>, stream: u32, queue: QueueType, id: u32, len: u32) -> u64 {
+fn create(h: &mut Guest, stream: u32, queue: QueueType, id: u32, len: u32) -> u64 {
     let addr = h.alloc(u64::from(len));
     let done = h.command(
         &req(
@@ -1554,7 +1285,7 @@ fn create(h: &mut Harness<'_>, stream: u32, queue: QueueType, id: u32, len: u32)
     addr
 }
 
-fn queue(h: &mut Harness<'_>, stream: u32, queue: QueueType, id: u32, size: u32) -> (u16, u64) {
+fn queue(h: &mut Guest, stream: u32, queue: QueueType, id: u32, size: u32) -> ChainId {
     h.submit(
         0,
         &[
@@ -1570,7 +1301,7 @@ fn queue(h: &mut Harness<'_>, stream: u32, queue: QueueType, id: u32, size: u32)
 
 /// Sets the coded size of stream `stream`, so the device expects
 /// `width`x`height` pictures before the decoder has said so.
-fn set_coded_size(h: &mut Harness<'_>, stream: u32, width: u32, height: u32) {
+fn set_coded_size(h: &mut Guest, stream: u32, width: u32, height: u32) {
     let p = vv::Params {
         queue_type: 0x100.into(),
         frame_width: width.into(),
@@ -1615,7 +1346,6 @@ fn one_buffer_of_many_pictures_waits_for_buffers_and_loses_none(
     } else {
         limit
     };
-    let mem = guest_memory();
     let engine = FakeDecoders::new(FakeSettings {
         pictures: true,
         held: 1,
@@ -1623,8 +1353,9 @@ fn one_buffer_of_many_pictures_waits_for_buffers_and_loses_none(
     });
     let budget = MemoryBudget::new(limit);
     let device = DecoderDevice::with_budget(Arc::new(engine.clone()), budget.clone());
-    let mut h = Harness::with_device(&mem, device);
-    let (ev, ev_addr) = h.submit(1, &[Part::Write(8)]);
+    let mut h = harness_with(device);
+    let mem = h.memory().clone();
+    let ev = h.submit(1, &[Part::Write(8)]);
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     set_coded_size(&mut h, 1, 16, 16);
     create(&mut h, 1, QueueType::Input, 0, PICTURES);
@@ -1632,25 +1363,22 @@ fn one_buffer_of_many_pictures_waits_for_buffers_and_loses_none(
         create(&mut h, 1, QueueType::Output, 0, FAKE_PICTURE),
         create(&mut h, 1, QueueType::Output, 1, FAKE_PICTURE),
     ];
-    let (input, input_addr) = queue(&mut h, 1, QueueType::Input, 0, PICTURES);
-    let done = h.wait(0, input, input_addr);
+    let input = queue(&mut h, 1, QueueType::Input, 0, PICTURES);
+    let done = h.wait(input);
     assert_eq!((done.code(), done.le32(16)), (resp::OK_RESOURCE_QUEUE, 0));
-    assert_eq!(
-        h.wait(1, ev, ev_addr).le32(0),
-        event::DECODER_RESOLUTION_CHANGED
-    );
+    assert_eq!(h.wait(ev).le32(0), event::DECODER_RESOLUTION_CHANGED);
     assert!(eventually(5, || engine.shared.alive.load(Ordering::SeqCst)
         == most_ready));
 
-    let mut waiting: VecDeque<(u32, (u16, u64))> = (0..2)
+    let mut waiting: VecDeque<(u32, ChainId)> = (0..2)
         .map(|id| (id, queue(&mut h, 1, QueueType::Output, id, 0)))
         .collect();
     for serial in 0..PICTURES {
-        let (id, (head, addr)) = waiting.pop_front().unwrap();
-        let done = h.wait(0, head, addr);
+        let (id, head) = waiting.pop_front().unwrap();
+        let done = h.wait(head);
         assert_eq!(done.code(), resp::OK_RESOURCE_QUEUE, "picture {serial}");
         assert_eq!(
-            (done.le32(16), done.reply[8..16].to_vec()),
+            (done.le32(16), done.bytes[8..16].to_vec()),
             (0, u64::from(serial).to_le_bytes().to_vec()),
             "picture {serial}"
         );
@@ -1658,13 +1386,13 @@ fn one_buffer_of_many_pictures_waits_for_buffers_and_loses_none(
         assert_eq!(luma, serial as u8);
         waiting.push_back((id, queue(&mut h, 1, QueueType::Output, id, 0)));
     }
-    let (drain, drain_addr) = h.submit(
+    let drain = h.submit(
         0,
         &[Part::Read(&req(cmd::STREAM_DRAIN, 1, &[])), Part::Write(8)],
     );
-    let (_, (head, addr)) = waiting.pop_front().unwrap();
-    assert_eq!(h.wait(0, head, addr).le32(16), buffer_flag::EOS);
-    assert_eq!(h.wait(0, drain, drain_addr).code(), resp::OK_NODATA);
+    let (_, head) = waiting.pop_front().unwrap();
+    assert_eq!(h.wait(head).le32(16), buffer_flag::EOS);
+    assert_eq!(h.wait(drain).code(), resp::OK_NODATA);
     assert_eq!(
         engine.shared.most_alive.load(Ordering::SeqCst),
         most_ready,
@@ -1679,13 +1407,12 @@ fn one_buffer_of_many_pictures_waits_for_buffers_and_loses_none(
 /// work); its thread ends at once.
 #[test]
 fn clearing_or_destroying_a_stream_stops_its_decoding_at_once() {
-    let mem = guest_memory();
     let engine = FakeDecoders::new(FakeSettings {
         unit_time: Duration::from_millis(1),
         ..Default::default()
     });
     let device = DecoderDevice::new(Arc::new(engine.clone()));
-    let mut h = Harness::with_device(&mem, device);
+    let mut h = harness_with(device);
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     create(&mut h, 1, QueueType::Input, 0, 100_000);
     let units = || engine.shared.units.load(Ordering::SeqCst);
@@ -1705,7 +1432,7 @@ fn clearing_or_destroying_a_stream_stops_its_decoding_at_once() {
     assert!(eventually(5, || units() > after_clear + 1));
     h.command(&req(cmd::STREAM_DESTROY, 1, &[]), 8);
     assert!(
-        eventually(1, || h.device.live_workers.load(Ordering::SeqCst) == 0),
+        eventually(1, || h.device().live_workers.load(Ordering::SeqCst) == 0),
         "the thread of a destroyed stream is still decoding"
     );
 }
@@ -1715,13 +1442,12 @@ fn clearing_or_destroying_a_stream_stops_its_decoding_at_once() {
 /// a create/destroy storm cannot pile up threads.
 #[test]
 fn the_stream_limit_counts_threads_still_decoding() {
-    let mem = guest_memory();
     let engine = FakeDecoders::new(FakeSettings {
         stuck: true,
         ..Default::default()
     });
     let device = DecoderDevice::new(Arc::new(engine.clone()));
-    let mut h = Harness::with_device(&mem, device);
+    let mut h = harness_with(device);
     for id in 1..=MAX_STREAMS as u32 {
         let done = h.command(
             &req(cmd::STREAM_CREATE, id, &stream_create(format::H264)),
@@ -1741,7 +1467,7 @@ fn the_stream_limit_counts_threads_still_decoding() {
     assert_eq!(h.command(&storm, 8).code(), resp::ERR_OUT_OF_MEMORY);
     engine.shared.release.store(true, Ordering::SeqCst);
     assert!(eventually(5, || h
-        .device
+        .device()
         .live_workers
         .load(Ordering::SeqCst)
         == 0));
@@ -1752,16 +1478,15 @@ fn the_stream_limit_counts_threads_still_decoding() {
 /// with OUT_OF_MEMORY at the limit, and destroying them gives it back.
 #[test]
 fn resource_lists_are_charged_to_the_budget() {
-    let mem = guest_memory();
     let entries = 1000;
     let per_resource = (size_of::<Resource>() + entries * size_of::<Range>()) as u64;
     let budget = MemoryBudget::new(2 * per_resource + per_resource / 2);
     let device = DecoderDevice::with_budget(Arc::new(FakeDecoders::default()), budget.clone());
-    let mut h = Harness::with_device(&mem, device);
+    let mut h = harness_with(device);
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     let page = h.alloc(4096);
     let list = vec![(page, 4096); entries];
-    let create = |h: &mut Harness<'_>, id| {
+    let create = |h: &mut Guest, id| {
         let body = resource_create(QueueType::Output, id, &list);
         h.command(&req(cmd::RESOURCE_CREATE, 1, &body), 8).code()
     };
@@ -1782,23 +1507,22 @@ fn resource_lists_are_charged_to_the_budget() {
 /// with an ERROR event; the next bitstream buffer comes back with ERR.
 #[test]
 fn a_decoder_over_the_budget_fails_its_stream() {
-    let mem = guest_memory();
     let engine = FakeDecoders::new(FakeSettings {
         held: 100_000,
         ..Default::default()
     });
     let budget = MemoryBudget::new(16 << 20);
     let device = DecoderDevice::with_budget(Arc::new(engine), budget.clone());
-    let mut h = Harness::with_device(&mem, device);
-    let (ev, ev_addr) = h.submit(1, &[Part::Write(8)]);
+    let mut h = harness_with(device);
+    let ev = h.submit(1, &[Part::Write(8)]);
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     set_coded_size(&mut h, 1, 16, 16);
     create(&mut h, 1, QueueType::Input, 0, 16);
-    let (head, addr) = queue(&mut h, 1, QueueType::Input, 0, 16);
-    assert_eq!(h.wait(0, head, addr).le32(16), 0);
-    assert_eq!(h.wait(1, ev, ev_addr).le32(0), event::ERROR);
-    let (head, addr) = queue(&mut h, 1, QueueType::Input, 0, 16);
-    assert_eq!(h.wait(0, head, addr).le32(16), buffer_flag::ERR);
+    let head = queue(&mut h, 1, QueueType::Input, 0, 16);
+    assert_eq!(h.wait(head).le32(16), 0);
+    assert_eq!(h.wait(ev).le32(0), event::ERROR);
+    let head = queue(&mut h, 1, QueueType::Input, 0, 16);
+    assert_eq!(h.wait(head).le32(16), buffer_flag::ERR);
     assert!(eventually(5, || budget.used() < 1 << 20));
 }
 
@@ -1809,19 +1533,18 @@ fn a_decoder_over_the_budget_fails_its_stream() {
 fn floods_of_guest_errors_write_few_log_lines() {
     crate::log_limit::capture::install();
     let burst = crate::log_limit::BURST as usize;
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, Arc::new(FakeDecoders::default()));
+    let mut h = harness(Arc::new(FakeDecoders::default()));
     let unusable = "device-writable part unusable";
     let before = crate::log_limit::capture::count(unusable);
     for _ in 0..200 {
-        let (head, addr) = h.submit(
+        let head = h.submit(
             0,
             &[
                 Part::Read(&req(cmd::STREAM_DESTROY, 1, &[])),
-                Part::Raw(MEM_SIZE - 4, 64, VRING_DESC_F_WRITE as u16),
+                Part::RawWrite(MEM_SIZE - 4, 64),
             ],
         );
-        h.wait(0, head, addr);
+        h.wait(head);
     }
     let written = crate::log_limit::capture::count(unusable) - before;
     // Two windows at most: the test may straddle the end of one.
@@ -1876,39 +1599,37 @@ fn flood_of_1080p_pictures_in_one_buffer() {
     ]);
     assert_eq!(reference.len(), 1920 * 1080 * 3 / 2);
 
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
-    let (ev, ev_addr) = h.submit(1, &[Part::Write(8)]);
+    let mut h = harness(ffmpeg_factory());
+
+    let mem = h.memory().clone();
+    let ev = h.submit(1, &[Part::Write(8)]);
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     let input = create(&mut h, 1, QueueType::Input, 0, BUFFER);
     mem.write_slice(&stream, GuestAddress(input)).unwrap();
     // The whole buffer: the stream, then zeros (trailing zero bytes, which
     // H.264 allows after any unit).
-    let (head, addr) = queue(&mut h, 1, QueueType::Input, 0, BUFFER);
-    assert_eq!(h.wait(0, head, addr).le32(16), 0);
-    assert_eq!(
-        h.wait(1, ev, ev_addr).le32(0),
-        event::DECODER_RESOLUTION_CHANGED
-    );
+    let head = queue(&mut h, 1, QueueType::Input, 0, BUFFER);
+    assert_eq!(h.wait(head).le32(16), 0);
+    assert_eq!(h.wait(ev).le32(0), event::DECODER_RESOLUTION_CHANGED);
     let size = reference.len() as u32;
     let outputs: Vec<u64> = (0..4)
         .map(|id| create(&mut h, 1, QueueType::Output, id, size))
         .collect();
-    let mut waiting: VecDeque<(u32, (u16, u64))> = (0..4)
+    let mut waiting: VecDeque<(u32, ChainId)> = (0..4)
         .map(|id| (id, queue(&mut h, 1, QueueType::Output, id, 0)))
         .collect();
     let mut picture = vec![0u8; reference.len()];
-    let mut drain = (0, 0);
+    let mut drain = None;
     for index in 0..PICTURES {
         if index == PICTURES - 1 {
             // The parser completes the last picture's unit at the drain.
-            drain = h.submit(
+            drain = Some(h.submit(
                 0,
                 &[Part::Read(&req(cmd::STREAM_DRAIN, 1, &[])), Part::Write(8)],
-            );
+            ));
         }
-        let (id, (head, addr)) = waiting.pop_front().unwrap();
-        let done = h.wait(0, head, addr);
+        let (id, head) = waiting.pop_front().unwrap();
+        let done = h.wait(head);
         assert_eq!(
             (done.code(), done.le32(16), done.le32(20)),
             (resp::OK_RESOURCE_QUEUE, 0, size),
@@ -1919,9 +1640,10 @@ fn flood_of_1080p_pictures_in_one_buffer() {
         assert!(picture == reference, "picture {index} differs");
         waiting.push_back((id, queue(&mut h, 1, QueueType::Output, id, 0)));
     }
-    let (_, (head, addr)) = waiting.pop_front().unwrap();
-    assert_eq!(h.wait(0, head, addr).le32(16), buffer_flag::EOS);
-    assert_eq!(h.wait(0, drain.0, drain.1).code(), resp::OK_NODATA);
+    let (_, head) = waiting.pop_front().unwrap();
+    assert_eq!(h.wait(head).le32(16), buffer_flag::EOS);
+    let drain = drain.expect("the drain went out with the last picture");
+    assert_eq!(h.wait(drain).code(), resp::OK_NODATA);
     crate::test_child::report_peak();
 }
 
@@ -1940,29 +1662,29 @@ fn a_16k_sps_is_refused_cleanly() {
 #[ignore = "run alone by a_16k_sps_is_refused_cleanly"]
 fn sixteen_k_sps_stream() {
     let stream = h264_with_size(&still_h264(64, 48, 3), 16000, 16000);
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
-    let (ev, _) = h.submit(1, &[Part::Write(8)]);
+    let mut h = harness(ffmpeg_factory());
+    let mem = h.memory().clone();
+    let ev = h.submit(1, &[Part::Write(8)]);
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     let input = create(&mut h, 1, QueueType::Input, 0, stream.len() as u32);
     mem.write_slice(&stream, GuestAddress(input)).unwrap();
     // Buffers for the size the stream starts with (640x480).
     let size = 640 * 480 * 3 / 2;
-    let mut waiting: VecDeque<(u16, u64)> = (0..4)
+    let mut waiting: VecDeque<ChainId> = (0..4)
         .map(|id| {
             create(&mut h, 1, QueueType::Output, id, size);
             queue(&mut h, 1, QueueType::Output, id, 0)
         })
         .collect();
     queue(&mut h, 1, QueueType::Input, 0, stream.len() as u32);
-    let (drain, drain_addr) = h.submit(
+    let drain = h.submit(
         0,
         &[Part::Read(&req(cmd::STREAM_DRAIN, 1, &[])), Part::Write(8)],
     );
     let mut lost = 0;
     loop {
-        let (head, addr) = waiting.pop_front().unwrap();
-        let flags = h.wait(0, head, addr).le32(16);
+        let head = waiting.pop_front().unwrap();
+        let flags = h.wait(head).le32(16);
         if flags == buffer_flag::EOS {
             break;
         }
@@ -1970,8 +1692,8 @@ fn sixteen_k_sps_stream() {
         lost += 1;
     }
     assert_eq!(lost, 3, "each picture reported lost");
-    assert_eq!(h.wait(0, drain, drain_addr).code(), resp::OK_NODATA);
-    assert_eq!(h.used_position(1, ev), None, "no format announced");
+    assert_eq!(h.wait(drain).code(), resp::OK_NODATA);
+    assert_eq!(h.used_position(ev), None, "no format announced");
     let done = h.command(
         &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Output)),
         128,
@@ -1985,34 +1707,26 @@ fn sixteen_k_sps_stream() {
 /// and the real chain is still answered once when its buffer comes back.
 #[test]
 fn a_head_offered_again_while_in_flight_is_ignored() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     create(&mut h, 1, QueueType::Output, 1, 1 << 20);
-    let (held, held_addr) = queue(&mut h, 1, QueueType::Output, 1, 0);
+    let held = queue(&mut h, 1, QueueType::Output, 1, 0);
     for _ in 0..5_000 {
-        h.offer(0, held);
+        h.offer_again(held);
     }
-    h.harvest(0);
-    assert!(
-        h.rings[0].used.iter().all(|&(id, _)| id != u32::from(held)),
+    assert_eq!(
+        h.times_used(held),
+        0,
         "a re-offered head was answered while its chain waits"
     );
-    assert_eq!(h.backend.in_flight(0).unwrap().len(), 1);
+    assert_eq!(h.backend().in_flight(0).unwrap().len(), 1);
     // The device still serves, and the held chain comes back once.
     let done = h.command(&req(cmd::STREAM_DESTROY, 1, &[]), 8);
     assert_eq!(done.code(), resp::OK_NODATA);
-    h.rings[0].submissions.insert(held, 1);
-    let done = h.wait(0, held, held_addr);
+    let done = h.wait(held);
     assert_eq!(done.le32(16), buffer_flag::ERR);
-    h.harvest(0);
-    let answers = h.rings[0]
-        .used
-        .iter()
-        .filter(|&&(id, _)| id == u32::from(held))
-        .count();
-    assert_eq!(answers, 1);
-    assert!(h.backend.in_flight(0).unwrap().is_empty());
+    assert_eq!(h.times_used(held), 1);
+    assert!(h.backend().in_flight(0).unwrap().is_empty());
 }
 
 /// A reset while a kick is answering hundreds of commands: every command
@@ -2020,8 +1734,7 @@ fn a_head_offered_again_while_in_flight_is_ignored() {
 /// (the frontend hands the ring to a new driver once it returns).
 #[test]
 fn nothing_is_answered_after_a_reset_returns() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     // Requests with the most entries a resource may have: each takes a
     // while to read, so the reset lands while the kick is under way.
     let entries = vec![(DATA_START, 4096); MAX_ENTRIES_PER_RESOURCE as usize];
@@ -2032,20 +1745,20 @@ fn nothing_is_answered_after_a_reset_returns() {
     );
     let addr = h.put(&request);
     for _ in 0..150 {
-        h.stage(
+        h.add(
             0,
-            &[Part::Raw(addr, request.len() as u32, 0), Part::Write(64)],
+            &[Part::RawRead(addr, request.len() as u32), Part::Write(64)],
         );
     }
-    let (device, backend, vrings) = (&h.device, &h.backend, &h.vrings);
+    let h = &h;
     let (at_reset, at_end) = std::thread::scope(|scope| {
-        let kick = scope.spawn(|| backend.handle_event(0, EventSet::IN, vrings, 0));
+        let kick = scope.spawn(|| h.kick(0));
         while h.used_index(0) == 0 {
             std::hint::spin_loop();
         }
-        device.reset();
+        h.device().reset();
         let at_reset = h.used_index(0);
-        kick.join().unwrap().unwrap();
+        kick.join().unwrap();
         (at_reset, h.used_index(0))
     });
     assert!(at_reset > 0);
@@ -2061,8 +1774,7 @@ fn nothing_is_answered_after_a_reset_returns() {
 /// meanwhile.
 #[test]
 fn a_busy_stream_holds_up_no_other_stream() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
+    let mut h = harness(ffmpeg_factory());
     for id in [1, 2] {
         let done = h.command(
             &req(cmd::STREAM_CREATE, id, &stream_create(format::H264)),
@@ -2070,7 +1782,7 @@ fn a_busy_stream_holds_up_no_other_stream() {
         );
         assert_eq!(done.code(), resp::OK_NODATA);
     }
-    let busy = h.device.stream(2).unwrap();
+    let busy = h.device().stream(2).unwrap();
     let (held_tx, held_rx) = std::sync::mpsc::channel();
     let holder = std::thread::spawn(move || {
         let _st = busy.lock();
@@ -2080,7 +1792,7 @@ fn a_busy_stream_holds_up_no_other_stream() {
     held_rx.recv().unwrap();
     let start = Instant::now();
     let params = |id| req(cmd::GET_PARAMS_EXT, id, &queue_body(QueueType::Input));
-    let (waiting, waiting_addr) = h.submit(0, &[Part::Read(&params(2)), Part::Write(128)]);
+    let waiting = h.submit(0, &[Part::Read(&params(2)), Part::Write(128)]);
     let done = h.command(&params(1), 128);
     assert_eq!(done.code(), resp::OK_GET_PARAMS);
     let done = h.command(
@@ -2093,43 +1805,19 @@ fn a_busy_stream_holds_up_no_other_stream() {
         "stream 1 waited {:?} for stream 2",
         start.elapsed()
     );
-    assert_eq!(h.used_position(0, waiting), None);
+    assert_eq!(h.used_position(waiting), None);
     holder.join().unwrap();
-    assert_eq!(h.wait(0, waiting, waiting_addr).code(), resp::OK_GET_PARAMS);
-}
-
-impl Harness<'_> {
-    /// The frontend starts queue `q` again on the same ring, and the guest
-    /// kicks it.
-    fn restart(&self, q: usize) {
-        self.rings[q].vring.set_queue_ready(true);
-        self.kick(q);
-    }
-
-    /// The guest driver is reset and sets queue `q` up afresh at the same
-    /// addresses: indices from 0, an empty table.
-    fn restart_afresh(&mut self, q: usize) {
-        let ring = &mut self.rings[q];
-        for field in [ring.avail + 2, ring.used_ring + 2] {
-            self.mem.write_obj(0u16, GuestAddress(field)).unwrap();
-        }
-        ring.vring.set_queue_next_avail(0);
-        ring.vring.set_queue_next_used(0);
-        ring.vring.set_queue_ready(true);
-        (ring.next_desc, ring.seen) = (0, 0);
-        ring.used.clear();
-        ring.submissions.clear();
-    }
+    assert_eq!(h.wait(waiting).code(), resp::OK_GET_PARAMS);
 }
 
 /// Sets up stream 1 with a picture buffer queued and a drain behind it,
 /// both held up (the stream's lock held by another thread) until queue 0
 /// has been stopped; then lets them go and checks that, with the ring
 /// stopped, nothing is written: no reply, no used entry.
-fn drain_across_a_stop(h: &mut Harness<'_>) -> [(u16, u64); 2] {
+fn drain_across_a_stop(h: &mut Guest) -> [ChainId; 2] {
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     create(h, 1, QueueType::Output, 1, 1 << 20);
-    let stream = h.device.stream(1).unwrap();
+    let stream = h.device().stream(1).unwrap();
     let (held_tx, held_rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
@@ -2146,12 +1834,9 @@ fn drain_across_a_stop(h: &mut Harness<'_>) -> [(u16, u64); 2] {
     let at_stop = h.used_index(0);
     // Stopped from another thread: a stop that waited for the stream (as a
     // reset does) would otherwise wait for this thread forever.
-    let (backend, vring) = (&h.backend, &h.rings[0].vring);
+    let guest = &*h;
     std::thread::scope(|scope| {
-        let stopper = scope.spawn(|| {
-            vring.set_queue_ready(false);
-            backend.stop_vring(0).unwrap();
-        });
+        let stopper = scope.spawn(|| guest.stop_queue(0));
         std::thread::sleep(Duration::from_millis(100));
         go_tx.send(()).unwrap();
         stopper.join().unwrap();
@@ -2160,12 +1845,15 @@ fn drain_across_a_stop(h: &mut Harness<'_>) -> [(u16, u64); 2] {
     // The drain ends with the EOS buffer, whose reply waits for the ring.
     std::thread::sleep(Duration::from_millis(500));
     let mut reply = [0u8; 24];
-    h.mem
-        .read_slice(&mut reply, GuestAddress(output.1))
+    h.memory()
+        .read_slice(&mut reply, GuestAddress(h.writable(output)[0].0))
         .unwrap();
-    assert_eq!(reply, [0; 24], "a reply written while the ring was stopped");
+    assert_eq!(
+        reply, [UNWRITTEN; 24],
+        "a reply written while the ring was stopped"
+    );
     assert_eq!(h.used_index(0), at_stop, "used while the ring was stopped");
-    assert_eq!(h.backend.in_flight(0).unwrap().len(), 2);
+    assert_eq!(h.backend().in_flight(0).unwrap().len(), 2);
     [output, drain]
 }
 
@@ -2175,14 +1863,13 @@ fn drain_across_a_stop(h: &mut Harness<'_>) -> [(u16, u64); 2] {
 /// only once the ring runs again, and nothing is lost.
 #[test]
 fn a_stopped_ring_keeps_its_streams_and_answers_after_the_restart() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
-    let [(output, output_addr), (drain, drain_addr)] = drain_across_a_stop(&mut h);
-    h.restart(0);
-    let done = h.wait(0, output, output_addr);
+    let mut h = harness(ffmpeg_factory());
+    let [output, drain] = drain_across_a_stop(&mut h);
+    h.restart_queue(0);
+    let done = h.wait(output);
     assert_eq!(done.le32(16), buffer_flag::EOS);
-    assert_eq!(h.wait(0, drain, drain_addr).code(), resp::OK_NODATA);
-    assert!(h.backend.in_flight(0).unwrap().is_empty());
+    assert_eq!(h.wait(drain).code(), resp::OK_NODATA);
+    assert!(h.backend().in_flight(0).unwrap().is_empty());
     let done = h.command(
         &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Input)),
         128,
@@ -2195,10 +1882,10 @@ fn a_stopped_ring_keeps_its_streams_and_answers_after_the_restart() {
 /// old streams are gone.
 #[test]
 fn a_ring_restarted_afresh_resets_the_device() {
-    let mem = guest_memory();
-    let mut h = Harness::new(&mem, ffmpeg_factory());
-    let [(_, output_addr), _] = drain_across_a_stop(&mut h);
-    h.restart_afresh(0);
+    let mut h = harness(ffmpeg_factory());
+    let [output, _] = drain_across_a_stop(&mut h);
+    let output_addr = h.writable(output)[0].0;
+    h.set_up_queue_afresh(0);
     let done = h.command(
         &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Input)),
         128,
@@ -2206,14 +1893,14 @@ fn a_ring_restarted_afresh_resets_the_device() {
     assert_eq!(done.code(), resp::ERR_INVALID_STREAM_ID);
     assert_eq!(h.used_index(0), 1, "old chains written into the new ring");
     let mut reply = [0u8; 24];
-    h.mem
+    h.memory()
         .read_slice(&mut reply, GuestAddress(output_addr))
         .unwrap();
     assert_eq!(
-        reply, [0; 24],
+        reply, [UNWRITTEN; 24],
         "an old chain's reply written after the reset"
     );
-    assert!(h.backend.in_flight(0).unwrap().is_empty());
+    assert!(h.backend().in_flight(0).unwrap().is_empty());
 }
 
 /// Multi-planar picture buffers, as a driver with NV12M-style formats sends
@@ -2224,13 +1911,13 @@ fn a_ring_restarted_afresh_resets_the_device() {
 #[case::per_plane(vv::PLANES_LAYOUT_PER_PLANE)]
 #[case::single_buffer_with_offsets(vv::PLANES_LAYOUT_SINGLE_BUFFER)]
 fn pictures_land_in_multi_planar_buffers(#[case] planes_layout: u32) {
-    let mem = guest_memory();
     let engine = FakeDecoders::new(FakeSettings {
         pictures: true,
         held: 1,
         ..Default::default()
     });
-    let mut h = Harness::new(&mem, Arc::new(engine));
+    let mut h = harness(Arc::new(engine));
+    let mem = h.memory().clone();
     h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
     set_coded_size(&mut h, 1, 16, 16);
 
@@ -2282,9 +1969,9 @@ fn pictures_land_in_multi_planar_buffers(#[case] planes_layout: u32) {
         .unwrap();
     mem.write_slice(&[0xaa; 128], GuestAddress(chroma)).unwrap();
 
-    let (out, out_addr) = queue(&mut h, 1, QueueType::Output, 0, 0);
+    let out = queue(&mut h, 1, QueueType::Output, 0, 0);
     queue(&mut h, 1, QueueType::Input, 0, 1);
-    let done = h.wait(0, out, out_addr);
+    let done = h.wait(out);
     assert_eq!((done.code(), done.le32(16)), (resp::OK_RESOURCE_QUEUE, 0));
     let mut y = [0u8; 256];
     let mut uv = [0u8; 128];
