@@ -21,6 +21,9 @@ for name in truncated corrupt; do
 	if [ "$status" -eq 124 ]; then
 		echo "not ok - $name: ffmpeg still running after 300 s"
 		failures=$((failures + 1))
+	elif [ "$status" -eq 126 ] || [ "$status" -eq 127 ]; then
+		echo "not ok - $name: ffmpeg did not run (exit $status)"
+		failures=$((failures + 1))
 	else
 		echo "ok - $name: ffmpeg exit $status, ${frames:-0} frames"
 	fi

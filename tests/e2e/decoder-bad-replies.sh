@@ -57,8 +57,9 @@ for kind in huge-stride chroma-stride; do
 		-f framemd5 "$RESULTS/$kind.framemd5" \
 		>"$RESULTS/$kind.log" 2>&1 || status=$?
 	sed 's/^/#   /' "$RESULTS/$kind.log" | tail -n 5
+	# 126 and 127: ffmpeg did not run at all, which proves nothing.
 	fault_check "$kind: the decode failed by itself (status $status)" \
-		[ "$status" -ne 0 -a "$status" -ne 137 ]
+		[ "$status" -ne 0 -a "$status" -ne 137 -a "$status" -ne 126 -a "$status" -ne 127 ]
 	fault_check "$kind: the driver refused the layout" \
 		fault_logged "invalid picture layout"
 done
@@ -72,7 +73,7 @@ timeout -s KILL 120 ffmpeg -hide_banner -loglevel warning -nostdin \
 	status=$?
 sed 's/^/#   /' "$RESULTS/drain-refused.log" | tail -n 5
 fault_check "drain-refused: the decode ended by itself (status $status)" \
-	[ "$status" -ne 137 ]
+	[ "$status" -ne 137 -a "$status" -ne 126 -a "$status" -ne 127 ]
 fault_check "drain-refused: the driver ended the drain" \
 	fault_logged "refused a drain"
 

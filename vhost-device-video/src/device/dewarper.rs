@@ -1065,19 +1065,13 @@ mod tests {
             for _ in 0..usize::from(h.layout().queue_size) / 2 {
                 h.add(0, &job.parts(&readable));
             }
-            let h = &h;
-            let in_flight = h.backend().in_flight(0).unwrap();
-            let (at_reset, at_end) = std::thread::scope(|scope| {
-                let kick = scope.spawn(|| h.kick(0));
-                while in_flight.is_empty() {
-                    std::hint::spin_loop();
-                }
-                h.device().reset();
-                let at_reset = h.used_index(0);
-                kick.join().unwrap();
-                std::thread::sleep(Duration::from_millis(300));
-                (at_reset, h.used_index(0))
-            });
+            // Workers still running after the kick get 300 ms to complete
+            // what they should not.
+            let (at_reset, at_end) = h.reset_during_kick(
+                0,
+                |h| !h.backend().in_flight(0).unwrap().is_empty(),
+                Duration::from_millis(300),
+            );
             assert_eq!(at_reset, at_end, "jobs completed after the reset returned");
         }
     }

@@ -390,6 +390,32 @@ impl<D: VirtioDevice> FakeGuest<D> {
         }
     }
 
+    /// The frontend resets the device while the vring thread is in a kick
+    /// of `queue`: the kick runs on another thread, and the reset comes as
+    /// soon as `under_way` holds. Returns the used index when the reset
+    /// returned and once the kick has ended and `settle` has passed; they
+    /// differ if anything was completed after the reset.
+    pub fn reset_during_kick(
+        &self,
+        queue: usize,
+        under_way: impl Fn(&Self) -> bool,
+        settle: Duration,
+    ) -> (u16, u16) {
+        std::thread::scope(|scope| {
+            let kick = scope.spawn(|| self.kick(queue));
+            while !under_way(self) {
+                std::hint::spin_loop();
+            }
+            self.device.reset();
+            let at_reset = self.used_index(queue);
+            if kick.join().is_err() {
+                panic!("queue {queue}: the kick panicked");
+            }
+            std::thread::sleep(settle);
+            (at_reset, self.used_index(queue))
+        })
+    }
+
     /// The frontend stops `queue` (`GET_VRING_BASE`, as for a VM stop).
     pub fn stop_queue(&self, queue: usize) {
         self.vring(queue).set_queue_ready(false);

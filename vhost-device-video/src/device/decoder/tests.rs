@@ -1750,17 +1750,7 @@ fn nothing_is_answered_after_a_reset_returns() {
             &[Part::RawRead(addr, request.len() as u32), Part::Write(64)],
         );
     }
-    let h = &h;
-    let (at_reset, at_end) = std::thread::scope(|scope| {
-        let kick = scope.spawn(|| h.kick(0));
-        while h.used_index(0) == 0 {
-            std::hint::spin_loop();
-        }
-        h.device().reset();
-        let at_reset = h.used_index(0);
-        kick.join().unwrap();
-        (at_reset, h.used_index(0))
-    });
+    let (at_reset, at_end) = h.reset_during_kick(0, |h| h.used_index(0) > 0, Duration::ZERO);
     assert!(at_reset > 0);
     assert_eq!(
         at_reset, at_end,
