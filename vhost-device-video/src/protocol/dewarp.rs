@@ -182,18 +182,6 @@ pub struct WireCrop {
     pub height: u32,
 }
 
-impl WireCrop {
-    /// The whole picture.
-    pub fn full(width: u32, height: u32) -> Self {
-        WireCrop {
-            left: 0,
-            top: 0,
-            width,
-            height,
-        }
-    }
-}
-
 /// Status codes.
 pub mod status {
     pub const OK: u32 = 0;

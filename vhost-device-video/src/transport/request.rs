@@ -3,9 +3,10 @@
 //! it to the guest.
 //!
 //! The checks every device needs on a chain are made here, once: the
-//! device-readable descriptors come before the device-writable ones (virtio
-//! 1.2, 2.7.4.2), every descriptor lies in guest memory, and the writable
-//! part is large enough for what the device must always write.
+//! device-readable descriptors come before the device-writable ones (what
+//! the virtio specification requires of drivers), every descriptor lies in
+//! guest memory, and the writable part is large enough for what the device
+//! must always write.
 
 use std::io;
 
@@ -13,7 +14,7 @@ use log::debug;
 use thiserror::Error as ThisError;
 use virtio_queue::{Reader, Writer};
 
-use super::{Chain, DeviceQueue, TransportError, WritePermit};
+use super::{Chain, DeviceQueue, TransportError};
 use crate::log_limit::warn_limited;
 
 /// What is wrong with the descriptors of a request.
@@ -70,11 +71,6 @@ impl Request {
     /// The queue the request came from.
     pub fn queue(&self) -> &DeviceQueue {
         &self.queue
-    }
-
-    /// Leave to write this request's reply (see [`DeviceQueue::write_permit`]).
-    pub fn write_permit(&self) -> Option<WritePermit<'_>> {
-        self.queue.write_permit()
     }
 
     /// The device-readable part as one byte stream. Refuses a chain with a
@@ -136,7 +132,7 @@ impl Request {
         let queue = self.queue.index();
         // Held until the request is completed, so that no ring stop slips
         // in between.
-        let Some(_permit) = self.write_permit() else {
+        let Some(_permit) = self.queue.write_permit() else {
             debug!("queue {queue}: no reply into a ring given up");
             return Ok(0);
         };
