@@ -69,15 +69,104 @@ pub mod buffer_flag {
     pub const EOS: u32 = 0x0002;
 }
 
-/// Formats. `AV1` is this device's documented extension (not in v3).
-pub mod format {
-    pub const NV12: u32 = 3;
-    pub const YUV420: u32 = 4;
-    pub const H264: u32 = 0x1002;
-    pub const HEVC: u32 = 0x1003;
-    pub const VP8: u32 = 0x1004;
-    pub const VP9: u32 = 0x1005;
-    pub const AV1: u32 = 0x1007;
+/// `virtio_video_format`: a picture format or a coded format. `Av1` is this
+/// device's documented extension (not in v3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Nv12,
+    Yuv420,
+    H264,
+    Hevc,
+    Vp8,
+    Vp9,
+    Av1,
+}
+
+impl Format {
+    /// The wire value.
+    pub const fn code(self) -> u32 {
+        match self {
+            Format::Nv12 => 3,
+            Format::Yuv420 => 4,
+            Format::H264 => 0x1002,
+            Format::Hevc => 0x1003,
+            Format::Vp8 => 0x1004,
+            Format::Vp9 => 0x1005,
+            Format::Av1 => 0x1007,
+        }
+    }
+
+    /// The format a wire value names, if any.
+    pub fn from_code(code: u32) -> Option<Self> {
+        [
+            Format::Nv12,
+            Format::Yuv420,
+            Format::H264,
+            Format::Hevc,
+            Format::Vp8,
+            Format::Vp9,
+            Format::Av1,
+        ]
+        .into_iter()
+        .find(|format| format.code() == code)
+    }
+
+    /// The PROFILE values a decoder offers for this codec: those whose
+    /// pictures are 8-bit 4:2:0, the only ones NV12 and YUV420 carry, except
+    /// H.264 Extended (data partitioning and SP/SI slices, which decoders
+    /// such as FFmpeg's do not handle). v3 defines none for AV1.
+    pub fn profiles(self) -> &'static [u32] {
+        match self {
+            Format::H264 => &[
+                profile::H264_BASELINE,
+                profile::H264_MAIN,
+                profile::H264_HIGH,
+            ],
+            Format::Hevc => &[profile::HEVC_MAIN, profile::HEVC_MAIN_STILL_PICTURE],
+            Format::Vp8 => &[
+                profile::VP8_PROFILE0,
+                profile::VP8_PROFILE1,
+                profile::VP8_PROFILE2,
+                profile::VP8_PROFILE3,
+            ],
+            Format::Vp9 => &[profile::VP9_PROFILE0],
+            Format::Nv12 | Format::Yuv420 | Format::Av1 => &[],
+        }
+    }
+
+    /// The levels (LEVEL control values) of this codec: v3 defines them for
+    /// H.264 only.
+    pub fn levels(self) -> &'static [u32] {
+        match self {
+            Format::H264 => &level::H264,
+            _ => &[],
+        }
+    }
+}
+
+/// PROFILE control values (v3's `virtio_video_profile`) that
+/// [`Format::profiles`] offers.
+pub mod profile {
+    pub const H264_BASELINE: u32 = 0x100;
+    pub const H264_MAIN: u32 = 0x101;
+    pub const H264_HIGH: u32 = 0x103;
+    pub const HEVC_MAIN: u32 = 0x200;
+    pub const HEVC_MAIN_STILL_PICTURE: u32 = 0x202;
+    pub const VP8_PROFILE0: u32 = 0x300;
+    pub const VP8_PROFILE1: u32 = 0x301;
+    pub const VP8_PROFILE2: u32 = 0x302;
+    pub const VP8_PROFILE3: u32 = 0x303;
+    pub const VP9_PROFILE0: u32 = 0x400;
+}
+
+/// LEVEL control values (v3's `virtio_video_level`).
+pub mod level {
+    /// H.264 levels 1.0, 1.1, 1.2, 1.3, 2.0, 2.1, 2.2, 3.0, 3.1, 3.2, 4.0,
+    /// 4.1, 4.2, 5.0 and 5.1, in that order.
+    pub const H264: [u32; 15] = [
+        0x100, 0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108, 0x109, 0x10A, 0x10B, 0x10C,
+        0x10D, 0x10E,
+    ];
 }
 
 /// Memory types.
@@ -171,7 +260,7 @@ pub struct FrameCapability {
 /// frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FormatCapability {
-    pub format: u32,
+    pub format: Format,
     /// Bit `i` set: the format goes with desc `i` of the other queue.
     pub mask: u64,
     pub planes_layout: u32,
@@ -200,7 +289,8 @@ pub struct PlaneLayout {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueParams {
     pub queue: QueueType,
-    pub format: u32,
+    /// `None` on the wire is 0: SET_PARAMS keeps the format it has.
+    pub format: Option<Format>,
     pub frame_width: u32,
     pub frame_height: u32,
     pub min_buffers: u32,
@@ -216,7 +306,7 @@ impl QueueParams {
     pub fn new(queue: QueueType) -> Self {
         Self {
             queue,
-            format: 0,
+            format: None,
             frame_width: 0,
             frame_height: 0,
             min_buffers: 0,
@@ -232,7 +322,10 @@ impl QueueParams {
         let crop = &params.crop;
         Ok(Self {
             queue: QueueType::from_code(params.queue_type.to_native())?,
-            format: params.format.to_native(),
+            format: match params.format.to_native() {
+                0 => None,
+                code => Some(format_of(code)?),
+            },
             frame_width: params.frame_width.to_native(),
             frame_height: params.frame_height.to_native(),
             min_buffers: params.min_buffers.to_native(),
@@ -255,7 +348,7 @@ impl QueueParams {
     fn to_wire(&self) -> Params {
         Params {
             queue_type: self.queue.code().into(),
-            format: self.format.into(),
+            format: self.format.map_or(0, Format::code).into(),
             frame_width: self.frame_width.into(),
             frame_height: self.frame_height.into(),
             min_buffers: self.min_buffers.into(),
@@ -406,7 +499,7 @@ fn encode_capability(out: &mut Vec<u8>, desc: &FormatCapability) {
         out,
         &FormatDesc {
             mask: desc.mask.into(),
-            format: desc.format.into(),
+            format: desc.format.code().into(),
             planes_layout: desc.planes_layout.into(),
             plane_align: desc.plane_align.into(),
             num_frames: count(desc.frames.len()).into(),
@@ -609,6 +702,9 @@ pub enum ProtocolError {
     /// An unknown queue type.
     #[error("unknown queue type {0:#x}")]
     QueueType(u32),
+    /// An unknown format.
+    #[error("unknown format {0:#x}")]
+    Format(u32),
     /// A plane count beyond [`MAX_PLANES`].
     #[error("plane count {0} out of range")]
     PlaneCount(u32),
@@ -628,6 +724,7 @@ impl ProtocolError {
             | ProtocolError::Chain(_)
             | ProtocolError::UnknownCommand(_) => ErrorCode::InvalidOperation,
             ProtocolError::QueueType(_)
+            | ProtocolError::Format(_)
             | ProtocolError::PlaneCount(_)
             | ProtocolError::TooManyEntries(_) => ErrorCode::InvalidParameter,
             ProtocolError::UnsupportedControl(_) => ErrorCode::UnsupportedControl,
@@ -658,7 +755,7 @@ pub enum Command {
     StreamCreate {
         in_mem_type: u32,
         out_mem_type: u32,
-        coded_format: u32,
+        coded_format: Format,
     },
     StreamDestroy,
     StreamDrain,
@@ -686,7 +783,7 @@ pub enum Command {
     },
     QueryControl {
         control: u32,
-        format: u32,
+        format: Format,
     },
     GetControl(u32),
     SetControl {
@@ -741,7 +838,7 @@ fn parse_command<R: Read>(
             Command::StreamCreate {
                 in_mem_type: body.in_mem_type.to_native(),
                 out_mem_type: body.out_mem_type.to_native(),
-                coded_format: body.coded_format.to_native(),
+                coded_format: format_of(body.coded_format.to_native())?,
             }
         }
         cmd::STREAM_DESTROY => Command::StreamDestroy,
@@ -785,7 +882,7 @@ fn parse_command<R: Read>(
             let body: QueryControlBody = read(reader)?;
             Command::QueryControl {
                 control: known_control(body.control.to_native())?,
-                format: body.format.to_native(),
+                format: format_of(body.format.to_native())?,
             }
         }
         cmd::GET_CONTROL => {
@@ -801,6 +898,10 @@ fn parse_command<R: Read>(
         }
         other => return Err(ProtocolError::UnknownCommand(other)),
     })
+}
+
+fn format_of(code: u32) -> Result<Format, ProtocolError> {
+    Format::from_code(code).ok_or(ProtocolError::Format(code))
 }
 
 /// The decoder knows only the profile and level controls; others are
@@ -967,7 +1068,7 @@ mod tests {
         let range = |min, max, step| ValueRange { min, max, step };
         let response = Response::QueryCapability(vec![
             FormatCapability {
-                format: 0x1002,
+                format: Format::H264,
                 mask: 0x8000_0000_0000_0003,
                 planes_layout: 1,
                 plane_align: 4,
@@ -978,7 +1079,7 @@ mod tests {
                 }],
             },
             FormatCapability {
-                format: 0x1005,
+                format: Format::Vp9,
                 mask: 1,
                 planes_layout: 2,
                 plane_align: 1,
@@ -1060,7 +1161,7 @@ mod tests {
 
     fn sample_params() -> QueueParams {
         let mut params = QueueParams::new(QueueType::Output);
-        params.format = 3;
+        params.format = Some(Format::Nv12);
         params.frame_width = 1920;
         params.frame_height = 1080;
         params.min_buffers = 2;
@@ -1135,5 +1236,81 @@ mod tests {
                 resource_type: Some(0)
             }
         );
+    }
+
+    #[rstest]
+    #[case::nv12(Format::Nv12, 3)]
+    #[case::yuv420(Format::Yuv420, 4)]
+    #[case::h264(Format::H264, 0x1002)]
+    #[case::hevc(Format::Hevc, 0x1003)]
+    #[case::vp8(Format::Vp8, 0x1004)]
+    #[case::vp9(Format::Vp9, 0x1005)]
+    #[case::av1(Format::Av1, 0x1007)]
+    fn formats_have_the_guest_header_codes(#[case] format: Format, #[case] code: u32) {
+        assert_eq!(format.code(), code);
+        assert_eq!(Format::from_code(code), Some(format));
+    }
+
+    #[rstest]
+    #[case::zero(0)]
+    #[case::fwht(0x1006)]
+    #[case::mpeg2(0x1001)]
+    fn unknown_formats_are_refused_where_a_format_is_required(#[case] code: u32) {
+        assert_eq!(Format::from_code(code), None);
+        let body = StreamCreateBody {
+            coded_format: code.into(),
+            ..Default::default()
+        };
+        let bytes = request(cmd::STREAM_CREATE, 8, body.as_slice());
+        let err = parse_request(&mut bytes.as_slice(), 16).unwrap_err();
+        assert_eq!(err.error, ProtocolError::Format(code));
+        assert_eq!(err.error.response_code(), ErrorCode::InvalidParameter);
+    }
+
+    #[test]
+    fn set_params_takes_format_zero_as_no_change_and_refuses_unknown_ones() {
+        let params = |format: u32| Params {
+            queue_type: 0x100.into(),
+            format: format.into(),
+            ..Default::default()
+        };
+        let parse = |format| {
+            let bytes = request(cmd::SET_PARAMS, 1, params(format).as_slice());
+            parse_request(&mut bytes.as_slice(), 16).map(|r| r.command)
+        };
+        let Ok(Command::SetParams { params: kept, .. }) = parse(0) else {
+            panic!("format 0 refused");
+        };
+        assert_eq!(kept.format, None);
+        let Ok(Command::SetParams { params: vp8, .. }) = parse(0x1004) else {
+            panic!("VP8 refused");
+        };
+        assert_eq!(vp8.format, Some(Format::Vp8));
+        assert_eq!(
+            parse(0x1006).unwrap_err().error,
+            ProtocolError::Format(0x1006)
+        );
+    }
+
+    #[test]
+    fn profile_and_level_values_are_v3s() {
+        assert_eq!(Format::H264.profiles(), &[0x100, 0x101, 0x103]);
+        assert_eq!(Format::Hevc.profiles(), &[0x200, 0x202]);
+        assert_eq!(Format::Vp8.profiles(), &[0x300, 0x301, 0x302, 0x303]);
+        assert_eq!(Format::Vp9.profiles(), &[0x400]);
+        assert!(Format::Av1.profiles().is_empty());
+        assert_eq!(
+            Format::H264.levels(),
+            (0x100..=0x10E).collect::<Vec<u32>>().as_slice()
+        );
+        for format in [
+            Format::Hevc,
+            Format::Vp8,
+            Format::Vp9,
+            Format::Av1,
+            Format::Nv12,
+        ] {
+            assert!(format.levels().is_empty(), "{format:?}");
+        }
     }
 }

@@ -33,7 +33,7 @@ use crate::engine::decode::{
     CodedFormat, DecoderFactory, PictureLayout, PixelFormat, MAX_DIMENSION,
 };
 use crate::protocol::virtio_video::{
-    self as vv, control, format, parse_request, Command, Config, ErrorCode, FormatCapability,
+    self as vv, control, parse_request, Command, Config, ErrorCode, Format, FormatCapability,
     FrameCapability, QueueType, Response, ValueRange,
 };
 use crate::transport::{DeviceQueue, Request, VirtioDevice};
@@ -110,70 +110,52 @@ impl DecoderError {
     }
 }
 
-fn coded_from_wire(code: u32) -> Option<CodedFormat> {
-    Some(match code {
-        format::H264 => CodedFormat::H264,
-        format::HEVC => CodedFormat::Hevc,
-        format::VP8 => CodedFormat::Vp8,
-        format::VP9 => CodedFormat::Vp9,
-        format::AV1 => CodedFormat::Av1,
-        _ => return None,
-    })
-}
+// The one-to-one mapping between the wire's formats and the engine's.
 
-fn coded_to_wire(format: CodedFormat) -> u32 {
+/// The engine's coded format for `format`, if it is a coded format.
+fn engine_coded(format: Format) -> Option<CodedFormat> {
     match format {
-        CodedFormat::H264 => format::H264,
-        CodedFormat::Hevc => format::HEVC,
-        CodedFormat::Vp8 => format::VP8,
-        CodedFormat::Vp9 => format::VP9,
-        CodedFormat::Av1 => format::AV1,
+        Format::H264 => Some(CodedFormat::H264),
+        Format::Hevc => Some(CodedFormat::Hevc),
+        Format::Vp8 => Some(CodedFormat::Vp8),
+        Format::Vp9 => Some(CodedFormat::Vp9),
+        Format::Av1 => Some(CodedFormat::Av1),
+        Format::Nv12 | Format::Yuv420 => None,
     }
 }
 
-fn raw_from_wire(code: u32) -> Option<PixelFormat> {
-    match code {
-        format::NV12 => Some(PixelFormat::Nv12),
-        format::YUV420 => Some(PixelFormat::Yuv420),
-        _ => None,
-    }
-}
-
-fn raw_to_wire(format: PixelFormat) -> u32 {
+fn wire_coded(format: CodedFormat) -> Format {
     match format {
-        PixelFormat::Nv12 => format::NV12,
-        PixelFormat::Yuv420 => format::YUV420,
+        CodedFormat::H264 => Format::H264,
+        CodedFormat::Hevc => Format::Hevc,
+        CodedFormat::Vp8 => Format::Vp8,
+        CodedFormat::Vp9 => Format::Vp9,
+        CodedFormat::Av1 => Format::Av1,
     }
 }
 
-const RAW_FORMATS: [PixelFormat; 2] = [PixelFormat::Nv12, PixelFormat::Yuv420];
-
-/// Profiles the engine decodes to 8-bit 4:2:0 (v3 defines none for AV1).
-fn profiles(format: CodedFormat) -> &'static [u32] {
+/// The engine's pixel format for `format`, if it is a picture format.
+fn engine_pixel(format: Format) -> Option<PixelFormat> {
     match format {
-        CodedFormat::H264 => &[0x100, 0x101, 0x103],
-        CodedFormat::Hevc => &[0x200, 0x202],
-        CodedFormat::Vp8 => &[0x300, 0x301, 0x302, 0x303],
-        CodedFormat::Vp9 => &[0x400],
-        CodedFormat::Av1 => &[],
+        Format::Nv12 => Some(PixelFormat::Nv12),
+        Format::Yuv420 => Some(PixelFormat::Yuv420),
+        Format::H264 | Format::Hevc | Format::Vp8 | Format::Vp9 | Format::Av1 => None,
     }
 }
 
-/// Levels (v3 defines them for H.264 only: 1.0 to 5.1).
-fn levels(format: CodedFormat) -> &'static [u32] {
+fn wire_pixel(format: PixelFormat) -> Format {
     match format {
-        CodedFormat::H264 => &[
-            0x100, 0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108, 0x109, 0x10A, 0x10B,
-            0x10C, 0x10D, 0x10E,
-        ],
-        _ => &[],
+        PixelFormat::Nv12 => Format::Nv12,
+        PixelFormat::Yuv420 => Format::Yuv420,
     }
 }
 
+/// The values of a profile or level control for `format`.
 fn control_values(control_type: u32, format: CodedFormat) -> &'static [u32] {
+    let format = wire_coded(format);
     match control_type {
-        control::PROFILE => profiles(format),
-        _ => levels(format),
+        control::PROFILE => format.profiles(),
+        _ => format.levels(),
     }
 }
 
@@ -352,13 +334,13 @@ impl DecoderDevice {
     }
 
     fn capabilities(&self, queue: QueueType) -> Response {
-        let (codes, other_count): (Vec<u32>, usize) = match queue {
+        let (formats, other_count): (Vec<Format>, usize) = match queue {
             QueueType::Input => (
-                self.formats.iter().map(|f| coded_to_wire(*f)).collect(),
-                RAW_FORMATS.len(),
+                self.formats.iter().map(|f| wire_coded(*f)).collect(),
+                PixelFormat::ALL.len(),
             ),
             QueueType::Output => (
-                RAW_FORMATS.iter().map(|f| raw_to_wire(*f)).collect(),
+                PixelFormat::ALL.into_iter().map(wire_pixel).collect(),
                 self.formats.len(),
             ),
         };
@@ -377,7 +359,7 @@ impl DecoderDevice {
             }],
         };
         Response::QueryCapability(
-            codes
+            formats
                 .into_iter()
                 .map(|format| FormatCapability {
                     format,
@@ -395,12 +377,12 @@ impl DecoderDevice {
         id: u32,
         in_mem_type: u32,
         out_mem_type: u32,
-        coded_format: u32,
+        coded_format: Format,
     ) -> Result<(), DecoderError> {
         if in_mem_type != vv::MEM_TYPE_GUEST_PAGES || out_mem_type != vv::MEM_TYPE_GUEST_PAGES {
             return Err(DecoderError::InvalidParameter);
         }
-        let coded = coded_from_wire(coded_format)
+        let coded = engine_coded(coded_format)
             .filter(|f| self.formats.contains(f))
             .ok_or(DecoderError::InvalidParameter)?;
         let mut streams = self.streams();
@@ -467,8 +449,8 @@ impl DecoderDevice {
         Ok(())
     }
 
-    fn query_control(&self, control: u32, coded: u32) -> Result<Response, DecoderError> {
-        let coded = coded_from_wire(coded)
+    fn query_control(&self, control: u32, coded: Format) -> Result<Response, DecoderError> {
+        let coded = engine_coded(coded)
             .filter(|f| self.formats.contains(f))
             .ok_or(DecoderError::InvalidParameter)?;
         let values = control_values(control, coded);

@@ -10,9 +10,9 @@ use log::debug;
 use super::events::EventQueue;
 use super::resource::{create_resource, Resource};
 use super::{
-    coded_from_wire, coded_to_wire, control_values, raw_from_wire, raw_to_wire, Charge,
-    DecoderError, MemoryBudget, Pending, INPUT_MIN_BUFFERS, MAX_BUFFERS, MAX_INPUT_BYTES,
-    MIN_DIMENSION, OUTPUT_MIN_BUFFERS,
+    control_values, engine_coded, engine_pixel, wire_coded, wire_pixel, Charge, DecoderError,
+    MemoryBudget, Pending, INPUT_MIN_BUFFERS, MAX_BUFFERS, MAX_INPUT_BYTES, MIN_DIMENSION,
+    OUTPUT_MIN_BUFFERS,
 };
 use crate::engine::decode::{CodedFormat, Picture, PictureLayout, MAX_DIMENSION};
 use crate::fault;
@@ -391,7 +391,7 @@ fn queue_params(st: &StreamState, queue: QueueType) -> QueueParams {
             } else {
                 (st.output.width, st.output.height)
             };
-            params.format = coded_to_wire(st.coded);
+            params.format = Some(wire_coded(st.coded));
             params.frame_width = w;
             params.frame_height = h;
             params.min_buffers = INPUT_MIN_BUFFERS;
@@ -400,7 +400,7 @@ fn queue_params(st: &StreamState, queue: QueueType) -> QueueParams {
         }
         QueueType::Output => {
             let layout = &st.output;
-            params.format = raw_to_wire(layout.format);
+            params.format = Some(wire_pixel(layout.format));
             params.frame_width = layout.width;
             params.frame_height = layout.height;
             params.min_buffers = OUTPUT_MIN_BUFFERS;
@@ -430,11 +430,10 @@ pub(super) fn set_params(
     if resource_type.is_some_and(|t| t != vv::MEM_TYPE_GUEST_PAGES) {
         return Err(DecoderError::InvalidParameter);
     }
-    let code = params.format;
     match params.queue {
         QueueType::Input => {
-            if code != 0 {
-                let coded = coded_from_wire(code).ok_or(DecoderError::InvalidParameter)?;
+            if let Some(format) = params.format {
+                let coded = engine_coded(format).ok_or(DecoderError::InvalidParameter)?;
                 if coded != st.coded {
                     st.coded = coded;
                     st.profile = None;
@@ -462,8 +461,8 @@ pub(super) fn set_params(
             }
         }
         QueueType::Output => {
-            if code != 0 {
-                let raw = raw_from_wire(code).ok_or(DecoderError::InvalidParameter)?;
+            if let Some(format) = params.format {
+                let raw = engine_pixel(format).ok_or(DecoderError::InvalidParameter)?;
                 if raw != st.output.format {
                     st.output = PictureLayout::packed(raw, st.output.width, st.output.height);
                 }

@@ -90,9 +90,9 @@ fn queue_body(queue: QueueType) -> Vec<u8> {
     body
 }
 
-fn stream_create(coded: u32) -> Vec<u8> {
+fn stream_create(coded: Format) -> Vec<u8> {
     let body = vv::StreamCreateBody {
-        coded_format: coded.into(),
+        coded_format: coded.code().into(),
         ..Default::default()
     };
     body.as_slice().to_vec()
@@ -175,19 +175,19 @@ fn capabilities_list_every_format(#[case] queue: QueueType, #[case] descs: u32) 
     assert_eq!(done.len, 16 + descs * 80);
     let first_format = done.le32(16 + 8);
     let expected = match queue {
-        QueueType::Input => format::H264,
-        QueueType::Output => format::NV12,
+        QueueType::Input => Format::H264.code(),
+        QueueType::Output => Format::Nv12.code(),
     };
     assert_eq!(first_format, expected);
 }
 
 #[rstest]
-#[case::h264_profiles(control::PROFILE, format::H264, resp::OK_QUERY_CONTROL, 3)]
-#[case::h264_levels(control::LEVEL, format::H264, resp::OK_QUERY_CONTROL, 15)]
-#[case::vp9_profiles(control::PROFILE, format::VP9, resp::OK_QUERY_CONTROL, 1)]
-#[case::hevc_levels(control::LEVEL, format::HEVC, resp::ERR_UNSUPPORTED_CONTROL, 0)]
-#[case::av1_profiles(control::PROFILE, format::AV1, resp::ERR_UNSUPPORTED_CONTROL, 0)]
-#[case::raw_format(control::PROFILE, format::NV12, resp::ERR_INVALID_PARAMETER, 0)]
+#[case::h264_profiles(control::PROFILE, Format::H264.code(), resp::OK_QUERY_CONTROL, 3)]
+#[case::h264_levels(control::LEVEL, Format::H264.code(), resp::OK_QUERY_CONTROL, 15)]
+#[case::vp9_profiles(control::PROFILE, Format::Vp9.code(), resp::OK_QUERY_CONTROL, 1)]
+#[case::hevc_levels(control::LEVEL, Format::Hevc.code(), resp::ERR_UNSUPPORTED_CONTROL, 0)]
+#[case::av1_profiles(control::PROFILE, Format::Av1.code(), resp::ERR_UNSUPPORTED_CONTROL, 0)]
+#[case::raw_format(control::PROFILE, Format::Nv12.code(), resp::ERR_INVALID_PARAMETER, 0)]
 fn query_control(#[case] control: u32, #[case] coded: u32, #[case] code: u32, #[case] num: u32) {
     let mut h = harness(ffmpeg_factory());
     let body = vv::QueryControlBody {
@@ -209,8 +209,8 @@ fn query_control(#[case] control: u32, #[case] coded: u32, #[case] code: u32, #[
 #[case::unknown_command(req(0x0199, 1, &[]), 1, resp::ERR_INVALID_OPERATION)]
 #[case::truncated_header(vec![0x01, 0x01], 0, resp::ERR_INVALID_OPERATION)]
 #[case::truncated_stream_create(req(cmd::STREAM_CREATE, 2, &[0; 12]), 2, resp::ERR_INVALID_OPERATION)]
-#[case::duplicate_stream(req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 1, resp::ERR_INVALID_STREAM_ID)]
-#[case::unsupported_coded_format(req(cmd::STREAM_CREATE, 3, &stream_create(format::NV12)), 3, resp::ERR_INVALID_PARAMETER)]
+#[case::duplicate_stream(req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 1, resp::ERR_INVALID_STREAM_ID)]
+#[case::unsupported_coded_format(req(cmd::STREAM_CREATE, 3, &stream_create(Format::Nv12)), 3, resp::ERR_INVALID_PARAMETER)]
 #[case::unknown_stream(req(cmd::RESOURCE_QUEUE, 77, &resource_queue(QueueType::Input, 1, 0, 1)), 77, resp::ERR_INVALID_STREAM_ID)]
 #[case::unknown_resource(req(cmd::RESOURCE_QUEUE, 1, &resource_queue(QueueType::Input, 99, 0, 1)), 1, resp::ERR_INVALID_RESOURCE_ID)]
 #[case::bad_queue_type(req(cmd::QUEUE_CLEAR, 1, &[7, 7, 0, 0, 0, 0, 0, 0]), 1, resp::ERR_INVALID_PARAMETER)]
@@ -228,7 +228,7 @@ fn query_control(#[case] control: u32, #[case] coded: u32, #[case] code: u32, #[
 }, 1, resp::ERR_INVALID_PARAMETER)]
 #[case::input_larger_than_resource(req(cmd::RESOURCE_QUEUE, 1, &resource_queue(QueueType::Input, 1, 0, 1 << 20)), 1, resp::ERR_INVALID_PARAMETER)]
 #[case::set_params_raw_on_input({
-    let p = vv::Params { queue_type: 0x100.into(), format: format::NV12.into(), ..Default::default() };
+    let p = vv::Params { queue_type: 0x100.into(), format: Format::Nv12.code().into(), ..Default::default() };
     req(cmd::SET_PARAMS, 1, p.as_slice())
 }, 1, resp::ERR_INVALID_PARAMETER)]
 #[case::set_params_ext_virtio_object({
@@ -243,7 +243,7 @@ fn malformed_requests_get_error_replies(
     #[case] code: u32,
 ) {
     let mut h = harness(ffmpeg_factory());
-    let created = h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    let created = h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     assert_eq!(created.code(), resp::OK_NODATA);
     let input = h.alloc(4096);
     let done = h.command(
@@ -289,7 +289,7 @@ fn broken_chains_are_returned(#[case] parts: Vec<Part<'static>>, #[case] code: O
     if let Some(code) = code {
         assert_eq!(done.code(), code);
     }
-    let done = h.command(&req(cmd::STREAM_CREATE, 4, &stream_create(format::VP9)), 8);
+    let done = h.command(&req(cmd::STREAM_CREATE, 4, &stream_create(Format::Vp9)), 8);
     assert_eq!(done.code(), resp::OK_NODATA);
 }
 
@@ -298,12 +298,12 @@ fn broken_chains_are_returned(#[case] parts: Vec<Part<'static>>, #[case] code: O
 #[test]
 fn looping_chain_is_returned() {
     let mut h = harness(ffmpeg_factory());
-    let request = req(cmd::STREAM_CREATE, 1, &stream_create(format::H264));
+    let request = req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264));
     let looping = h.add_looping(0, &[Part::Read(&request), Part::Write(64)]);
     h.kick(0);
     h.wait(looping);
 
-    let done = h.command(&req(cmd::STREAM_CREATE, 2, &stream_create(format::VP9)), 8);
+    let done = h.command(&req(cmd::STREAM_CREATE, 2, &stream_create(Format::Vp9)), 8);
     assert_eq!(done.code(), resp::OK_NODATA);
 }
 
@@ -312,7 +312,7 @@ fn looping_chain_is_returned() {
 #[test]
 fn destroyed_resources_are_refused() {
     let mut h = harness(ffmpeg_factory());
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     let input = h.alloc(4096);
     let done = h.command(
         &req(
@@ -363,7 +363,7 @@ fn destroyed_resources_are_refused() {
 #[test]
 fn requests_split_anywhere_read_as_one_stream() {
     let mut h = harness(ffmpeg_factory());
-    let request = req(cmd::STREAM_CREATE, 6, &stream_create(format::HEVC));
+    let request = req(cmd::STREAM_CREATE, 6, &stream_create(Format::Hevc));
     let (a, rest) = request.split_at(3);
     let (b, c) = rest.split_at(40);
     let head = h.submit(
@@ -384,14 +384,14 @@ fn requests_split_anywhere_read_as_one_stream() {
         128,
     );
     assert_eq!(done.code(), resp::OK_GET_PARAMS);
-    assert_eq!(done.le32(8 + 4), format::HEVC);
+    assert_eq!(done.le32(8 + 4), Format::Hevc.code());
 }
 
 #[test]
 fn destroyed_stream_refuses_commands_and_returns_pending_buffers() {
     let mut h = harness(ffmpeg_factory());
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
-    h.command(&req(cmd::STREAM_CREATE, 2, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 2, &stream_create(Format::H264)), 8);
     let out = h.alloc(1 << 20);
     let done = h.command(
         &req(
@@ -462,7 +462,7 @@ fn destroyed_stream_refuses_commands_and_returns_pending_buffers() {
 #[case::destroy_all(cmd::RESOURCE_DESTROY_ALL)]
 fn clearing_returns_pending_buffers_before_the_reply(#[case] command: u32) {
     let mut h = harness(ffmpeg_factory());
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     let mut pending = Vec::new();
     for id in 1..=3 {
         let out = h.alloc(1 << 20);
@@ -519,10 +519,10 @@ fn clearing_returns_pending_buffers_before_the_reply(#[case] command: u32) {
 #[test]
 fn params_describe_the_single_buffer_layout() {
     let mut h = harness(ffmpeg_factory());
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     let p = vv::Params {
         queue_type: 0x100.into(),
-        format: format::H264.into(),
+        format: Format::H264.code().into(),
         frame_width: 1918.into(),
         frame_height: 1078.into(),
         ..Default::default()
@@ -533,7 +533,7 @@ fn params_describe_the_single_buffer_layout() {
     );
     let p = vv::Params {
         queue_type: 0x101.into(),
-        format: format::YUV420.into(),
+        format: Format::Yuv420.code().into(),
         ..Default::default()
     };
     assert_eq!(
@@ -549,7 +549,7 @@ fn params_describe_the_single_buffer_layout() {
     let field = |i: usize| u32::from_le_bytes(params[i..i + 4].try_into().unwrap());
     assert_eq!(
         (field(4), field(8), field(12)),
-        (format::YUV420, 1918, 1078)
+        (Format::Yuv420.code(), 1918, 1078)
     );
     assert_eq!(field(44), 3);
     assert_eq!((field(48), field(52)), (1918 * 1078, 1918));
@@ -598,7 +598,7 @@ fn decodes_h264_into_scattered_guest_pages_and_drains() {
     for _ in 0..4 {
         events.push(h.submit(1, &[Part::Write(8)]));
     }
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
 
     // Bitstream: 4 input buffers reused round-robin, 10000 bytes per piece.
     let piece = 10_000u32;
@@ -736,7 +736,7 @@ fn decodes_h264_into_scattered_guest_pages_and_drains() {
 #[test]
 fn drain_of_an_empty_stream_returns_eos_then_the_reply() {
     let mut h = harness(ffmpeg_factory());
-    h.command(&req(cmd::STREAM_CREATE, 3, &stream_create(format::VP8)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 3, &stream_create(Format::Vp8)), 8);
     let drain = h.submit(
         0,
         &[Part::Read(&req(cmd::STREAM_DRAIN, 3, &[])), Part::Write(8)],
@@ -775,7 +775,7 @@ fn drain_of_an_empty_stream_returns_eos_then_the_reply() {
 fn garbage_bitstream_neither_crashes_nor_blocks_the_stream() {
     let mut h = harness(ffmpeg_factory());
     let mem = h.memory().clone();
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     let addr = h.alloc(65536);
     let garbage: Vec<u8> = (0..65536u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -861,7 +861,7 @@ fn format_is_announced_before_reordered_pictures_come_out() {
     let mut h = harness(ffmpeg_factory());
 
     let ev = h.submit(1, &[Part::Write(8)]);
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     let size = 176 * 144 * 3 / 2;
     let out = h.alloc(size);
     h.command(
@@ -944,10 +944,10 @@ fn buffers_queued_for_the_announced_size_are_used() {
     let mut h = harness(ffmpeg_factory());
 
     let ev = h.submit(1, &[Part::Write(8)]);
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::VP8)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::Vp8)), 8);
     let p = vv::Params {
         queue_type: 0x100.into(),
-        format: format::VP8.into(),
+        format: Format::Vp8.code().into(),
         frame_width: 176.into(),
         frame_height: 144.into(),
         ..Default::default()
@@ -1007,12 +1007,12 @@ fn buffers_queued_for_the_announced_size_are_used() {
 }
 
 #[rstest]
-#[case::h264_profile(format::H264, control::PROFILE, 0x103, resp::OK_NODATA)]
-#[case::h264_level(format::H264, control::LEVEL, 0x10B, resp::OK_NODATA)]
-#[case::unlisted_profile(format::H264, control::PROFILE, 0x104, resp::ERR_INVALID_PARAMETER)]
-#[case::vp8_level(format::VP8, control::LEVEL, 0x100, resp::ERR_UNSUPPORTED_CONTROL)]
+#[case::h264_profile(Format::H264, control::PROFILE, 0x103, resp::OK_NODATA)]
+#[case::h264_level(Format::H264, control::LEVEL, 0x10B, resp::OK_NODATA)]
+#[case::unlisted_profile(Format::H264, control::PROFILE, 0x104, resp::ERR_INVALID_PARAMETER)]
+#[case::vp8_level(Format::Vp8, control::LEVEL, 0x100, resp::ERR_UNSUPPORTED_CONTROL)]
 fn controls_are_set_and_read_back(
-    #[case] coded: u32,
+    #[case] coded: Format,
     #[case] control_type: u32,
     #[case] value: u32,
     #[case] code: u32,
@@ -1046,7 +1046,7 @@ fn controls_are_set_and_read_back(
 #[test]
 fn input_clear_cancels_a_pending_drain_before_its_reply() {
     let mut h = harness(ffmpeg_factory());
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     let drain = h.submit(
         0,
         &[Part::Read(&req(cmd::STREAM_DRAIN, 1, &[])), Part::Write(8)],
@@ -1356,7 +1356,7 @@ fn one_buffer_of_many_pictures_waits_for_buffers_and_loses_none(
     let mut h = harness_with(device);
     let mem = h.memory().clone();
     let ev = h.submit(1, &[Part::Write(8)]);
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     set_coded_size(&mut h, 1, 16, 16);
     create(&mut h, 1, QueueType::Input, 0, PICTURES);
     let outputs = [
@@ -1413,7 +1413,7 @@ fn clearing_or_destroying_a_stream_stops_its_decoding_at_once() {
     });
     let device = DecoderDevice::new(Arc::new(engine.clone()));
     let mut h = harness_with(device);
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     create(&mut h, 1, QueueType::Input, 0, 100_000);
     let units = || engine.shared.units.load(Ordering::SeqCst);
     queue(&mut h, 1, QueueType::Input, 0, 100_000);
@@ -1450,7 +1450,7 @@ fn the_stream_limit_counts_threads_still_decoding() {
     let mut h = harness_with(device);
     for id in 1..=MAX_STREAMS as u32 {
         let done = h.command(
-            &req(cmd::STREAM_CREATE, id, &stream_create(format::H264)),
+            &req(cmd::STREAM_CREATE, id, &stream_create(Format::H264)),
             8,
         );
         assert_eq!(done.code(), resp::OK_NODATA);
@@ -1463,7 +1463,7 @@ fn the_stream_limit_counts_threads_still_decoding() {
         let done = h.command(&req(cmd::STREAM_DESTROY, id, &[]), 8);
         assert_eq!(done.code(), resp::OK_NODATA);
     }
-    let storm = req(cmd::STREAM_CREATE, 100, &stream_create(format::H264));
+    let storm = req(cmd::STREAM_CREATE, 100, &stream_create(Format::H264));
     assert_eq!(h.command(&storm, 8).code(), resp::ERR_OUT_OF_MEMORY);
     engine.shared.release.store(true, Ordering::SeqCst);
     assert!(eventually(5, || h
@@ -1483,7 +1483,7 @@ fn resource_lists_are_charged_to_the_budget() {
     let budget = MemoryBudget::new(2 * per_resource + per_resource / 2);
     let device = DecoderDevice::with_budget(Arc::new(FakeDecoders::default()), budget.clone());
     let mut h = harness_with(device);
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     let page = h.alloc(4096);
     let list = vec![(page, 4096); entries];
     let create = |h: &mut Guest, id| {
@@ -1515,7 +1515,7 @@ fn a_decoder_over_the_budget_fails_its_stream() {
     let device = DecoderDevice::with_budget(Arc::new(engine), budget.clone());
     let mut h = harness_with(device);
     let ev = h.submit(1, &[Part::Write(8)]);
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     set_coded_size(&mut h, 1, 16, 16);
     create(&mut h, 1, QueueType::Input, 0, 16);
     let head = queue(&mut h, 1, QueueType::Input, 0, 16);
@@ -1603,7 +1603,7 @@ fn flood_of_1080p_pictures_in_one_buffer() {
 
     let mem = h.memory().clone();
     let ev = h.submit(1, &[Part::Write(8)]);
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     let input = create(&mut h, 1, QueueType::Input, 0, BUFFER);
     mem.write_slice(&stream, GuestAddress(input)).unwrap();
     // The whole buffer: the stream, then zeros (trailing zero bytes, which
@@ -1665,7 +1665,7 @@ fn sixteen_k_sps_stream() {
     let mut h = harness(ffmpeg_factory());
     let mem = h.memory().clone();
     let ev = h.submit(1, &[Part::Write(8)]);
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     let input = create(&mut h, 1, QueueType::Input, 0, stream.len() as u32);
     mem.write_slice(&stream, GuestAddress(input)).unwrap();
     // Buffers for the size the stream starts with (640x480).
@@ -1708,7 +1708,7 @@ fn sixteen_k_sps_stream() {
 #[test]
 fn a_head_offered_again_while_in_flight_is_ignored() {
     let mut h = harness(ffmpeg_factory());
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     create(&mut h, 1, QueueType::Output, 1, 1 << 20);
     let held = queue(&mut h, 1, QueueType::Output, 1, 0);
     for _ in 0..5_000 {
@@ -1767,7 +1767,7 @@ fn a_busy_stream_holds_up_no_other_stream() {
     let mut h = harness(ffmpeg_factory());
     for id in [1, 2] {
         let done = h.command(
-            &req(cmd::STREAM_CREATE, id, &stream_create(format::H264)),
+            &req(cmd::STREAM_CREATE, id, &stream_create(Format::H264)),
             8,
         );
         assert_eq!(done.code(), resp::OK_NODATA);
@@ -1805,7 +1805,7 @@ fn a_busy_stream_holds_up_no_other_stream() {
 /// has been stopped; then lets them go and checks that, with the ring
 /// stopped, nothing is written: no reply, no used entry.
 fn drain_across_a_stop(h: &mut Guest) -> [ChainId; 2] {
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     create(h, 1, QueueType::Output, 1, 1 << 20);
     let stream = h.device().stream(1).unwrap();
     let (held_tx, held_rx) = std::sync::mpsc::channel();
@@ -1908,7 +1908,7 @@ fn pictures_land_in_multi_planar_buffers(#[case] planes_layout: u32) {
     });
     let mut h = harness(Arc::new(engine));
     let mem = h.memory().clone();
-    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(format::H264)), 8);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
     set_coded_size(&mut h, 1, 16, 16);
 
     // The chroma memory comes first in guest memory, with a gap before it in

@@ -13,6 +13,11 @@ pub enum PixelFormat {
     Yuv420,
 }
 
+impl PixelFormat {
+    /// Every pixel format, in the order the device lists them.
+    pub const ALL: [PixelFormat; 2] = [PixelFormat::Nv12, PixelFormat::Yuv420];
+}
+
 /// One component plane in the destination buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlaneLayout {
