@@ -1,10 +1,12 @@
 //! The virtio-video v3 stateful decoder (virtio ID 31).
 //!
-//! Commands are parsed and answered on the vring thread. Each stream has a
-//! worker thread that owns its decoder engine: it takes bitstream buffers in
-//! queue order, decodes outside any lock, and pairs decoded pictures with the
-//! guest's OUTPUT-queue (CAPTURE) resources. RESOURCE_QUEUE and STREAM_DRAIN
-//! complete asynchronously; everything else synchronously. Pending requests
+//! Commands are parsed on the vring thread; device commands are answered
+//! there, a stream's commands in order on that stream's own thread. Each
+//! stream also has a worker thread that owns its decoder engine: it takes
+//! bitstream buffers in queue order, decodes outside any lock, and pairs
+//! decoded pictures with the guest's OUTPUT-queue (CAPTURE) resources.
+//! RESOURCE_QUEUE and STREAM_DRAIN complete asynchronously; everything else
+//! synchronously. Pending requests
 //! that a QUEUE_CLEAR, RESOURCE_DESTROY_ALL or STREAM_DESTROY discards come
 //! back with `BUFFER_FLAG_ERR` before that command's own reply.
 //!
