@@ -49,9 +49,18 @@ fn decoder_chain_seeds_leave_the_device_serving() {
     for (name, data) in seeds("decoder_chains") {
         let device = Arc::new(DecoderDevice::new(factory.clone()));
         let mut guest = FakeGuest::new(device, records::LAYOUT);
-        guest.run_records(&data);
+        let chains = guest.run_records(&data);
         // The life ends with STREAM_DESTROY, which returns every buffer.
         guest.assert_all_used(0, JOB_LIMIT);
+        // The stream was set up: STREAM_CREATE, two RESOURCE_CREATEs and
+        // SET_PARAMS_EXT answered OK. (The event buffer stays with the
+        // device.)
+        let set_up = chains
+            .into_iter()
+            .filter_map(|chain| guest.used_position(chain).map(|_| guest.wait(chain)))
+            .filter(|reply| reply.bytes.len() >= 4 && reply.le32(0) == resp::OK_NODATA)
+            .count();
+        assert!(set_up >= 4, "seed {name}: {set_up} commands answered OK");
         let mut request = cmd::QUERY_CAPABILITY.to_le_bytes().to_vec();
         request.extend([0; 4]);
         request.extend(0x100u32.to_le_bytes());
