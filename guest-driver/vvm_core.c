@@ -4,16 +4,25 @@
  *
  * The virtqueue callback may run in hard interrupt context (it is
  * force-threaded by virtio-pci on PREEMPT_RT, but not by every transport), so
- * it takes only the raw spinlock and defers everything else to an ordered
- * workqueue. The raw spinlock also serialises adding to and taking from a
- * virtqueue. That is only possible because the driver refuses indirect
+ * it takes only the raw spinlock and defers everything else to the core's
+ * kthread worker. The worker runs at SCHED_FIFO 50, the priority of the irq
+ * thread the callback runs in on PREEMPT_RT, so that deferring does not
+ * lower the completions' priority: a real-time task below the interrupt
+ * threads delays neither them nor the watchdog, whose timer fires in hard
+ * interrupt context.
+ *
+ * The raw spinlock also serialises adding to and taking from a virtqueue.
+ * That is only possible because the driver refuses indirect
  * descriptors (see vvm_main.c): with them the ring allocates a table when a
  * chain is added and frees it when the chain is taken back, and on
  * PREEMPT_RT neither may happen under a raw spinlock or in hard interrupt
  * context.
  */
+#include <linux/hrtimer.h>
 #include <linux/jiffies.h>
+#include <linux/kthread.h>
 #include <linux/module.h>
+#include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/virtio_config.h>
 
@@ -100,8 +109,8 @@ static void vvm_vq_callback(struct virtqueue *vq)
 
 	raw_spin_lock_irqsave(&core->lock, flags);
 	if (core->vqs[idx] && vvm_harvest_locked(core, idx))
-		queue_work(core->wq, &core->kill_work);
-	queue_work(core->wq, &core->complete_work);
+		kthread_queue_work(core->worker, &core->kill_work);
+	kthread_queue_work(core->worker, &core->complete_work);
 	raw_spin_unlock_irqrestore(&core->lock, flags);
 }
 
@@ -162,7 +171,7 @@ static void vvm_run_done(struct vvm_core *core)
 	}
 }
 
-static void vvm_complete_work(struct work_struct *work)
+static void vvm_complete_work(struct kthread_work *work)
 {
 	vvm_run_done(container_of(work, struct vvm_core, complete_work));
 }
@@ -234,7 +243,7 @@ static unsigned long vvm_deadline(struct vvm_core *core,
 }
 
 /* Killing from a context that cannot: a broken ring, vvm_core_kill(). */
-static void vvm_kill_work(struct work_struct *work)
+static void vvm_kill_work(struct kthread_work *work)
 {
 	struct vvm_core *core = container_of(work, struct vvm_core, kill_work);
 	bool broken = false;
@@ -251,10 +260,37 @@ static void vvm_kill_work(struct work_struct *work)
 	vvm_kill(core, VVM_CORE_DEAD, NULL);
 }
 
-static void vvm_watchdog_work(struct work_struct *work)
+/*
+ * Fire the watchdog @delay jiffies from now, unless it is due sooner.
+ * Caller holds core->lock, which orders the callers' look at the timer.
+ */
+static void vvm_watchdog_arm_locked(struct vvm_core *core, unsigned long delay)
 {
-	struct vvm_core *core = container_of(to_delayed_work(work),
-					     struct vvm_core, watchdog);
+	ktime_t expires = ktime_add_ns(ktime_get(), jiffies_to_nsecs(delay));
+
+	if (hrtimer_is_queued(&core->watchdog_timer) &&
+	    ktime_before(hrtimer_get_expires(&core->watchdog_timer), expires))
+		return;
+	hrtimer_start(&core->watchdog_timer, expires, HRTIMER_MODE_ABS_HARD);
+}
+
+/*
+ * Hard interrupt context, on PREEMPT_RT too (a softirq timer would run in
+ * ksoftirqd, SCHED_OTHER, which any real-time task starves): only hand over.
+ */
+static enum hrtimer_restart vvm_watchdog_fire(struct hrtimer *timer)
+{
+	struct vvm_core *core = container_of(timer, struct vvm_core,
+					     watchdog_timer);
+
+	kthread_queue_work(core->worker, &core->watchdog_work);
+	return HRTIMER_NORESTART;
+}
+
+static void vvm_watchdog_work(struct kthread_work *work)
+{
+	struct vvm_core *core = container_of(work, struct vvm_core,
+					     watchdog_work);
 	unsigned long period = vvm_core_timeout_jiffies();
 	struct vvm_request *req, *expired = NULL;
 	bool timed = false, waiting = false;
@@ -316,8 +352,11 @@ static void vvm_watchdog_work(struct work_struct *work)
 			next = quarter;
 		timed = true;
 	}
-	if (timed)
-		queue_delayed_work(core->wq, &core->watchdog, next - now);
+	if (timed) {
+		raw_spin_lock_irqsave(&core->lock, flags);
+		vvm_watchdog_arm_locked(core, next - now);
+		raw_spin_unlock_irqrestore(&core->lock, flags);
+	}
 }
 
 static int vvm_reinit_device(struct vvm_core *core)
@@ -336,7 +375,7 @@ static int vvm_reinit_device(struct vvm_core *core)
 	return vvm_find_vqs(core);
 }
 
-static void vvm_revive_work(struct work_struct *work)
+static void vvm_revive_work(struct kthread_work *work)
 {
 	struct vvm_core *core = container_of(work, struct vvm_core,
 					     revive_work);
@@ -373,7 +412,7 @@ static void vvm_revive_work(struct work_struct *work)
 		vvm_kill(core, VVM_CORE_DEAD, NULL);
 }
 
-static void vvm_remove_work(struct work_struct *work)
+static void vvm_remove_work(struct kthread_work *work)
 {
 	vvm_kill(container_of(work, struct vvm_core, remove_work),
 		 VVM_CORE_REMOVED, NULL);
@@ -400,22 +439,29 @@ int vvm_core_init(struct vvm_core *core, struct virtio_device *vdev,
 	INIT_LIST_HEAD(&core->done);
 	core->last_answer = jiffies;
 	mutex_init(&core->submit_lock);
-	INIT_WORK(&core->complete_work, vvm_complete_work);
-	INIT_DELAYED_WORK(&core->watchdog, vvm_watchdog_work);
-	INIT_WORK(&core->revive_work, vvm_revive_work);
-	INIT_WORK(&core->kill_work, vvm_kill_work);
-	INIT_WORK(&core->remove_work, vvm_remove_work);
+	kthread_init_work(&core->complete_work, vvm_complete_work);
+	kthread_init_work(&core->watchdog_work, vvm_watchdog_work);
+	kthread_init_work(&core->revive_work, vvm_revive_work);
+	kthread_init_work(&core->kill_work, vvm_kill_work);
+	kthread_init_work(&core->remove_work, vvm_remove_work);
+	hrtimer_init(&core->watchdog_timer, CLOCK_MONOTONIC,
+		     HRTIMER_MODE_ABS_HARD);
+	core->watchdog_timer.function = vvm_watchdog_fire;
 
-	core->wq = alloc_ordered_workqueue("vvm-%s", WQ_HIGHPRI | WQ_MEM_RECLAIM,
-					   dev_name(&vdev->dev));
-	if (!core->wq)
-		return -ENOMEM;
+	core->worker = kthread_create_worker(0, "vvm-%s", dev_name(&vdev->dev));
+	if (IS_ERR(core->worker)) {
+		ret = PTR_ERR(core->worker);
+		core->worker = NULL;
+		return ret;
+	}
+	/* SCHED_FIFO 50: the priority of the interrupt threads on PREEMPT_RT. */
+	sched_set_fifo(core->worker->task);
 
 	vdev->priv = core;
 	ret = vvm_find_vqs(core);
 	if (ret) {
-		destroy_workqueue(core->wq);
-		core->wq = NULL;
+		kthread_destroy_worker(core->worker);
+		core->worker = NULL;
 		vdev->priv = NULL;
 	}
 	return ret;
@@ -428,22 +474,24 @@ void vvm_core_ready(struct vvm_core *core)
 
 void vvm_core_remove(struct vvm_core *core)
 {
-	queue_work(core->wq, &core->remove_work);
-	flush_work(&core->remove_work);
-	cancel_delayed_work_sync(&core->watchdog);
-	cancel_work_sync(&core->revive_work);
-	cancel_work_sync(&core->kill_work);
-	flush_workqueue(core->wq);
+	kthread_queue_work(core->worker, &core->remove_work);
+	kthread_flush_work(&core->remove_work);
+	/* Nothing is in flight any more: the watchdog does not re-arm. */
+	hrtimer_cancel(&core->watchdog_timer);
+	kthread_cancel_work_sync(&core->watchdog_work);
+	kthread_cancel_work_sync(&core->revive_work);
+	kthread_cancel_work_sync(&core->kill_work);
+	kthread_flush_worker(core->worker);
 }
 
 void vvm_core_release(struct vvm_core *core)
 {
-	if (!core->wq)
+	if (!core->worker)
 		return;
 	if (READ_ONCE(core->state) != VVM_CORE_REMOVED)
 		vvm_core_remove(core);
-	destroy_workqueue(core->wq);
-	core->wq = NULL;
+	kthread_destroy_worker(core->worker);
+	core->worker = NULL;
 }
 
 void vvm_request_init(struct vvm_request *req, vvm_complete_t complete,
@@ -486,15 +534,15 @@ int vvm_core_submit(struct vvm_core *core, struct vvm_request *req,
 	if (!ret) {
 		list_add_tail(&req->list, &core->inflight);
 		notify = virtqueue_kick_prepare(core->vqs[vq]);
+		if (req->wait != VVM_WAIT_EVENT)
+			vvm_watchdog_arm_locked(core, timeout);
 	}
 	if (broken)
-		queue_work(core->wq, &core->kill_work);
+		kthread_queue_work(core->worker, &core->kill_work);
 	raw_spin_unlock_irqrestore(&core->lock, flags);
 
 	if (notify)
 		virtqueue_notify(core->vqs[vq]);
-	if (!ret && req->wait != VVM_WAIT_EVENT)
-		queue_delayed_work(core->wq, &core->watchdog, timeout);
 	mutex_unlock(&core->submit_lock);
 	return ret;
 }
@@ -576,7 +624,7 @@ int vvm_core_check_alive(struct vvm_core *core)
 		break;
 	case VVM_CORE_DEAD:
 		if (READ_ONCE(revive_on_open))
-			queue_work(core->wq, &core->revive_work);
+			kthread_queue_work(core->worker, &core->revive_work);
 		ret = -EIO;
 		break;
 	case VVM_CORE_REVIVING:
@@ -609,11 +657,11 @@ bool vvm_core_holds(struct vvm_core *core, const void *owner)
 
 void vvm_core_kill(struct vvm_core *core)
 {
-	queue_work(core->wq, &core->kill_work);
-	flush_work(&core->kill_work);
+	kthread_queue_work(core->worker, &core->kill_work);
+	kthread_flush_work(&core->kill_work);
 }
 
 void vvm_core_flush(struct vvm_core *core)
 {
-	flush_workqueue(core->wq);
+	kthread_flush_worker(core->worker);
 }

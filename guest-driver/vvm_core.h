@@ -9,9 +9,13 @@
  * - The virtqueue callback (hard half) may run in hard interrupt context. It
  *   only harvests used buffers into a list under a raw spinlock and queues
  *   the threaded half.
- * - The threaded half is an ordered, high-priority workqueue owned by the
- *   core. Every &vvm_request.complete callback and every &vvm_core_ops
- *   callback runs there, one at a time, in process context: it may take
+ * - The threaded half is a kthread worker owned by the core, one thread at
+ *   SCHED_FIFO 50: the priority of the interrupt threads on PREEMPT_RT, the
+ *   callback's own there, so completions wait for no real-time task below
+ *   the interrupts. The watchdog's timer fires in hard interrupt context and
+ *   only queues the watchdog's work there. Every &vvm_request.complete
+ *   callback and every &vvm_core_ops callback runs in that thread, one at a
+ *   time, in process context: it may take
  *   mutexes and call vb2_buffer_done(), v4l2_m2m_job_finish() and
  *   v4l2_m2m_buf_done_and_job_finish(). It must not wait for another
  *   request (vvm_core_call() from it would deadlock); hand such work to
@@ -24,13 +28,14 @@
 #define VVM_CORE_H
 
 #include <linux/completion.h>
+#include <linux/hrtimer.h>
+#include <linux/kthread.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/scatterlist.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
 #include <linux/virtio.h>
-#include <linux/workqueue.h>
 
 #define VVM_MAX_VQS 2
 
@@ -159,9 +164,11 @@ enum vvm_core_state {
  * @last_answer: jiffies of the latest used buffer, on any virtqueue.
  * @submit_lock: serialises submitters and the death/revival of the
  *	virtqueues.
- * @wq: the threaded half.
+ * @worker: the threaded half.
  * @complete_work: runs completions.
- * @watchdog: fires on the earliest request deadline.
+ * @watchdog_timer: fires, in hard interrupt context, on the earliest request
+ *	deadline and queues @watchdog_work.
+ * @watchdog_work: fails the device when a deadline has passed.
  * @revive_work: re-creates the virtqueues after a death.
  * @kill_work: declares the device dead (a broken virtqueue, vvm_core_kill()).
  * @remove_work: fails everything on removal, in the threaded half.
@@ -181,12 +188,13 @@ struct vvm_core {
 	unsigned long last_answer;
 
 	struct mutex submit_lock; /* see @submit_lock above */
-	struct workqueue_struct *wq;
-	struct work_struct complete_work;
-	struct delayed_work watchdog;
-	struct work_struct revive_work;
-	struct work_struct kill_work;
-	struct work_struct remove_work;
+	struct kthread_worker *worker;
+	struct kthread_work complete_work;
+	struct hrtimer watchdog_timer;
+	struct kthread_work watchdog_work;
+	struct kthread_work revive_work;
+	struct kthread_work kill_work;
+	struct kthread_work remove_work;
 };
 
 /**
