@@ -1,0 +1,137 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# kernels: debug-rt debian-rt
+# devices: dewarper
+# qemu: patched
+# module: virtio_video_m2m
+# data: dewarp
+# timeout: 900
+# expect: pass
+#
+# Completions keep their priority under real-time load. A client at
+# SCHED_FIFO 60 sends frames through the dewarper one at a time (dewarp-client
+# --timing), first on an idle guest, then while rt-hog spins at SCHED_FIFO 49
+# on every CPU, below the interrupt threads (50) that run the virtqueue
+# callback on PREEMPT_RT. The driver completes jobs in a thread of the irq
+# threads' priority, so the round trips under load stay close to the idle
+# ones: the test prints both (max and p99) and fails when one under load
+# exceeds HOG_BOUND_MS. A driver that completes in a SCHED_OTHER kworker
+# leaves every job waiting until the scheduler's fair server lets ordinary
+# tasks run, about 950 ms in each second.
+#
+# Then the backend is killed while the client streams under the same load:
+# the watchdog, whose timer fires in hard interrupt context and whose work
+# runs in the same thread, must fail the job in flight within one watchdog
+# period (2 s) plus DEATH_SLACK_MS, and the device is declared dead.
+. "$REPO/tests/clients/fault-lib.sh"
+. "$REPO/tests/clients/dewarp-lib.sh"
+DW_CLIENT=$(dw_client)
+HOG="$REPO/tests/clients/rt-hog"
+FRAMES=60
+DEATH_FRAMES=400
+HOG_BOUND_MS=400
+DEATH_SLACK_MS=1000
+CPUS=$(nproc)
+
+frame="$TESTDATA/src-NV16.raw"
+# Frames on tmpfs: no file system round trip while the CPUs are hogged.
+: >/tmp/frames.raw
+i=0
+while [ "$i" -lt "$DEATH_FRAMES" ]; do
+	cat "$frame" >>/tmp/frames.raw
+	i=$((i + 1))
+done
+
+# start_hogs SECONDS: rt-hog on every CPU, spinning without a pause.
+hogs=
+start_hogs() {
+	hogs=
+	cpu=0
+	while [ "$cpu" -lt "$CPUS" ]; do
+		"$HOG" --cpu "$cpu" --priority 49 --busy-ms 1000 --idle-ms 0 \
+			--seconds "$1" &
+		hogs="$hogs $!"
+		cpu=$((cpu + 1))
+	done
+}
+
+wait_hogs() {
+	for pid in $hogs; do
+		wait "$pid" || fault_check "rt-hog $pid ran" false
+	done
+}
+
+# stream NAME FRAMES: FRAMES frames at SCHED_FIFO 60, round trips in
+# /tmp/NAME.txt; the client's exit status in stream_status.
+stream() {
+	stream_status=0
+	chrt -f 60 "$DW_CLIENT" --timing --frames "$2" \
+		--src NV16:320x240 --dst NV16:320x240 \
+		--in /tmp/frames.raw --out "/tmp/$1.raw" >"/tmp/$1.txt" 2>&1 ||
+		stream_status=$?
+	cp "/tmp/$1.txt" "$RESULTS/$1.log"
+}
+
+# stats NAME: "max P99" of the round trips in ms.
+stats() {
+	awk '/round_trip_us/ { print $4 }' "/tmp/$1.txt" | sort -n | awk '
+		{ v[NR] = $1 }
+		END {
+			if (NR == 0) { print "none none"; exit }
+			i = int((NR * 99 + 99) / 100)
+			printf "%d %d\n", v[NR] / 1000, v[i] / 1000
+		}'
+}
+
+# The frames, one after the other, as the identity map returns them.
+head -c $(($(wc -c <"$frame") * FRAMES)) /tmp/frames.raw >/tmp/expected.raw
+
+start=$(now_ms)
+stream idle "$FRAMES"
+idle_ms=$(($(now_ms) - start))
+fault_check "idle: client exit status $stream_status" [ "$stream_status" -eq 0 ]
+fault_check "idle: every frame unchanged" cmp -s /tmp/expected.raw /tmp/idle.raw
+
+# Long enough for the whole stream to run under load, at the idle pace.
+hog_s=$((idle_ms * 2 / 1000 + 4))
+[ "$hog_s" -le 30 ] || hog_s=30
+start_hogs "$hog_s"
+stream hog "$FRAMES"
+wait_hogs
+fault_check "under rt-hog: client exit status $stream_status" [ "$stream_status" -eq 0 ]
+fault_check "under rt-hog: every frame unchanged" cmp -s /tmp/expected.raw /tmp/hog.raw
+
+read -r idle_max idle_p99 <<EOF
+$(stats idle)
+EOF
+read -r hog_max hog_p99 <<EOF
+$(stats hog)
+EOF
+echo "measure: round trip ms, idle: max $idle_max p99 $idle_p99; under rt-hog FIFO 49 on $CPUS CPUs ($hog_s s): max $hog_max p99 $hog_p99"
+fault_check "under rt-hog: max round trip $hog_max ms < $HOG_BOUND_MS ms" \
+	[ "$hog_max" != none ] && [ "$hog_max" -lt "$HOG_BOUND_MS" ]
+
+# Death under load: kill the backend once results come back (the client
+# writes each result as it arrives; its report is buffered).
+fault_mark_log
+start_hogs 20
+rm -f /tmp/death.raw
+stream death "$DEATH_FRAMES" &
+stream_pid=$!
+until [ -s /tmp/death.raw ]; do
+	sleep 0.1
+done
+host_do kill dewarper
+wait "$stream_pid" || true
+wait_hogs
+first_error=$(awk '/^frame [0-9]+: error/ { print $2; exit }' /tmp/death.txt)
+death_ms=$(awk -v f="${first_error:-none}" '$1 == "frame" && $2 == f && $3 == "round_trip_us" { print int($4 / 1000); exit }' /tmp/death.txt)
+echo "measure: under rt-hog, the job in flight at the backend's death failed after ${death_ms:-never} ms"
+fault_check "under rt-hog: a job failed after the backend died" [ -n "$first_error" ]
+fault_check "under rt-hog: it failed within $((2000 + DEATH_SLACK_MS)) ms" \
+	[ -n "$death_ms" ] && [ "$death_ms" -lt $((2000 + DEATH_SLACK_MS)) ]
+fault_check "the watchdog declared the device dead" fault_logged "no answer within"
+
+host_do start dewarper
+fault_check "rmmod and insmod" fault_reload
+fault_done
