@@ -14,10 +14,12 @@
 # on every CPU, below the interrupt threads (50) that run the virtqueue
 # callback on PREEMPT_RT. The driver completes jobs in a thread of the irq
 # threads' priority, so the round trips under load stay close to the idle
-# ones: the test prints both (max and p99) and fails when one under load
-# exceeds HOG_BOUND_MS. A driver that completes in a SCHED_OTHER kworker
-# leaves every job waiting until the scheduler's fair server lets ordinary
-# tasks run, about 950 ms in each second.
+# ones: the test prints both (max and p99) and fails when the p99 under
+# load exceeds P99_BOUND_MS (the max is left to TCG's occasional stalls of a
+# few hundred ms, idle or not). A driver that completes in a SCHED_OTHER
+# kworker leaves a job waiting each time the hogs' CPUs are taken, until the
+# scheduler's fair server lets ordinary tasks run: about 950 ms of each
+# second.
 #
 # Then the backend is killed while the client streams under the same load:
 # the watchdog, whose timer fires in hard interrupt context and whose work
@@ -27,19 +29,21 @@
 . "$REPO/tests/clients/dewarp-lib.sh"
 DW_CLIENT=$(dw_client)
 HOG="$REPO/tests/clients/rt-hog"
-FRAMES=60
+FRAMES=200
 DEATH_FRAMES=400
-HOG_BOUND_MS=400
+P99_BOUND_MS=500
 DEATH_SLACK_MS=1000
 CPUS=$(nproc)
 
-frame="$TESTDATA/src-NV16.raw"
+FRAME_BYTES=$((320 * 240 * 2))
+
 # Frames on tmpfs: no file system round trip while the CPUs are hogged.
+# src-NV16.raw holds two frames.
 : >/tmp/frames.raw
 i=0
 while [ "$i" -lt "$DEATH_FRAMES" ]; do
-	cat "$frame" >>/tmp/frames.raw
-	i=$((i + 1))
+	cat "$TESTDATA/src-NV16.raw" >>/tmp/frames.raw
+	i=$((i + 2))
 done
 
 # start_hogs SECONDS: rt-hog on every CPU, spinning without a pause.
@@ -72,6 +76,14 @@ stream() {
 	cp "/tmp/$1.txt" "$RESULTS/$1.log"
 }
 
+# below LIMIT VALUE: VALUE is a number under LIMIT.
+below() {
+	case $2 in
+	'' | *[!0-9]*) return 1 ;;
+	esac
+	[ "$2" -lt "$1" ]
+}
+
 # stats NAME: "max P99" of the round trips in ms.
 stats() {
 	awk '/round_trip_us/ { print $4 }' "/tmp/$1.txt" | sort -n | awk '
@@ -84,7 +96,7 @@ stats() {
 }
 
 # The frames, one after the other, as the identity map returns them.
-head -c $(($(wc -c <"$frame") * FRAMES)) /tmp/frames.raw >/tmp/expected.raw
+head -c $((FRAME_BYTES * FRAMES)) /tmp/frames.raw >/tmp/expected.raw
 
 start=$(now_ms)
 stream idle "$FRAMES"
@@ -108,8 +120,8 @@ read -r hog_max hog_p99 <<EOF
 $(stats hog)
 EOF
 echo "measure: round trip ms, idle: max $idle_max p99 $idle_p99; under rt-hog FIFO 49 on $CPUS CPUs ($hog_s s): max $hog_max p99 $hog_p99"
-fault_check "under rt-hog: max round trip $hog_max ms < $HOG_BOUND_MS ms" \
-	[ "$hog_max" != none ] && [ "$hog_max" -lt "$HOG_BOUND_MS" ]
+fault_check "under rt-hog: p99 round trip $hog_p99 ms < $P99_BOUND_MS ms" \
+	below "$P99_BOUND_MS" "$hog_p99"
 
 # Death under load: kill the backend once results come back (the client
 # writes each result as it arrives; its report is buffered).
@@ -118,18 +130,18 @@ start_hogs 20
 rm -f /tmp/death.raw
 stream death "$DEATH_FRAMES" &
 stream_pid=$!
-until [ -s /tmp/death.raw ]; do
+until [ -s /tmp/death.raw ] || ! kill -0 "$stream_pid" 2>/dev/null; do
 	sleep 0.1
 done
 host_do kill dewarper
 wait "$stream_pid" || true
 wait_hogs
-first_error=$(awk '/^frame [0-9]+: error/ { print $2; exit }' /tmp/death.txt)
+first_error=$(awk '/^frame [0-9]+: error/ { sub(":", "", $2); print $2; exit }' /tmp/death.txt)
 death_ms=$(awk -v f="${first_error:-none}" '$1 == "frame" && $2 == f && $3 == "round_trip_us" { print int($4 / 1000); exit }' /tmp/death.txt)
 echo "measure: under rt-hog, the job in flight at the backend's death failed after ${death_ms:-never} ms"
 fault_check "under rt-hog: a job failed after the backend died" [ -n "$first_error" ]
 fault_check "under rt-hog: it failed within $((2000 + DEATH_SLACK_MS)) ms" \
-	[ -n "$death_ms" ] && [ "$death_ms" -lt $((2000 + DEATH_SLACK_MS)) ]
+	below $((2000 + DEATH_SLACK_MS)) "$death_ms"
 fault_check "the watchdog declared the device dead" fault_logged "no answer within"
 
 host_do start dewarper
