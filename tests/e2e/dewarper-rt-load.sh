@@ -66,14 +66,15 @@ wait_hogs() {
 }
 
 # stream NAME FRAMES: FRAMES frames at SCHED_FIFO 60, round trips in
-# /tmp/NAME.txt; the client's exit status in stream_status.
+# /tmp/NAME.txt, errors in /tmp/NAME.err; the client's exit status in
+# stream_status.
 stream() {
 	stream_status=0
 	chrt -f 60 "$DW_CLIENT" --timing --frames "$2" \
 		--src NV16:320x240 --dst NV16:320x240 \
-		--in /tmp/frames.raw --out "/tmp/$1.raw" >"/tmp/$1.txt" 2>&1 ||
-		stream_status=$?
-	cp "/tmp/$1.txt" "$RESULTS/$1.log"
+		--in /tmp/frames.raw --out "/tmp/$1.raw" \
+		>"/tmp/$1.txt" 2>"/tmp/$1.err" || stream_status=$?
+	cat "/tmp/$1.txt" "/tmp/$1.err" >"$RESULTS/$1.log"
 }
 
 # below LIMIT VALUE: VALUE is a number under LIMIT.
@@ -136,7 +137,7 @@ done
 host_do kill dewarper
 wait "$stream_pid" || true
 wait_hogs
-first_error=$(awk '/^frame [0-9]+: error/ { sub(":", "", $2); print $2; exit }' /tmp/death.txt)
+first_error=$(awk '/^frame [0-9]+: error/ { sub(":", "", $2); print $2; exit }' /tmp/death.err)
 death_ms=$(awk -v f="${first_error:-none}" '$1 == "frame" && $2 == f && $3 == "round_trip_us" { print int($4 / 1000); exit }' /tmp/death.txt)
 echo "measure: under rt-hog, the job in flight at the backend's death failed after ${death_ms:-never} ms"
 fault_check "under rt-hog: a job failed after the backend died" [ -n "$first_error" ]
