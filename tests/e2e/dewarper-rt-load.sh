@@ -21,10 +21,11 @@
 # scheduler's fair server lets ordinary tasks run: about 950 ms of each
 # second.
 #
-# Then the backend is killed while the client streams under the same load:
-# the watchdog, whose timer fires in hard interrupt context and whose work
-# runs in the same thread, must fail the job in flight within one watchdog
-# period (2 s) plus DEATH_SLACK_MS, and the device is declared dead.
+# Then the backend is killed while the client streams and the same load
+# starts: the watchdog, whose timer fires in hard interrupt context and
+# whose work runs in the completions' thread, must fail the job in flight
+# within one watchdog period (2 s) plus DEATH_SLACK_MS, and the device is
+# declared dead.
 . "$REPO/tests/clients/fault-lib.sh"
 . "$REPO/tests/clients/dewarp-lib.sh"
 DW_CLIENT=$(dw_client)
@@ -124,10 +125,12 @@ echo "measure: round trip ms, idle: max $idle_max p99 $idle_p99; under rt-hog FI
 fault_check "under rt-hog: p99 round trip $hog_p99 ms < $P99_BOUND_MS ms" \
 	below "$P99_BOUND_MS" "$hog_p99"
 
-# Death under load: kill the backend once results come back (the client
-# writes each result as it arrives; its report is buffered).
+# Death under load: once results come back (the client writes each one as
+# it arrives; its report is buffered), kill the backend and start the hogs
+# at once, before the watchdog's period has run out. The kill comes first:
+# under the hogs this shell would get the CPU only in the fair server's
+# slices, and the stream could end before it.
 fault_mark_log
-start_hogs 20
 rm -f /tmp/death.raw
 stream death "$DEATH_FRAMES" &
 stream_pid=$!
@@ -135,6 +138,7 @@ until [ -s /tmp/death.raw ] || ! kill -0 "$stream_pid" 2>/dev/null; do
 	sleep 0.1
 done
 host_do kill dewarper
+start_hogs 10
 wait "$stream_pid" || true
 wait_hogs
 first_error=$(awk '/^frame [0-9]+: error/ { sub(":", "", $2); print $2; exit }' /tmp/death.err)
