@@ -14,12 +14,13 @@
 # on every CPU, below the interrupt threads (50) that run the virtqueue
 # callback on PREEMPT_RT. The driver completes jobs in a thread of the irq
 # threads' priority, so the round trips under load stay close to the idle
-# ones: the test prints both (max and p99) and fails when the p99 under
-# load exceeds P99_BOUND_MS (the max is left to TCG's occasional stalls of a
-# few hundred ms, idle or not). A driver that completes in a SCHED_OTHER
-# kworker leaves a job waiting each time the hogs' CPUs are taken, until the
-# scheduler's fair server lets ordinary tasks run: about 950 ms of each
-# second.
+# ones: the test prints both (max and p99) and fails when a round trip
+# under load reaches MAX_BOUND_MS. A driver that completes in a SCHED_OTHER
+# kworker leaves jobs waiting until the scheduler's fair server lends
+# ordinary tasks their 50 ms, after 950 ms of real-time load: 900 to
+# 1000 ms measured, against at most 400 ms for TCG's own stalls, idle or not.
+# (Fast jobs complete by the dozen in each such slice, so the p99 alone
+# does not show the stalls.)
 #
 # Then the backend is killed while the client streams and the same load
 # starts: the watchdog, whose timer fires in hard interrupt context and
@@ -32,7 +33,7 @@ DW_CLIENT=$(dw_client)
 HOG="$REPO/tests/clients/rt-hog"
 FRAMES=200
 DEATH_FRAMES=400
-P99_BOUND_MS=500
+MAX_BOUND_MS=700
 DEATH_SLACK_MS=1000
 CPUS=$(nproc)
 
@@ -122,8 +123,8 @@ read -r hog_max hog_p99 <<EOF
 $(stats hog)
 EOF
 echo "measure: round trip ms, idle: max $idle_max p99 $idle_p99; under rt-hog FIFO 49 on $CPUS CPUs ($hog_s s): max $hog_max p99 $hog_p99"
-fault_check "under rt-hog: p99 round trip $hog_p99 ms < $P99_BOUND_MS ms" \
-	below "$P99_BOUND_MS" "$hog_p99"
+fault_check "under rt-hog: max round trip $hog_max ms < $MAX_BOUND_MS ms" \
+	below "$MAX_BOUND_MS" "$hog_max"
 
 # Death under load: once results come back (the client writes each one as
 # it arrives; its report is buffered), kill the backend and start the hogs
