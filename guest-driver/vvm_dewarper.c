@@ -93,8 +93,6 @@ struct vvm_dewarper {
 	struct video_device vfd;
 	struct media_device mdev;
 	struct v4l2_m2m_dev *m2m_dev;
-	/* Serialises the ioctls of the video node. */
-	struct mutex vfd_lock;
 	struct v4l2_frmsize_stepwise frmsize;
 	unsigned int vq_size;
 	atomic_t next_context_id;
@@ -121,7 +119,19 @@ struct vvm_dw_map {
 	u32 width;
 	u32 height;
 	size_t bytes;
-	u32 *entries;
+	__le32 *entries;
+};
+
+/*
+ * A vb2 buffer of either queue. A map set in the request of an OUTPUT
+ * buffer is snapshotted when the request is queued and waits here for
+ * device_run(); buf_finish() drops one the buffer never got to use.
+ */
+struct vvm_dw_buf {
+	struct v4l2_m2m_buffer m2m;
+	struct vvm_dw_map *map;
+	/* The request's map could not be applied; the job fails. */
+	int map_err;
 };
 
 struct vvm_dw_q_data {
@@ -131,21 +141,42 @@ struct vvm_dw_q_data {
 	unsigned int sequence;
 };
 
+/*
+ * Locking (docs/guest-driver.md, "Locking"): the V4L2 core holds a
+ * context's control handler lock across the copy of a control's payload
+ * from user memory, which a userfaultfd or FUSE page can make last forever.
+ * So does anything that waits for that lock while holding the context's
+ * vq_lock. Neither device_run() nor the completion path takes either of
+ * them, and the node has no device-wide ioctl lock.
+ */
 struct vvm_dw_ctx {
 	struct v4l2_fh fh;
 	struct vvm_dewarper *dw;
 	struct v4l2_ctrl_handler hdl;
 	struct v4l2_ctrl *map_ctrl;
-	/* Lock of both vb2 queues. */
+	/*
+	 * Lock of both vb2 queues, taken by the V4L2 core for the queue
+	 * ioctls (m2m_ctx->q_lock) and by the format and selection ioctls.
+	 */
 	struct mutex vq_lock;
+	/* Serialises S_FMT, which may wait for the handler lock. */
+	struct mutex fmt_lock;
 	struct vvm_dw_q_data q_data[2];
 	u32 context_id;
 
-	/* The control changed since the last snapshot; under the handler lock. */
-	bool map_dirty;
+	/* Generation of the latest snapshot; under the handler lock. */
+	u32 map_generation;
+	/*
+	 * Snapshot of the control's value, taken when it is set (the
+	 * caller's process pays for the copy), and whether a request or
+	 * STREAMON has taken it since. Under map_lock.
+	 */
+	struct vvm_dw_map *map_set;
+	bool map_set_new;
+	/* Guards map_set and map_set_new; never held for long. */
+	spinlock_t map_lock;
 	/* Snapshot the next jobs use; only m2m callbacks touch it. */
 	struct vvm_dw_map *map;
-	u32 map_generation;
 	/* Generation the device answered for; 0 when it may not know the map. */
 	atomic_t map_known;
 
@@ -204,6 +235,11 @@ struct vvm_dw_probe {
 static struct vvm_dw_ctx *file_to_ctx(struct file *file)
 {
 	return container_of(file->private_data, struct vvm_dw_ctx, fh);
+}
+
+static struct vvm_dw_buf *to_vvm_dw_buf(struct vb2_v4l2_buffer *vbuf)
+{
+	return container_of(vbuf, struct vvm_dw_buf, m2m.vb);
 }
 
 static struct device *ctx_dev(struct vvm_dw_ctx *ctx)
@@ -282,53 +318,80 @@ static void vvm_dw_map_put(struct vvm_dw_map *map)
 		kref_put(&map->ref, vvm_dw_map_release);
 }
 
-/* Takes a snapshot of the control's current value as the context's map. */
-static int vvm_dw_map_snapshot(struct vvm_dw_ctx *ctx)
+/*
+ * Publishes @values (the control's new or current value) as the context's
+ * latest map. Called with the control handler's lock held, from the ioctl
+ * that set the value: the copy is paid for by the process that asked.
+ */
+static int vvm_dw_map_publish(struct vvm_dw_ctx *ctx, const u32 *values)
 {
 	struct v4l2_ctrl *ctrl = ctx->map_ctrl;
-	struct vvm_dw_map *map;
+	struct vvm_dw_map *map, *old;
 	u32 i;
 
 	map = kzalloc(sizeof(*map), GFP_KERNEL);
 	if (!map)
 		return -ENOMEM;
 	kref_init(&map->ref);
-
-	v4l2_ctrl_lock(ctrl);
 	map->width = ctrl->dims[0];
 	map->height = ctrl->dims[1];
 	map->bytes = array_size(ctrl->elems, sizeof(u32));
 	map->entries = kvmalloc(map->bytes, GFP_KERNEL);
-	if (map->entries) {
-		for (i = 0; i < ctrl->elems; i++)
-			map->entries[i] = (__force u32)
-				cpu_to_le32(ctrl->p_cur.p_u32[i]);
-		ctx->map_dirty = false;
-	}
-	v4l2_ctrl_unlock(ctrl);
-
 	if (!map->entries) {
 		kfree(map);
 		return -ENOMEM;
 	}
+	for (i = 0; i < ctrl->elems; i++)
+		map->entries[i] = cpu_to_le32(values[i]);
 
 	/* 0 means "no map known to the device". */
 	if (++ctx->map_generation == 0)
 		ctx->map_generation = 1;
 	map->generation = ctx->map_generation;
 
-	vvm_dw_map_put(ctx->map);
-	ctx->map = map;
+	spin_lock(&ctx->map_lock);
+	old = ctx->map_set;
+	ctx->map_set = map;
+	ctx->map_set_new = true;
+	spin_unlock(&ctx->map_lock);
+	vvm_dw_map_put(old);
 	return 0;
 }
 
+/* The latest map, if nothing took it yet (@all: even if something did). */
+static struct vvm_dw_map *vvm_dw_map_take(struct vvm_dw_ctx *ctx, bool all)
+{
+	struct vvm_dw_map *map = NULL;
+
+	spin_lock(&ctx->map_lock);
+	if (ctx->map_set && (all || ctx->map_set_new)) {
+		map = ctx->map_set;
+		kref_get(&map->ref);
+		ctx->map_set_new = false;
+	}
+	spin_unlock(&ctx->map_lock);
+	return map;
+}
+
+/* Publishes the control's current value, after its dimensions changed. */
+static int vvm_dw_map_publish_cur(struct vvm_dw_ctx *ctx)
+{
+	int ret;
+
+	v4l2_ctrl_lock(ctx->map_ctrl);
+	ret = vvm_dw_map_publish(ctx, ctx->map_ctrl->p_cur.p_u32);
+	v4l2_ctrl_unlock(ctx->map_ctrl);
+	return ret;
+}
+
+/* Runs with the handler lock held, in the ioctl or request queueing. */
 static int vvm_dw_s_ctrl(struct v4l2_ctrl *ctrl)
 {
 	struct vvm_dw_ctx *ctx = container_of(ctrl->handler, struct vvm_dw_ctx,
 					      hdl);
 
 	if (ctrl->id == V4L2_CID_DW100_DEWARPING_16x16_VERTEX_MAP)
-		ctx->map_dirty = true;
+		return vvm_dw_map_publish(ctx, ctrl->p_new.p_u32);
 	return 0;
 }
 
@@ -360,9 +423,6 @@ static void vvm_dw_map_init(const struct v4l2_ctrl *ctrl, u32 from_idx,
 		qx = min_t(u32, (idx % mw) * qdx, qsw);
 		ptr.p_u32[idx] = (qy << 16) | qx;
 	}
-
-	if (ptr.p == ctrl->p_cur.p)
-		ctx->map_dirty = true;
 }
 
 static const struct v4l2_ctrl_type_ops vvm_dw_map_type_ops = {
@@ -783,27 +843,33 @@ out:
 	vvm_dw_send_deferred(dw);
 }
 
+/*
+ * Runs from a completion as often as from an ioctl, so it takes no lock an
+ * ioctl may hold for long: the map comes from snapshots taken beforehand.
+ */
 static void vvm_dw_device_run(void *priv)
 {
 	struct vvm_dw_ctx *ctx = priv;
 	struct vvm_dewarper *dw = ctx->dw;
 	struct vb2_v4l2_buffer *src, *dst;
-	struct media_request *req;
 	struct vvm_dw_job *job = NULL;
-	int ret = 0;
+	struct vvm_dw_buf *sbuf;
+	int ret;
 
 	src = v4l2_m2m_next_src_buf(ctx->fh.m2m_ctx);
 	dst = v4l2_m2m_next_dst_buf(ctx->fh.m2m_ctx);
-	req = src->vb2_buf.req_obj.req;
 
 	/* As on the dw100, a new map reaches the device only with a request. */
-	v4l2_ctrl_request_setup(req, &ctx->hdl);
-	if (req && READ_ONCE(ctx->map_dirty))
-		ret = vvm_dw_map_snapshot(ctx);
-	else if (READ_ONCE(ctx->map_dirty))
+	sbuf = to_vvm_dw_buf(src);
+	ret = sbuf->map_err;
+	if (sbuf->map) {
+		vvm_dw_map_put(ctx->map);
+		ctx->map = sbuf->map;
+		sbuf->map = NULL;
+	} else if (READ_ONCE(ctx->map_set_new)) {
 		dev_warn_once(ctx_dev(ctx),
 			      "the vertex map changes while streaming only through requests\n");
-	v4l2_ctrl_request_complete(req, &ctx->hdl);
+	}
 
 	v4l2_m2m_src_buf_remove(ctx->fh.m2m_ctx);
 	v4l2_m2m_dst_buf_remove(ctx->fh.m2m_ctx);
@@ -919,11 +985,22 @@ static void vvm_dw_buf_queue(struct vb2_buffer *vb)
 	v4l2_m2m_buf_queue(ctx->fh.m2m_ctx, to_vb2_v4l2_buffer(vb));
 }
 
+/* A map its request set but no job used. */
+static void vvm_dw_buf_finish(struct vb2_buffer *vb)
+{
+	struct vvm_dw_buf *buf = to_vvm_dw_buf(to_vb2_v4l2_buffer(vb));
+
+	vvm_dw_map_put(buf->map);
+	buf->map = NULL;
+	buf->map_err = 0;
+}
+
+/*
+ * vb2 cancels a buffer of a queued request. Nothing to do: the request's
+ * controls completed when it was queued (vvm_dw_req_queue()).
+ */
 static void vvm_dw_buf_request_complete(struct vb2_buffer *vb)
 {
-	struct vvm_dw_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
-
-	v4l2_ctrl_request_complete(vb->req_obj.req, &ctx->hdl);
 }
 
 static void vvm_dw_return_buffers(struct vb2_queue *q,
@@ -939,8 +1016,6 @@ static void vvm_dw_return_buffers(struct vb2_queue *q,
 			vbuf = v4l2_m2m_dst_buf_remove(ctx->fh.m2m_ctx);
 		if (!vbuf)
 			return;
-		v4l2_ctrl_request_complete(vbuf->vb2_buf.req_obj.req,
-					   &ctx->hdl);
 		v4l2_m2m_buf_done(vbuf, state);
 	}
 }
@@ -948,15 +1023,13 @@ static void vvm_dw_return_buffers(struct vb2_queue *q,
 static int vvm_dw_start_streaming(struct vb2_queue *q, unsigned int count)
 {
 	struct vvm_dw_ctx *ctx = vb2_get_drv_priv(q);
-	int ret;
 
 	vvm_dw_q_data(ctx, q->type)->sequence = 0;
 
 	/* Without requests the map in force at STREAMON is used throughout. */
-	ret = vvm_dw_map_snapshot(ctx);
-	if (ret)
-		vvm_dw_return_buffers(q, VB2_BUF_STATE_QUEUED);
-	return ret;
+	vvm_dw_map_put(ctx->map);
+	ctx->map = vvm_dw_map_take(ctx, true);
+	return 0;
 }
 
 static void vvm_dw_stop_streaming(struct vb2_queue *q)
@@ -976,6 +1049,7 @@ static const struct vb2_ops vvm_dw_qops = {
 	.buf_out_validate = vvm_dw_buf_out_validate,
 	.buf_prepare = vvm_dw_buf_prepare,
 	.buf_queue = vvm_dw_buf_queue,
+	.buf_finish = vvm_dw_buf_finish,
 	.buf_request_complete = vvm_dw_buf_request_complete,
 	.start_streaming = vvm_dw_start_streaming,
 	.stop_streaming = vvm_dw_stop_streaming,
@@ -998,7 +1072,7 @@ static int vvm_dw_queue_init(void *priv, struct vb2_queue *src_vq,
 				   V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE;
 		q->io_modes = VB2_MMAP | VB2_DMABUF;
 		q->drv_priv = ctx;
-		q->buf_struct_size = sizeof(struct v4l2_m2m_buffer);
+		q->buf_struct_size = sizeof(struct vvm_dw_buf);
 		q->ops = &vvm_dw_qops;
 		q->mem_ops = &vb2_dma_sg_memops;
 		q->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
@@ -1048,6 +1122,8 @@ static int vvm_dw_open(struct file *file)
 	ctx->dw = dw;
 	ctx->context_id = atomic_inc_return(&dw->next_context_id);
 	mutex_init(&ctx->vq_lock);
+	mutex_init(&ctx->fmt_lock);
+	spin_lock_init(&ctx->map_lock);
 	INIT_LIST_HEAD(&ctx->in_order);
 	spin_lock_init(&ctx->in_order_lock);
 	v4l2_fh_init(&ctx->fh, video_devdata(file));
@@ -1063,6 +1139,9 @@ static int vvm_dw_open(struct file *file)
 		goto err_free;
 	}
 	ctx->fh.ctrl_handler = &ctx->hdl;
+	ret = vvm_dw_map_publish_cur(ctx);
+	if (ret)
+		goto err_free;
 
 	ctx->fh.m2m_ctx = v4l2_m2m_ctx_init(dw->m2m_dev, ctx,
 					    vvm_dw_queue_init);
@@ -1076,24 +1155,31 @@ static int vvm_dw_open(struct file *file)
 
 err_free:
 	v4l2_ctrl_handler_free(&ctx->hdl);
+	vvm_dw_map_put(ctx->map_set);
 	v4l2_fh_exit(&ctx->fh);
+	mutex_destroy(&ctx->fmt_lock);
 	mutex_destroy(&ctx->vq_lock);
 	kfree(ctx);
 	return ret;
 }
 
+/*
+ * Takes only the context's own locks: no ioctl of this file runs any more,
+ * and waits for its jobs, which the watchdog bounds.
+ */
 static int vvm_dw_release(struct file *file)
 {
 	struct vvm_dw_ctx *ctx = file_to_ctx(file);
-	struct vvm_dewarper *dw = ctx->dw;
 
 	v4l2_fh_del(&ctx->fh);
 	v4l2_fh_exit(&ctx->fh);
-	mutex_lock(&dw->vfd_lock);
+	mutex_lock(&ctx->vq_lock);
 	v4l2_m2m_ctx_release(ctx->fh.m2m_ctx);
-	mutex_unlock(&dw->vfd_lock);
+	mutex_unlock(&ctx->vq_lock);
 	v4l2_ctrl_handler_free(&ctx->hdl);
 	vvm_dw_map_put(ctx->map);
+	vvm_dw_map_put(ctx->map_set);
+	mutex_destroy(&ctx->fmt_lock);
 	mutex_destroy(&ctx->vq_lock);
 	kfree(ctx);
 	return 0;
@@ -1171,7 +1257,9 @@ static int vvm_dw_g_fmt(struct file *file, void *priv, struct v4l2_format *f)
 {
 	struct vvm_dw_ctx *ctx = file_to_ctx(file);
 
+	mutex_lock(&ctx->vq_lock);
 	f->fmt.pix_mp = vvm_dw_q_data(ctx, f->type)->pix;
+	mutex_unlock(&ctx->vq_lock);
 	return 0;
 }
 
@@ -1218,20 +1306,20 @@ static void vvm_dw_try_fmt(struct vvm_dw_ctx *ctx, struct v4l2_format *f)
 static int vvm_dw_try_fmt_vid(struct file *file, void *priv,
 			      struct v4l2_format *f)
 {
-	vvm_dw_try_fmt(file_to_ctx(file), f);
+	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+
+	mutex_lock(&ctx->vq_lock);
+	vvm_dw_try_fmt(ctx, f);
+	mutex_unlock(&ctx->vq_lock);
 	return 0;
 }
 
-static int vvm_dw_s_fmt_vid(struct file *file, void *priv,
-			    struct v4l2_format *f)
+/* Called with ctx->vq_lock held. */
+static int vvm_dw_set_fmt(struct vvm_dw_ctx *ctx, struct v4l2_format *f)
 {
-	struct vvm_dw_ctx *ctx = file_to_ctx(file);
 	struct vvm_dw_q_data *q = vvm_dw_q_data(ctx, f->type);
-	u32 dims[V4L2_CTRL_MAX_DIMS] = {};
-	struct vb2_queue *vq;
 
-	vq = v4l2_m2m_get_vq(ctx->fh.m2m_ctx, f->type);
-	if (vb2_is_busy(vq))
+	if (vb2_is_busy(v4l2_m2m_get_vq(ctx->fh.m2m_ctx, f->type)))
 		return -EBUSY;
 
 	vvm_dw_try_fmt(ctx, f);
@@ -1248,13 +1336,37 @@ static int vvm_dw_s_fmt_vid(struct file *file, void *priv,
 		dst->xfer_func = q->pix.xfer_func;
 		dst->ycbcr_enc = q->pix.ycbcr_enc;
 		dst->quantization = q->pix.quantization;
-		return 0;
 	}
+	return 0;
+}
 
-	/* The vertex grid covers the destination. */
-	dims[0] = vvm_dw_vertices(q->pix.width);
-	dims[1] = vvm_dw_vertices(q->pix.height);
-	return v4l2_ctrl_modify_dimensions(ctx->map_ctrl, dims);
+/*
+ * The vertex grid follows the CAPTURE size. The handler lock is taken
+ * after vq_lock is dropped, never under it: see struct vvm_dw_ctx.
+ */
+static int vvm_dw_s_fmt_vid(struct file *file, void *priv,
+			    struct v4l2_format *f)
+{
+	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+	u32 dims[V4L2_CTRL_MAX_DIMS] = {};
+	int ret;
+
+	if (mutex_lock_interruptible(&ctx->fmt_lock))
+		return -ERESTARTSYS;
+	mutex_lock(&ctx->vq_lock);
+	ret = vvm_dw_set_fmt(ctx, f);
+	mutex_unlock(&ctx->vq_lock);
+	if (ret || V4L2_TYPE_IS_OUTPUT(f->type))
+		goto out;
+
+	dims[0] = vvm_dw_vertices(f->fmt.pix_mp.width);
+	dims[1] = vvm_dw_vertices(f->fmt.pix_mp.height);
+	ret = v4l2_ctrl_modify_dimensions(ctx->map_ctrl, dims);
+	if (!ret)
+		ret = vvm_dw_map_publish_cur(ctx);
+out:
+	mutex_unlock(&ctx->fmt_lock);
+	return ret;
 }
 
 static int vvm_dw_g_selection(struct file *file, void *priv,
@@ -1262,33 +1374,37 @@ static int vvm_dw_g_selection(struct file *file, void *priv,
 {
 	struct vvm_dw_ctx *ctx = file_to_ctx(file);
 	const struct vvm_dw_q_data *src = &ctx->q_data[VVM_DW_Q_SRC];
+	int ret = 0;
 
 	if (sel->type != V4L2_BUF_TYPE_VIDEO_OUTPUT)
 		return -EINVAL;
 
+	mutex_lock(&ctx->vq_lock);
 	switch (sel->target) {
 	case V4L2_SEL_TGT_CROP_DEFAULT:
 	case V4L2_SEL_TGT_CROP_BOUNDS:
 		sel->r = (struct v4l2_rect){ 0, 0, src->pix.width,
 					     src->pix.height };
-		return 0;
+		break;
 	case V4L2_SEL_TGT_CROP:
 		sel->r = src->crop;
-		return 0;
+		break;
 	default:
-		return -EINVAL;
+		ret = -EINVAL;
+		break;
 	}
+	mutex_unlock(&ctx->vq_lock);
+	return ret;
 }
 
 /*
  * The DW100 scales uniformly: both axes take one UQ16.16 factor (their mean,
  * the larger with GE, the smaller with LE) and the rectangle of that scale
- * is centred on the requested one, inside the frame.
+ * is centred on the requested one, inside the frame. Called with
+ * ctx->vq_lock held.
  */
-static int vvm_dw_s_selection(struct file *file, void *priv,
-			      struct v4l2_selection *sel)
+static int vvm_dw_set_crop(struct vvm_dw_ctx *ctx, struct v4l2_selection *sel)
 {
-	struct vvm_dw_ctx *ctx = file_to_ctx(file);
 	struct vvm_dw_q_data *src = &ctx->q_data[VVM_DW_Q_SRC];
 	u32 fw = src->pix.width, fh = src->pix.height;
 	u32 scale_x, scale_y, scale, w, h;
@@ -1335,6 +1451,18 @@ static int vvm_dw_s_selection(struct file *file, void *priv,
 	sel->r = (struct v4l2_rect){ left, top, w, h };
 	src->crop = sel->r;
 	return 0;
+}
+
+static int vvm_dw_s_selection(struct file *file, void *priv,
+			      struct v4l2_selection *sel)
+{
+	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+	int ret;
+
+	mutex_lock(&ctx->vq_lock);
+	ret = vvm_dw_set_crop(ctx, sel);
+	mutex_unlock(&ctx->vq_lock);
+	return ret;
 }
 
 static const struct v4l2_ioctl_ops vvm_dw_ioctl_ops = {
@@ -1417,9 +1545,70 @@ static const struct vvm_core_ops vvm_dw_core_ops = {
 	.revive = vvm_dw_revive,
 };
 
+/* The context of a request: the one its (OUTPUT) buffer belongs to. */
+static struct vvm_dw_ctx *vvm_dw_req_ctx(struct media_request *req)
+{
+	struct media_request_object *obj;
+	struct vb2_buffer *vb;
+
+	list_for_each_entry(obj, &req->objects, list) {
+		if (vb2_request_object_is_buffer(obj)) {
+			vb = container_of(obj, struct vb2_buffer, req_obj);
+			return vb2_get_drv_priv(vb->vb2_queue);
+		}
+	}
+	return NULL;
+}
+
+/*
+ * MEDIA_REQUEST_IOC_QUEUE, in the process that queues the request: the map
+ * the request sets becomes a snapshot that rides on its OUTPUT buffer, and
+ * the request's controls complete here, before the buffer can reach a job.
+ * device_run() and the completion path then never need the handler lock,
+ * which the control ioctls hold across their copy from user memory.
+ */
+static void vvm_dw_req_queue(struct media_request *req)
+{
+	struct vvm_dw_ctx *ctx = vvm_dw_req_ctx(req);
+	struct media_request_object *obj, *next;
+	struct vvm_dw_map *map;
+	struct vvm_dw_buf *buf;
+	struct vb2_buffer *vb;
+	int ret;
+
+	/* vb2_request_validate() refused requests without a buffer. */
+	if (WARN_ON(!ctx))
+		return;
+
+	list_for_each_entry_safe(obj, next, &req->objects, list)
+		if (obj->ops->queue && !vb2_request_object_is_buffer(obj))
+			obj->ops->queue(obj);
+
+	ret = v4l2_ctrl_request_setup(req, &ctx->hdl);
+	map = ret ? NULL : vvm_dw_map_take(ctx, false);
+	list_for_each_entry(obj, &req->objects, list) {
+		if (!vb2_request_object_is_buffer(obj))
+			continue;
+		vb = container_of(obj, struct vb2_buffer, req_obj);
+		buf = to_vvm_dw_buf(to_vb2_v4l2_buffer(vb));
+		buf->map_err = ret;
+		if (map)
+			kref_get(&map->ref);
+		buf->map = map;
+	}
+	vvm_dw_map_put(map);
+	v4l2_ctrl_request_complete(req, &ctx->hdl);
+
+	/* A buffer may complete, and leave the list, as soon as it is queued. */
+	list_for_each_entry_safe(obj, next, &req->objects, list)
+		if (obj->ops->queue && vb2_request_object_is_buffer(obj))
+			obj->ops->queue(obj);
+	v4l2_m2m_try_schedule(ctx->fh.m2m_ctx);
+}
+
 static const struct media_device_ops vvm_dw_media_ops = {
 	.req_validate = vb2_request_validate,
-	.req_queue = v4l2_m2m_request_queue,
+	.req_queue = vvm_dw_req_queue,
 };
 
 static int vvm_dw_read_config(struct vvm_dewarper *dw)
@@ -1462,7 +1651,6 @@ static void vvm_dw_v4l2_release(struct v4l2_device *v4l2_dev)
 	media_device_cleanup(&dw->mdev);
 	v4l2_m2m_release(dw->m2m_dev);
 	mutex_destroy(&dw->send_lock);
-	mutex_destroy(&dw->vfd_lock);
 	kfree(dw);
 	put_device(vdev_dev);
 }
@@ -1477,7 +1665,6 @@ int vvm_dewarper_probe(struct virtio_device *vdev)
 	dw = kzalloc(sizeof(*dw), GFP_KERNEL);
 	if (!dw)
 		return -ENOMEM;
-	mutex_init(&dw->vfd_lock);
 	mutex_init(&dw->send_lock);
 
 	dw->core.premapped = true;
@@ -1525,7 +1712,11 @@ int vvm_dewarper_probe(struct virtio_device *vdev)
 	vfd->minor = -1;
 	vfd->release = video_device_release_empty;
 	vfd->v4l2_dev = &dw->v4l2_dev;
-	vfd->lock = &dw->vfd_lock;
+	/*
+	 * No device-wide ioctl lock: the queue ioctls take the context's
+	 * vq_lock (m2m_ctx->q_lock), the others lock what they touch.
+	 */
+	vfd->lock = NULL;
 	video_set_drvdata(vfd, dw);
 
 	vvm_core_ready(&dw->core);
@@ -1560,7 +1751,6 @@ err_core:
 	vvm_core_release(&dw->core);
 err_free:
 	mutex_destroy(&dw->send_lock);
-	mutex_destroy(&dw->vfd_lock);
 	kfree(dw);
 	return ret;
 }
