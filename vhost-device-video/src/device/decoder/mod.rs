@@ -191,6 +191,22 @@ impl Pending {
     fn refuse(self, code: ErrorCode) {
         self.reply(Response::Error(code));
     }
+
+    /// Answers with a command's outcome: its response, nothing yet (the
+    /// reply comes later) or its refusal, which is handed back.
+    fn answer(self, outcome: Result<Option<Response>, DecoderError>) -> Result<(), DecoderError> {
+        match outcome {
+            Ok(Some(response)) => {
+                self.reply(response);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(refusal) => {
+                self.refuse(refusal.code());
+                Err(refusal)
+            }
+        }
+    }
 }
 
 /// The decoder device.
@@ -322,17 +338,7 @@ impl DecoderDevice {
                 };
             }
         };
-        match result {
-            Ok(Some(response)) => {
-                pending.reply(response);
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(refusal) => {
-                pending.refuse(refusal.code());
-                Err(refusal)
-            }
-        }
+        pending.answer(result)
     }
 
     fn capabilities(&self, queue: QueueType) -> Response {

@@ -305,17 +305,7 @@ pub(super) fn stream_command(
         | Command::QueryControl { .. } => Err(DecoderError::InvalidOperation),
     };
     drop(st);
-    match result {
-        Ok(Some(response)) => {
-            pending.reply(response);
-            Ok(())
-        }
-        Ok(None) => Ok(()),
-        Err(refusal) => {
-            pending.refuse(refusal.code());
-            Err(refusal)
-        }
-    }
+    pending.answer(result)
 }
 
 pub(super) fn queue_resource(
