@@ -45,6 +45,8 @@
 #include <linux/userfaultfd.h>
 #include <linux/videodev2.h>
 
+#include "v4l2-nodes.h"
+
 #ifndef V4L2_CID_USER_DW100_BASE
 #define V4L2_CID_USER_DW100_BASE (V4L2_CID_USER_BASE + 0x1190)
 #endif
@@ -118,69 +120,23 @@ static void print_stack(const char *who, const char *path)
 }
 
 /* The video node named "dw100" in sysfs. */
-static char *find_device(void)
+static const char *find_device(void)
 {
-	static char path[300];
-	struct dirent *de;
-	DIR *dir;
+	const char *path = video_node_named("dw100");
 
-	dir = opendir("/sys/class/video4linux");
-	if (!dir)
-		die("no /sys/class/video4linux: %s", strerror(errno));
-	while ((de = readdir(dir))) {
-		char name_path[300], name[64] = "";
-		FILE *f;
-
-		if (strncmp(de->d_name, "video", 5))
-			continue;
-		snprintf(name_path, sizeof(name_path),
-			 "/sys/class/video4linux/%s/name", de->d_name);
-		f = fopen(name_path, "r");
-		if (!f)
-			continue;
-		if (!fgets(name, sizeof(name), f))
-			name[0] = 0;
-		fclose(f);
-		name[strcspn(name, "\n")] = 0;
-		if (!strcmp(name, "dw100")) {
-			snprintf(path, sizeof(path), "/dev/%s", de->d_name);
-			closedir(dir);
-			return path;
-		}
-	}
-	closedir(dir);
-	die("no video node named dw100");
-	return NULL;
+	if (!path)
+		die("no video node named dw100");
+	return path;
 }
 
 /* The media device registered on the same parent device as the node. */
 static int open_media_device(const char *video_path)
 {
-	char dir_path[400], dev_path[300];
-	const char *base = strrchr(video_path, '/');
-	struct dirent *de;
-	DIR *dir;
-	int fd;
+	int fd = open_media_beside(video_path);
 
-	base = base ? base + 1 : video_path;
-	snprintf(dir_path, sizeof(dir_path),
-		 "/sys/class/video4linux/%s/device", base);
-	dir = opendir(dir_path);
-	if (!dir)
-		die("%s: %s", dir_path, strerror(errno));
-	while ((de = readdir(dir))) {
-		if (strncmp(de->d_name, "media", 5))
-			continue;
-		snprintf(dev_path, sizeof(dev_path), "/dev/%s", de->d_name);
-		closedir(dir);
-		fd = open(dev_path, O_RDWR);
-		if (fd < 0)
-			die("%s: %s", dev_path, strerror(errno));
-		return fd;
-	}
-	closedir(dir);
-	die("no media device beside %s", video_path);
-	return -1;
+	if (fd < 0)
+		die("no media device beside %s: %s", video_path, strerror(errno));
+	return fd;
 }
 
 /* S_FMT of both queues to NV12 WIDTHxHEIGHT; 0 or an errno. */
