@@ -36,8 +36,8 @@
  * v4l2-compliance up to 1.32 does not know AV01 and then tests the node as a
  * plain mem2mem device instead of a stateful decoder.
  */
-static bool offer_av1 = true;
-module_param(offer_av1, bool, 0444);
+static bool vvm_dec_offer_av1 = true;
+module_param_named(offer_av1, vvm_dec_offer_av1, bool, 0444);
 MODULE_PARM_DESC(offer_av1, "Offer AV1 (fourcc AV01) on the OUTPUT queue (default: on)");
 
 #define VVM_DEC_MAX_FORMATS 16
@@ -97,6 +97,55 @@ struct vvm_dec_pic_fmt {
 	struct v4l2_rect visible;
 };
 
+/*
+ * Where a context is in dev-decoder.rst's state machine, as far as that
+ * changes what the driver does; vvm_dec_next_state() holds every
+ * transition. Initialization, Capture setup (before the first CAPTURE
+ * STREAMON), Decoding, Stopped and Seek differ only in which queues stream,
+ * which vb2 tracks, and in whether the device announced the stream's format
+ * (device_fmt_known): the driver does the same in all of them, so they are
+ * one state here. A drain spans the resolution changes its bitstream brings
+ * (dev-decoder.rst, Drain step 2) and FFmpeg ends its input in the middle
+ * of one: those overlaps are states of their own.
+ */
+enum vvm_dec_state {
+	/* Initialization, Capture setup, Decoding, Stopped or Seek. */
+	VVM_DEC_DECODING,
+	/* Drain: a STREAM_DRAIN is at the device; its EOS brings LAST. */
+	VVM_DEC_DRAIN,
+	/* Drain the device refused: the driver owes the LAST buffer. */
+	VVM_DEC_DRAIN_LAST,
+	/* Dynamic resolution change: the old format's LAST buffer is owed. */
+	VVM_DEC_RES_CHANGE,
+	/*
+	 * Capture setup after a resolution change: its LAST buffer is out,
+	 * picture buffers wait for STREAMOFF(CAPTURE) or START.
+	 */
+	VVM_DEC_CAPTURE_SETUP,
+	/* The two above inside a drain. */
+	VVM_DEC_DRAIN_RES_CHANGE,
+	VVM_DEC_DRAIN_CAPTURE_SETUP,
+	/*
+	 * The device died under the context or failed its stream: every
+	 * buffer comes back marked ERROR, then calls fail with -EIO. For
+	 * good, even once the device is revived.
+	 */
+	VVM_DEC_FAILED,
+};
+
+/* What moves a context from one state to the next. */
+enum vvm_dec_trigger {
+	VVM_DEC_ON_STOP, /* V4L2_DEC_CMD_STOP: a STREAM_DRAIN goes out */
+	VVM_DEC_ON_START, /* V4L2_DEC_CMD_START */
+	VVM_DEC_ON_DRAIN_END, /* EOS on a picture buffer, or the drain answered */
+	VVM_DEC_ON_DRAIN_REFUSED, /* the device refused the drain */
+	VVM_DEC_ON_RES_CHANGE, /* a new picture layout while CAPTURE streams */
+	VVM_DEC_ON_LAST_OUT, /* the LAST buffer the driver owed went out */
+	VVM_DEC_ON_CAPTURE_OFF, /* STREAMOFF(CAPTURE) */
+	VVM_DEC_ON_OUTPUT_OFF, /* STREAMOFF(OUTPUT): a seek ends a drain */
+	VVM_DEC_ON_FAIL, /* device death or a stream error */
+};
+
 /* What a picture inherits from the bitstream buffer that carried it. */
 struct vvm_dec_meta {
 	u64 timestamp;
@@ -110,8 +159,9 @@ struct vvm_dec_ctx {
 	struct list_head list;
 	struct v4l2_ctrl_handler hdl;
 	struct v4l2_ctrl *min_bufs_ctrl;
-	struct work_struct res_change_work;
-	struct work_struct drain_refused_work;
+	struct work_struct res_change;
+	struct work_struct drain_refused;
+	struct work_struct stream_error;
 
 	u32 stream_id;
 	const struct vvm_dec_format *coded;
@@ -122,15 +172,17 @@ struct vvm_dec_ctx {
 	bool res_created[2];
 	bool stream_ok; /* the device holds a stream for this context */
 	bool device_fmt_known; /* the device reported the stream's format */
-	/* The device died under this context: it takes no buffers again. */
-	bool failed;
 
 	spinlock_t slock; /* guards the fields below */
+	/*
+	 * Written under slock. Read without it for FAILED, and for whether
+	 * CAPTURE is held, which only dev->lock's holder changes (but to
+	 * FAILED).
+	 */
+	enum vvm_dec_state state;
 	struct list_head held; /* buffers not given to the device yet */
-	bool hold_capture; /* resolution changed, until capture STREAMOFF */
-	bool last_pending; /* next returned picture buffer carries LAST */
-	bool requeue_capture; /* picture buffers cleared only to be resent */
-	bool draining;
+	/* The clear under way returns picture buffers only to resend them. */
+	bool requeue_capture;
 	u32 out_seq, cap_seq;
 	u32 cap_undequeued; /* CAPTURE buffers completed, not dequeued yet */
 	/*
@@ -162,29 +214,29 @@ struct vvm_dec_buf {
 	u32 payload;
 };
 
-static struct vvm_dec_dev *core_to_dev(struct vvm_core *core)
+static struct vvm_dec_dev *vvm_dec_core_to_dev(struct vvm_core *core)
 {
 	return container_of(core, struct vvm_dec_dev, core);
 }
 
-static struct vvm_dec_ctx *fh_to_ctx(struct file *file)
+static struct vvm_dec_ctx *vvm_dec_fh_to_ctx(struct file *file)
 {
 	return container_of(file->private_data, struct vvm_dec_ctx, fh);
 }
 
-static struct vvm_dec_buf *vb_to_buf(struct vb2_buffer *vb)
+static struct vvm_dec_buf *vvm_dec_vb_to_buf(struct vb2_buffer *vb)
 {
 	return container_of(to_vb2_v4l2_buffer(vb), struct vvm_dec_buf,
 			    m2m.vb);
 }
 
-static u32 virtio_queue(bool output_queue)
+static u32 vvm_dec_virtio_queue(bool output_queue)
 {
 	return output_queue ? VIRTIO_VIDEO_QUEUE_TYPE_INPUT :
 			      VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT;
 }
 
-static u32 virtio_format_to_fourcc(u32 format)
+static u32 vvm_dec_virtio_format_to_fourcc(u32 format)
 {
 	switch (format) {
 	case VIRTIO_VIDEO_FORMAT_NV12:
@@ -207,7 +259,7 @@ static u32 virtio_format_to_fourcc(u32 format)
 }
 
 static const struct vvm_dec_format *
-find_format(const struct vvm_dec_format *list, unsigned int n, u32 fourcc)
+vvm_dec_find_format(const struct vvm_dec_format *list, unsigned int n, u32 fourcc)
 {
 	unsigned int i;
 
@@ -217,9 +269,136 @@ find_format(const struct vvm_dec_format *list, unsigned int n, u32 fourcc)
 	return NULL;
 }
 
-/* Commands */
+/* ---- States -------------------------------------------------------------- */
 
-static int resp_to_errno(const struct virtio_video_cmd_hdr *hdr, u32 expected)
+static const char * const vvm_dec_state_names[] = {
+	[VVM_DEC_DECODING] = "decoding",
+	[VVM_DEC_DRAIN] = "drain",
+	[VVM_DEC_DRAIN_LAST] = "drain-last",
+	[VVM_DEC_RES_CHANGE] = "res-change",
+	[VVM_DEC_CAPTURE_SETUP] = "capture-setup",
+	[VVM_DEC_DRAIN_RES_CHANGE] = "drain+res-change",
+	[VVM_DEC_DRAIN_CAPTURE_SETUP] = "drain+capture-setup",
+	[VVM_DEC_FAILED] = "failed",
+};
+
+/* A STREAM_DRAIN is at the device. */
+static bool vvm_dec_draining(enum vvm_dec_state state)
+{
+	return state == VVM_DEC_DRAIN || state == VVM_DEC_DRAIN_RES_CHANGE ||
+	       state == VVM_DEC_DRAIN_CAPTURE_SETUP;
+}
+
+/* The next picture buffer back from a clear, or queued, becomes LAST. */
+static bool vvm_dec_owes_last(enum vvm_dec_state state)
+{
+	return state == VVM_DEC_DRAIN_LAST || state == VVM_DEC_RES_CHANGE ||
+	       state == VVM_DEC_DRAIN_RES_CHANGE;
+}
+
+/* Picture buffers wait in the driver for the new format's setup. */
+static bool vvm_dec_holds_capture(enum vvm_dec_state state)
+{
+	return state == VVM_DEC_RES_CHANGE || state == VVM_DEC_CAPTURE_SETUP ||
+	       state == VVM_DEC_DRAIN_RES_CHANGE ||
+	       state == VVM_DEC_DRAIN_CAPTURE_SETUP;
+}
+
+/*
+ * Every transition. Returns the next state; -EBUSY or -EIO for a decoder
+ * command the state refuses (dev-decoder.rst: none while a drain or a
+ * resolution change waits for its LAST buffer; -EIO once failed); -EINVAL
+ * for a trigger the driver never fires in that state. What the device
+ * sends when nothing waits for it (an EOS without a drain) changes nothing.
+ */
+static int vvm_dec_next_state(enum vvm_dec_state from, enum vvm_dec_trigger on)
+{
+	if (from == VVM_DEC_FAILED)
+		return on == VVM_DEC_ON_STOP || on == VVM_DEC_ON_START ?
+		       -EIO : VVM_DEC_FAILED;
+	switch (on) {
+	case VVM_DEC_ON_FAIL:
+		return VVM_DEC_FAILED;
+	case VVM_DEC_ON_STOP:
+		if (from == VVM_DEC_DECODING)
+			return VVM_DEC_DRAIN;
+		if (from == VVM_DEC_RES_CHANGE)
+			return VVM_DEC_DRAIN_RES_CHANGE;
+		if (from == VVM_DEC_CAPTURE_SETUP)
+			return VVM_DEC_DRAIN_CAPTURE_SETUP;
+		return -EBUSY;
+	case VVM_DEC_ON_START:
+		if (from == VVM_DEC_DECODING || from == VVM_DEC_CAPTURE_SETUP)
+			return VVM_DEC_DECODING;
+		return -EBUSY;
+	case VVM_DEC_ON_DRAIN_END:
+	case VVM_DEC_ON_OUTPUT_OFF:
+		if (from == VVM_DEC_DRAIN)
+			return VVM_DEC_DECODING;
+		if (from == VVM_DEC_DRAIN_RES_CHANGE)
+			return VVM_DEC_RES_CHANGE;
+		if (from == VVM_DEC_DRAIN_CAPTURE_SETUP)
+			return VVM_DEC_CAPTURE_SETUP;
+		return from;
+	case VVM_DEC_ON_DRAIN_REFUSED:
+		if (from == VVM_DEC_DRAIN)
+			return VVM_DEC_DRAIN_LAST;
+		/* The change's LAST buffer ends the drain too. */
+		if (from == VVM_DEC_DRAIN_RES_CHANGE ||
+		    from == VVM_DEC_DRAIN_CAPTURE_SETUP)
+			return VVM_DEC_RES_CHANGE;
+		return -EINVAL;
+	case VVM_DEC_ON_RES_CHANGE:
+		if (vvm_dec_draining(from))
+			return VVM_DEC_DRAIN_RES_CHANGE;
+		return VVM_DEC_RES_CHANGE;
+	case VVM_DEC_ON_LAST_OUT:
+		if (from == VVM_DEC_DRAIN_LAST)
+			return VVM_DEC_DECODING;
+		if (from == VVM_DEC_RES_CHANGE)
+			return VVM_DEC_CAPTURE_SETUP;
+		if (from == VVM_DEC_DRAIN_RES_CHANGE)
+			return VVM_DEC_DRAIN_CAPTURE_SETUP;
+		return -EINVAL;
+	case VVM_DEC_ON_CAPTURE_OFF:
+		return vvm_dec_draining(from) ? VVM_DEC_DRAIN : VVM_DEC_DECODING;
+	}
+	return -EINVAL;
+}
+
+/*
+ * The one place a context changes state; ctx->slock held. Returns 0, or
+ * the error of a refused decoder command with the state unchanged.
+ */
+static int vvm_dec_transition(struct vvm_dec_ctx *ctx, enum vvm_dec_trigger on)
+{
+	enum vvm_dec_state from = ctx->state;
+	int next = vvm_dec_next_state(from, on);
+
+	lockdep_assert_held(&ctx->slock);
+	if (WARN_ONCE(next == -EINVAL,
+		      "virtio-video decoder: trigger %d in state %s\n", on,
+		      vvm_dec_state_names[from]))
+		return -EINVAL;
+	if (next < 0)
+		return next;
+	if (next != from) {
+		dev_dbg(&ctx->dev->vfd.dev, "stream %u: %s -> %s\n",
+			ctx->stream_id, vvm_dec_state_names[from],
+			vvm_dec_state_names[next]);
+		WRITE_ONCE(ctx->state, next);
+	}
+	return 0;
+}
+
+static bool vvm_dec_failed(struct vvm_dec_ctx *ctx)
+{
+	return READ_ONCE(ctx->state) == VVM_DEC_FAILED;
+}
+
+/* ---- Commands ------------------------------------------------------------ */
+
+static int vvm_dec_resp_to_errno(const struct virtio_video_cmd_hdr *hdr, u32 expected)
 {
 	u32 type = le32_to_cpu(hdr->type);
 
@@ -236,8 +415,8 @@ static int resp_to_errno(const struct virtio_video_cmd_hdr *hdr, u32 expected)
 	}
 }
 
-static int dec_call(struct vvm_dec_dev *dev, const void *cmd, size_t cmd_len,
-		    const void *data, size_t data_len,
+static int vvm_dec_call(struct vvm_dec_dev *dev, const void *cmd, size_t cmd_len,
+			const void *data, size_t data_len,
 		    void *resp, size_t resp_len, u32 expected)
 {
 	u32 used = 0;
@@ -249,35 +428,35 @@ static int dec_call(struct vvm_dec_dev *dev, const void *cmd, size_t cmd_len,
 		return ret;
 	if (used < sizeof(struct virtio_video_cmd_hdr))
 		return -EIO;
-	ret = resp_to_errno(resp, expected);
+	ret = vvm_dec_resp_to_errno(resp, expected);
 	if (!ret && used < resp_len)
 		return -EIO;
 	return ret;
 }
 
-static void fill_hdr(struct virtio_video_cmd_hdr *hdr, u32 type, u32 stream)
+static void vvm_dec_fill_hdr(struct virtio_video_cmd_hdr *hdr, u32 type, u32 stream)
 {
 	hdr->type = cpu_to_le32(type);
 	hdr->stream_id = cpu_to_le32(stream);
 }
 
-static int dec_simple_cmd(struct vvm_dec_ctx *ctx, u32 type)
+static int vvm_dec_simple_cmd(struct vvm_dec_ctx *ctx, u32 type)
 {
 	struct virtio_video_cmd_hdr cmd = {}, resp;
 
-	fill_hdr(&cmd, type, ctx->stream_id);
-	return dec_call(ctx->dev, &cmd, sizeof(cmd), NULL, 0, &resp,
+	vvm_dec_fill_hdr(&cmd, type, ctx->stream_id);
+	return vvm_dec_call(ctx->dev, &cmd, sizeof(cmd), NULL, 0, &resp,
 			sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
 }
 
-static int dec_queue_cmd(struct vvm_dec_ctx *ctx, u32 type, bool output_queue)
+static int vvm_dec_queue_cmd(struct vvm_dec_ctx *ctx, u32 type, bool output_queue)
 {
 	struct virtio_video_queue_cmd cmd = {};
 	struct virtio_video_cmd_hdr resp;
 
-	fill_hdr(&cmd.hdr, type, ctx->stream_id);
-	cmd.queue_type = cpu_to_le32(virtio_queue(output_queue));
-	return dec_call(ctx->dev, &cmd, sizeof(cmd), NULL, 0, &resp,
+	vvm_dec_fill_hdr(&cmd.hdr, type, ctx->stream_id);
+	cmd.queue_type = cpu_to_le32(vvm_dec_virtio_queue(output_queue));
+	return vvm_dec_call(ctx->dev, &cmd, sizeof(cmd), NULL, 0, &resp,
 			sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
 }
 
@@ -287,13 +466,13 @@ static int dec_queue_cmd(struct vvm_dec_ctx *ctx, u32 type, bool output_queue)
  * ring broke) could write into it after vb2 handed it back and its memory
  * was freed: stop the device, which fails what it held.
  */
-static void dec_queue_clear(struct vvm_dec_ctx *ctx, struct vb2_queue *vq)
+static void vvm_dec_queue_clear(struct vvm_dec_ctx *ctx, struct vb2_queue *vq)
 {
 	struct vvm_core *core = &ctx->dev->core;
 	bool output = V4L2_TYPE_IS_OUTPUT(vq->type);
 	int ret;
 
-	ret = dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_QUEUE_CLEAR, output);
+	ret = vvm_dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_QUEUE_CLEAR, output);
 	vvm_core_flush(core);
 	if (!vvm_core_holds(core, vq))
 		return;
@@ -303,16 +482,15 @@ static void dec_queue_clear(struct vvm_dec_ctx *ctx, struct vb2_queue *vq)
 	vvm_core_kill(core);
 }
 
-/* A context the device died under stays failed, even once it is revived. */
-static int dec_ctx_check_alive(struct vvm_dec_ctx *ctx)
+static int vvm_dec_ctx_check_alive(struct vvm_dec_ctx *ctx)
 {
-	if (READ_ONCE(ctx->failed))
+	if (vvm_dec_failed(ctx))
 		return -EIO;
 	return vvm_core_check_alive(&ctx->dev->core);
 }
 
-static int dec_get_params(struct vvm_dec_ctx *ctx, bool output_queue,
-			  struct virtio_video_params_ext *params)
+static int vvm_dec_get_params(struct vvm_dec_ctx *ctx, bool output_queue,
+			      struct virtio_video_params_ext *params)
 {
 	struct virtio_video_queue_cmd cmd = {};
 	struct virtio_video_get_params_ext_resp *resp;
@@ -321,18 +499,18 @@ static int dec_get_params(struct vvm_dec_ctx *ctx, bool output_queue,
 	resp = kzalloc(sizeof(*resp), GFP_KERNEL);
 	if (!resp)
 		return -ENOMEM;
-	fill_hdr(&cmd.hdr, VIRTIO_VIDEO_CMD_GET_PARAMS_EXT, ctx->stream_id);
-	cmd.queue_type = cpu_to_le32(virtio_queue(output_queue));
-	ret = dec_call(ctx->dev, &cmd, sizeof(cmd), NULL, 0, resp,
-		       sizeof(*resp), VIRTIO_VIDEO_RESP_OK_GET_PARAMS);
+	vvm_dec_fill_hdr(&cmd.hdr, VIRTIO_VIDEO_CMD_GET_PARAMS_EXT, ctx->stream_id);
+	cmd.queue_type = cpu_to_le32(vvm_dec_virtio_queue(output_queue));
+	ret = vvm_dec_call(ctx->dev, &cmd, sizeof(cmd), NULL, 0, resp,
+			   sizeof(*resp), VIRTIO_VIDEO_RESP_OK_GET_PARAMS);
 	if (!ret)
 		*params = resp->params;
 	kfree(resp);
 	return ret;
 }
 
-static int dec_set_params(struct vvm_dec_ctx *ctx,
-			  const struct virtio_video_params_ext *params)
+static int vvm_dec_set_params(struct vvm_dec_ctx *ctx,
+			      const struct virtio_video_params_ext *params)
 {
 	struct virtio_video_set_params_ext *cmd;
 	struct virtio_video_cmd_hdr resp;
@@ -341,10 +519,10 @@ static int dec_set_params(struct vvm_dec_ctx *ctx,
 	cmd = kzalloc(sizeof(*cmd), GFP_KERNEL);
 	if (!cmd)
 		return -ENOMEM;
-	fill_hdr(&cmd->hdr, VIRTIO_VIDEO_CMD_SET_PARAMS_EXT, ctx->stream_id);
+	vvm_dec_fill_hdr(&cmd->hdr, VIRTIO_VIDEO_CMD_SET_PARAMS_EXT, ctx->stream_id);
 	cmd->params = *params;
-	ret = dec_call(ctx->dev, cmd, sizeof(*cmd), NULL, 0, &resp,
-		       sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
+	ret = vvm_dec_call(ctx->dev, cmd, sizeof(*cmd), NULL, 0, &resp,
+			   sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
 	kfree(cmd);
 	return ret;
 }
@@ -357,21 +535,21 @@ static int dec_set_params(struct vvm_dec_ctx *ctx,
  * that set the stream's real size and set up CAPTURE before the header
  * (FFmpeg does) then sees no resolution change.
  */
-static int dec_set_coded_size(struct vvm_dec_ctx *ctx)
+static int vvm_dec_set_coded_size(struct vvm_dec_ctx *ctx)
 {
 	struct virtio_video_params_ext params;
 	int ret;
 
-	ret = dec_get_params(ctx, true, &params);
+	ret = vvm_dec_get_params(ctx, true, &params);
 	if (ret)
 		return ret;
 	params.frame_width = cpu_to_le32(ctx->coded_width);
 	params.frame_height = cpu_to_le32(ctx->coded_height);
 	params.plane_formats[0].plane_size = cpu_to_le32(ctx->coded_sizeimage);
-	return dec_set_params(ctx, &params);
+	return vvm_dec_set_params(ctx, &params);
 }
 
-static int dec_stream_create(struct vvm_dec_ctx *ctx)
+static int vvm_dec_stream_create(struct vvm_dec_ctx *ctx)
 {
 	struct virtio_video_stream_create *cmd;
 	struct virtio_video_cmd_hdr resp;
@@ -380,25 +558,25 @@ static int dec_stream_create(struct vvm_dec_ctx *ctx)
 	cmd = kzalloc(sizeof(*cmd), GFP_KERNEL);
 	if (!cmd)
 		return -ENOMEM;
-	fill_hdr(&cmd->hdr, VIRTIO_VIDEO_CMD_STREAM_CREATE, ctx->stream_id);
+	vvm_dec_fill_hdr(&cmd->hdr, VIRTIO_VIDEO_CMD_STREAM_CREATE, ctx->stream_id);
 	cmd->in_mem_type = cpu_to_le32(VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES);
 	cmd->out_mem_type = cpu_to_le32(VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES);
 	cmd->coded_format = cpu_to_le32(ctx->coded->virtio);
 	__get_task_comm((char *)cmd->tag, sizeof(cmd->tag), current);
-	ret = dec_call(ctx->dev, cmd, sizeof(*cmd), NULL, 0, &resp,
-		       sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
+	ret = vvm_dec_call(ctx->dev, cmd, sizeof(*cmd), NULL, 0, &resp,
+			   sizeof(resp), VIRTIO_VIDEO_RESP_OK_NODATA);
 	kfree(cmd);
 	if (ret)
 		return ret;
 	memset(ctx->res_created, 0, sizeof(ctx->res_created));
 	ctx->device_fmt_known = false;
 	ctx->stream_ok = true;
-	return dec_set_coded_size(ctx);
+	return vvm_dec_set_coded_size(ctx);
 }
 
-/* Picture format */
+/* ---- Picture format ------------------------------------------------------ */
 
-static void default_pic_layout(struct vvm_dec_pic_fmt *pic)
+static void vvm_dec_default_pic_layout(struct vvm_dec_pic_fmt *pic)
 {
 	u32 chroma_h = DIV_ROUND_UP(pic->height, 2);
 
@@ -410,14 +588,14 @@ static void default_pic_layout(struct vvm_dec_pic_fmt *pic)
 		pic->sizeimage = pic->bytesperline * (pic->height + chroma_h);
 }
 
-static void reset_pic_fmt(struct vvm_dec_ctx *ctx)
+static void vvm_dec_reset_pic_fmt(struct vvm_dec_ctx *ctx)
 {
 	struct vvm_dec_pic_fmt *pic = &ctx->pic;
 
 	pic->width = ctx->coded_width;
 	pic->height = ctx->coded_height;
 	pic->visible = (struct v4l2_rect){ 0, 0, pic->width, pic->height };
-	default_pic_layout(pic);
+	vvm_dec_default_pic_layout(pic);
 }
 
 /*
@@ -427,8 +605,8 @@ static void reset_pic_fmt(struct vvm_dec_ctx *ctx)
  * longer than needed, and the whole picture takes at most twice what it
  * needs, so a device cannot make the guest allocate gigabytes per buffer.
  */
-static int check_pic_layout(struct vvm_dec_pic_fmt *pic,
-			    const struct virtio_video_params_ext *p)
+static int vvm_dec_check_pic_layout(struct vvm_dec_pic_fmt *pic,
+				    const struct virtio_video_params_ext *p)
 {
 	bool planar = pic->fourcc == V4L2_PIX_FMT_YUV420;
 	u32 num_planes = le32_to_cpu(p->num_planes);
@@ -463,8 +641,8 @@ static int check_pic_layout(struct vvm_dec_pic_fmt *pic,
 }
 
 /* A crop rectangle outside the picture means the whole picture. */
-static void set_visible(struct vvm_dec_pic_fmt *pic,
-			const struct virtio_video_crop *crop)
+static void vvm_dec_set_visible(struct vvm_dec_pic_fmt *pic,
+				const struct virtio_video_crop *crop)
 {
 	u32 left = le32_to_cpu(crop->left), top = le32_to_cpu(crop->top);
 	u32 width = le32_to_cpu(crop->width);
@@ -478,24 +656,24 @@ static void set_visible(struct vvm_dec_pic_fmt *pic,
 }
 
 /* Take the picture layout the device reports, in one memory plane. */
-static int apply_output_params(struct vvm_dec_ctx *ctx,
-			       const struct virtio_video_params_ext *p)
+static int vvm_dec_apply_output_params(struct vvm_dec_ctx *ctx,
+				       const struct virtio_video_params_ext *p)
 {
 	struct vvm_dec_pic_fmt pic = {};
 	u32 min_bufs;
 	int ret;
 
-	pic.fourcc = virtio_format_to_fourcc(le32_to_cpu(p->format));
+	pic.fourcc = vvm_dec_virtio_format_to_fourcc(le32_to_cpu(p->format));
 	pic.width = le32_to_cpu(p->frame_width);
 	pic.height = le32_to_cpu(p->frame_height);
-	if (!find_format(ctx->dev->raw, ctx->dev->num_raw, pic.fourcc) ||
+	if (!vvm_dec_find_format(ctx->dev->raw, ctx->dev->num_raw, pic.fourcc) ||
 	    !pic.width || !pic.height || pic.width > VVM_DEC_MAX_DIM ||
 	    pic.height > VVM_DEC_MAX_DIM)
 		return -EINVAL;
-	ret = check_pic_layout(&pic, p);
+	ret = vvm_dec_check_pic_layout(&pic, p);
 	if (ret)
 		return ret;
-	set_visible(&pic, &p->crop);
+	vvm_dec_set_visible(&pic, &p->crop);
 
 	ctx->pic = pic;
 	min_bufs = clamp(le32_to_cpu(p->min_buffers), 1U,
@@ -504,21 +682,21 @@ static int apply_output_params(struct vvm_dec_ctx *ctx,
 	return 0;
 }
 
-static int refresh_output_params(struct vvm_dec_ctx *ctx)
+static int vvm_dec_refresh_output_params(struct vvm_dec_ctx *ctx)
 {
 	struct virtio_video_params_ext params;
 	int ret;
 
-	ret = dec_get_params(ctx, false, &params);
+	ret = vvm_dec_get_params(ctx, false, &params);
 	if (ret)
 		return ret;
-	return apply_output_params(ctx, &params);
+	return vvm_dec_apply_output_params(ctx, &params);
 }
 
-/* Buffers */
+/* ---- Buffers ------------------------------------------------------------- */
 
-static void buf_finish(struct vvm_dec_buf *buf, enum vb2_buffer_state state,
-		       u32 payload, bool last)
+static void vvm_dec_buf_done(struct vvm_dec_buf *buf, enum vb2_buffer_state state,
+			     u32 payload, bool last)
 {
 	struct vb2_v4l2_buffer *vbuf = &buf->m2m.vb;
 	struct vvm_dec_ctx *ctx = buf->ctx;
@@ -548,14 +726,14 @@ static void buf_finish(struct vvm_dec_buf *buf, enum vb2_buffer_state state,
 	vb2_buffer_done(&vbuf->vb2_buf, state);
 }
 
-static void queue_eos_event(struct vvm_dec_ctx *ctx)
+static void vvm_dec_queue_eos_event(struct vvm_dec_ctx *ctx)
 {
 	static const struct v4l2_event eos = { .type = V4L2_EVENT_EOS };
 
 	v4l2_event_queue_fh(&ctx->fh, &eos);
 }
 
-static void queue_src_change_event(struct vvm_dec_ctx *ctx)
+static void vvm_dec_queue_src_change_event(struct vvm_dec_ctx *ctx)
 {
 	static const struct v4l2_event src_ch = {
 		.type = V4L2_EVENT_SOURCE_CHANGE,
@@ -565,7 +743,7 @@ static void queue_src_change_event(struct vvm_dec_ctx *ctx)
 	v4l2_event_queue_fh(&ctx->fh, &src_ch);
 }
 
-static void remember_meta(struct vvm_dec_ctx *ctx, struct vb2_v4l2_buffer *src)
+static void vvm_dec_remember_meta(struct vvm_dec_ctx *ctx, struct vb2_v4l2_buffer *src)
 {
 	struct vvm_dec_meta *m;
 	unsigned long flags;
@@ -579,7 +757,7 @@ static void remember_meta(struct vvm_dec_ctx *ctx, struct vb2_v4l2_buffer *src)
 	spin_unlock_irqrestore(&ctx->slock, flags);
 }
 
-static void apply_meta(struct vvm_dec_ctx *ctx, struct vb2_v4l2_buffer *dst)
+static void vvm_dec_apply_meta(struct vvm_dec_ctx *ctx, struct vb2_v4l2_buffer *dst)
 {
 	unsigned long flags;
 	unsigned int i, slot;
@@ -599,7 +777,7 @@ static void apply_meta(struct vvm_dec_ctx *ctx, struct vb2_v4l2_buffer *dst)
 }
 
 /* Threaded half: the device returned a buffer. */
-static void resource_queue_done(struct vvm_request *req, int status)
+static void vvm_dec_resource_queue_done(struct vvm_request *req, int status)
 {
 	struct vvm_dec_buf *buf = req->priv;
 	struct vvm_dec_ctx *ctx = buf->ctx;
@@ -610,8 +788,8 @@ static void resource_queue_done(struct vvm_request *req, int status)
 	u32 flags = 0;
 
 	if (status || req->used_len < sizeof(buf->resp) ||
-	    resp_to_errno(&buf->resp.hdr,
-			  VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE))
+	    vvm_dec_resp_to_errno(&buf->resp.hdr,
+				  VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE))
 		state = VB2_BUF_STATE_ERROR;
 	else
 		flags = le32_to_cpu(buf->resp.flags);
@@ -619,16 +797,17 @@ static void resource_queue_done(struct vvm_request *req, int status)
 	if (output) {
 		if (flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR)
 			state = VB2_BUF_STATE_ERROR;
-		buf_finish(buf, state, 0, false);
+		vvm_dec_buf_done(buf, state, 0, false);
 		return;
 	}
 
 	spin_lock_irqsave(&ctx->slock, irqflags);
-	if ((flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) && ctx->last_pending) {
+	if ((flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) &&
+	    vvm_dec_owes_last(ctx->state)) {
 		/* The first one a clear returns is the LAST one. */
 		last = true;
 		state = VB2_BUF_STATE_DONE;
-		ctx->last_pending = false;
+		vvm_dec_transition(ctx, VVM_DEC_ON_LAST_OUT);
 	} else if ((flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) &&
 		   ctx->requeue_capture) {
 		list_add_tail(&buf->list, &ctx->held);
@@ -637,7 +816,7 @@ static void resource_queue_done(struct vvm_request *req, int status)
 	} else if (flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS) {
 		last = true;
 		state = VB2_BUF_STATE_DONE;
-		ctx->draining = false;
+		vvm_dec_transition(ctx, VVM_DEC_ON_DRAIN_END);
 	} else if (flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) {
 		state = VB2_BUF_STATE_ERROR;
 	}
@@ -645,15 +824,15 @@ static void resource_queue_done(struct vvm_request *req, int status)
 
 	if (state == VB2_BUF_STATE_DONE && !last) {
 		buf->m2m.vb.vb2_buf.timestamp = le64_to_cpu(buf->resp.timestamp);
-		apply_meta(ctx, &buf->m2m.vb);
+		vvm_dec_apply_meta(ctx, &buf->m2m.vb);
 	}
 	/* The event comes first: a client sees it before the LAST buffer. */
 	if (flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS)
-		queue_eos_event(ctx);
-	buf_finish(buf, state, last ? 0 : buf->payload, last);
+		vvm_dec_queue_eos_event(ctx);
+	vvm_dec_buf_done(buf, state, last ? 0 : buf->payload, last);
 }
 
-static int create_resource(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
+static int vvm_dec_create_resource(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
 {
 	struct vb2_buffer *vb = &buf->m2m.vb.vb2_buf;
 	struct sg_table *sgt = vb2_dma_sg_plane_desc(vb, 0);
@@ -676,14 +855,14 @@ static int create_resource(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
 
 	/* Re-creating an id replaces the resource (e.g. a new DMABUF). */
 	buf->res_id = vb->index + 1;
-	fill_hdr(&cmd.hdr, VIRTIO_VIDEO_CMD_RESOURCE_CREATE, ctx->stream_id);
-	cmd.queue_type = cpu_to_le32(virtio_queue(V4L2_TYPE_IS_OUTPUT(vb->type)));
+	vvm_dec_fill_hdr(&cmd.hdr, VIRTIO_VIDEO_CMD_RESOURCE_CREATE, ctx->stream_id);
+	cmd.queue_type = cpu_to_le32(vvm_dec_virtio_queue(V4L2_TYPE_IS_OUTPUT(vb->type)));
 	cmd.resource_id = cpu_to_le32(buf->res_id);
 	cmd.planes_layout = cpu_to_le32(VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER);
 	cmd.num_planes = cpu_to_le32(1);
 	cmd.num_entries[0] = cpu_to_le32(sgt->nents);
-	ret = dec_call(ctx->dev, &cmd, sizeof(cmd), entries,
-		       sgt->nents * sizeof(*entries), &resp, sizeof(resp),
+	ret = vvm_dec_call(ctx->dev, &cmd, sizeof(cmd), entries,
+			   sgt->nents * sizeof(*entries), &resp, sizeof(resp),
 		       VIRTIO_VIDEO_RESP_OK_NODATA);
 	kfree(entries);
 	if (ret)
@@ -694,7 +873,7 @@ static int create_resource(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
 }
 
 /* Hand one buffer to the device; on failure it is returned with ERROR. */
-static void send_buffer(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
+static void vvm_dec_send_buffer(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
 {
 	struct vb2_buffer *vb = &buf->m2m.vb.vb2_buf;
 	bool output = V4L2_TYPE_IS_OUTPUT(vb->type);
@@ -702,19 +881,19 @@ static void send_buffer(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
 	int ret = 0;
 
 	if (!buf->res_id)
-		ret = create_resource(ctx, buf);
+		ret = vvm_dec_create_resource(ctx, buf);
 	if (ret)
 		goto fail;
 
 	memset(&buf->cmd, 0, sizeof(buf->cmd));
-	fill_hdr(&buf->cmd.hdr, VIRTIO_VIDEO_CMD_RESOURCE_QUEUE, ctx->stream_id);
-	buf->cmd.queue_type = cpu_to_le32(virtio_queue(output));
+	vvm_dec_fill_hdr(&buf->cmd.hdr, VIRTIO_VIDEO_CMD_RESOURCE_QUEUE, ctx->stream_id);
+	buf->cmd.queue_type = cpu_to_le32(vvm_dec_virtio_queue(output));
 	buf->cmd.resource_id = cpu_to_le32(buf->res_id);
 	buf->cmd.num_data_sizes = cpu_to_le32(1);
 	if (output) {
 		buf->cmd.timestamp = cpu_to_le64(vb->timestamp);
 		buf->cmd.data_sizes[0] = cpu_to_le32(vb2_get_plane_payload(vb, 0));
-		remember_meta(ctx, &buf->m2m.vb);
+		vvm_dec_remember_meta(ctx, &buf->m2m.vb);
 	}
 	buf->payload = ctx->pic.sizeimage;
 
@@ -722,7 +901,7 @@ static void send_buffer(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
 	sg_init_one(&resp_sg, &buf->resp, sizeof(buf->resp));
 	sgs[0] = &cmd_sg;
 	sgs[1] = &resp_sg;
-	vvm_request_init(&buf->req, resource_queue_done, buf);
+	vvm_request_init(&buf->req, vvm_dec_resource_queue_done, buf);
 	/* Bitstream waits for a stalled decoder, a picture buffer for a picture. */
 	buf->req.wait = VVM_WAIT_LONG;
 	buf->req.owner = vb->vb2_queue;
@@ -731,14 +910,14 @@ static void send_buffer(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf)
 	if (!ret)
 		return;
 fail:
-	buf_finish(buf, VB2_BUF_STATE_ERROR, 0, false);
+	vvm_dec_buf_done(buf, VB2_BUF_STATE_ERROR, 0, false);
 }
 
 /*
  * Sends the held buffers of a queue. While a resolution change holds
  * CAPTURE back, the first one still owed becomes the LAST buffer instead.
  */
-static void send_held(struct vvm_dec_ctx *ctx, bool output)
+static void vvm_dec_send_held(struct vvm_dec_ctx *ctx, bool output)
 {
 	struct vvm_dec_buf *buf, *tmp, *last = NULL;
 	unsigned long flags;
@@ -748,28 +927,28 @@ static void send_held(struct vvm_dec_ctx *ctx, bool output)
 	list_for_each_entry_safe(buf, tmp, &ctx->held, list) {
 		if (V4L2_TYPE_IS_OUTPUT(buf->m2m.vb.vb2_buf.type) != output)
 			continue;
-		if (!output && ctx->last_pending) {
-			ctx->last_pending = false;
+		if (!output && vvm_dec_owes_last(ctx->state)) {
+			vvm_dec_transition(ctx, VVM_DEC_ON_LAST_OUT);
 			list_del_init(&buf->list);
 			last = buf;
 			continue;
 		}
-		if (!output && ctx->hold_capture)
+		if (!output && vvm_dec_holds_capture(ctx->state))
 			continue;
 		list_move_tail(&buf->list, &send);
 	}
 	spin_unlock_irqrestore(&ctx->slock, flags);
 
 	if (last)
-		buf_finish(last, VB2_BUF_STATE_DONE, 0, true);
+		vvm_dec_buf_done(last, VB2_BUF_STATE_DONE, 0, true);
 	list_for_each_entry_safe(buf, tmp, &send, list) {
 		list_del_init(&buf->list);
-		send_buffer(ctx, buf);
+		vvm_dec_send_buffer(ctx, buf);
 	}
 }
 
-static void return_held(struct vvm_dec_ctx *ctx, bool output,
-			enum vb2_buffer_state state)
+static void vvm_dec_return_held(struct vvm_dec_ctx *ctx, bool output,
+				enum vb2_buffer_state state)
 {
 	struct vvm_dec_buf *buf, *tmp;
 	unsigned long flags;
@@ -783,14 +962,14 @@ static void return_held(struct vvm_dec_ctx *ctx, bool output,
 
 	list_for_each_entry_safe(buf, tmp, &ret, list) {
 		list_del_init(&buf->list);
-		buf_finish(buf, state, 0, false);
+		vvm_dec_buf_done(buf, state, 0, false);
 	}
 }
 
-/* vb2 */
+/* ---- vb2 ----------------------------------------------------------------- */
 
-static int dec_queue_setup(struct vb2_queue *vq, unsigned int *nbuffers,
-			   unsigned int *nplanes, unsigned int sizes[],
+static int vvm_dec_queue_setup(struct vb2_queue *vq, unsigned int *nbuffers,
+			       unsigned int *nplanes, unsigned int sizes[],
 			   struct device *alloc_devs[])
 {
 	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vq);
@@ -802,14 +981,14 @@ static int dec_queue_setup(struct vb2_queue *vq, unsigned int *nbuffers,
 		return (*nplanes != 1 || sizes[0] < size) ? -EINVAL : 0;
 
 	if (!ctx->stream_ok) {
-		ret = dec_stream_create(ctx);
+		ret = vvm_dec_stream_create(ctx);
 		if (ret)
 			return ret;
 	}
 	/* Fresh allocation: the device forgets the previous resources. */
 	if (!vb2_get_num_buffers(vq) && ctx->res_created[output]) {
-		ret = dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_RESOURCE_DESTROY_ALL,
-				    output);
+		ret = vvm_dec_queue_cmd(ctx, VIRTIO_VIDEO_CMD_RESOURCE_DESTROY_ALL,
+					output);
 		if (ret)
 			return ret;
 		ctx->res_created[output] = false;
@@ -819,15 +998,15 @@ static int dec_queue_setup(struct vb2_queue *vq, unsigned int *nbuffers,
 	return 0;
 }
 
-static int dec_buf_out_validate(struct vb2_buffer *vb)
+static int vvm_dec_buf_out_validate(struct vb2_buffer *vb)
 {
 	to_vb2_v4l2_buffer(vb)->field = V4L2_FIELD_NONE;
 	return 0;
 }
 
-static int dec_buf_init(struct vb2_buffer *vb)
+static int vvm_dec_buf_init(struct vb2_buffer *vb)
 {
-	struct vvm_dec_buf *buf = vb_to_buf(vb);
+	struct vvm_dec_buf *buf = vvm_dec_vb_to_buf(vb);
 
 	buf->ctx = vb2_get_drv_priv(vb->vb2_queue);
 	buf->res_id = 0;
@@ -835,7 +1014,7 @@ static int dec_buf_init(struct vb2_buffer *vb)
 	return 0;
 }
 
-static int dec_buf_prepare(struct vb2_buffer *vb)
+static int vvm_dec_buf_prepare(struct vb2_buffer *vb)
 {
 	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
 
@@ -847,7 +1026,8 @@ static int dec_buf_prepare(struct vb2_buffer *vb)
 	 * the buffers they have (dev-decoder.rst); those are held, never
 	 * given to the device for the new size.
 	 */
-	if (vb2_plane_size(vb, 0) < ctx->pic.sizeimage && !ctx->hold_capture)
+	if (vb2_plane_size(vb, 0) < ctx->pic.sizeimage &&
+	    !vvm_dec_holds_capture(READ_ONCE(ctx->state)))
 		return -EINVAL;
 	vb2_set_plane_payload(vb, 0, min_t(unsigned long, ctx->pic.sizeimage,
 					   vb2_plane_size(vb, 0)));
@@ -859,7 +1039,7 @@ static int dec_buf_prepare(struct vb2_buffer *vb)
  * picture from before it: FFmpeg and GStreamer handle the event before
  * the buffers that are ready with it and drop those with the old buffers.
  */
-static void dec_buf_finish(struct vb2_buffer *vb)
+static void vvm_dec_buf_finish(struct vb2_buffer *vb)
 {
 	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
 	bool signal = false;
@@ -876,17 +1056,17 @@ static void dec_buf_finish(struct vb2_buffer *vb)
 		signal = !--ctx->src_change_after;
 	spin_unlock_irqrestore(&ctx->slock, flags);
 	if (signal)
-		queue_src_change_event(ctx);
+		vvm_dec_queue_src_change_event(ctx);
 }
 
-static void dec_buf_queue(struct vb2_buffer *vb)
+static void vvm_dec_buf_queue(struct vb2_buffer *vb)
 {
 	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
-	struct vvm_dec_buf *buf = vb_to_buf(vb);
+	struct vvm_dec_buf *buf = vvm_dec_vb_to_buf(vb);
 	unsigned long flags;
 
 	/*
-	 * The buffer waits until QBUF has reported its state (dec_qbuf) or
+	 * The buffer waits until QBUF has reported its state (vvm_dec_qbuf) or
 	 * streaming starts: the device may return it at once, a LAST buffer
 	 * owed after a resolution change is returned at once, and QBUF must
 	 * not report a buffer it queued as already done.
@@ -896,16 +1076,16 @@ static void dec_buf_queue(struct vb2_buffer *vb)
 	spin_unlock_irqrestore(&ctx->slock, flags);
 }
 
-static int dec_start_streaming(struct vb2_queue *vq, unsigned int count)
+static int vvm_dec_start_streaming(struct vb2_queue *vq, unsigned int count)
 {
 	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vq);
 	bool output = V4L2_TYPE_IS_OUTPUT(vq->type);
 	unsigned long flags;
 	int ret;
 
-	ret = dec_ctx_check_alive(ctx);
+	ret = vvm_dec_ctx_check_alive(ctx);
 	if (ret) {
-		return_held(ctx, output, VB2_BUF_STATE_QUEUED);
+		vvm_dec_return_held(ctx, output, VB2_BUF_STATE_QUEUED);
 		return ret;
 	}
 	spin_lock_irqsave(&ctx->slock, flags);
@@ -923,12 +1103,12 @@ static int dec_start_streaming(struct vb2_queue *vq, unsigned int count)
 	 */
 	if (output && ctx->device_fmt_known &&
 	    !vb2_is_streaming(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx)))
-		queue_src_change_event(ctx);
-	send_held(ctx, output);
+		vvm_dec_queue_src_change_event(ctx);
+	vvm_dec_send_held(ctx, output);
 	return 0;
 }
 
-static void dec_stop_streaming(struct vb2_queue *vq)
+static void vvm_dec_stop_streaming(struct vb2_queue *vq)
 {
 	struct vvm_dec_ctx *ctx = vb2_get_drv_priv(vq);
 	bool output = V4L2_TYPE_IS_OUTPUT(vq->type);
@@ -937,17 +1117,16 @@ static void dec_stop_streaming(struct vb2_queue *vq)
 
 	/*
 	 * Held buffers first: the clear then waits for a device death in
-	 * progress, whose dec_dead() may be failing them too.
+	 * progress, whose vvm_dec_dead() may be failing them too.
 	 */
-	return_held(ctx, output, VB2_BUF_STATE_ERROR);
-	dec_queue_clear(ctx, vq);
+	vvm_dec_return_held(ctx, output, VB2_BUF_STATE_ERROR);
+	vvm_dec_queue_clear(ctx, vq);
 
 	spin_lock_irqsave(&ctx->slock, flags);
 	if (output) {
-		ctx->draining = false;
+		vvm_dec_transition(ctx, VVM_DEC_ON_OUTPUT_OFF);
 	} else {
-		ctx->hold_capture = false;
-		ctx->last_pending = false;
+		vvm_dec_transition(ctx, VVM_DEC_ON_CAPTURE_OFF);
 		/* The pictures it waited for are gone: the change is not. */
 		signal = ctx->src_change_after;
 		ctx->src_change_after = 0;
@@ -955,24 +1134,24 @@ static void dec_stop_streaming(struct vb2_queue *vq)
 	}
 	spin_unlock_irqrestore(&ctx->slock, flags);
 	if (signal)
-		queue_src_change_event(ctx);
+		vvm_dec_queue_src_change_event(ctx);
 }
 
-static const struct vb2_ops dec_qops = {
-	.queue_setup = dec_queue_setup,
-	.buf_out_validate = dec_buf_out_validate,
-	.buf_init = dec_buf_init,
-	.buf_prepare = dec_buf_prepare,
-	.buf_finish = dec_buf_finish,
-	.buf_queue = dec_buf_queue,
-	.start_streaming = dec_start_streaming,
-	.stop_streaming = dec_stop_streaming,
+static const struct vb2_ops vvm_dec_qops = {
+	.queue_setup = vvm_dec_queue_setup,
+	.buf_out_validate = vvm_dec_buf_out_validate,
+	.buf_init = vvm_dec_buf_init,
+	.buf_prepare = vvm_dec_buf_prepare,
+	.buf_finish = vvm_dec_buf_finish,
+	.buf_queue = vvm_dec_buf_queue,
+	.start_streaming = vvm_dec_start_streaming,
+	.stop_streaming = vvm_dec_stop_streaming,
 	.wait_prepare = vb2_ops_wait_prepare,
 	.wait_finish = vb2_ops_wait_finish,
 };
 
-static int dec_queue_init(void *priv, struct vb2_queue *src,
-			  struct vb2_queue *dst)
+static int vvm_dec_queue_init(void *priv, struct vb2_queue *src,
+			      struct vb2_queue *dst)
 {
 	struct vvm_dec_ctx *ctx = priv;
 	struct vb2_queue *qs[2] = { src, dst };
@@ -987,7 +1166,7 @@ static int dec_queue_init(void *priv, struct vb2_queue *src,
 		q->io_modes = VB2_MMAP | VB2_DMABUF;
 		q->drv_priv = ctx;
 		q->buf_struct_size = sizeof(struct vvm_dec_buf);
-		q->ops = &dec_qops;
+		q->ops = &vvm_dec_qops;
 		q->mem_ops = &vb2_dma_sg_memops;
 		q->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
 		q->lock = &ctx->dev->lock;
@@ -999,70 +1178,122 @@ static int dec_queue_init(void *priv, struct vb2_queue *src,
 	return 0;
 }
 
-/* Resolution change and device events */
+/* ---- Resolution change and device events --------------------------------- */
 
-static void fail_ctx_queues(struct vvm_dec_ctx *ctx)
+/*
+ * The failed-context path, for a device death and a stream error alike:
+ * the context turns FAILED and its held buffers come back marked ERROR.
+ * The queues are not put in vb2's error state: a client must still get its
+ * buffers back, and FFmpeg, which waits for a free bitstream buffer, would
+ * spin on POLLERR forever. QBUF fails from now on, and DQBUF once nothing
+ * is left (vvm_dec_dqbuf). Any context; dev->ctx_slock may be held.
+ */
+static void vvm_dec_ctx_fail(struct vvm_dec_ctx *ctx)
 {
-	vb2_queue_error(v4l2_m2m_get_src_vq(ctx->fh.m2m_ctx));
-	vb2_queue_error(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx));
+	unsigned long flags;
+
+	spin_lock_irqsave(&ctx->slock, flags);
+	vvm_dec_transition(ctx, VVM_DEC_ON_FAIL);
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	vvm_dec_return_held(ctx, true, VB2_BUF_STATE_ERROR);
+	vvm_dec_return_held(ctx, false, VB2_BUF_STATE_ERROR);
+}
+
+/*
+ * The device failed the stream for good but lives on: the context fails
+ * as under a death, and the buffers the device still holds come back
+ * (marked ERROR) through QUEUE_CLEAR. dev->lock held.
+ */
+static void vvm_dec_stream_fail(struct vvm_dec_ctx *ctx)
+{
+	struct vb2_queue *out_q = v4l2_m2m_get_src_vq(ctx->fh.m2m_ctx);
+	struct vb2_queue *cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
+
+	vvm_dec_ctx_fail(ctx);
+	if (vb2_is_streaming(out_q))
+		vvm_dec_queue_clear(ctx, out_q);
+	if (vb2_is_streaming(cap_q))
+		vvm_dec_queue_clear(ctx, cap_q);
+}
+
+static void vvm_dec_stream_error_work(struct work_struct *work)
+{
+	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
+					       stream_error);
+	struct vvm_dec_dev *dev = ctx->dev;
+
+	mutex_lock(&dev->lock);
+	if (!vvm_dec_failed(ctx)) {
+		dev_err(&dev->vfd.dev,
+			"stream %u: the device reported a stream error; the stream fails\n",
+			ctx->stream_id);
+		vvm_dec_stream_fail(ctx);
+	}
+	mutex_unlock(&dev->lock);
 }
 
 /*
  * Takes the picture buffers back from the device. Each one it returns goes
- * as the flags the caller set say (the LAST one, held to be sent again, or
- * held until STREAMOFF); then the held ones that may go are sent.
+ * as the state and requeue_capture say (the LAST one, held to be sent
+ * again, or held until STREAMOFF); then the held ones that may go are sent.
  */
-static void clear_capture(struct vvm_dec_ctx *ctx)
+static void vvm_dec_clear_capture(struct vvm_dec_ctx *ctx)
 {
 	unsigned long flags;
 
-	dec_queue_clear(ctx, v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx));
+	vvm_dec_queue_clear(ctx, v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx));
 	spin_lock_irqsave(&ctx->slock, flags);
 	ctx->requeue_capture = false;
 	spin_unlock_irqrestore(&ctx->slock, flags);
-	send_held(ctx, false);
+	vvm_dec_send_held(ctx, false);
 }
 
-static void res_change_work(struct work_struct *work)
+/*
+ * Reads the format the device announced. Without it the client would wait
+ * forever: a failure fails the stream, with one line in the log.
+ */
+static int vvm_dec_read_new_format(struct vvm_dec_ctx *ctx)
 {
-	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
-					       res_change_work);
 	struct vvm_dec_dev *dev = ctx->dev;
-	struct vb2_queue *cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
 	struct virtio_video_params_ext params;
-	struct vvm_dec_pic_fmt old;
-	bool same_layout, signal;
-	unsigned long flags;
 	int ret;
 
-	mutex_lock(&dev->lock);
-	old = ctx->pic;
-	ret = dec_get_params(ctx, false, &params);
-	if (!ret) {
-		ret = apply_output_params(ctx, &params);
-		if (ret)
-			dev_err(&dev->vfd.dev,
-				"stream %u: the device reported an invalid picture layout\n",
-				ctx->stream_id);
-	}
+	ret = vvm_dec_get_params(ctx, false, &params);
 	if (ret) {
-		/* Without the format the client would wait forever. */
-		dev_err(&dev->vfd.dev, "stream %u: format change failed: %d\n",
-			ctx->stream_id, ret);
-		fail_ctx_queues(ctx);
-		mutex_unlock(&dev->lock);
-		return;
+		/* A death failed the context already. */
+		if (!vvm_dec_failed(ctx)) {
+			dev_err(&dev->vfd.dev,
+				"stream %u: reading the new format failed (%d); the stream fails\n",
+				ctx->stream_id, ret);
+			vvm_dec_stream_fail(ctx);
+		}
+		return ret;
 	}
-	ctx->device_fmt_known = true;
-	same_layout = !memcmp(&old, &ctx->pic, sizeof(old));
-	/*
-	 * A client that allocated CAPTURE buffers for exactly this format
-	 * (the stream's size given on OUTPUT) sees no resolution change: an
-	 * event would make it tear down buffers that already hold pictures.
-	 * Otherwise the event waits until the client has dequeued the
-	 * pictures completed before it (every completion the device sent
-	 * before the event has run: the answer above came after them).
-	 */
+	ret = vvm_dec_apply_output_params(ctx, &params);
+	if (ret) {
+		dev_err(&dev->vfd.dev,
+			"stream %u: the device reported an invalid picture layout; the stream fails\n",
+			ctx->stream_id);
+		vvm_dec_stream_fail(ctx);
+	}
+	return ret;
+}
+
+/*
+ * A client that allocated CAPTURE buffers for exactly this format (the
+ * stream's size given on OUTPUT) sees no resolution change: an event would
+ * make it tear down buffers that already hold pictures. Otherwise the
+ * event waits until the client has dequeued the pictures completed before
+ * it (every completion the device sent before the event has run: the
+ * answer to GET_PARAMS came after them).
+ */
+static void vvm_dec_signal_new_format(struct vvm_dec_ctx *ctx,
+				      bool same_layout)
+{
+	struct vb2_queue *cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
+	unsigned long flags;
+	bool signal;
+
 	signal = !same_layout || !vb2_is_busy(cap_q);
 	spin_lock_irqsave(&ctx->slock, flags);
 	if (signal && vb2_is_streaming(cap_q) && ctx->cap_undequeued) {
@@ -1071,11 +1302,28 @@ static void res_change_work(struct work_struct *work)
 	}
 	spin_unlock_irqrestore(&ctx->slock, flags);
 	if (signal)
-		queue_src_change_event(ctx);
-	if (!vb2_is_streaming(cap_q)) {
-		mutex_unlock(&dev->lock);
-		return;
-	}
+		vvm_dec_queue_src_change_event(ctx);
+}
+
+static void vvm_dec_res_change_work(struct work_struct *work)
+{
+	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
+					       res_change);
+	struct vvm_dec_dev *dev = ctx->dev;
+	struct vb2_queue *cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
+	struct vvm_dec_pic_fmt old;
+	bool same_layout;
+	unsigned long flags;
+
+	mutex_lock(&dev->lock);
+	old = ctx->pic;
+	if (vvm_dec_failed(ctx) || vvm_dec_read_new_format(ctx))
+		goto unlock;
+	ctx->device_fmt_known = true;
+	same_layout = !memcmp(&old, &ctx->pic, sizeof(old));
+	vvm_dec_signal_new_format(ctx, same_layout);
+	if (!vb2_is_streaming(cap_q))
+		goto unlock;
 
 	/*
 	 * The device uses only picture buffers queued after it announced the
@@ -1084,21 +1332,19 @@ static void res_change_work(struct work_struct *work)
 	 * a LAST buffer, and further buffers wait for its STREAMOFF.
 	 */
 	spin_lock_irqsave(&ctx->slock, flags);
-	if (same_layout) {
+	if (same_layout)
 		ctx->requeue_capture = true;
-	} else {
-		ctx->hold_capture = true;
-		ctx->last_pending = true;
-	}
+	else
+		vvm_dec_transition(ctx, VVM_DEC_ON_RES_CHANGE);
 	spin_unlock_irqrestore(&ctx->slock, flags);
-
-	clear_capture(ctx);
+	vvm_dec_clear_capture(ctx);
+unlock:
 	mutex_unlock(&dev->lock);
 }
 
-static int post_event(struct vvm_dec_dev *dev, struct vvm_dec_event *e);
+static int vvm_dec_post_event(struct vvm_dec_dev *dev, struct vvm_dec_event *e);
 
-static void event_done(struct vvm_request *req, int status)
+static void vvm_dec_event_done(struct vvm_request *req, int status)
 {
 	struct vvm_dec_event *e = container_of(req, struct vvm_dec_event, req);
 	struct vvm_dec_dev *dev = req->priv;
@@ -1115,42 +1361,42 @@ static void event_done(struct vvm_request *req, int status)
 			if (ctx->stream_id != stream)
 				continue;
 			if (type == VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED)
-				queue_work(system_wq, &ctx->res_change_work);
+				queue_work(system_wq, &ctx->res_change);
 			else if (type == VIRTIO_VIDEO_EVENT_ERROR)
-				fail_ctx_queues(ctx);
+				queue_work(system_wq, &ctx->stream_error);
 			break;
 		}
 		spin_unlock(&dev->ctx_slock);
 	}
-	post_event(dev, e);
+	vvm_dec_post_event(dev, e);
 }
 
-static int post_event(struct vvm_dec_dev *dev, struct vvm_dec_event *e)
+static int vvm_dec_post_event(struct vvm_dec_dev *dev, struct vvm_dec_event *e)
 {
 	struct scatterlist sg, *sgs[1] = { &sg };
 
 	memset(&e->ev, 0, sizeof(e->ev));
-	vvm_request_init(&e->req, event_done, dev);
+	vvm_request_init(&e->req, vvm_dec_event_done, dev);
 	e->req.wait = VVM_WAIT_EVENT;
 	sg_init_one(&sg, &e->ev, sizeof(e->ev));
 	return vvm_core_submit(&dev->core, &e->req, VIRTIO_VIDEO_QUEUE_EVENT,
 			       sgs, 0, 1);
 }
 
-static int post_events(struct vvm_dec_dev *dev)
+static int vvm_dec_post_events(struct vvm_dec_dev *dev)
 {
 	unsigned int i;
 	int ret;
 
 	for (i = 0; i < VVM_DEC_NUM_EVENTS; i++) {
-		ret = post_event(dev, &dev->events[i]);
+		ret = vvm_dec_post_event(dev, &dev->events[i]);
 		if (ret)
 			return ret;
 	}
 	return 0;
 }
 
-static void drain_done(struct vvm_request *req, int status)
+static void vvm_dec_drain_done(struct vvm_request *req, int status)
 {
 	struct vvm_dec_drain *drain = container_of(req, struct vvm_dec_drain,
 						   req);
@@ -1160,17 +1406,17 @@ static void drain_done(struct vvm_request *req, int status)
 
 	/* A dead device failed everything already; a refusal sends no EOS. */
 	refused = !status && (req->used_len < sizeof(drain->resp) ||
-			      resp_to_errno(&drain->resp,
-					    VIRTIO_VIDEO_RESP_OK_NODATA));
+			      vvm_dec_resp_to_errno(&drain->resp,
+						    VIRTIO_VIDEO_RESP_OK_NODATA));
 	spin_lock(&dev->ctx_slock);
 	list_for_each_entry(ctx, &dev->ctxs, list) {
 		if (ctx->stream_id != drain->stream_id)
 			continue;
 		if (refused) {
-			queue_work(system_wq, &ctx->drain_refused_work);
+			queue_work(system_wq, &ctx->drain_refused);
 		} else {
 			spin_lock(&ctx->slock);
-			ctx->draining = false;
+			vvm_dec_transition(ctx, VVM_DEC_ON_DRAIN_END);
 			spin_unlock(&ctx->slock);
 		}
 		break;
@@ -1185,10 +1431,10 @@ static void drain_done(struct vvm_request *req, int status)
  * clear returns (or the next one queued) becomes the LAST one; the others
  * go back to the device.
  */
-static void drain_refused_work(struct work_struct *work)
+static void vvm_dec_drain_refused_work(struct work_struct *work)
 {
 	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
-					       drain_refused_work);
+					       drain_refused);
 	struct vb2_queue *cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
 	struct vvm_dec_dev *dev = ctx->dev;
 	unsigned long flags;
@@ -1196,10 +1442,10 @@ static void drain_refused_work(struct work_struct *work)
 
 	mutex_lock(&dev->lock);
 	spin_lock_irqsave(&ctx->slock, flags);
-	/* A seek (OUTPUT STREAMOFF) or CAPTURE STREAMOFF ended the drain. */
-	draining = ctx->draining && vb2_is_streaming(cap_q);
+	/* A seek (OUTPUT STREAMOFF) ended the drain, or no CAPTURE streams. */
+	draining = vvm_dec_draining(ctx->state) && vb2_is_streaming(cap_q);
 	if (draining) {
-		ctx->last_pending = true;
+		vvm_dec_transition(ctx, VVM_DEC_ON_DRAIN_REFUSED);
 		ctx->requeue_capture = true;
 	}
 	spin_unlock_irqrestore(&ctx->slock, flags);
@@ -1211,21 +1457,17 @@ static void drain_refused_work(struct work_struct *work)
 		"stream %u: the device refused a drain; it ends with an empty LAST buffer\n",
 		ctx->stream_id);
 	/* The event comes first: a client sees it before the LAST buffer. */
-	queue_eos_event(ctx);
-	clear_capture(ctx);
-
-	spin_lock_irqsave(&ctx->slock, flags);
-	ctx->draining = false;
-	spin_unlock_irqrestore(&ctx->slock, flags);
+	vvm_dec_queue_eos_event(ctx);
+	vvm_dec_clear_capture(ctx);
 	mutex_unlock(&dev->lock);
 }
 
-/* ioctls */
+/* ---- ioctls -------------------------------------------------------------- */
 
-static int dec_querycap(struct file *file, void *priv,
-			struct v4l2_capability *cap)
+static int vvm_dec_querycap(struct file *file, void *priv,
+			    struct v4l2_capability *cap)
 {
-	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
 
 	strscpy(cap->driver, KBUILD_MODNAME, sizeof(cap->driver));
 	strscpy(cap->card, ctx->dev->vfd.name, sizeof(cap->card));
@@ -1234,9 +1476,9 @@ static int dec_querycap(struct file *file, void *priv,
 	return 0;
 }
 
-static int dec_enum_fmt(struct file *file, void *priv, struct v4l2_fmtdesc *f)
+static int vvm_dec_enum_fmt(struct file *file, void *priv, struct v4l2_fmtdesc *f)
 {
-	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
 	struct vvm_dec_dev *dev = ctx->dev;
 
 	if (V4L2_TYPE_IS_OUTPUT(f->type)) {
@@ -1255,19 +1497,19 @@ static int dec_enum_fmt(struct file *file, void *priv, struct v4l2_fmtdesc *f)
 	return 0;
 }
 
-static int dec_enum_framesizes(struct file *file, void *priv,
-			       struct v4l2_frmsizeenum *fsize)
+static int vvm_dec_enum_framesizes(struct file *file, void *priv,
+				   struct v4l2_frmsizeenum *fsize)
 {
-	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
 	const struct vvm_dec_format *fmt;
 
 	if (fsize->index)
 		return -EINVAL;
-	fmt = find_format(ctx->dev->coded, ctx->dev->num_coded,
-			  fsize->pixel_format);
-	if (!fmt)
-		fmt = find_format(ctx->dev->raw, ctx->dev->num_raw,
+	fmt = vvm_dec_find_format(ctx->dev->coded, ctx->dev->num_coded,
 				  fsize->pixel_format);
+	if (!fmt)
+		fmt = vvm_dec_find_format(ctx->dev->raw, ctx->dev->num_raw,
+					  fsize->pixel_format);
 	if (!fmt)
 		return -EINVAL;
 	fsize->type = V4L2_FRMSIZE_TYPE_STEPWISE;
@@ -1280,8 +1522,8 @@ static int dec_enum_framesizes(struct file *file, void *priv,
 	return 0;
 }
 
-static void fill_pix_mp(struct vvm_dec_ctx *ctx, struct v4l2_pix_format_mplane *mp,
-			u32 fourcc, u32 width, u32 height, u32 bpl, u32 size)
+static void vvm_dec_fill_pix_mp(struct vvm_dec_ctx *ctx, struct v4l2_pix_format_mplane *mp,
+				u32 fourcc, u32 width, u32 height, u32 bpl, u32 size)
 {
 	memset(mp->reserved, 0, sizeof(mp->reserved));
 	mp->pixelformat = fourcc;
@@ -1299,23 +1541,23 @@ static void fill_pix_mp(struct vvm_dec_ctx *ctx, struct v4l2_pix_format_mplane *
 	mp->plane_fmt[0].sizeimage = size;
 }
 
-static int dec_g_fmt(struct file *file, void *priv, struct v4l2_format *f)
+static int vvm_dec_g_fmt(struct file *file, void *priv, struct v4l2_format *f)
 {
-	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
 	struct vvm_dec_pic_fmt *pic = &ctx->pic;
 
 	if (V4L2_TYPE_IS_OUTPUT(f->type))
-		fill_pix_mp(ctx, &f->fmt.pix_mp, ctx->coded->fourcc,
-			    ctx->coded_width, ctx->coded_height, 0,
+		vvm_dec_fill_pix_mp(ctx, &f->fmt.pix_mp, ctx->coded->fourcc,
+				    ctx->coded_width, ctx->coded_height, 0,
 			    ctx->coded_sizeimage);
 	else
-		fill_pix_mp(ctx, &f->fmt.pix_mp, pic->fourcc, pic->width,
-			    pic->height, pic->bytesperline, pic->sizeimage);
+		vvm_dec_fill_pix_mp(ctx, &f->fmt.pix_mp, pic->fourcc, pic->width,
+				    pic->height, pic->bytesperline, pic->sizeimage);
 	return 0;
 }
 
 static const struct vvm_dec_format *
-try_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
+vvm_dec_try_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 {
 	struct v4l2_pix_format_mplane *mp = &f->fmt.pix_mp;
 	u32 colorspace = mp->colorspace, xfer_func = mp->xfer_func;
@@ -1323,7 +1565,7 @@ try_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 	const struct vvm_dec_format *fmt;
 	u32 size;
 
-	fmt = find_format(ctx->dev->coded, ctx->dev->num_coded, mp->pixelformat);
+	fmt = vvm_dec_find_format(ctx->dev->coded, ctx->dev->num_coded, mp->pixelformat);
 	if (!fmt)
 		fmt = &ctx->dev->coded[0];
 	mp->width = clamp(mp->width, fmt->min_width, fmt->max_width);
@@ -1333,7 +1575,7 @@ try_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 	if (!mp->plane_fmt[0].sizeimage)
 		size = clamp_t(u32, mp->width * mp->height * 3 / 4,
 			       VVM_DEC_MIN_CODED_SIZE, VVM_DEC_MAX_CODED_SIZE);
-	fill_pix_mp(ctx, mp, fmt->fourcc, mp->width, mp->height, 0, size);
+	vvm_dec_fill_pix_mp(ctx, mp, fmt->fourcc, mp->width, mp->height, 0, size);
 	/* The bitstream's colorimetry is the client's to state. */
 	if (colorspace != V4L2_COLORSPACE_DEFAULT &&
 	    colorspace <= V4L2_COLORSPACE_DCI_P3 &&
@@ -1351,35 +1593,35 @@ try_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 }
 
 /* The picture size is the stream's; only the pixel format may be chosen. */
-static void try_pic_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f,
-			struct vvm_dec_pic_fmt *pic)
+static void vvm_dec_try_pic_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f,
+				struct vvm_dec_pic_fmt *pic)
 {
 	*pic = ctx->pic;
-	if (find_format(ctx->dev->raw, ctx->dev->num_raw,
-			f->fmt.pix_mp.pixelformat) &&
+	if (vvm_dec_find_format(ctx->dev->raw, ctx->dev->num_raw,
+				f->fmt.pix_mp.pixelformat) &&
 	    f->fmt.pix_mp.pixelformat != pic->fourcc) {
 		pic->fourcc = f->fmt.pix_mp.pixelformat;
-		default_pic_layout(pic);
+		vvm_dec_default_pic_layout(pic);
 	}
-	fill_pix_mp(ctx, &f->fmt.pix_mp, pic->fourcc, pic->width, pic->height,
-		    pic->bytesperline, pic->sizeimage);
+	vvm_dec_fill_pix_mp(ctx, &f->fmt.pix_mp, pic->fourcc, pic->width, pic->height,
+			    pic->bytesperline, pic->sizeimage);
 }
 
-static int dec_try_fmt(struct file *file, void *priv, struct v4l2_format *f)
+static int vvm_dec_try_fmt(struct file *file, void *priv, struct v4l2_format *f)
 {
-	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
 	struct vvm_dec_pic_fmt pic;
 
 	if (V4L2_TYPE_IS_OUTPUT(f->type))
-		try_coded_fmt(ctx, f);
+		vvm_dec_try_coded_fmt(ctx, f);
 	else
-		try_pic_fmt(ctx, f, &pic);
+		vvm_dec_try_pic_fmt(ctx, f, &pic);
 	return 0;
 }
 
-static int set_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
+static int vvm_dec_set_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 {
-	const struct vvm_dec_format *fmt = try_coded_fmt(ctx, f);
+	const struct vvm_dec_format *fmt = vvm_dec_try_coded_fmt(ctx, f);
 	struct v4l2_pix_format_mplane *mp = &f->fmt.pix_mp;
 	int ret;
 
@@ -1390,13 +1632,13 @@ static int set_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 	if (fmt != ctx->coded) {
 		/* The coded format is fixed at stream creation. */
 		if (ctx->stream_ok) {
-			ret = dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
+			ret = vvm_dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
 			if (ret)
 				return ret;
 			ctx->stream_ok = false;
 		}
 		ctx->coded = fmt;
-		ret = dec_stream_create(ctx);
+		ret = vvm_dec_stream_create(ctx);
 		if (ret)
 			return ret;
 	}
@@ -1404,7 +1646,7 @@ static int set_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 	ctx->coded_height = mp->height;
 	ctx->coded_sizeimage = mp->plane_fmt[0].sizeimage;
 	if (ctx->stream_ok && !ctx->device_fmt_known) {
-		ret = dec_set_coded_size(ctx);
+		ret = vvm_dec_set_coded_size(ctx);
 		if (ret)
 			return ret;
 	}
@@ -1413,11 +1655,11 @@ static int set_coded_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 	ctx->ycbcr_enc = mp->ycbcr_enc;
 	ctx->quantization = mp->quantization;
 	/* Until the stream header is parsed, CAPTURE follows OUTPUT. */
-	reset_pic_fmt(ctx);
+	vvm_dec_reset_pic_fmt(ctx);
 	return 0;
 }
 
-static int set_pic_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
+static int vvm_dec_set_pic_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 {
 	struct virtio_video_params_ext params;
 	struct vvm_dec_pic_fmt pic;
@@ -1426,71 +1668,71 @@ static int set_pic_fmt(struct vvm_dec_ctx *ctx, struct v4l2_format *f)
 
 	if (vb2_is_busy(v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx)))
 		return -EBUSY;
-	try_pic_fmt(ctx, f, &pic);
+	vvm_dec_try_pic_fmt(ctx, f, &pic);
 	if (pic.fourcc == ctx->pic.fourcc)
 		return 0;
 
-	fmt = find_format(ctx->dev->raw, ctx->dev->num_raw, pic.fourcc);
-	ret = dec_get_params(ctx, false, &params);
+	fmt = vvm_dec_find_format(ctx->dev->raw, ctx->dev->num_raw, pic.fourcc);
+	ret = vvm_dec_get_params(ctx, false, &params);
 	if (ret)
 		return ret;
 	params.format = cpu_to_le32(fmt->virtio);
-	ret = dec_set_params(ctx, &params);
+	ret = vvm_dec_set_params(ctx, &params);
 	if (ret)
 		return ret;
-	ret = dec_get_params(ctx, false, &params);
+	ret = vvm_dec_get_params(ctx, false, &params);
 	if (ret)
 		return ret;
-	if (le32_to_cpu(params.frame_width) && apply_output_params(ctx, &params) == 0) {
+	if (le32_to_cpu(params.frame_width) && vvm_dec_apply_output_params(ctx, &params) == 0) {
 		if (ctx->pic.fourcc != pic.fourcc)
 			return -EINVAL;
 	} else {
 		ctx->pic = pic;
 	}
-	fill_pix_mp(ctx, &f->fmt.pix_mp, ctx->pic.fourcc, ctx->pic.width,
-		    ctx->pic.height, ctx->pic.bytesperline, ctx->pic.sizeimage);
+	vvm_dec_fill_pix_mp(ctx, &f->fmt.pix_mp, ctx->pic.fourcc, ctx->pic.width,
+			    ctx->pic.height, ctx->pic.bytesperline, ctx->pic.sizeimage);
 	return 0;
 }
 
-static int dec_s_fmt(struct file *file, void *priv, struct v4l2_format *f)
+static int vvm_dec_s_fmt(struct file *file, void *priv, struct v4l2_format *f)
 {
-	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
 
 	if (V4L2_TYPE_IS_OUTPUT(f->type))
-		return set_coded_fmt(ctx, f);
-	return set_pic_fmt(ctx, f);
+		return vvm_dec_set_coded_fmt(ctx, f);
+	return vvm_dec_set_pic_fmt(ctx, f);
 }
 
-static int dec_qbuf(struct file *file, void *priv, struct v4l2_buffer *b)
+static int vvm_dec_qbuf(struct file *file, void *priv, struct v4l2_buffer *b)
 {
-	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
 	struct vb2_queue *vq;
 	int ret;
 
-	if (READ_ONCE(ctx->failed))
+	if (vvm_dec_failed(ctx))
 		return -EIO;
 	ret = v4l2_m2m_ioctl_qbuf(file, priv, b);
 	if (ret)
 		return ret;
 	vq = v4l2_m2m_get_vq(ctx->fh.m2m_ctx, b->type);
 	if (vb2_start_streaming_called(vq))
-		send_held(ctx, V4L2_TYPE_IS_OUTPUT(b->type));
+		vvm_dec_send_held(ctx, V4L2_TYPE_IS_OUTPUT(b->type));
 	return 0;
 }
 
 /*
- * After a device death the client takes back the buffers it had queued;
- * once none is left, DQBUF fails instead of waiting for a buffer that
- * cannot come (QBUF is refused).
+ * After a device death or a stream error the client takes back the
+ * buffers it had queued; once none is left, DQBUF fails instead of waiting
+ * for a buffer that cannot come (QBUF is refused).
  */
-static int dec_dqbuf(struct file *file, void *priv, struct v4l2_buffer *b)
+static int vvm_dec_dqbuf(struct file *file, void *priv, struct v4l2_buffer *b)
 {
-	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
 	struct vb2_queue *vq;
 	unsigned long flags;
 	bool none_done;
 
-	if (READ_ONCE(ctx->failed)) {
+	if (vvm_dec_failed(ctx)) {
 		vq = v4l2_m2m_get_vq(ctx->fh.m2m_ctx, b->type);
 		if (!vq)
 			return -EINVAL;
@@ -1503,10 +1745,10 @@ static int dec_dqbuf(struct file *file, void *priv, struct v4l2_buffer *b)
 	return v4l2_m2m_ioctl_dqbuf(file, priv, b);
 }
 
-static int dec_g_selection(struct file *file, void *priv,
-			   struct v4l2_selection *s)
+static int vvm_dec_g_selection(struct file *file, void *priv,
+			       struct v4l2_selection *s)
 {
-	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
 
 	if (s->type != V4L2_BUF_TYPE_VIDEO_CAPTURE &&
 	    s->type != V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE)
@@ -1530,84 +1772,112 @@ static int dec_g_selection(struct file *file, void *priv,
 	}
 }
 
-static int dec_decoder_cmd(struct file *file, void *priv,
-			   struct v4l2_decoder_cmd *dc)
+/*
+ * V4L2_DEC_CMD_START: not before the LAST buffer of a drain or of a
+ * resolution change. After a change's LAST buffer the held picture buffers
+ * fit the new format, and decoding resumes.
+ */
+static int vvm_dec_start(struct vvm_dec_ctx *ctx)
 {
-	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vb2_queue *cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
+	enum vvm_dec_state from;
+	unsigned long flags;
+	int ret;
+
+	spin_lock_irqsave(&ctx->slock, flags);
+	from = ctx->state;
+	ret = vvm_dec_transition(ctx, VVM_DEC_ON_START);
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	if (ret)
+		return ret;
+	vb2_clear_last_buffer_dequeued(cap_q);
+	if (from == VVM_DEC_CAPTURE_SETUP)
+		vvm_dec_send_held(ctx, false);
+	return 0;
+}
+
+static struct vvm_dec_drain *vvm_dec_drain_alloc(struct vvm_dec_ctx *ctx)
+{
+	struct vvm_dec_drain *drain;
+
+	drain = kzalloc(sizeof(*drain), GFP_KERNEL);
+	if (!drain)
+		return NULL;
+	drain->dev = ctx->dev;
+	drain->stream_id = ctx->stream_id;
+	vvm_dec_fill_hdr(&drain->cmd, VIRTIO_VIDEO_CMD_STREAM_DRAIN,
+			 ctx->stream_id);
+	vvm_request_init(&drain->req, vvm_dec_drain_done, NULL);
+	/* The device answers a drain only once a picture buffer took the EOS. */
+	drain->req.wait = VVM_WAIT_LONG;
+	return drain;
+}
+
+/*
+ * V4L2_DEC_CMD_STOP: not during another drain (dev-decoder.rst); during a
+ * resolution change it drains after the change, as FFmpeg, which ends its
+ * input whenever it likes, needs.
+ */
+static int vvm_dec_stop(struct vvm_dec_ctx *ctx)
+{
 	struct vb2_queue *out_q = v4l2_m2m_get_src_vq(ctx->fh.m2m_ctx);
 	struct vb2_queue *cap_q = v4l2_m2m_get_dst_vq(ctx->fh.m2m_ctx);
 	struct scatterlist cmd_sg, resp_sg, *sgs[2];
 	struct vvm_dec_drain *drain;
 	unsigned long flags;
-	bool busy, resume = false;
 	int ret;
 
-	ret = v4l2_m2m_ioctl_try_decoder_cmd(file, priv, dc);
-	if (ret)
+	ret = vvm_dec_next_state(READ_ONCE(ctx->state), VVM_DEC_ON_STOP);
+	if (ret < 0)
 		return ret;
-
-	/*
-	 * A drain runs until its LAST buffer is out: neither command may come
-	 * in between (dev-decoder.rst). Nor may START before the LAST buffer
-	 * of a resolution change; a STOP then drains after the change, as
-	 * FFmpeg, which ends its input whenever it likes, needs.
-	 */
-	spin_lock_irqsave(&ctx->slock, flags);
-	busy = ctx->draining;
-	if (dc->cmd == V4L2_DEC_CMD_START) {
-		busy |= ctx->hold_capture && ctx->last_pending;
-		resume = !busy && ctx->hold_capture;
-		if (resume)
-			ctx->hold_capture = false;
-	}
-	spin_unlock_irqrestore(&ctx->slock, flags);
-	if (busy)
-		return -EBUSY;
-
-	if (dc->cmd == V4L2_DEC_CMD_START) {
-		vb2_clear_last_buffer_dequeued(cap_q);
-		/* After a resolution change: the buffers fit, decoding resumes. */
-		if (resume)
-			send_held(ctx, false);
-		return 0;
-	}
-
 	/* Nothing is being decoded: there is nothing to drain. */
 	if (!vb2_is_streaming(out_q) || !vb2_is_streaming(cap_q))
 		return 0;
-	ret = dec_ctx_check_alive(ctx);
+	ret = vvm_dec_ctx_check_alive(ctx);
 	if (ret)
 		return ret;
 
-	drain = kzalloc(sizeof(*drain), GFP_KERNEL);
+	drain = vvm_dec_drain_alloc(ctx);
 	if (!drain)
 		return -ENOMEM;
-	drain->dev = ctx->dev;
-	drain->stream_id = ctx->stream_id;
-	fill_hdr(&drain->cmd, VIRTIO_VIDEO_CMD_STREAM_DRAIN, ctx->stream_id);
+	spin_lock_irqsave(&ctx->slock, flags);
+	ret = vvm_dec_transition(ctx, VVM_DEC_ON_STOP);
+	spin_unlock_irqrestore(&ctx->slock, flags);
+	if (ret) {
+		kfree(drain);
+		return ret;
+	}
 	sg_init_one(&cmd_sg, &drain->cmd, sizeof(drain->cmd));
 	sg_init_one(&resp_sg, &drain->resp, sizeof(drain->resp));
 	sgs[0] = &cmd_sg;
 	sgs[1] = &resp_sg;
-	vvm_request_init(&drain->req, drain_done, NULL);
-	/* The device answers a drain only once a picture buffer took the EOS. */
-	drain->req.wait = VVM_WAIT_LONG;
-	spin_lock_irqsave(&ctx->slock, flags);
-	ctx->draining = true;
-	spin_unlock_irqrestore(&ctx->slock, flags);
 	ret = vvm_core_submit(&ctx->dev->core, &drain->req,
 			      VIRTIO_VIDEO_QUEUE_COMMAND, sgs, 1, 1);
 	if (ret) {
 		spin_lock_irqsave(&ctx->slock, flags);
-		ctx->draining = false;
+		vvm_dec_transition(ctx, VVM_DEC_ON_DRAIN_END);
 		spin_unlock_irqrestore(&ctx->slock, flags);
 		kfree(drain);
 	}
 	return ret;
 }
 
-static int dec_subscribe_event(struct v4l2_fh *fh,
-			       const struct v4l2_event_subscription *sub)
+static int vvm_dec_decoder_cmd(struct file *file, void *priv,
+			       struct v4l2_decoder_cmd *dc)
+{
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
+	int ret;
+
+	ret = v4l2_m2m_ioctl_try_decoder_cmd(file, priv, dc);
+	if (ret)
+		return ret;
+	if (dc->cmd == V4L2_DEC_CMD_START)
+		return vvm_dec_start(ctx);
+	return vvm_dec_stop(ctx);
+}
+
+static int vvm_dec_subscribe_event(struct v4l2_fh *fh,
+				   const struct v4l2_event_subscription *sub)
 {
 	switch (sub->type) {
 	case V4L2_EVENT_EOS:
@@ -1619,23 +1889,23 @@ static int dec_subscribe_event(struct v4l2_fh *fh,
 	}
 }
 
-static const struct v4l2_ioctl_ops dec_ioctl_ops = {
-	.vidioc_querycap = dec_querycap,
-	.vidioc_enum_fmt_vid_cap = dec_enum_fmt,
-	.vidioc_enum_fmt_vid_out = dec_enum_fmt,
-	.vidioc_enum_framesizes = dec_enum_framesizes,
-	.vidioc_g_fmt_vid_cap_mplane = dec_g_fmt,
-	.vidioc_g_fmt_vid_out_mplane = dec_g_fmt,
-	.vidioc_try_fmt_vid_cap_mplane = dec_try_fmt,
-	.vidioc_try_fmt_vid_out_mplane = dec_try_fmt,
-	.vidioc_s_fmt_vid_cap_mplane = dec_s_fmt,
-	.vidioc_s_fmt_vid_out_mplane = dec_s_fmt,
-	.vidioc_g_selection = dec_g_selection,
+static const struct v4l2_ioctl_ops vvm_dec_ioctl_ops = {
+	.vidioc_querycap = vvm_dec_querycap,
+	.vidioc_enum_fmt_vid_cap = vvm_dec_enum_fmt,
+	.vidioc_enum_fmt_vid_out = vvm_dec_enum_fmt,
+	.vidioc_enum_framesizes = vvm_dec_enum_framesizes,
+	.vidioc_g_fmt_vid_cap_mplane = vvm_dec_g_fmt,
+	.vidioc_g_fmt_vid_out_mplane = vvm_dec_g_fmt,
+	.vidioc_try_fmt_vid_cap_mplane = vvm_dec_try_fmt,
+	.vidioc_try_fmt_vid_out_mplane = vvm_dec_try_fmt,
+	.vidioc_s_fmt_vid_cap_mplane = vvm_dec_s_fmt,
+	.vidioc_s_fmt_vid_out_mplane = vvm_dec_s_fmt,
+	.vidioc_g_selection = vvm_dec_g_selection,
 
 	.vidioc_reqbufs = v4l2_m2m_ioctl_reqbufs,
 	.vidioc_querybuf = v4l2_m2m_ioctl_querybuf,
-	.vidioc_qbuf = dec_qbuf,
-	.vidioc_dqbuf = dec_dqbuf,
+	.vidioc_qbuf = vvm_dec_qbuf,
+	.vidioc_dqbuf = vvm_dec_dqbuf,
 	.vidioc_prepare_buf = v4l2_m2m_ioctl_prepare_buf,
 	.vidioc_create_bufs = v4l2_m2m_ioctl_create_bufs,
 	.vidioc_expbuf = v4l2_m2m_ioctl_expbuf,
@@ -1643,15 +1913,15 @@ static const struct v4l2_ioctl_ops dec_ioctl_ops = {
 	.vidioc_streamoff = v4l2_m2m_ioctl_streamoff,
 
 	.vidioc_try_decoder_cmd = v4l2_m2m_ioctl_try_decoder_cmd,
-	.vidioc_decoder_cmd = dec_decoder_cmd,
+	.vidioc_decoder_cmd = vvm_dec_decoder_cmd,
 
-	.vidioc_subscribe_event = dec_subscribe_event,
+	.vidioc_subscribe_event = vvm_dec_subscribe_event,
 	.vidioc_unsubscribe_event = v4l2_event_unsubscribe,
 };
 
-/* File operations */
+/* ---- File operations ----------------------------------------------------- */
 
-static int dec_open(struct file *file)
+static int vvm_dec_open(struct file *file)
 {
 	struct vvm_dec_dev *dev = video_drvdata(file);
 	struct vvm_dec_ctx *ctx;
@@ -1672,18 +1942,19 @@ static int dec_open(struct file *file)
 	spin_lock_init(&ctx->slock);
 	INIT_LIST_HEAD(&ctx->held);
 	INIT_LIST_HEAD(&ctx->list);
-	INIT_WORK(&ctx->res_change_work, res_change_work);
-	INIT_WORK(&ctx->drain_refused_work, drain_refused_work);
-	ctx->coded = find_format(dev->coded, dev->num_coded, V4L2_PIX_FMT_H264);
+	INIT_WORK(&ctx->res_change, vvm_dec_res_change_work);
+	INIT_WORK(&ctx->drain_refused, vvm_dec_drain_refused_work);
+	INIT_WORK(&ctx->stream_error, vvm_dec_stream_error_work);
+	ctx->coded = vvm_dec_find_format(dev->coded, dev->num_coded, V4L2_PIX_FMT_H264);
 	if (!ctx->coded)
 		ctx->coded = &dev->coded[0];
 	ctx->coded_width = 1920;
 	ctx->coded_height = 1080;
 	ctx->coded_sizeimage = SZ_2M;
 	ctx->colorspace = V4L2_COLORSPACE_REC709;
-	ctx->pic.fourcc = find_format(dev->raw, dev->num_raw, V4L2_PIX_FMT_NV12) ?
+	ctx->pic.fourcc = vvm_dec_find_format(dev->raw, dev->num_raw, V4L2_PIX_FMT_NV12) ?
 			  V4L2_PIX_FMT_NV12 : dev->raw[0].fourcc;
-	reset_pic_fmt(ctx);
+	vvm_dec_reset_pic_fmt(ctx);
 
 	v4l2_fh_init(&ctx->fh, video_devdata(file));
 	file->private_data = &ctx->fh;
@@ -1697,7 +1968,7 @@ static int dec_open(struct file *file)
 		goto free_hdl;
 	ctx->fh.ctrl_handler = &ctx->hdl;
 
-	ctx->fh.m2m_ctx = v4l2_m2m_ctx_init(dev->m2m_dev, ctx, dec_queue_init);
+	ctx->fh.m2m_ctx = v4l2_m2m_ctx_init(dev->m2m_dev, ctx, vvm_dec_queue_init);
 	if (IS_ERR(ctx->fh.m2m_ctx)) {
 		ret = PTR_ERR(ctx->fh.m2m_ctx);
 		goto free_hdl;
@@ -1712,14 +1983,14 @@ static int dec_open(struct file *file)
 	 * A device out of streams does not stop an open that only looks
 	 * (v4l2-compliance opens 100 times); REQBUFS tries again.
 	 */
-	ret = dec_stream_create(ctx);
+	ret = vvm_dec_stream_create(ctx);
 	if (ret == -ENOMEM)
 		ret = 0;
 	if (ret)
 		goto free_id;
 	/* The device's initial picture layout, if it already knows one. */
 	if (ctx->stream_ok)
-		refresh_output_params(ctx);
+		vvm_dec_refresh_output_params(ctx);
 
 	spin_lock(&dev->ctx_slock);
 	list_add_tail(&ctx->list, &dev->ctxs);
@@ -1741,21 +2012,22 @@ unlock:
 	return ret;
 }
 
-static int dec_release(struct file *file)
+static int vvm_dec_release(struct file *file)
 {
-	struct vvm_dec_ctx *ctx = fh_to_ctx(file);
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
 	struct vvm_dec_dev *dev = ctx->dev;
 
 	spin_lock(&dev->ctx_slock);
 	list_del_init(&ctx->list);
 	spin_unlock(&dev->ctx_slock);
-	cancel_work_sync(&ctx->res_change_work);
-	cancel_work_sync(&ctx->drain_refused_work);
+	cancel_work_sync(&ctx->res_change);
+	cancel_work_sync(&ctx->drain_refused);
+	cancel_work_sync(&ctx->stream_error);
 
 	mutex_lock(&dev->lock);
 	v4l2_m2m_ctx_release(ctx->fh.m2m_ctx);
 	if (ctx->stream_ok)
-		dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
+		vvm_dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
 	ida_free(&dev->stream_ida, ctx->stream_id);
 	mutex_unlock(&dev->lock);
 
@@ -1766,10 +2038,10 @@ static int dec_release(struct file *file)
 	return 0;
 }
 
-static const struct v4l2_file_operations dec_fops = {
+static const struct v4l2_file_operations vvm_dec_fops = {
 	.owner = THIS_MODULE,
-	.open = dec_open,
-	.release = dec_release,
+	.open = vvm_dec_open,
+	.release = vvm_dec_release,
 	.poll = v4l2_m2m_fop_poll,
 	.unlocked_ioctl = video_ioctl2,
 	.mmap = v4l2_m2m_fop_mmap,
@@ -1779,62 +2051,53 @@ static const struct v4l2_file_operations dec_fops = {
  * Buffers never enter the m2m ready lists, so no job is ever scheduled;
  * the framework still requires the callback.
  */
-static void dec_device_run(void *priv)
+static void vvm_dec_device_run(void *priv)
 {
 	struct vvm_dec_ctx *ctx = priv;
 
 	v4l2_m2m_job_finish(ctx->dev->m2m_dev, ctx->fh.m2m_ctx);
 }
 
-static const struct v4l2_m2m_ops dec_m2m_ops = {
-	.device_run = dec_device_run,
+static const struct v4l2_m2m_ops vvm_dec_m2m_ops = {
+	.device_run = vvm_dec_device_run,
 };
 
-/* Core callbacks */
+/* ---- Core callbacks ------------------------------------------------------ */
 
-/*
- * The core failed the buffers the device held; the held ones fail here.
- * The queues are not put in vb2's error state: a client must still get
- * its buffers back, and FFmpeg, which waits for a free bitstream buffer,
- * would spin on POLLERR forever. QBUF fails from now on, and DQBUF once
- * nothing is left (dec_dqbuf).
- */
-static void dec_dead(struct vvm_core *core, int err)
+/* The core failed the buffers the device held; the rest fail here. */
+static void vvm_dec_dead(struct vvm_core *core, int err)
 {
-	struct vvm_dec_dev *dev = core_to_dev(core);
+	struct vvm_dec_dev *dev = vvm_dec_core_to_dev(core);
 	struct vvm_dec_ctx *ctx;
 
 	spin_lock(&dev->ctx_slock);
-	list_for_each_entry(ctx, &dev->ctxs, list) {
-		WRITE_ONCE(ctx->failed, true);
-		return_held(ctx, true, VB2_BUF_STATE_ERROR);
-		return_held(ctx, false, VB2_BUF_STATE_ERROR);
-	}
+	list_for_each_entry(ctx, &dev->ctxs, list)
+		vvm_dec_ctx_fail(ctx);
 	spin_unlock(&dev->ctx_slock);
 }
 
-static void ping_done(struct vvm_request *req, int status)
+static void vvm_dec_ping_done(struct vvm_request *req, int status)
 {
 	struct vvm_dec_dev *dev = req->priv;
 
 	atomic_set(&dev->ping_busy, 0);
 }
 
-static int dec_ping(struct vvm_core *core)
+static int vvm_dec_ping(struct vvm_core *core)
 {
-	struct vvm_dec_dev *dev = core_to_dev(core);
+	struct vvm_dec_dev *dev = vvm_dec_core_to_dev(core);
 	struct scatterlist cmd_sg, resp_sg, *sgs[2];
 	int ret;
 
 	if (atomic_xchg(&dev->ping_busy, 1))
 		return 0;
-	fill_hdr(&dev->ping_cmd.hdr, VIRTIO_VIDEO_CMD_QUERY_CAPABILITY, 0);
+	vvm_dec_fill_hdr(&dev->ping_cmd.hdr, VIRTIO_VIDEO_CMD_QUERY_CAPABILITY, 0);
 	dev->ping_cmd.queue_type = cpu_to_le32(VIRTIO_VIDEO_QUEUE_TYPE_INPUT);
 	sg_init_one(&cmd_sg, &dev->ping_cmd, sizeof(dev->ping_cmd));
 	sg_init_one(&resp_sg, dev->ping_resp, dev->max_caps_len);
 	sgs[0] = &cmd_sg;
 	sgs[1] = &resp_sg;
-	vvm_request_init(&dev->ping, ping_done, dev);
+	vvm_request_init(&dev->ping, vvm_dec_ping_done, dev);
 	dev->ping.wait = VVM_WAIT_PROBE;
 	ret = vvm_core_submit(core, &dev->ping, VIRTIO_VIDEO_QUEUE_COMMAND,
 			      sgs, 1, 1);
@@ -1843,22 +2106,22 @@ static int dec_ping(struct vvm_core *core)
 	return ret;
 }
 
-static int dec_revive(struct vvm_core *core)
+static int vvm_dec_revive(struct vvm_core *core)
 {
-	return post_events(core_to_dev(core));
+	return vvm_dec_post_events(vvm_dec_core_to_dev(core));
 }
 
-static const struct vvm_core_ops dec_core_ops = {
-	.dead = dec_dead,
-	.revive = dec_revive,
-	.ping = dec_ping,
+static const struct vvm_core_ops vvm_dec_core_ops = {
+	.dead = vvm_dec_dead,
+	.revive = vvm_dec_revive,
+	.ping = vvm_dec_ping,
 };
 
-/* Probe */
+/* ---- Probe --------------------------------------------------------------- */
 
 /* Parse one QUERY_CAPABILITY answer; every length is checked. */
-static int parse_caps(const u8 *buf, size_t len, struct vvm_dec_format *out,
-		      unsigned int *count)
+static int vvm_dec_parse_caps(const u8 *buf, size_t len, struct vvm_dec_format *out,
+			      unsigned int *count)
 {
 	const struct virtio_video_query_capability_resp *resp = (void *)buf;
 	size_t off = sizeof(*resp);
@@ -1879,7 +2142,7 @@ static int parse_caps(const u8 *buf, size_t len, struct vvm_dec_format *out,
 		off += sizeof(*desc);
 		num_frames = le32_to_cpu(desc->num_frames);
 		fmt.virtio = le32_to_cpu(desc->format);
-		fmt.fourcc = virtio_format_to_fourcc(fmt.virtio);
+		fmt.fourcc = vvm_dec_virtio_format_to_fourcc(fmt.virtio);
 		fmt.min_width = U32_MAX;
 		fmt.min_height = U32_MAX;
 		for (f = 0; f < num_frames; f++) {
@@ -1911,11 +2174,11 @@ static int parse_caps(const u8 *buf, size_t len, struct vvm_dec_format *out,
 		}
 		fmt.max_width = min_t(u32, fmt.max_width, VVM_DEC_MAX_DIM);
 		fmt.max_height = min_t(u32, fmt.max_height, VVM_DEC_MAX_DIM);
-		if (!fmt.fourcc || (fmt.fourcc == VVM_PIX_FMT_AV1 && !offer_av1) ||
+		if (!fmt.fourcc || (fmt.fourcc == VVM_PIX_FMT_AV1 && !vvm_dec_offer_av1) ||
 		    !fmt.min_width || !fmt.min_height ||
 		    fmt.min_width > fmt.max_width ||
 		    fmt.min_height > fmt.max_height ||
-		    find_format(out, *count, fmt.fourcc) ||
+		    vvm_dec_find_format(out, *count, fmt.fourcc) ||
 		    *count == VVM_DEC_MAX_FORMATS)
 			continue;
 		out[(*count)++] = fmt;
@@ -1923,7 +2186,7 @@ static int parse_caps(const u8 *buf, size_t len, struct vvm_dec_format *out,
 	return *count ? 0 : -ENODEV;
 }
 
-static int query_caps(struct vvm_dec_dev *dev, bool output_queue)
+static int vvm_dec_query_caps(struct vvm_dec_dev *dev, bool output_queue)
 {
 	struct virtio_video_query_capability cmd = {};
 	u32 used = 0;
@@ -1933,23 +2196,23 @@ static int query_caps(struct vvm_dec_dev *dev, bool output_queue)
 	resp = kzalloc(dev->max_caps_len, GFP_KERNEL);
 	if (!resp)
 		return -ENOMEM;
-	fill_hdr(&cmd.hdr, VIRTIO_VIDEO_CMD_QUERY_CAPABILITY, 0);
-	cmd.queue_type = cpu_to_le32(virtio_queue(output_queue));
+	vvm_dec_fill_hdr(&cmd.hdr, VIRTIO_VIDEO_CMD_QUERY_CAPABILITY, 0);
+	cmd.queue_type = cpu_to_le32(vvm_dec_virtio_queue(output_queue));
 	ret = vvm_core_call(&dev->core, VIRTIO_VIDEO_QUEUE_COMMAND, &cmd,
 			    sizeof(cmd), NULL, 0, resp, dev->max_caps_len, &used);
 	if (!ret && used < sizeof(struct virtio_video_cmd_hdr))
 		ret = -EIO;
 	if (!ret)
-		ret = resp_to_errno(resp, VIRTIO_VIDEO_RESP_OK_QUERY_CAPABILITY);
+		ret = vvm_dec_resp_to_errno(resp, VIRTIO_VIDEO_RESP_OK_QUERY_CAPABILITY);
 	if (!ret && output_queue)
-		ret = parse_caps(resp, used, dev->coded, &dev->num_coded);
+		ret = vvm_dec_parse_caps(resp, used, dev->coded, &dev->num_coded);
 	else if (!ret)
-		ret = parse_caps(resp, used, dev->raw, &dev->num_raw);
+		ret = vvm_dec_parse_caps(resp, used, dev->raw, &dev->num_raw);
 	kfree(resp);
 	return ret;
 }
 
-static void dec_v4l2_release(struct v4l2_device *v4l2_dev)
+static void vvm_dec_v4l2_release(struct v4l2_device *v4l2_dev)
 {
 	struct vvm_dec_dev *dev = container_of(v4l2_dev, struct vvm_dec_dev,
 					       v4l2_dev);
@@ -1963,7 +2226,7 @@ static void dec_v4l2_release(struct v4l2_device *v4l2_dev)
 	kfree(dev);
 }
 
-static int dec_register(struct vvm_dec_dev *dev, struct virtio_device *vdev)
+static int vvm_dec_register(struct vvm_dec_dev *dev, struct virtio_device *vdev)
 {
 	struct video_device *vfd = &dev->vfd;
 	char name[33] = {};
@@ -1973,8 +2236,8 @@ static int dec_register(struct vvm_dec_dev *dev, struct virtio_device *vdev)
 					  device_name), name, sizeof(name) - 1);
 	snprintf(vfd->name, sizeof(vfd->name), "virtio-video decoder%s%s",
 		 name[0] ? " " : "", name);
-	vfd->fops = &dec_fops;
-	vfd->ioctl_ops = &dec_ioctl_ops;
+	vfd->fops = &vvm_dec_fops;
+	vfd->ioctl_ops = &vvm_dec_ioctl_ops;
 	vfd->release = video_device_release_empty;
 	vfd->lock = &dev->lock;
 	vfd->v4l2_dev = &dev->v4l2_dev;
@@ -2038,21 +2301,21 @@ int vvm_decoder_probe(struct virtio_device *vdev)
 		goto free_dev;
 	}
 
-	ret = vvm_core_init(&dev->core, vdev, &dec_core_ops, 2, names);
+	ret = vvm_core_init(&dev->core, vdev, &vvm_dec_core_ops, 2, names);
 	if (ret)
 		goto free_dev;
 	vvm_core_ready(&dev->core);
-	ret = post_events(dev);
+	ret = vvm_dec_post_events(dev);
 	if (!ret)
-		ret = query_caps(dev, true);
+		ret = vvm_dec_query_caps(dev, true);
 	if (!ret)
-		ret = query_caps(dev, false);
+		ret = vvm_dec_query_caps(dev, false);
 	if (ret) {
 		dev_err(&vdev->dev, "capability query failed: %d\n", ret);
 		goto release_core;
 	}
 
-	dev->m2m_dev = v4l2_m2m_init(&dec_m2m_ops);
+	dev->m2m_dev = v4l2_m2m_init(&vvm_dec_m2m_ops);
 	if (IS_ERR(dev->m2m_dev)) {
 		ret = PTR_ERR(dev->m2m_dev);
 		goto release_core;
@@ -2067,8 +2330,8 @@ int vvm_decoder_probe(struct virtio_device *vdev)
 	ret = v4l2_device_register(&vdev->dev, &dev->v4l2_dev);
 	if (ret)
 		goto release_mdev;
-	dev->v4l2_dev.release = dec_v4l2_release;
-	ret = dec_register(dev, vdev);
+	dev->v4l2_dev.release = vvm_dec_v4l2_release;
+	ret = vvm_dec_register(dev, vdev);
 	if (ret) {
 		v4l2_device_unregister(&dev->v4l2_dev);
 		v4l2_device_put(&dev->v4l2_dev);
@@ -2091,7 +2354,7 @@ free_dev:
 void vvm_decoder_remove(struct virtio_device *vdev)
 {
 	struct vvm_core *core = vdev->priv;
-	struct vvm_dec_dev *dev = core_to_dev(core);
+	struct vvm_dec_dev *dev = vvm_dec_core_to_dev(core);
 
 	media_device_unregister(&dev->mdev);
 	v4l2_m2m_unregister_media_controller(dev->m2m_dev);

@@ -46,6 +46,9 @@ static void vvm_remove(struct virtio_device *vdev)
 }
 
 /*
+ * Every field of the protocol is little-endian, which only a device that
+ * offers VIRTIO_F_VERSION_1 promises.
+ *
  * With indirect descriptors the ring allocates a table per chain on add and
  * frees it on completion, which the core would have to do under its raw
  * spinlock, and PREEMPT_RT forbids allocating or freeing there. Every
@@ -64,6 +67,11 @@ static int vvm_validate(struct virtio_device *vdev)
 	struct iommu_domain *domain;
 
 	__virtio_clear_bit(vdev, VIRTIO_RING_F_INDIRECT_DESC);
+	if (!virtio_has_feature(vdev, VIRTIO_F_VERSION_1)) {
+		dev_err(&vdev->dev,
+			"the device does not offer VIRTIO_F_VERSION_1: a legacy device's fields are not little-endian\n");
+		return -ENODEV;
+	}
 	if (virtio_has_feature(vdev, VIRTIO_F_ACCESS_PLATFORM)) {
 		dev_err(&vdev->dev,
 			"VIRTIO_F_ACCESS_PLATFORM is not supported: start the device without iommu_platform=on\n");

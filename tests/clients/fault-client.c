@@ -7,7 +7,8 @@
  * blocking DQBUF on CAPTURE) and, with --decode FILE, the stateful decoder
  * (the file's bytes in fixed-size chunks, over and over; poll() for
  * pictures, events and free bitstream buffers, CAPTURE set up on the
- * source-change event).
+ * source-change event, or with --capture-first in the format the node
+ * gives before the stream starts, as FFmpeg does).
  *
  * The stream fails when a call fails or a buffer comes back with
  * V4L2_BUF_FLAG_ERROR. The client then takes back every buffer the driver
@@ -346,8 +347,8 @@ static int setup_capture(int fd, struct queue *cap)
 }
 
 static const char *stream_decode(int fd, struct queue *out, struct queue *cap,
-				 const char *path, long frames,
-				 const char *ready, long *start)
+				 const char *path, bool capture_first,
+				 long frames, const char *ready, long *start)
 {
 	struct v4l2_event_subscription sub = {
 		.type = V4L2_EVENT_SOURCE_CHANGE,
@@ -373,6 +374,11 @@ static const char *stream_decode(int fd, struct queue *out, struct queue *cap,
 	for (i = 0; i < out->count; i++)
 		if (qbuf(fd, out, i, fill_chunk(in, out, i)))
 			return "qbuf-output";
+	if (capture_first) {
+		if (setup_capture(fd, cap))
+			return "capture-setup";
+		capturing = true;
+	}
 	if (xioctl(fd, VIDIOC_STREAMON, &out->type) < 0)
 		return "streamon-output";
 
@@ -432,12 +438,14 @@ int main(int argc, char **argv)
 	const char *failed;
 	long frames = 100000, start;
 	int fd, opt, ret, err, bad = 0;
+	bool capture_first = false;
 
 	static const struct option options[] = {
 		{ "device", required_argument, NULL, 'd' },
 		{ "decode", required_argument, NULL, 'c' },
 		{ "frames", required_argument, NULL, 'n' },
 		{ "ready", required_argument, NULL, 'r' },
+		{ "capture-first", no_argument, NULL, 'f' },
 		{ NULL, 0, NULL, 0 },
 	};
 
@@ -455,6 +463,9 @@ int main(int argc, char **argv)
 		case 'r':
 			ready = optarg;
 			break;
+		case 'f':
+			capture_first = true;
+			break;
 		default:
 			goto usage;
 		}
@@ -470,7 +481,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (decode)
-		failed = stream_decode(fd, &out, &cap, decode, frames, ready, &start);
+		failed = stream_decode(fd, &out, &cap, decode, capture_first,
+				       frames, ready, &start);
 	else
 		failed = stream_dewarp(fd, &out, &cap, frames, ready, &start);
 	if (!failed) {
@@ -500,6 +512,7 @@ int main(int argc, char **argv)
 
 usage:
 	fprintf(stderr,
-		"usage: fault-client --device /dev/videoN [--decode FILE] [--frames N] [--ready FILE]\n");
+		"usage: fault-client --device /dev/videoN [--decode FILE [--capture-first]]\n"
+		"                    [--frames N] [--ready FILE]\n");
 	return 1;
 }

@@ -25,7 +25,16 @@
 #   which a single-plane NV12 client cannot express.
 #
 # For each, FFmpeg's decode must end by itself with an error and the
-# driver must log the refusal.
+# driver must log the refusal. The stream fails as under a device death:
+# the fault client, which sets up CAPTURE before the stream starts (as
+# FFmpeg does) so that picture buffers are at the device when the layout
+# comes, must get every buffer back (ERROR), each before DQBUF fails with
+# EIO; and the refusal is one line in the log.
+#
+# A stream error (stream-error=N: the device fails the stream for good at
+# its Nth bitstream buffer and sends EVENT_ERROR) while the device lives on
+# fails the stream the same way: every buffer back, one line in the log;
+# then a new stream on the same device decodes bit-exact.
 #
 # A refused drain (drain-refused): no picture buffer will carry the EOS, so
 # the driver ends the drain with an empty LAST buffer itself; FFmpeg, which
@@ -34,6 +43,28 @@
 # A last round on a well-behaved backend decodes bit-exact.
 . "$REPO/tests/clients/fault-lib.sh"
 . "$REPO/tests/clients/decode-lib.sh"
+FAULT_CLIENT=$(fault_client)
+STREAM="$TESTDATA/h264.h264"
+
+# logged_once MESSAGE: since the last mark, the kernel logged MESSAGE and
+# no other line about a stream.
+logged_once() {
+	lines=$(dmesg | sed -n '/virtio_video_m2m: test marker/,$p' | grep 'stream [0-9]*: ')
+	echo "$lines" | sed 's/^/#   /'
+	[ "$(echo "$lines" | grep -c .)" -eq 1 ] && echo "$lines" | grep -q "$1"
+}
+
+# every_buffer_back NAME [CLIENT-ARGS...]: the fault client decodes until
+# the stream fails, then must get every buffer back (exit status 0).
+every_buffer_back() {
+	log="$RESULTS/$1.log"
+	shift
+	"$FAULT_CLIENT" --device "$(fault_node "virtio-video decoder")" \
+		--decode "$STREAM" "$@" >"$log" 2>&1 &
+	fault_wait_exit $! 60
+	[ "$fault_status" -eq 0 ] || sed 's/^/#   /' "$log"
+	[ "$fault_status" -eq 0 ]
+}
 
 # full_picture_selected NODE: the CAPTURE crop is the whole format.
 full_picture_selected() {
@@ -62,7 +93,21 @@ for kind in huge-stride chroma-stride; do
 		[ "$status" -ne 0 -a "$status" -ne 137 -a "$status" -ne 126 -a "$status" -ne 127 ]
 	fault_check "$kind: the driver refused the layout" \
 		fault_logged "invalid picture layout"
+	fault_mark_log
+	fault_check "$kind: every buffer back, then EIO" \
+		every_buffer_back "$kind-client" --capture-first
+	fault_check "$kind: the refusal is one line in the log" \
+		logged_once "invalid picture layout"
 done
+
+fault_restart_with stream-error=20
+fault_mark_log
+fault_check "stream-error: every buffer back, then EIO" \
+	every_buffer_back stream-error-client
+fault_check "stream-error: one line in the log" \
+	logged_once "reported a stream error"
+fault_check "stream-error: the device lives on: a new stream bit-exact" \
+	decode_compare small.h264
 
 fault_restart_with drain-refused
 fault_mark_log

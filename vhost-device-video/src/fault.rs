@@ -11,6 +11,9 @@
 //! - `queue-clear-error`: QUEUE_CLEAR is refused and the buffers kept.
 //! - `slow=MS`: every dewarper job waits MS milliseconds before it runs.
 //! - `drain-refused`: STREAM_DRAIN is answered with an error (no EOS).
+//! - `stream-error=N`: the Nth bitstream buffer decoded (counted over every
+//!   stream, from 1) fails its stream for good, as a decoder that breaks
+//!   does: the stream gets `EVENT_ERROR`, the device stays alive.
 //! - `bad-layout=KIND`: the decoder reports a picture layout a driver must
 //!   refuse (the pictures it writes keep the real one): `crop-wrap` (a crop
 //!   rectangle whose right edge wraps around 2^32), `huge-stride` (lines of
@@ -39,6 +42,8 @@ pub enum Fault {
     Slow(Duration),
     /// STREAM_DRAIN is refused.
     DrainRefused,
+    /// The Nth decoded bitstream buffer fails its stream.
+    StreamError(u64),
     /// The decoder's picture layout is reported wrong.
     BadLayout(BadLayout),
 }
@@ -58,7 +63,7 @@ pub enum BadLayout {
 #[derive(Debug, ThisError, PartialEq, Eq)]
 #[error(
     "unknown test fault `{0}` (known: bogus-used-id=N, queue-clear-early, queue-clear-error, \
-     slow=MS, drain-refused, bad-layout=crop-wrap|huge-stride|chroma-stride)"
+     slow=MS, drain-refused, stream-error=N, bad-layout=crop-wrap|huge-stride|chroma-stride)"
 )]
 pub struct FaultError(String);
 
@@ -73,6 +78,10 @@ impl FromStr for Fault {
             None if text == "drain-refused" => Ok(Self::DrainRefused),
             Some(("bogus-used-id", n)) => match n.parse::<u64>() {
                 Ok(n) if n > 0 => Ok(Self::BogusUsedId(n)),
+                _ => Err(bad()),
+            },
+            Some(("stream-error", n)) => match n.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Self::StreamError(n)),
                 _ => Err(bad()),
             },
             Some(("slow", ms)) => ms
@@ -92,6 +101,7 @@ impl FromStr for Fault {
 
 static ACTIVE: OnceLock<Fault> = OnceLock::new();
 static USED_COUNT: AtomicU64 = AtomicU64::new(0);
+static DECODED_COUNT: AtomicU64 = AtomicU64::new(0);
 
 /// Switches `fault` on for the life of the process (once; later calls are
 /// ignored).
@@ -108,6 +118,14 @@ fn active() -> Option<Fault> {
 pub(crate) fn bogus_used_id() -> bool {
     match active() {
         Some(Fault::BogusUsedId(n)) => USED_COUNT.fetch_add(1, Ordering::Relaxed) + 1 == n,
+        _ => false,
+    }
+}
+
+/// Counts one decoded bitstream buffer; true when its stream must fail.
+pub(crate) fn stream_error() -> bool {
+    match active() {
+        Some(Fault::StreamError(n)) => DECODED_COUNT.fetch_add(1, Ordering::Relaxed) + 1 == n,
         _ => false,
     }
 }
@@ -179,6 +197,7 @@ mod tests {
         assert_eq!("queue-clear-early".parse(), Ok(Fault::QueueClearEarly));
         assert_eq!("queue-clear-error".parse(), Ok(Fault::QueueClearError));
         assert_eq!("drain-refused".parse(), Ok(Fault::DrainRefused));
+        assert_eq!("stream-error=40".parse(), Ok(Fault::StreamError(40)));
         assert_eq!(
             "bad-layout=crop-wrap".parse(),
             Ok(Fault::BadLayout(BadLayout::CropWrap))
@@ -192,6 +211,7 @@ mod tests {
             "slow",
             "slow=x",
             "bogus-used-id=0",
+            "stream-error=0",
             "queue-clear-early=1",
             "bad-layout",
             "bad-layout=other",

@@ -310,6 +310,9 @@ impl<'a> Worker<'a> {
                 slot.decoder
                     .feed(data, timestamp)
                     .map_err(|e| e.to_string())?;
+                if crate::fault::stream_error() {
+                    return Err("test fault: the decoder failed for good".to_string());
+                }
             }
             Job::Flush => {
                 self.busy = Some(Busy {
