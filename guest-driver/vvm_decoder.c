@@ -1921,6 +1921,37 @@ static const struct v4l2_ioctl_ops vvm_dec_ioctl_ops = {
 
 /* ---- File operations ----------------------------------------------------- */
 
+/* A new context: H.264 at 1080p into NV12 where the device has them. */
+static struct vvm_dec_ctx *vvm_dec_ctx_alloc(struct vvm_dec_dev *dev)
+{
+	struct vvm_dec_ctx *ctx;
+
+	ctx = kzalloc(sizeof(*ctx), GFP_KERNEL);
+	if (!ctx)
+		return NULL;
+	ctx->dev = dev;
+	ctx->state = VVM_DEC_DECODING;
+	spin_lock_init(&ctx->slock);
+	INIT_LIST_HEAD(&ctx->held);
+	INIT_LIST_HEAD(&ctx->list);
+	INIT_WORK(&ctx->res_change, vvm_dec_res_change_work);
+	INIT_WORK(&ctx->drain_refused, vvm_dec_drain_refused_work);
+	INIT_WORK(&ctx->stream_error, vvm_dec_stream_error_work);
+	ctx->coded = vvm_dec_find_format(dev->coded, dev->num_coded,
+					 V4L2_PIX_FMT_H264);
+	if (!ctx->coded)
+		ctx->coded = &dev->coded[0];
+	ctx->coded_width = 1920;
+	ctx->coded_height = 1080;
+	ctx->coded_sizeimage = SZ_2M;
+	ctx->colorspace = V4L2_COLORSPACE_REC709;
+	ctx->pic.fourcc = vvm_dec_find_format(dev->raw, dev->num_raw,
+					      V4L2_PIX_FMT_NV12) ?
+			  V4L2_PIX_FMT_NV12 : dev->raw[0].fourcc;
+	vvm_dec_reset_pic_fmt(ctx);
+	return ctx;
+}
+
 static int vvm_dec_open(struct file *file)
 {
 	struct vvm_dec_dev *dev = video_drvdata(file);
@@ -1933,29 +1964,11 @@ static int vvm_dec_open(struct file *file)
 	if (ret)
 		goto unlock;
 
-	ctx = kzalloc(sizeof(*ctx), GFP_KERNEL);
+	ctx = vvm_dec_ctx_alloc(dev);
 	if (!ctx) {
 		ret = -ENOMEM;
 		goto unlock;
 	}
-	ctx->dev = dev;
-	spin_lock_init(&ctx->slock);
-	INIT_LIST_HEAD(&ctx->held);
-	INIT_LIST_HEAD(&ctx->list);
-	INIT_WORK(&ctx->res_change, vvm_dec_res_change_work);
-	INIT_WORK(&ctx->drain_refused, vvm_dec_drain_refused_work);
-	INIT_WORK(&ctx->stream_error, vvm_dec_stream_error_work);
-	ctx->coded = vvm_dec_find_format(dev->coded, dev->num_coded, V4L2_PIX_FMT_H264);
-	if (!ctx->coded)
-		ctx->coded = &dev->coded[0];
-	ctx->coded_width = 1920;
-	ctx->coded_height = 1080;
-	ctx->coded_sizeimage = SZ_2M;
-	ctx->colorspace = V4L2_COLORSPACE_REC709;
-	ctx->pic.fourcc = vvm_dec_find_format(dev->raw, dev->num_raw, V4L2_PIX_FMT_NV12) ?
-			  V4L2_PIX_FMT_NV12 : dev->raw[0].fourcc;
-	vvm_dec_reset_pic_fmt(ctx);
-
 	v4l2_fh_init(&ctx->fh, video_devdata(file));
 	file->private_data = &ctx->fh;
 
@@ -2119,62 +2132,78 @@ static const struct vvm_core_ops vvm_dec_core_ops = {
 
 /* ---- Probe --------------------------------------------------------------- */
 
+/*
+ * Parses the frame sizes of one format description at buf + *off into fmt;
+ * every length is checked. No frame size means the defaults.
+ */
+static int vvm_dec_parse_frames(const u8 *buf, size_t len, size_t *off,
+				u32 num_frames, struct vvm_dec_format *fmt)
+{
+	const struct virtio_video_format_frame *frame;
+	u32 f, rates;
+
+	if (!num_frames) {
+		*fmt = (struct vvm_dec_format){
+			.fourcc = fmt->fourcc, .virtio = fmt->virtio,
+			.min_width = 16, .max_width = 4096, .step_width = 1,
+			.min_height = 16, .max_height = 4096, .step_height = 1,
+		};
+		return 0;
+	}
+	fmt->min_width = U32_MAX;
+	fmt->min_height = U32_MAX;
+	for (f = 0; f < num_frames; f++) {
+		if (len - *off < sizeof(*frame))
+			return -EIO;
+		frame = (const void *)(buf + *off);
+		*off += sizeof(*frame);
+		rates = le32_to_cpu(frame->num_rates);
+		if ((len - *off) / sizeof(struct virtio_video_format_range) < rates)
+			return -EIO;
+		*off += rates * sizeof(struct virtio_video_format_range);
+		fmt->min_width = min(fmt->min_width, le32_to_cpu(frame->width.min));
+		fmt->max_width = max(fmt->max_width, le32_to_cpu(frame->width.max));
+		fmt->step_width = max(le32_to_cpu(frame->width.step), 1U);
+		fmt->min_height = min(fmt->min_height,
+				      le32_to_cpu(frame->height.min));
+		fmt->max_height = max(fmt->max_height,
+				      le32_to_cpu(frame->height.max));
+		fmt->step_height = max(le32_to_cpu(frame->height.step), 1U);
+	}
+	return 0;
+}
+
 /* Parse one QUERY_CAPABILITY answer; every length is checked. */
-static int vvm_dec_parse_caps(const u8 *buf, size_t len, struct vvm_dec_format *out,
-			      unsigned int *count)
+static int vvm_dec_parse_caps(const u8 *buf, size_t len,
+			      struct vvm_dec_format *out, unsigned int *count)
 {
 	const struct virtio_video_query_capability_resp *resp = (void *)buf;
+	const struct virtio_video_format_desc *desc;
 	size_t off = sizeof(*resp);
-	u32 num_descs, d, f;
+	u32 num_descs, d;
+	int ret;
 
 	*count = 0;
 	if (len < off)
 		return -EIO;
 	num_descs = le32_to_cpu(resp->num_descs);
 	for (d = 0; d < num_descs; d++) {
-		const struct virtio_video_format_desc *desc;
 		struct vvm_dec_format fmt = {};
-		u32 num_frames;
 
 		if (len - off < sizeof(*desc))
 			return -EIO;
 		desc = (const void *)(buf + off);
 		off += sizeof(*desc);
-		num_frames = le32_to_cpu(desc->num_frames);
 		fmt.virtio = le32_to_cpu(desc->format);
 		fmt.fourcc = vvm_dec_virtio_format_to_fourcc(fmt.virtio);
-		fmt.min_width = U32_MAX;
-		fmt.min_height = U32_MAX;
-		for (f = 0; f < num_frames; f++) {
-			const struct virtio_video_format_frame *frame;
-			u32 rates;
-
-			if (len - off < sizeof(*frame))
-				return -EIO;
-			frame = (const void *)(buf + off);
-			off += sizeof(*frame);
-			rates = le32_to_cpu(frame->num_rates);
-			if ((len - off) / sizeof(struct virtio_video_format_range) < rates)
-				return -EIO;
-			off += rates * sizeof(struct virtio_video_format_range);
-			fmt.min_width = min(fmt.min_width, le32_to_cpu(frame->width.min));
-			fmt.max_width = max(fmt.max_width, le32_to_cpu(frame->width.max));
-			fmt.step_width = max(le32_to_cpu(frame->width.step), 1U);
-			fmt.min_height = min(fmt.min_height, le32_to_cpu(frame->height.min));
-			fmt.max_height = max(fmt.max_height, le32_to_cpu(frame->height.max));
-			fmt.step_height = max(le32_to_cpu(frame->height.step), 1U);
-		}
-		if (!num_frames) {
-			fmt.min_width = 16;
-			fmt.max_width = 4096;
-			fmt.min_height = 16;
-			fmt.max_height = 4096;
-			fmt.step_width = 1;
-			fmt.step_height = 1;
-		}
+		ret = vvm_dec_parse_frames(buf, len, &off,
+					   le32_to_cpu(desc->num_frames), &fmt);
+		if (ret)
+			return ret;
 		fmt.max_width = min_t(u32, fmt.max_width, VVM_DEC_MAX_DIM);
 		fmt.max_height = min_t(u32, fmt.max_height, VVM_DEC_MAX_DIM);
-		if (!fmt.fourcc || (fmt.fourcc == VVM_PIX_FMT_AV1 && !vvm_dec_offer_av1) ||
+		if (!fmt.fourcc ||
+		    (fmt.fourcc == VVM_PIX_FMT_AV1 && !vvm_dec_offer_av1) ||
 		    !fmt.min_width || !fmt.min_height ||
 		    fmt.min_width > fmt.max_width ||
 		    fmt.min_height > fmt.max_height ||
@@ -2212,6 +2241,13 @@ static int vvm_dec_query_caps(struct vvm_dec_dev *dev, bool output_queue)
 	return ret;
 }
 
+static void vvm_dec_dev_free(struct vvm_dec_dev *dev)
+{
+	kfree(dev->ping_resp);
+	kfree(dev->events);
+	kfree(dev);
+}
+
 static void vvm_dec_v4l2_release(struct v4l2_device *v4l2_dev)
 {
 	struct vvm_dec_dev *dev = container_of(v4l2_dev, struct vvm_dec_dev,
@@ -2221,9 +2257,7 @@ static void vvm_dec_v4l2_release(struct v4l2_device *v4l2_dev)
 	v4l2_m2m_release(dev->m2m_dev);
 	media_device_cleanup(&dev->mdev);
 	ida_destroy(&dev->stream_ida);
-	kfree(dev->ping_resp);
-	kfree(dev->events);
-	kfree(dev);
+	vvm_dec_dev_free(dev);
 }
 
 static int vvm_dec_register(struct vvm_dec_dev *dev, struct virtio_device *vdev)
@@ -2266,18 +2300,14 @@ unreg_video:
 	return ret;
 }
 
-int vvm_decoder_probe(struct virtio_device *vdev)
+/* The device's state and buffers, sized by its configuration. */
+static struct vvm_dec_dev *vvm_dec_dev_alloc(struct virtio_device *vdev)
 {
-	static const char * const names[] = { "command", "event" };
 	struct vvm_dec_dev *dev;
-	int ret;
-
-	if (!virtio_has_feature(vdev, VIRTIO_VIDEO_F_RESOURCE_GUEST_PAGES))
-		return -ENODEV;
 
 	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
 	if (!dev)
-		return -ENOMEM;
+		return ERR_PTR(-ENOMEM);
 	mutex_init(&dev->lock);
 	spin_lock_init(&dev->ctx_slock);
 	INIT_LIST_HEAD(&dev->ctxs);
@@ -2290,17 +2320,31 @@ int vvm_decoder_probe(struct virtio_device *vdev)
 	    dev->max_caps_len > VVM_DEC_CAPS_MAX) {
 		dev_err(&vdev->dev, "bad max_caps_length %u\n",
 			dev->max_caps_len);
-		ret = -EINVAL;
-		goto free_dev;
+		kfree(dev);
+		return ERR_PTR(-EINVAL);
 	}
 	dev->events = kcalloc(VVM_DEC_NUM_EVENTS, sizeof(*dev->events),
 			      GFP_KERNEL);
 	dev->ping_resp = kzalloc(dev->max_caps_len, GFP_KERNEL);
 	if (!dev->events || !dev->ping_resp) {
-		ret = -ENOMEM;
-		goto free_dev;
+		vvm_dec_dev_free(dev);
+		return ERR_PTR(-ENOMEM);
 	}
+	return dev;
+}
 
+int vvm_decoder_probe(struct virtio_device *vdev)
+{
+	static const char * const names[] = { "command", "event" };
+	struct vvm_dec_dev *dev;
+	int ret;
+
+	if (!virtio_has_feature(vdev, VIRTIO_VIDEO_F_RESOURCE_GUEST_PAGES))
+		return -ENODEV;
+
+	dev = vvm_dec_dev_alloc(vdev);
+	if (IS_ERR(dev))
+		return PTR_ERR(dev);
 	ret = vvm_core_init(&dev->core, vdev, &vvm_dec_core_ops, 2, names);
 	if (ret)
 		goto free_dev;
@@ -2345,9 +2389,7 @@ release_mdev:
 release_core:
 	vvm_core_release(&dev->core);
 free_dev:
-	kfree(dev->ping_resp);
-	kfree(dev->events);
-	kfree(dev);
+	vvm_dec_dev_free(dev);
 	return ret;
 }
 
