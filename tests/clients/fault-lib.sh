@@ -171,7 +171,14 @@ fault_mark_log() {
 	echo "virtio_video_m2m: test marker" >/dev/kmsg
 }
 
+# fault_since_mark: the kernel log since the last mark.
+fault_since_mark() {
+	dmesg | awk '/virtio_video_m2m: test marker/ { n = 0; next }
+		{ line[n++] = $0 }
+		END { for (i = 0; i < n; i++) print line[i] }'
+}
+
 # fault_logged MESSAGE: the kernel logged MESSAGE since the last mark.
 fault_logged() {
-	dmesg | sed -n '/virtio_video_m2m: test marker/,$p' | grep -q "$1"
+	fault_since_mark | grep -q "$1"
 }

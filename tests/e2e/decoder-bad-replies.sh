@@ -49,7 +49,7 @@ STREAM="$TESTDATA/h264.h264"
 # logged_once MESSAGE: since the last mark, the kernel logged MESSAGE and
 # no other line about a stream.
 logged_once() {
-	lines=$(dmesg | sed -n '/virtio_video_m2m: test marker/,$p' | grep 'stream [0-9]*: ')
+	lines=$(fault_since_mark | grep 'stream [0-9]*: ')
 	echo "$lines" | sed 's/^/#   /'
 	[ "$(echo "$lines" | grep -c .)" -eq 1 ] && echo "$lines" | grep -q "$1"
 }
