@@ -2252,12 +2252,14 @@ static void vvm_dec_v4l2_release(struct v4l2_device *v4l2_dev)
 {
 	struct vvm_dec_dev *dev = container_of(v4l2_dev, struct vvm_dec_dev,
 					       v4l2_dev);
+	struct device *vdev_dev = &dev->core.vdev->dev;
 
 	vvm_core_release(&dev->core);
 	v4l2_m2m_release(dev->m2m_dev);
 	media_device_cleanup(&dev->mdev);
 	ida_destroy(&dev->stream_ida);
 	vvm_dec_dev_free(dev);
+	put_device(vdev_dev);
 }
 
 static int vvm_dec_register(struct vvm_dec_dev *dev, struct virtio_device *vdev)
@@ -2374,6 +2376,13 @@ int vvm_decoder_probe(struct virtio_device *vdev)
 	ret = v4l2_device_register(&vdev->dev, &dev->v4l2_dev);
 	if (ret)
 		goto release_mdev;
+	/*
+	 * From here on the node's memory goes with its last reference, and
+	 * so does the node's hold on the virtio device: open files outlive
+	 * removal, and their m2m work and logging still reach the device
+	 * structure after v4l2_device_unregister() dropped its own hold.
+	 */
+	get_device(&vdev->dev);
 	dev->v4l2_dev.release = vvm_dec_v4l2_release;
 	ret = vvm_dec_register(dev, vdev);
 	if (ret) {
