@@ -190,6 +190,12 @@ struct vvm_dec_ctx {
 	 * before it sees the event; 0 when no event waits.
 	 */
 	u32 src_change_after;
+	/*
+	 * Drains sent, and drains ended (by EOS or by their answer); the
+	 * device ends them in order. Only the last one sent can end the drain
+	 * state: one a seek abandoned may still end late, and is ignored.
+	 */
+	u32 drains_sent, drains_ended;
 	struct vvm_dec_meta meta[VVM_DEC_META_SLOTS];
 	unsigned int meta_next;
 };
@@ -199,6 +205,7 @@ struct vvm_dec_drain {
 	struct vvm_request req;
 	struct vvm_dec_dev *dev;
 	u32 stream_id;
+	u32 seq; /* its number in the context's drains_sent */
 	struct virtio_video_cmd_hdr cmd;
 	struct virtio_video_cmd_hdr resp;
 };
@@ -776,6 +783,22 @@ static void vvm_dec_apply_meta(struct vvm_dec_ctx *ctx, struct vb2_v4l2_buffer *
 	spin_unlock_irqrestore(&ctx->slock, flags);
 }
 
+/*
+ * A drain ends with an EOS on a picture buffer: that of the oldest drain
+ * still open. Only the last drain sent ends the drain state; an older one
+ * a seek abandoned (dev-decoder.rst lets STREAMOFF(OUTPUT) abort a drain)
+ * must not make a picture after the seek LAST. ctx->slock held.
+ */
+static bool vvm_dec_eos_ends_drain(struct vvm_dec_ctx *ctx)
+{
+	lockdep_assert_held(&ctx->slock);
+	if (ctx->drains_ended == ctx->drains_sent)
+		return false;
+	ctx->drains_ended++;
+	return ctx->drains_ended == ctx->drains_sent &&
+	       vvm_dec_draining(ctx->state);
+}
+
 /* Threaded half: the device returned a buffer. */
 static void vvm_dec_resource_queue_done(struct vvm_request *req, int status)
 {
@@ -813,7 +836,8 @@ static void vvm_dec_resource_queue_done(struct vvm_request *req, int status)
 		list_add_tail(&buf->list, &ctx->held);
 		spin_unlock_irqrestore(&ctx->slock, irqflags);
 		return;
-	} else if (flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS) {
+	} else if ((flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS) &&
+		   vvm_dec_eos_ends_drain(ctx)) {
 		last = true;
 		state = VB2_BUF_STATE_DONE;
 		vvm_dec_transition(ctx, VVM_DEC_ON_DRAIN_END);
@@ -821,6 +845,9 @@ static void vvm_dec_resource_queue_done(struct vvm_request *req, int status)
 		state = VB2_BUF_STATE_ERROR;
 	}
 	spin_unlock_irqrestore(&ctx->slock, irqflags);
+	/* An EOS that ends nothing is a picture like the others. */
+	if (!last)
+		flags &= ~VIRTIO_VIDEO_BUFFER_FLAG_EOS;
 
 	if (state == VB2_BUF_STATE_DONE && !last) {
 		buf->m2m.vb.vb2_buf.timestamp = le64_to_cpu(buf->resp.timestamp);
@@ -1412,13 +1439,18 @@ static void vvm_dec_drain_done(struct vvm_request *req, int status)
 	list_for_each_entry(ctx, &dev->ctxs, list) {
 		if (ctx->stream_id != drain->stream_id)
 			continue;
-		if (refused) {
-			queue_work(system_wq, &ctx->drain_refused);
-		} else {
-			spin_lock(&ctx->slock);
-			vvm_dec_transition(ctx, VVM_DEC_ON_DRAIN_END);
-			spin_unlock(&ctx->slock);
+		spin_lock(&ctx->slock);
+		/* Answered without EOS: it ended all the same. */
+		if ((s32)(drain->seq - ctx->drains_ended) > 0)
+			ctx->drains_ended = drain->seq;
+		/* An older drain, abandoned by a seek, changes nothing. */
+		if (drain->seq == ctx->drains_sent) {
+			if (refused)
+				queue_work(system_wq, &ctx->drain_refused);
+			else
+				vvm_dec_transition(ctx, VVM_DEC_ON_DRAIN_END);
 		}
+		spin_unlock(&ctx->slock);
 		break;
 	}
 	spin_unlock(&dev->ctx_slock);
@@ -1842,6 +1874,8 @@ static int vvm_dec_stop(struct vvm_dec_ctx *ctx)
 		return -ENOMEM;
 	spin_lock_irqsave(&ctx->slock, flags);
 	ret = vvm_dec_transition(ctx, VVM_DEC_ON_STOP);
+	if (!ret)
+		drain->seq = ++ctx->drains_sent;
 	spin_unlock_irqrestore(&ctx->slock, flags);
 	if (ret) {
 		kfree(drain);
@@ -1855,6 +1889,7 @@ static int vvm_dec_stop(struct vvm_dec_ctx *ctx)
 			      VIRTIO_VIDEO_QUEUE_COMMAND, sgs, 1, 1);
 	if (ret) {
 		spin_lock_irqsave(&ctx->slock, flags);
+		ctx->drains_ended = drain->seq;
 		vvm_dec_transition(ctx, VVM_DEC_ON_DRAIN_END);
 		spin_unlock_irqrestore(&ctx->slock, flags);
 		kfree(drain);

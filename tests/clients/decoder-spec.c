@@ -16,15 +16,20 @@
  *   start        after a resolution change whose new format fits the
  *                allocated buffers, V4L2_DEC_CMD_START resumes decoding
  *                ("Capture Setup", 6; "Dynamic Resolution Change").
+ *   seek-drain   V4L2_DEC_CMD_STOP, then a seek (STREAMOFF, STREAMON of
+ *                OUTPUT) before the LAST buffer, which aborts the drain
+ *                ("Drain", note): no picture after the seek is LAST, even
+ *                if the device ends the abandoned drain late; every picture
+ *                of the stream comes again, then a new drain ends with LAST.
  *
  * Usage: decoder-spec NODE SMALL.h264 PICTURES RESCHANGE.h264 WIDTH HEIGHT
- *                     OLD_PICTURES TOTAL
+ *                     OLD_PICTURES TOTAL [SEQUENCE]
  *
  * SMALL.h264 has PICTURES pictures; RESCHANGE.h264 starts at WIDTHxHEIGHT
  * and changes size after OLD_PICTURES of its TOTAL pictures. Each stream
- * goes in one OUTPUT buffer. Each sequence runs in a process of its own and
- * ends at its first deviation. Prints TAP lines; exits non-zero if any
- * sequence failed.
+ * goes in one OUTPUT buffer. SEQUENCE runs only that one. Each sequence
+ * runs in a process of its own and ends at its first deviation. Prints TAP
+ * lines; exits non-zero if any sequence failed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +45,7 @@
 #include <unistd.h>
 #include <linux/videodev2.h>
 
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MAX_BUFFERS 16
 #define WAIT_SECONDS 120
 #define CAP V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
@@ -181,6 +187,8 @@ static void queue_stream(const char *path, int drain)
  * Dequeues one CAPTURE buffer, waiting for it; returns its index, or -1 on
  * EPIPE (after the LAST buffer).
  */
+static long dequeued_sec; /* timestamp of the buffer dequeue_capture gave */
+
 static int dequeue_capture(unsigned int *flags, unsigned int *bytesused)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -204,6 +212,7 @@ static int dequeue_capture(unsigned int *flags, unsigned int *bytesused)
 	}
 	*flags = b.flags;
 	*bytesused = plane.bytesused;
+	dequeued_sec = b.timestamp.tv_sec;
 	return b.index;
 }
 
@@ -400,13 +409,76 @@ static void start_after_change(const char *node, const char *stream,
 	       sequence, pictures);
 }
 
+/* Queues OUTPUT buffer 0 again with the whole stream, stamped SEC. */
+static void requeue_stream(const char *path, long sec)
+{
+	struct v4l2_plane plane = {};
+	struct v4l2_buffer b = {
+		.type = OUT,
+		.memory = V4L2_MEMORY_MMAP,
+		.length = 1,
+		.m.planes = &plane,
+	};
+	struct stat st;
+
+	if (stat(path, &st))
+		fail("%s: %s", path, strerror(errno));
+	xioctl(VIDIOC_QUERYBUF, &b, "QUERYBUF OUTPUT");
+	plane.bytesused = st.st_size;
+	b.timestamp.tv_sec = sec;
+	xioctl(VIDIOC_QBUF, &b, "QBUF OUTPUT after the seek");
+}
+
+static void seek_drain(const char *node, const char *stream,
+		       unsigned int expected)
+{
+	struct v4l2_decoder_cmd stop = { .cmd = V4L2_DEC_CMD_STOP };
+	unsigned int flags, bytesused, pictures = 0;
+	int type = OUT, index;
+
+	sequence = "seek-drain";
+	open_node(node, 320, 240);
+	/* Two buffers and none dequeued: the drain cannot end meanwhile. */
+	setup_capture(2);
+	queue_stream(stream, 1);
+	xioctl(VIDIOC_STREAMOFF, &type, "STREAMOFF OUTPUT during the drain");
+	requeue_stream(stream, 2);
+	xioctl(VIDIOC_STREAMON, &type, "STREAMON OUTPUT after the seek");
+	/*
+	 * Pictures from before the seek (stamped 1 s) come first; none may be
+	 * LAST. Then the first one of the new position, and a drain of its own.
+	 */
+	for (;;) {
+		index = dequeue_capture(&flags, &bytesused);
+		if (index < 0 || (flags & V4L2_BUF_FLAG_LAST))
+			fail("picture %u after the seek is LAST (%u bytes)",
+			     pictures, bytesused);
+		if (dequeued_sec == 2 && is_picture(flags, bytesused))
+			pictures++;
+		queue_capture(index);
+		if (pictures)
+			break;
+	}
+	xioctl(VIDIOC_DECODER_CMD, &stop, "DECODER_CMD STOP after the seek");
+	pictures += pictures_until_last();
+	if (pictures != expected)
+		fail("%u pictures after the seek, expected %u", pictures, expected);
+	close_node();
+	printf("ok - %s: no LAST after the seek before the new drain's, %u pictures\n",
+	       sequence, pictures);
+}
+
+static const char * const sequences[] = {
+	"busy-format", "drain-busy", "old-buffers", "start", "seek-drain",
+};
+
 int main(int argc, char **argv)
 {
 	unsigned int width, height, old, total, i, failures = 0;
 
-	if (argc != 9) {
+	if (argc != 9 && argc != 10) {
 		fprintf(stderr,
-			"usage: %s NODE SMALL.h264 PICTURES RESCHANGE.h264 WIDTH HEIGHT OLD_PICTURES TOTAL\n",
+			"usage: %s NODE SMALL.h264 PICTURES RESCHANGE.h264 WIDTH HEIGHT OLD_PICTURES TOTAL [SEQUENCE]\n",
 			argv[0]);
 		return 2;
 	}
@@ -418,10 +490,13 @@ int main(int argc, char **argv)
 		fail("OLD_PICTURES must be 1 to %d", MAX_BUFFERS - 1);
 
 	/* Each sequence in a child of its own: one failing stops no other. */
-	for (i = 0; i < 4; i++) {
-		pid_t child = fork();
+	for (i = 0; i < ARRAY_SIZE(sequences); i++) {
+		pid_t child;
 		int status;
 
+		if (argc == 10 && strcmp(argv[9], sequences[i]))
+			continue;
+		child = fork();
 		if (child < 0)
 			fail("fork: %s", strerror(errno));
 		if (!child) {
@@ -435,8 +510,11 @@ int main(int argc, char **argv)
 			case 2:
 				old_buffers(argv[1], argv[4], width, height, old, total);
 				break;
-			default:
+			case 3:
 				start_after_change(argv[1], argv[4], width, height, old, total);
+				break;
+			default:
+				seek_drain(argv[1], argv[2], strtoul(argv[3], NULL, 0));
 			}
 			exit(0);
 		}

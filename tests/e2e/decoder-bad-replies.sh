@@ -40,6 +40,12 @@
 # the driver ends the drain with an empty LAST buffer itself; FFmpeg, which
 # drains at the end of its input, must end by itself.
 #
+# A drain a seek abandoned, ended late (drain-survives-clear: the device
+# keeps the drain across QUEUE_CLEAR of the bitstream queue and puts its
+# EOS on the first picture after the seek): no picture after the seek may
+# be LAST; every picture comes, and a new drain ends with LAST
+# (decoder-spec's seek-drain sequence).
+#
 # A last round on a well-behaved backend decodes bit-exact.
 . "$REPO/tests/clients/fault-lib.sh"
 . "$REPO/tests/clients/decode-lib.sh"
@@ -121,6 +127,12 @@ fault_check "drain-refused: the decode ended by itself (status $status)" \
 	[ "$status" -ne 137 -a "$status" -ne 126 -a "$status" -ne 127 ]
 fault_check "drain-refused: the driver ended the drain" \
 	fault_logged "refused a drain"
+
+fault_restart_with drain-survives-clear
+fault_check "drain-survives-clear: the late EOS ends nothing after the seek" \
+	"$(client_path decoder-spec)" "$(fault_node "virtio-video decoder")" \
+	"$TESTDATA/small.h264" 20 "$TESTDATA/reschange.h264" 640 360 10 20 \
+	seek-drain
 
 fault_restart_with ""
 fault_check "no fault: bit-exact" decode_compare small.h264

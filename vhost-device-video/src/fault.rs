@@ -19,6 +19,10 @@
 //!   rectangle whose right edge wraps around 2^32), `huge-stride` (lines of
 //!   about 3 GiB per picture) or `chroma-stride` (chroma rows longer than
 //!   the fourcc implies).
+//! - `drain-survives-clear`: QUEUE_CLEAR of the bitstream queue keeps a
+//!   STREAM_DRAIN outstanding (a seek is allowed to abort it, the device
+//!   need not notice); it ends with EOS on the next picture decoded after
+//!   the clear.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +50,8 @@ pub enum Fault {
     StreamError(u64),
     /// The decoder's picture layout is reported wrong.
     BadLayout(BadLayout),
+    /// A drain outlives QUEUE_CLEAR(INPUT) and ends on the next picture.
+    DrainSurvivesClear,
 }
 
 /// How `bad-layout` breaks the reported picture layout.
@@ -63,7 +69,8 @@ pub enum BadLayout {
 #[derive(Debug, ThisError, PartialEq, Eq)]
 #[error(
     "unknown test fault `{0}` (known: bogus-used-id=N, queue-clear-early, queue-clear-error, \
-     slow=MS, drain-refused, stream-error=N, bad-layout=crop-wrap|huge-stride|chroma-stride)"
+     slow=MS, drain-refused, stream-error=N, bad-layout=crop-wrap|huge-stride|chroma-stride, \
+     drain-survives-clear)"
 )]
 pub struct FaultError(String);
 
@@ -76,6 +83,7 @@ impl FromStr for Fault {
             None if text == "queue-clear-early" => Ok(Self::QueueClearEarly),
             None if text == "queue-clear-error" => Ok(Self::QueueClearError),
             None if text == "drain-refused" => Ok(Self::DrainRefused),
+            None if text == "drain-survives-clear" => Ok(Self::DrainSurvivesClear),
             Some(("bogus-used-id", n)) => match n.parse::<u64>() {
                 Ok(n) if n > 0 => Ok(Self::BogusUsedId(n)),
                 _ => Err(bad()),
@@ -152,6 +160,11 @@ pub(crate) fn drain_refused() -> bool {
     active() == Some(Fault::DrainRefused)
 }
 
+/// Whether QUEUE_CLEAR(INPUT) must keep a drain outstanding.
+pub(crate) fn drain_survives_clear() -> bool {
+    active() == Some(Fault::DrainSurvivesClear)
+}
+
 /// Breaks the picture layout of a GET_PARAMS reply as `bad-layout` asks.
 pub(crate) fn distort_layout(params: &mut QueueParams) {
     let Some(Fault::BadLayout(kind)) = active() else {
@@ -199,6 +212,10 @@ mod tests {
         assert_eq!("drain-refused".parse(), Ok(Fault::DrainRefused));
         assert_eq!("stream-error=40".parse(), Ok(Fault::StreamError(40)));
         assert_eq!(
+            "drain-survives-clear".parse(),
+            Ok(Fault::DrainSurvivesClear)
+        );
+        assert_eq!(
             "bad-layout=crop-wrap".parse(),
             Ok(Fault::BadLayout(BadLayout::CropWrap))
         );
@@ -213,6 +230,7 @@ mod tests {
             "bogus-used-id=0",
             "stream-error=0",
             "queue-clear-early=1",
+            "drain-survives-clear=1",
             "bad-layout",
             "bad-layout=other",
         ] {

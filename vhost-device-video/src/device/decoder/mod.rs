@@ -419,6 +419,7 @@ impl DecoderDevice {
                 ready: VecDeque::new(),
                 drain: None,
                 eos_pending: false,
+                eos_on_next_picture: false,
                 input_generation: 0,
                 output_generation: 0,
                 pump: false,

@@ -62,6 +62,9 @@ pub(super) struct StreamState {
     pub(super) ready: VecDeque<Ready>,
     pub(super) drain: Option<Pending>,
     pub(super) eos_pending: bool,
+    /// Test fault `drain-survives-clear`: a drain a clear kept ends with
+    /// EOS on the next picture.
+    pub(super) eos_on_next_picture: bool,
     /// Bumped when queued input is discarded or the coded format changes:
     /// the worker resets its decoder and drops what it was decoding.
     pub(super) input_generation: u64,
@@ -148,6 +151,9 @@ pub(super) fn run_commands(
 pub(super) fn close_stream(stream: &Stream) {
     let mut st = stream.lock();
     clear_input(stream, &mut st);
+    if let Some(drain) = st.drain.take() {
+        drain.refuse(ErrorCode::InvalidOperation);
+    }
     clear_output(&mut st);
     st.resources.clear();
     st.closed = true;
@@ -171,7 +177,9 @@ pub(super) fn clear_input(stream: &Stream, st: &mut StreamState) {
             pending.buffer_done(0, buffer_flag::ERR, 0);
         }
     }
-    if let Some(drain) = st.drain.take() {
+    if st.drain.is_some() && fault::drain_survives_clear() {
+        st.eos_on_next_picture = true;
+    } else if let Some(drain) = st.drain.take() {
         drain.refuse(ErrorCode::InvalidOperation);
     }
     st.eos_pending = false;

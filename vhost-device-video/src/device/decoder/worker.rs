@@ -501,13 +501,23 @@ pub(super) fn pump(stream: &Stream, st: &mut StreamState) {
             Ready::Picture(picture, _charge) => {
                 let timestamp = picture.timestamp();
                 let written = write_to_resource(st, out.resource_id, picture.as_ref(), &out);
-                let flags = if written && !picture.is_corrupt() {
+                let mut flags = if written && !picture.is_corrupt() {
                     0
                 } else {
                     buffer_flag::ERR
                 };
+                // The drain is answered after its EOS, as a real one is.
+                let late_drain = if std::mem::take(&mut st.eos_on_next_picture) {
+                    flags |= buffer_flag::EOS;
+                    st.drain.take()
+                } else {
+                    None
+                };
                 let size = u32::try_from(needed).unwrap_or(u32::MAX);
                 out.pending.buffer_done(timestamp, flags, size);
+                if let Some(drain) = late_drain {
+                    drain.reply(Response::Ok);
+                }
             }
         }
     }
