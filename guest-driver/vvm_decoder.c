@@ -196,6 +196,7 @@ struct vvm_dec_ctx {
 	 * state: one a seek abandoned may still end late, and is ignored.
 	 */
 	u32 drains_sent, drains_ended;
+	u32 drain_refused_seq; /* the drain drain_refused is about */
 	struct vvm_dec_meta meta[VVM_DEC_META_SLOTS];
 	unsigned int meta_next;
 };
@@ -1445,10 +1446,12 @@ static void vvm_dec_drain_done(struct vvm_request *req, int status)
 			ctx->drains_ended = drain->seq;
 		/* An older drain, abandoned by a seek, changes nothing. */
 		if (drain->seq == ctx->drains_sent) {
-			if (refused)
+			if (refused) {
+				ctx->drain_refused_seq = drain->seq;
 				queue_work(system_wq, &ctx->drain_refused);
-			else
+			} else {
 				vvm_dec_transition(ctx, VVM_DEC_ON_DRAIN_END);
+			}
 		}
 		spin_unlock(&ctx->slock);
 		break;
@@ -1474,8 +1477,13 @@ static void vvm_dec_drain_refused_work(struct work_struct *work)
 
 	mutex_lock(&dev->lock);
 	spin_lock_irqsave(&ctx->slock, flags);
-	/* A seek (OUTPUT STREAMOFF) ended the drain, or no CAPTURE streams. */
-	draining = vvm_dec_draining(ctx->state) && vb2_is_streaming(cap_q);
+	/*
+	 * A seek (OUTPUT STREAMOFF) ended the drain, maybe a new one began
+	 * since, or no CAPTURE streams.
+	 */
+	draining = vvm_dec_draining(ctx->state) &&
+		   ctx->drain_refused_seq == ctx->drains_sent &&
+		   vb2_is_streaming(cap_q);
 	if (draining) {
 		vvm_dec_transition(ctx, VVM_DEC_ON_DRAIN_REFUSED);
 		ctx->requeue_capture = true;
