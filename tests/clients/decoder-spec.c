@@ -48,29 +48,8 @@
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MAX_BUFFERS 16
 #define WAIT_SECONDS 120
-#define CAP V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
-#define OUT V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
 
-static int fd;
-static const char *sequence = "setup";
-
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("not ok - %s: ", sequence);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	exit(1);
-}
-
-static void xioctl(unsigned long request, void *arg, const char *name)
-{
-	if (ioctl(fd, request, arg))
-		fail("%s: %s", name, strerror(errno));
-}
+#include "decode-client.h"
 
 /* An ioctl that must fail with -EBUSY. */
 static void expect_busy(unsigned long request, void *arg, const char *name)
@@ -132,113 +111,23 @@ static unsigned int setup_capture(unsigned int count)
 	return rb.count;
 }
 
-static void teardown_capture(void)
-{
-	struct v4l2_requestbuffers rb = { .type = CAP, .memory = V4L2_MEMORY_MMAP };
-
-	xioctl(VIDIOC_STREAMOFF, &rb.type, "STREAMOFF CAPTURE");
-	xioctl(VIDIOC_REQBUFS, &rb, "REQBUFS 0 CAPTURE");
-}
-
-/* Puts the file in one OUTPUT buffer and streams OUTPUT; DRAIN: then STOP. */
-static void queue_stream(const char *path, int drain)
-{
-	struct v4l2_requestbuffers rb = {
-		.type = OUT,
-		.memory = V4L2_MEMORY_MMAP,
-		.count = 1,
-	};
-	struct v4l2_plane plane = {};
-	struct v4l2_buffer b = {
-		.type = OUT,
-		.memory = V4L2_MEMORY_MMAP,
-		.length = 1,
-		.m.planes = &plane,
-	};
-	struct v4l2_decoder_cmd stop = { .cmd = V4L2_DEC_CMD_STOP };
-	struct stat st;
-	void *map;
-	int in;
-
-	xioctl(VIDIOC_REQBUFS, &rb, "REQBUFS OUTPUT");
-	xioctl(VIDIOC_QUERYBUF, &b, "QUERYBUF OUTPUT");
-	in = open(path, O_RDONLY);
-	if (in < 0 || fstat(in, &st))
-		fail("%s: %s", path, strerror(errno));
-	if (st.st_size > plane.length)
-		fail("%s: %lld bytes do not fit in one %u-byte OUTPUT buffer",
-		     path, (long long)st.st_size, plane.length);
-	map = mmap(NULL, plane.length, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-		   plane.m.mem_offset);
-	if (map == MAP_FAILED)
-		fail("mmap OUTPUT: %s", strerror(errno));
-	if (read(in, map, st.st_size) != st.st_size)
-		fail("%s: short read", path);
-	close(in);
-	plane.bytesused = st.st_size;
-	b.timestamp.tv_sec = 1;
-	xioctl(VIDIOC_QBUF, &b, "QBUF OUTPUT");
-	xioctl(VIDIOC_STREAMON, &rb.type, "STREAMON OUTPUT");
-	if (drain)
-		xioctl(VIDIOC_DECODER_CMD, &stop, "DECODER_CMD STOP");
-}
-
-/*
- * Dequeues one CAPTURE buffer, waiting for it; returns its index, or -1 on
- * EPIPE (after the LAST buffer).
- */
-static long dequeued_sec; /* timestamp of the buffer dequeue_capture gave */
-
-static int dequeue_capture(unsigned int *flags, unsigned int *bytesused)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	struct v4l2_plane plane = {};
-	struct v4l2_buffer b = {
-		.type = CAP,
-		.memory = V4L2_MEMORY_MMAP,
-		.length = 1,
-		.m.planes = &plane,
-	};
-
-	for (;;) {
-		if (!ioctl(fd, VIDIOC_DQBUF, &b))
-			break;
-		if (errno == EPIPE)
-			return -1;
-		if (errno != EAGAIN)
-			fail("DQBUF CAPTURE: %s", strerror(errno));
-		if (poll(&p, 1, WAIT_SECONDS * 1000) <= 0)
-			fail("no CAPTURE buffer within %d s", WAIT_SECONDS);
-	}
-	*flags = b.flags;
-	*bytesused = plane.bytesused;
-	dequeued_sec = b.timestamp.tv_sec;
-	return b.index;
-}
-
-static int is_picture(unsigned int flags, unsigned int bytesused)
-{
-	return bytesused && !(flags & (V4L2_BUF_FLAG_ERROR | V4L2_BUF_FLAG_LAST));
-}
-
 /*
  * Dequeues and re-queues CAPTURE buffers until the LAST one; returns the
  * pictures seen.
  */
 static unsigned int pictures_until_last(void)
 {
-	unsigned int flags, bytesused, pictures = 0;
-	int index;
+	unsigned int pictures = 0;
+	struct dequeued d;
 
 	for (;;) {
-		index = dequeue_capture(&flags, &bytesused);
-		if (index < 0)
+		if (dequeue_capture(&d))
 			fail("DQBUF gave EPIPE before a LAST buffer");
-		if (is_picture(flags, bytesused))
+		if (is_picture(&d))
 			pictures++;
-		if (flags & V4L2_BUF_FLAG_LAST)
+		if (d.flags & V4L2_BUF_FLAG_LAST)
 			return pictures;
-		queue_capture(index);
+		queue_capture(d.index);
 	}
 }
 
@@ -257,7 +146,7 @@ static void busy_format(const char *node)
 	};
 	struct v4l2_format f = { .type = OUT };
 
-	sequence = "busy-format";
+	test_name = "busy-format";
 	open_node(node, 320, 240);
 	xioctl(VIDIOC_REQBUFS, &rb, "REQBUFS CAPTURE");
 	xioctl(VIDIOC_G_FMT, &f, "G_FMT OUTPUT");
@@ -269,7 +158,7 @@ static void busy_format(const char *node)
 	xioctl(VIDIOC_S_FMT, &f, "S_FMT OUTPUT without CAPTURE buffers");
 	close_node();
 	printf("ok - %s: S_FMT(OUTPUT) is refused while CAPTURE has buffers\n",
-	       sequence);
+	       test_name);
 }
 
 static void drain_busy(const char *node, const char *stream,
@@ -279,7 +168,7 @@ static void drain_busy(const char *node, const char *stream,
 	struct v4l2_decoder_cmd start = { .cmd = V4L2_DEC_CMD_START };
 	unsigned int pictures;
 
-	sequence = "drain-busy";
+	test_name = "drain-busy";
 	open_node(node, 320, 240);
 	/* Two buffers and none dequeued: the drain cannot end meanwhile. */
 	setup_capture(2);
@@ -291,7 +180,7 @@ static void drain_busy(const char *node, const char *stream,
 		fail("%u pictures before LAST, expected %u", pictures, expected);
 	close_node();
 	printf("ok - %s: STOP and START refused during the drain, which ended with %u pictures\n",
-	       sequence, pictures);
+	       test_name, pictures);
 }
 
 /*
@@ -303,20 +192,19 @@ static void old_buffers(const char *node, const char *stream,
 			unsigned int old, unsigned int total)
 {
 	struct v4l2_format f = { .type = CAP };
-	unsigned int flags, bytesused, pictures = 0, i;
+	unsigned int pictures = 0, i;
+	struct dequeued d = {};
 	struct v4l2_event ev;
-	int index = -1;
 
-	sequence = "old-buffers";
+	test_name = "old-buffers";
 	open_node(node, width, height);
 	if (setup_capture(old) != old)
 		fail("REQBUFS gave another count than %u", old);
 	queue_stream(stream, 1);
 	for (i = 0; i < old; i++) {
-		index = dequeue_capture(&flags, &bytesused);
-		if (index < 0 || !is_picture(flags, bytesused))
+		if (dequeue_capture(&d) || !is_picture(&d))
 			fail("buffer %u of the first size is no picture (flags 0x%x)",
-			     i, index < 0 ? 0 : flags);
+			     i, d.flags);
 		pictures++;
 	}
 	{
@@ -332,12 +220,10 @@ static void old_buffers(const char *node, const char *stream,
 	if (f.fmt.pix_mp.width == width && f.fmt.pix_mp.height == height)
 		fail("CAPTURE still %ux%u after the change", width, height);
 	/* Keep queuing until LAST: an old-size buffer is accepted. */
-	queue_capture(index);
-	index = dequeue_capture(&flags, &bytesused);
-	if (index < 0 || !(flags & V4L2_BUF_FLAG_LAST))
-		fail("no LAST buffer after the change (flags 0x%x)",
-		     index < 0 ? 0 : flags);
-	if (dequeue_capture(&flags, &bytesused) >= 0)
+	queue_capture(d.index);
+	if (dequeue_capture(&d) || !(d.flags & V4L2_BUF_FLAG_LAST))
+		fail("no LAST buffer after the change (flags 0x%x)", d.flags);
+	if (!dequeue_capture(&d))
 		fail("DQBUF after LAST did not give EPIPE");
 	teardown_capture();
 	setup_capture(old);
@@ -346,7 +232,7 @@ static void old_buffers(const char *node, const char *stream,
 		fail("%u pictures, expected %u", pictures, total);
 	close_node();
 	printf("ok - %s: an old-size buffer queued before LAST was taken; %u pictures\n",
-	       sequence, pictures);
+	       test_name, pictures);
 }
 
 /* Buffers big enough for both sizes: DEC_CMD_START resumes after the change. */
@@ -358,11 +244,11 @@ static void start_after_change(const char *node, const char *stream,
 	struct v4l2_decoder_cmd stop = { .cmd = V4L2_DEC_CMD_STOP };
 	struct v4l2_create_buffers cb = { .count = MAX_BUFFERS, .memory = V4L2_MEMORY_MMAP };
 	struct v4l2_format f = { .type = CAP };
-	unsigned int flags, bytesused, pictures = 0, i, room;
+	unsigned int pictures = 0, i, room;
 	struct v4l2_event ev;
-	int index;
+	struct dequeued d;
 
-	sequence = "start";
+	test_name = "start";
 	open_node(node, width, height);
 	cb.format.type = CAP;
 	xioctl(VIDIOC_G_FMT, &cb.format, "G_FMT CAPTURE");
@@ -381,12 +267,11 @@ static void start_after_change(const char *node, const char *stream,
 	 * take a picture of the new size.
 	 */
 	for (;;) {
-		index = dequeue_capture(&flags, &bytesused);
-		if (index < 0)
+		if (dequeue_capture(&d))
 			fail("EPIPE before the LAST buffer of the change");
-		if (is_picture(flags, bytesused))
+		if (is_picture(&d))
 			pictures++;
-		if (flags & V4L2_BUF_FLAG_LAST)
+		if (d.flags & V4L2_BUF_FLAG_LAST)
 			break;
 	}
 	if (pictures != old)
@@ -399,14 +284,14 @@ static void start_after_change(const char *node, const char *stream,
 		fail("new sizeimage %u exceeds the %u-byte buffers",
 		     f.fmt.pix_mp.plane_fmt[0].sizeimage, room);
 	xioctl(VIDIOC_DECODER_CMD, &start, "DECODER_CMD START");
-	queue_capture(index);
+	queue_capture(d.index);
 	xioctl(VIDIOC_DECODER_CMD, &stop, "DECODER_CMD STOP");
 	pictures += pictures_until_last();
 	if (pictures != total)
 		fail("%u pictures, expected %u", pictures, total);
 	close_node();
 	printf("ok - %s: DEC_CMD_START resumed after the change; %u pictures\n",
-	       sequence, pictures);
+	       test_name, pictures);
 }
 
 /* Queues OUTPUT buffer 0 again with the whole stream, stamped SEC. */
@@ -433,10 +318,11 @@ static void seek_drain(const char *node, const char *stream,
 		       unsigned int expected)
 {
 	struct v4l2_decoder_cmd stop = { .cmd = V4L2_DEC_CMD_STOP };
-	unsigned int flags, bytesused, pictures = 0;
-	int type = OUT, index;
+	unsigned int pictures = 0;
+	struct dequeued d = {};
+	int type = OUT;
 
-	sequence = "seek-drain";
+	test_name = "seek-drain";
 	open_node(node, 320, 240);
 	/* Two buffers and none dequeued: the drain cannot end meanwhile. */
 	setup_capture(2);
@@ -449,13 +335,12 @@ static void seek_drain(const char *node, const char *stream,
 	 * LAST. Then the first one of the new position, and a drain of its own.
 	 */
 	for (;;) {
-		index = dequeue_capture(&flags, &bytesused);
-		if (index < 0 || (flags & V4L2_BUF_FLAG_LAST))
+		if (dequeue_capture(&d) || (d.flags & V4L2_BUF_FLAG_LAST))
 			fail("picture %u after the seek is LAST (%u bytes)",
-			     pictures, bytesused);
-		if (dequeued_sec == 2 && is_picture(flags, bytesused))
+			     pictures, d.bytesused);
+		if (d.sec == 2 && is_picture(&d))
 			pictures++;
-		queue_capture(index);
+		queue_capture(d.index);
 		if (pictures)
 			break;
 	}
@@ -465,7 +350,7 @@ static void seek_drain(const char *node, const char *stream,
 		fail("%u pictures after the seek, expected %u", pictures, expected);
 	close_node();
 	printf("ok - %s: no LAST after the seek before the new drain's, %u pictures\n",
-	       sequence, pictures);
+	       test_name, pictures);
 }
 
 static const char * const sequences[] = {
@@ -476,6 +361,7 @@ int main(int argc, char **argv)
 {
 	unsigned int width, height, old, total, i, failures = 0;
 
+	test_name = "setup";
 	if (argc != 9 && argc != 10) {
 		fprintf(stderr,
 			"usage: %s NODE SMALL.h264 PICTURES RESCHANGE.h264 WIDTH HEIGHT OLD_PICTURES TOTAL [SEQUENCE]\n",

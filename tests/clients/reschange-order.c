@@ -33,36 +33,18 @@
 #define CAPTURE_BUFFERS 16
 #define WAIT_SECONDS 300
 
-static int fd;
-
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("not ok - ");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	exit(1);
-}
-
-static void xioctl(unsigned long request, void *arg, const char *name)
-{
-	if (ioctl(fd, request, arg))
-		fail("%s: %s", name, strerror(errno));
-}
+#include "decode-client.h"
 
 static unsigned int capture_count;
 
 static void setup_capture(unsigned int width, unsigned int height)
 {
 	struct v4l2_requestbuffers rb = {
-		.type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE,
+		.type = CAP,
 		.memory = V4L2_MEMORY_MMAP,
 		.count = CAPTURE_BUFFERS,
 	};
-	struct v4l2_format f = { .type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE };
+	struct v4l2_format f = { .type = CAP };
 	unsigned int i;
 
 	xioctl(VIDIOC_G_FMT, &f, "G_FMT CAPTURE");
@@ -86,17 +68,6 @@ static void setup_capture(unsigned int width, unsigned int height)
 	xioctl(VIDIOC_STREAMON, &rb.type, "STREAMON CAPTURE");
 }
 
-static void teardown_capture(void)
-{
-	struct v4l2_requestbuffers rb = {
-		.type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE,
-		.memory = V4L2_MEMORY_MMAP,
-	};
-
-	xioctl(VIDIOC_STREAMOFF, &rb.type, "STREAMOFF CAPTURE");
-	xioctl(VIDIOC_REQBUFS, &rb, "REQBUFS 0 CAPTURE");
-}
-
 /* How many CAPTURE buffers are done, and how many of those hold pictures. */
 static void done_buffers(unsigned int *done, unsigned int *pictures)
 {
@@ -107,7 +78,7 @@ static void done_buffers(unsigned int *done, unsigned int *pictures)
 	for (i = 0; i < capture_count; i++) {
 		struct v4l2_plane plane = {};
 		struct v4l2_buffer b = {
-			.type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE,
+			.type = CAP,
 			.memory = V4L2_MEMORY_MMAP,
 			.index = i,
 			.length = 1,
@@ -133,78 +104,13 @@ static int event_pending(void)
 	return !!(p.revents & POLLPRI);
 }
 
-/* Dequeues one CAPTURE buffer, waiting for it; returns its flags. */
-static unsigned int dequeue_capture(unsigned int *bytesused)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	struct v4l2_plane plane = {};
-	struct v4l2_buffer b = {
-		.type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE,
-		.memory = V4L2_MEMORY_MMAP,
-		.length = 1,
-		.m.planes = &plane,
-	};
-
-	for (;;) {
-		if (!ioctl(fd, VIDIOC_DQBUF, &b))
-			break;
-		if (errno != EAGAIN)
-			fail("DQBUF CAPTURE: %s", strerror(errno));
-		if (poll(&p, 1, WAIT_SECONDS * 1000) <= 0)
-			fail("no CAPTURE buffer within %d s", WAIT_SECONDS);
-	}
-	*bytesused = plane.bytesused;
-	return b.flags;
-}
-
-static void queue_stream(const char *path)
-{
-	struct v4l2_requestbuffers rb = {
-		.type = V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE,
-		.memory = V4L2_MEMORY_MMAP,
-		.count = 1,
-	};
-	struct v4l2_plane plane = {};
-	struct v4l2_buffer b = {
-		.type = rb.type,
-		.memory = rb.memory,
-		.length = 1,
-		.m.planes = &plane,
-	};
-	struct v4l2_decoder_cmd stop = { .cmd = V4L2_DEC_CMD_STOP };
-	struct stat st;
-	void *map;
-	int in;
-
-	xioctl(VIDIOC_REQBUFS, &rb, "REQBUFS OUTPUT");
-	xioctl(VIDIOC_QUERYBUF, &b, "QUERYBUF OUTPUT");
-	in = open(path, O_RDONLY);
-	if (in < 0 || fstat(in, &st))
-		fail("%s: %s", path, strerror(errno));
-	if (st.st_size > plane.length)
-		fail("%s: %lld bytes do not fit in one %u-byte OUTPUT buffer",
-		     path, (long long)st.st_size, plane.length);
-	map = mmap(NULL, plane.length, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-		   plane.m.mem_offset);
-	if (map == MAP_FAILED)
-		fail("mmap OUTPUT: %s", strerror(errno));
-	if (read(in, map, st.st_size) != st.st_size)
-		fail("%s: short read", path);
-	close(in);
-	plane.bytesused = st.st_size;
-	b.timestamp.tv_sec = 1;
-	xioctl(VIDIOC_QBUF, &b, "QBUF OUTPUT");
-	xioctl(VIDIOC_STREAMON, &rb.type, "STREAMON OUTPUT");
-	xioctl(VIDIOC_DECODER_CMD, &stop, "DECODER_CMD STOP");
-}
-
 int main(int argc, char **argv)
 {
 	struct v4l2_event_subscription sub = {};
-	struct v4l2_format f = { .type = V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE };
+	struct v4l2_format f = { .type = OUT };
 	unsigned int width, height, old, total, done, ready, pictures = 0;
-	unsigned int flags, bytesused;
 	struct v4l2_event ev;
+	struct dequeued d;
 	time_t deadline;
 
 	if (argc != 7) {
@@ -235,7 +141,7 @@ int main(int argc, char **argv)
 	f.fmt.pix_mp.num_planes = 1;
 	xioctl(VIDIOC_S_FMT, &f, "S_FMT OUTPUT");
 	setup_capture(width, height);
-	queue_stream(argv[2]);
+	queue_stream(argv[2], 1);
 
 	deadline = time(NULL) + WAIT_SECONDS;
 	for (;;) {
@@ -259,10 +165,10 @@ int main(int argc, char **argv)
 				     ready, old);
 			break;
 		}
-		flags = dequeue_capture(&bytesused);
-		if (!bytesused || (flags & V4L2_BUF_FLAG_LAST))
+		if (dequeue_capture(&d) || !d.bytesused ||
+		    (d.flags & V4L2_BUF_FLAG_LAST))
 			fail("LAST buffer before the source change event");
-		if (!(flags & V4L2_BUF_FLAG_ERROR))
+		if (!(d.flags & V4L2_BUF_FLAG_ERROR))
 			pictures++;
 	}
 	printf("ok - the %u pictures before the change came before its event\n",
@@ -272,14 +178,15 @@ int main(int argc, char **argv)
 	if (ev.type != V4L2_EVENT_SOURCE_CHANGE)
 		fail("event %u instead of SOURCE_CHANGE", ev.type);
 	teardown_capture();
-	f.type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE;
+	f.type = CAP;
 	xioctl(VIDIOC_G_FMT, &f, "G_FMT CAPTURE");
 	setup_capture(f.fmt.pix_mp.width, f.fmt.pix_mp.height);
 	do {
-		flags = dequeue_capture(&bytesused);
-		if (bytesused && !(flags & (V4L2_BUF_FLAG_ERROR | V4L2_BUF_FLAG_LAST)))
+		if (dequeue_capture(&d))
+			fail("DQBUF gave EPIPE before a LAST buffer");
+		if (is_picture(&d))
 			pictures++;
-	} while (!(flags & V4L2_BUF_FLAG_LAST));
+	} while (!(d.flags & V4L2_BUF_FLAG_LAST));
 	if (pictures != total)
 		fail("%u pictures decoded, expected %u", pictures, total);
 	printf("ok - %u pictures, %u after the change to %ux%u\n", pictures,
