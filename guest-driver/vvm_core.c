@@ -287,15 +287,52 @@ static enum hrtimer_restart vvm_watchdog_fire(struct hrtimer *timer)
 	return HRTIMER_NORESTART;
 }
 
+/*
+ * What the watchdog found in flight: the first request past its deadline,
+ * else the earliest deadline to come and whether any request may wait
+ * forever.
+ */
+struct vvm_watchdog_scan {
+	struct vvm_request *expired;
+	unsigned long next;
+	bool timed;
+	bool waiting;
+};
+
+static void vvm_watchdog_scan(struct vvm_core *core, unsigned long now,
+			      unsigned long period,
+			      struct vvm_watchdog_scan *scan)
+{
+	struct vvm_request *req;
+	unsigned long deadline;
+	unsigned long flags;
+
+	*scan = (struct vvm_watchdog_scan){};
+	raw_spin_lock_irqsave(&core->lock, flags);
+	list_for_each_entry(req, &core->inflight, list) {
+		if (req->wait == VVM_WAIT_LONG)
+			scan->waiting = true;
+		if (req->wait != VVM_WAIT_TIMED && req->wait != VVM_WAIT_PROBE)
+			continue;
+		deadline = vvm_deadline(core, req, period);
+		if (time_after_eq(now, deadline)) {
+			scan->expired = req;
+			break;
+		}
+		if (!scan->timed || time_before(deadline, scan->next))
+			scan->next = deadline;
+		scan->timed = true;
+	}
+	raw_spin_unlock_irqrestore(&core->lock, flags);
+}
+
 static void vvm_watchdog_work(struct kthread_work *work)
 {
 	struct vvm_core *core = container_of(work, struct vvm_core,
 					     watchdog_work);
 	unsigned long period = vvm_core_timeout_jiffies();
-	struct vvm_request *req, *expired = NULL;
-	bool timed = false, waiting = false;
-	unsigned long now, next = 0;
-	unsigned long deadline;
+	struct vvm_watchdog_scan scan;
+	unsigned long now;
 	unsigned long flags;
 	int ret;
 
@@ -303,29 +340,13 @@ static void vvm_watchdog_work(struct kthread_work *work)
 	vvm_run_done(core);
 
 	now = jiffies;
-	raw_spin_lock_irqsave(&core->lock, flags);
-	list_for_each_entry(req, &core->inflight, list) {
-		if (req->wait == VVM_WAIT_LONG)
-			waiting = true;
-		if (req->wait != VVM_WAIT_TIMED && req->wait != VVM_WAIT_PROBE)
-			continue;
-		deadline = vvm_deadline(core, req, period);
-		if (time_after_eq(now, deadline)) {
-			expired = req;
-			break;
-		}
-		if (!timed || time_before(deadline, next))
-			next = deadline;
-		timed = true;
-	}
-	raw_spin_unlock_irqrestore(&core->lock, flags);
-
-	if (expired) {
+	vvm_watchdog_scan(core, now, period, &scan);
+	if (scan.expired) {
 		dev_err(&core->vdev->dev,
 			"no answer within %u ms, device marked dead\n",
-			jiffies_to_msecs(expired->wait == VVM_WAIT_PROBE ?
+			jiffies_to_msecs(scan.expired->wait == VVM_WAIT_PROBE ?
 					 period / 2 : period));
-		vvm_kill(core, VVM_CORE_DEAD, expired);
+		vvm_kill(core, VVM_CORE_DEAD, scan.expired);
 		return;
 	}
 	/*
@@ -334,7 +355,7 @@ static void vvm_watchdog_work(struct kthread_work *work)
 	 * no timed request is left: a ping has half a period, so a death is
 	 * noticed within one period.
 	 */
-	if (waiting && !timed && core->ops->ping) {
+	if (scan.waiting && !scan.timed && core->ops->ping) {
 		ret = core->ops->ping(core);
 		/* Without a ping in flight nothing would notice a death. */
 		if (ret && ret != -ENOSPC) {
@@ -345,16 +366,16 @@ static void vvm_watchdog_work(struct kthread_work *work)
 			return;
 		}
 	}
-	if (waiting) {
+	if (scan.waiting) {
 		unsigned long quarter = now + max(period / 4, 1UL);
 
-		if (!timed || time_before(quarter, next))
-			next = quarter;
-		timed = true;
+		if (!scan.timed || time_before(quarter, scan.next))
+			scan.next = quarter;
+		scan.timed = true;
 	}
-	if (timed) {
+	if (scan.timed) {
 		raw_spin_lock_irqsave(&core->lock, flags);
-		vvm_watchdog_arm_locked(core, next - now);
+		vvm_watchdog_arm_locked(core, scan.next - now);
 		raw_spin_unlock_irqrestore(&core->lock, flags);
 	}
 }
