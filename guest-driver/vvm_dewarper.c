@@ -161,7 +161,16 @@ struct vvm_dw_ctx {
 	struct mutex vq_lock;
 	/* Serialises S_FMT, which may wait for the handler lock. */
 	struct mutex fmt_lock;
+	/*
+	 * Formats change only while their queue has no buffers, so no job
+	 * of the context exists; the crop changes while it streams.
+	 */
 	struct vvm_dw_q_data q_data[2];
+	/*
+	 * Guards the crop rectangles against device_run(), which reads the
+	 * OUTPUT one without vq_lock; writers hold vq_lock too.
+	 */
+	spinlock_t crop_lock;
 	u32 context_id;
 
 	/* Generation of the latest snapshot; under the handler lock. */
@@ -572,6 +581,7 @@ static struct vvm_dw_job *vvm_dw_job_create(struct vvm_dw_ctx *ctx,
 	unsigned int nmap, total, i;
 	struct scatterlist *next;
 	struct vvm_dw_job *job;
+	struct v4l2_rect crop;
 
 	if (!ctx->map)
 		return ERR_PTR(-EINVAL);
@@ -616,10 +626,13 @@ static struct vvm_dw_job *vvm_dw_job_create(struct vvm_dw_ctx *ctx,
 	job->hdr.map_generation = cpu_to_le32(job->map->generation);
 	job->hdr.map_width = cpu_to_le32(job->map->width);
 	job->hdr.map_height = cpu_to_le32(job->map->height);
-	job->hdr.crop_left = cpu_to_le32(sq->crop.left);
-	job->hdr.crop_top = cpu_to_le32(sq->crop.top);
-	job->hdr.crop_width = cpu_to_le32(sq->crop.width);
-	job->hdr.crop_height = cpu_to_le32(sq->crop.height);
+	spin_lock(&ctx->crop_lock);
+	crop = sq->crop;
+	spin_unlock(&ctx->crop_lock);
+	job->hdr.crop_left = cpu_to_le32(crop.left);
+	job->hdr.crop_top = cpu_to_le32(crop.top);
+	job->hdr.crop_width = cpu_to_le32(crop.width);
+	job->hdr.crop_height = cpu_to_le32(crop.height);
 	vvm_dw_fill_image(&job->hdr.src, sq, false);
 	vvm_dw_fill_image(&job->hdr.dst, dq, true);
 
@@ -1124,6 +1137,7 @@ static int vvm_dw_open(struct file *file)
 	mutex_init(&ctx->vq_lock);
 	mutex_init(&ctx->fmt_lock);
 	spin_lock_init(&ctx->map_lock);
+	spin_lock_init(&ctx->crop_lock);
 	INIT_LIST_HEAD(&ctx->in_order);
 	spin_lock_init(&ctx->in_order_lock);
 	v4l2_fh_init(&ctx->fh, video_devdata(file));
@@ -1326,7 +1340,9 @@ static int vvm_dw_set_fmt(struct vvm_dw_ctx *ctx, struct v4l2_format *f)
 	q->fmt = vvm_dw_find_fmt(f->fmt.pix_mp.pixelformat,
 				 vvm_dw_fmt_type(f->type));
 	q->pix = f->fmt.pix_mp;
+	spin_lock(&ctx->crop_lock);
 	q->crop = (struct v4l2_rect){ 0, 0, q->pix.width, q->pix.height };
+	spin_unlock(&ctx->crop_lock);
 
 	if (V4L2_TYPE_IS_OUTPUT(f->type)) {
 		struct v4l2_pix_format_mplane *dst =
@@ -1449,7 +1465,9 @@ static int vvm_dw_set_crop(struct vvm_dw_ctx *ctx, struct v4l2_selection *sel)
 	top = min_t(s32, fh - h, max(0, top));
 
 	sel->r = (struct v4l2_rect){ left, top, w, h };
+	spin_lock(&ctx->crop_lock);
 	src->crop = sel->r;
+	spin_unlock(&ctx->crop_lock);
 	return 0;
 }
 
