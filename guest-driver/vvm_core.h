@@ -19,7 +19,8 @@
  *   mutexes and call vb2_buffer_done(), v4l2_m2m_job_finish() and
  *   v4l2_m2m_buf_done_and_job_finish(). It must not wait for another
  *   request (vvm_core_call() from it would deadlock); hand such work to
- *   another workqueue.
+ *   another thread, of the same priority where it must not lag behind
+ *   completions (the decoder's ctx_worker).
  *
  * Ownership: vdev->priv must point at the &struct vvm_core (embed it in the
  * node's state and use container_of()).

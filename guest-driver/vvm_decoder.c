@@ -14,6 +14,7 @@
  * dev->ctx_slock.
  */
 #include <linux/kernel.h>
+#include <linux/kthread.h>
 #include <linux/module.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
@@ -72,6 +73,13 @@ struct vvm_dec_dev {
 	struct media_device mdev;
 	struct v4l2_m2m_dev *m2m_dev;
 	struct mutex lock; /* ioctls, file operations, resolution changes */
+	/*
+	 * Runs the contexts' work that waits for device answers, which the
+	 * core's worker delivers: a thread of its own at the same SCHED_FIFO
+	 * priority, so that a real-time load below the interrupt threads
+	 * holds up a resolution change no more than a completion.
+	 */
+	struct kthread_worker *ctx_worker;
 
 	spinlock_t ctx_slock; /* guards ctxs */
 	struct list_head ctxs;
@@ -159,9 +167,10 @@ struct vvm_dec_ctx {
 	struct list_head list;
 	struct v4l2_ctrl_handler hdl;
 	struct v4l2_ctrl *min_bufs_ctrl;
-	struct work_struct res_change;
-	struct work_struct drain_refused;
-	struct work_struct stream_error;
+	/* On dev->ctx_worker. */
+	struct kthread_work res_change;
+	struct kthread_work drain_refused;
+	struct kthread_work stream_error;
 
 	u32 stream_id;
 	const struct vvm_dec_format *coded;
@@ -1244,7 +1253,7 @@ static void vvm_dec_stream_fail(struct vvm_dec_ctx *ctx)
 		vvm_dec_queue_clear(ctx, cap_q);
 }
 
-static void vvm_dec_stream_error_work(struct work_struct *work)
+static void vvm_dec_stream_error_work(struct kthread_work *work)
 {
 	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
 					       stream_error);
@@ -1333,7 +1342,7 @@ static void vvm_dec_signal_new_format(struct vvm_dec_ctx *ctx,
 		vvm_dec_queue_src_change_event(ctx);
 }
 
-static void vvm_dec_res_change_work(struct work_struct *work)
+static void vvm_dec_res_change_work(struct kthread_work *work)
 {
 	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
 					       res_change);
@@ -1389,9 +1398,11 @@ static void vvm_dec_event_done(struct vvm_request *req, int status)
 			if (ctx->stream_id != stream)
 				continue;
 			if (type == VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED)
-				queue_work(system_wq, &ctx->res_change);
+				kthread_queue_work(dev->ctx_worker,
+						   &ctx->res_change);
 			else if (type == VIRTIO_VIDEO_EVENT_ERROR)
-				queue_work(system_wq, &ctx->stream_error);
+				kthread_queue_work(dev->ctx_worker,
+						   &ctx->stream_error);
 			break;
 		}
 		spin_unlock(&dev->ctx_slock);
@@ -1448,7 +1459,8 @@ static void vvm_dec_drain_done(struct vvm_request *req, int status)
 		if (drain->seq == ctx->drains_sent) {
 			if (refused) {
 				ctx->drain_refused_seq = drain->seq;
-				queue_work(system_wq, &ctx->drain_refused);
+				kthread_queue_work(dev->ctx_worker,
+						   &ctx->drain_refused);
 			} else {
 				vvm_dec_transition(ctx, VVM_DEC_ON_DRAIN_END);
 			}
@@ -1466,7 +1478,7 @@ static void vvm_dec_drain_done(struct vvm_request *req, int status)
  * clear returns (or the next one queued) becomes the LAST one; the others
  * go back to the device.
  */
-static void vvm_dec_drain_refused_work(struct work_struct *work)
+static void vvm_dec_drain_refused_work(struct kthread_work *work)
 {
 	struct vvm_dec_ctx *ctx = container_of(work, struct vvm_dec_ctx,
 					       drain_refused);
@@ -1977,9 +1989,9 @@ static struct vvm_dec_ctx *vvm_dec_ctx_alloc(struct vvm_dec_dev *dev)
 	spin_lock_init(&ctx->slock);
 	INIT_LIST_HEAD(&ctx->held);
 	INIT_LIST_HEAD(&ctx->list);
-	INIT_WORK(&ctx->res_change, vvm_dec_res_change_work);
-	INIT_WORK(&ctx->drain_refused, vvm_dec_drain_refused_work);
-	INIT_WORK(&ctx->stream_error, vvm_dec_stream_error_work);
+	kthread_init_work(&ctx->res_change, vvm_dec_res_change_work);
+	kthread_init_work(&ctx->drain_refused, vvm_dec_drain_refused_work);
+	kthread_init_work(&ctx->stream_error, vvm_dec_stream_error_work);
 	ctx->coded = vvm_dec_find_format(dev->coded, dev->num_coded,
 					 V4L2_PIX_FMT_H264);
 	if (!ctx->coded)
@@ -2076,9 +2088,9 @@ static int vvm_dec_release(struct file *file)
 	spin_lock(&dev->ctx_slock);
 	list_del_init(&ctx->list);
 	spin_unlock(&dev->ctx_slock);
-	cancel_work_sync(&ctx->res_change);
-	cancel_work_sync(&ctx->drain_refused);
-	cancel_work_sync(&ctx->stream_error);
+	kthread_cancel_work_sync(&ctx->res_change);
+	kthread_cancel_work_sync(&ctx->drain_refused);
+	kthread_cancel_work_sync(&ctx->stream_error);
 
 	mutex_lock(&dev->lock);
 	v4l2_m2m_ctx_release(ctx->fh.m2m_ctx);
@@ -2286,6 +2298,9 @@ static int vvm_dec_query_caps(struct vvm_dec_dev *dev, bool output_queue)
 
 static void vvm_dec_dev_free(struct vvm_dec_dev *dev)
 {
+	/* Every context is gone, and its work with it. */
+	if (dev->ctx_worker)
+		kthread_destroy_worker(dev->ctx_worker);
 	kfree(dev->ping_resp);
 	kfree(dev->events);
 	kfree(dev);
@@ -2349,6 +2364,7 @@ unreg_video:
 static struct vvm_dec_dev *vvm_dec_dev_alloc(struct virtio_device *vdev)
 {
 	struct vvm_dec_dev *dev;
+	int ret;
 
 	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
 	if (!dev)
@@ -2375,6 +2391,16 @@ static struct vvm_dec_dev *vvm_dec_dev_alloc(struct virtio_device *vdev)
 		vvm_dec_dev_free(dev);
 		return ERR_PTR(-ENOMEM);
 	}
+	dev->ctx_worker = kthread_create_worker(0, "vvm-dec-%s",
+						dev_name(&vdev->dev));
+	if (IS_ERR(dev->ctx_worker)) {
+		ret = PTR_ERR(dev->ctx_worker);
+		dev->ctx_worker = NULL;
+		vvm_dec_dev_free(dev);
+		return ERR_PTR(ret);
+	}
+	/* SCHED_FIFO 50, as the core's worker. */
+	sched_set_fifo(dev->ctx_worker->task);
 	return dev;
 }
 
