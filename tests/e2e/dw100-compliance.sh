@@ -11,9 +11,10 @@
 # for the RT fix, running on the emulated i.MX8MP DW100: no failure, no
 # warning.
 . "$REPO/tests/clients/dewarp-lib.sh"
+. "$REPO/tests/clients/compliance-lib.sh"
 
 node=$(dw_node)
-v4l2-compliance -d "$node" -s >"$RESULTS/compliance.txt" 2>&1 || true
+compliance_run "$RESULTS/compliance.txt" -d "$node" -s || true
 cat "$RESULTS/compliance.txt"
 
 summary=$(grep '^Total for ' "$RESULTS/compliance.txt" | tail -n 1)
