@@ -25,9 +25,9 @@ compliance_poll_s=2
 
 # compliance_last_frame OUT: the last "Frame #N" progress number in OUT, or 0.
 compliance_last_frame() {
-	frame=$(tail -c 256 "$1" | tr '\r' '\n' |
+	compliance_frame=$(tail -c 256 "$1" | tr '\r' '\n' |
 		sed -n 's/.*: Frame #0*\([0-9][0-9]*\).*/\1/p' | tail -n 1)
-	echo "${frame:-0}"
+	echo "${compliance_frame:-0}"
 }
 
 # compliance_last_test OUT: the last test v4l2-compliance reported in OUT.
@@ -39,61 +39,69 @@ compliance_last_test() {
 # sets compliance_outcome to exited, or to runaway or stalled and kills it.
 compliance_watch() {
 	compliance_outcome=
-	size=-1
-	quiet_s=0
+	compliance_size=-1
+	compliance_quiet_s=0
 	while kill -0 "$1" 2>/dev/null; do
 		if [ "$(compliance_last_frame "$2")" -ge "$compliance_runaway_frame" ]; then
 			compliance_outcome=runaway
 			break
 		fi
-		now=$(wc -c <"$2" | tr -d ' ')
-		if [ "$now" -ne "$size" ]; then
-			size=$now
-			quiet_s=0
-		elif [ "$quiet_s" -ge "$compliance_stall_s" ]; then
+		compliance_now=$(wc -c <"$2" | tr -d ' ')
+		if [ "$compliance_now" -ne "$compliance_size" ]; then
+			compliance_size=$compliance_now
+			compliance_quiet_s=0
+		elif [ "$compliance_quiet_s" -ge "$compliance_stall_s" ]; then
 			compliance_outcome=stalled
 			break
 		fi
 		sleep "$compliance_poll_s"
-		quiet_s=$((quiet_s + compliance_poll_s))
+		compliance_quiet_s=$((compliance_quiet_s + compliance_poll_s))
 	done
-	if [ -n "$compliance_outcome" ]; then
-		kill -KILL "$1" 2>/dev/null || true
-	else
+	if [ -z "$compliance_outcome" ]; then
 		compliance_outcome=exited
+		wait "$1" || true
+		return
 	fi
-	wait "$1" || true
+	kill -KILL "$1" 2>/dev/null || true
+	# A hung tool may be stuck in the kernel past SIGKILL (a job that never
+	# finishes blocks its release): only a runaway one, whose device works,
+	# is waited for.
+	[ "$compliance_outcome" = stalled ] || wait "$1" || true
 }
 
 # compliance_run OUT ARGS...: v4l2-compliance ARGS with its output in OUT.
 # Returns 0 when the tool ran to its end (judge its summary in OUT), 1 when
 # it hung or ran away twice, with the reason at the end of OUT. The output
-# of a first runaway run is kept as OUT.runaway.
+# of a first runaway run is kept as OUT.runaway. (Its variables are named
+# compliance_* so as not to clobber the caller's.)
 compliance_run() {
-	out=$1
+	compliance_out=$1
 	shift
-	for attempt in 1 2; do
-		: >"$out"
-		v4l2-compliance "$@" >"$out" 2>&1 &
-		compliance_watch $! "$out"
+	for compliance_attempt in 1 2; do
+		: >"$compliance_out"
+		v4l2-compliance "$@" >"$compliance_out" 2>&1 &
+		compliance_watch $! "$compliance_out"
+		compliance_test=$(compliance_last_test "$compliance_out")
 		case "$compliance_outcome" in
 		exited)
 			return 0
 			;;
 		stalled)
 			printf '\ncompliance-lib: no output for %s s after "%s": killed\n' \
-				"$compliance_stall_s" "$(compliance_last_test "$out")" >>"$out"
+				"$compliance_stall_s" "$compliance_test" >>"$compliance_out"
 			return 1
 			;;
 		esac
-		reason="a streaming frame counter reached $(compliance_last_frame "$out")"
-		reason="$reason after \"$(compliance_last_test "$out")\", past its stream's end"
-		if [ "$attempt" = 2 ]; then
-			printf '\ncompliance-lib: %s, again: killed\n' "$reason" >>"$out"
+		compliance_reason="a streaming frame counter reached"
+		compliance_reason="$compliance_reason $(compliance_last_frame "$compliance_out")"
+		compliance_reason="$compliance_reason after \"$compliance_test\", past its stream's end"
+		if [ "$compliance_attempt" = 2 ]; then
+			printf '\ncompliance-lib: %s, again: killed\n' "$compliance_reason" \
+				>>"$compliance_out"
 			return 1
 		fi
-		mv "$out" "$out.runaway"
-		echo "# v4l2-compliance: $reason (its m2m poll loop missed its" \
+		mv "$compliance_out" "$compliance_out.runaway"
+		echo "# v4l2-compliance: $compliance_reason (its m2m poll loop missed its" \
 			"exit, see tests/clients/compliance-lib.sh): killed, running it once more"
 	done
 }
