@@ -21,6 +21,7 @@
 # warning may be reported.
 . "$REPO/tests/clients/dewarp-lib.sh"
 . "$REPO/tests/clients/decode-lib.sh"
+. "$REPO/tests/clients/compliance-lib.sh"
 
 modprobe vivid n_devs=1 node_types=0x1 ||
 	{ echo "not ok - modprobe vivid"; exit 1; }
@@ -41,8 +42,7 @@ compliance() {
 	name=$1
 	node=$2
 	shift 2
-	v4l2-compliance -d "$node" -s -e "$vivid" "$@" \
-		>"$RESULTS/$name.txt" 2>&1 || true
+	compliance_run "$RESULTS/$name.txt" -d "$node" -s -e "$vivid" "$@" || true
 	summary=$(grep '^Total for ' "$RESULTS/$name.txt" | tail -n 1)
 	case "$summary" in
 	*", Failed: 0, Warnings: 0")
