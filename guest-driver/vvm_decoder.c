@@ -1363,8 +1363,9 @@ static void vvm_dec_res_change_work(struct kthread_work *work)
 		goto unlock;
 
 	/*
-	 * The device uses only picture buffers queued after it announced the
-	 * format. With an unchanged layout the queued ones are simply sent
+	 * The device uses only picture buffers queued after the GET_PARAMS
+	 * above read the format (dev->lock keeps QBUF out until the state
+	 * below is set). With an unchanged layout the queued ones are sent
 	 * again; otherwise the client must reallocate, which it learns from
 	 * a LAST buffer, and further buffers wait for its STREAMOFF.
 	 */

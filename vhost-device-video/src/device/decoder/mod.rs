@@ -422,6 +422,7 @@ impl DecoderDevice {
                 eos_on_next_picture: false,
                 input_generation: 0,
                 output_generation: 0,
+                output_generation_read: 0,
                 pump: false,
             }),
             wake: Condvar::new(),

@@ -69,8 +69,13 @@ pub(super) struct StreamState {
     /// the worker resets its decoder and drops what it was decoding.
     pub(super) input_generation: u64,
     /// Bumped when the picture layout changes: only OUTPUT resources queued
-    /// after that take the new pictures.
+    /// for the new layout take the new pictures.
     pub(super) output_generation: u64,
+    /// The output generation whose layout the guest has read (GET_PARAMS of
+    /// the OUTPUT queue). Resources it queues are meant for that layout: a
+    /// driver queues picture buffers of the old layout until it has read
+    /// the new one, however long after the event that is.
+    pub(super) output_generation_read: u64,
     /// OUTPUT resources were queued: the worker should pair pictures.
     pub(super) pump: bool,
 }
@@ -269,10 +274,17 @@ pub(super) fn stream_command(
             }
             Ok(Some(fault.unwrap_or(Response::Ok)))
         }
-        Command::GetParams { queue, ext } => Ok(Some(Response::GetParams {
-            params: queue_params(&st, queue),
-            resource_type: ext.then_some(vv::MEM_TYPE_GUEST_PAGES),
-        })),
+        Command::GetParams { queue, ext } => {
+            if queue == QueueType::Output {
+                // The reply tells the guest the present layout: from now on
+                // it queues buffers for it.
+                st.output_generation_read = st.output_generation;
+            }
+            Ok(Some(Response::GetParams {
+                params: queue_params(&st, queue),
+                resource_type: ext.then_some(vv::MEM_TYPE_GUEST_PAGES),
+            }))
+        }
         Command::SetParams {
             params,
             resource_type,
@@ -365,7 +377,7 @@ pub(super) fn queue_resource(
             pending,
         }),
         None => {
-            let generation = st.output_generation;
+            let generation = st.output_generation_read;
             st.outputs.push_back(QueuedOutput {
                 resource_id,
                 generation,
@@ -479,7 +491,7 @@ pub(super) fn announce_size(stream: &Stream, st: &mut StreamState, w: u32, h: u3
     let layout = PictureLayout::packed(st.output.format, w, h);
     // Buffers queued for the layout the guest already had stay good when the
     // stream confirms it; after a real change only buffers queued after the
-    // event are used.
+    // guest has read the new layout are used.
     if layout != st.output {
         st.output = layout;
         st.output_generation += 1;

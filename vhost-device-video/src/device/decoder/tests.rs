@@ -1402,6 +1402,71 @@ fn one_buffer_of_many_pictures_waits_for_buffers_and_loses_none(
     assert!(eventually(5, || budget.used() == 0), "{}", budget.used());
 }
 
+/// After a layout change, picture buffers the guest queues before it has
+/// read the new layout (GET_PARAMS of the OUTPUT queue) are for the old
+/// one: a driver learns of the change only when it handles the event, and
+/// until then queues what its client gives it. They are not written even
+/// when the new picture fits, and come back at the driver's QUEUE_CLEAR;
+/// the picture goes into the first buffer queued after the GET_PARAMS.
+#[test]
+fn buffers_queued_before_the_new_layout_is_read_are_not_used() {
+    let engine = FakeDecoders::new(FakeSettings {
+        pictures: true,
+        ..Default::default()
+    });
+    let mut h = harness(Arc::new(engine.clone()));
+    let ev = h.submit(1, &[Part::Write(8)]);
+    h.command(&req(cmd::STREAM_CREATE, 1, &stream_create(Format::H264)), 8);
+    // Buffers of the default 640x480 layout, which a 16x16 picture fits.
+    let old_layout = 640 * 480 * 3 / 2;
+    let addrs = [
+        create(&mut h, 1, QueueType::Output, 0, old_layout),
+        create(&mut h, 1, QueueType::Output, 1, old_layout),
+    ];
+    for addr in addrs {
+        h.memory().write_obj(UNWRITTEN, GuestAddress(addr)).unwrap();
+    }
+    let before_event = queue(&mut h, 1, QueueType::Output, 0, 0);
+    create(&mut h, 1, QueueType::Input, 0, 1);
+    let input = queue(&mut h, 1, QueueType::Input, 0, 1);
+    assert_eq!(h.wait(input).le32(16), 0);
+    assert_eq!(h.wait(ev).le32(0), event::DECODER_RESOLUTION_CHANGED);
+    assert!(eventually(5, || engine.shared.alive.load(Ordering::SeqCst) == 1));
+
+    // The driver has not handled the event yet.
+    let before_read = queue(&mut h, 1, QueueType::Output, 1, 0);
+    assert!(
+        !eventually(1, || h.used_position(before_read).is_some()),
+        "a buffer queued before the new layout was read took a picture"
+    );
+    let done = h.command(
+        &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Output)),
+        128,
+    );
+    assert_eq!((done.le32(8 + 8), done.le32(8 + 12)), (16, 16));
+    assert_eq!(h.used_position(before_read), None);
+    let cleared = h.command(&req(cmd::QUEUE_CLEAR, 1, &queue_body(QueueType::Output)), 8);
+    assert_eq!(cleared.code(), resp::OK_NODATA);
+    for chain in [before_event, before_read] {
+        let done = h.wait(chain);
+        assert_eq!(
+            (done.code(), done.le32(16), done.le32(20)),
+            (resp::OK_RESOURCE_QUEUE, buffer_flag::ERR, 0)
+        );
+    }
+    for addr in addrs {
+        let luma: u8 = h.memory().read_obj(GuestAddress(addr)).unwrap();
+        assert_eq!(luma, UNWRITTEN, "nothing was written");
+    }
+
+    let after_read = queue(&mut h, 1, QueueType::Output, 1, 0);
+    let done = h.wait(after_read);
+    assert_eq!(
+        (done.le32(16), done.le32(20), done.bytes[8..16].to_vec()),
+        (0, FAKE_PICTURE, 0u64.to_le_bytes().to_vec())
+    );
+}
+
 /// A stream whose input is cleared, or that is destroyed, stops decoding at
 /// the next bitstream unit, not at the end of its buffer (here 100 s of
 /// work); its thread ends at once.
@@ -1611,6 +1676,12 @@ fn flood_of_1080p_pictures_in_one_buffer() {
     let head = queue(&mut h, 1, QueueType::Input, 0, BUFFER);
     assert_eq!(h.wait(head).le32(16), 0);
     assert_eq!(h.wait(ev).le32(0), event::DECODER_RESOLUTION_CHANGED);
+    // As a driver does: it reads the new layout, then queues for it.
+    let done = h.command(
+        &req(cmd::GET_PARAMS_EXT, 1, &queue_body(QueueType::Output)),
+        128,
+    );
+    assert_eq!((done.le32(8 + 8), done.le32(8 + 12)), (1920, 1080));
     let size = reference.len() as u32;
     let outputs: Vec<u64> = (0..4)
         .map(|id| create(&mut h, 1, QueueType::Output, id, size))
