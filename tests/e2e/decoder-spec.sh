@@ -12,7 +12,10 @@
 # (tests/clients/decoder-spec.c): S_FMT(OUTPUT) refused while CAPTURE has
 # buffers; STOP and START refused during a drain; old-size CAPTURE buffers
 # queued after a resolution change, before its LAST buffer; DEC_CMD_START
-# resuming after a resolution change whose format fits the buffers.
+# resuming after a resolution change whose format fits the buffers; a seek
+# during a drain; a drain and a resolution change at once (the change inside
+# a drain, STOP before the change's LAST buffer, STOP in its Capture Setup,
+# STOP with CAPTURE off starting no drain).
 . "$REPO/tests/clients/decode-lib.sh"
 node=$(decoder_node) || { echo "not ok - no decoder node"; exit 1; }
 client=$(client_path decoder-spec) || { echo "not ok - no test client"; exit 1; }
