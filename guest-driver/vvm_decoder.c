@@ -28,6 +28,7 @@
 
 #include "vvm_core.h"
 #include "vvm_decoder.h"
+#include "vvm_node.h"
 #include "vvm_virtio_video.h"
 
 /* Stateful AV1 has no V4L2 fourcc in 6.12; later kernels define this one. */
@@ -67,11 +68,7 @@ struct vvm_dec_event {
 };
 
 struct vvm_dec_dev {
-	struct vvm_core core;
-	struct v4l2_device v4l2_dev;
-	struct video_device vfd;
-	struct media_device mdev;
-	struct v4l2_m2m_dev *m2m_dev;
+	struct vvm_node node;
 	struct mutex lock; /* ioctls, file operations, resolution changes */
 	/*
 	 * Runs the contexts' work that waits for device answers, which the
@@ -210,6 +207,9 @@ struct vvm_dec_ctx {
 	unsigned int meta_next;
 };
 
+/* The node layer hands the fh to m2m and vb2 as the context (vvm_node.h). */
+static_assert(offsetof(struct vvm_dec_ctx, fh) == 0);
+
 /* A drain may outlive its context: the device answers it when it likes. */
 struct vvm_dec_drain {
 	struct vvm_request req;
@@ -233,7 +233,7 @@ struct vvm_dec_buf {
 
 static struct vvm_dec_dev *vvm_dec_core_to_dev(struct vvm_core *core)
 {
-	return container_of(core, struct vvm_dec_dev, core);
+	return container_of(core, struct vvm_dec_dev, node.core);
 }
 
 static struct vvm_dec_ctx *vvm_dec_fh_to_ctx(struct file *file)
@@ -400,7 +400,7 @@ static int vvm_dec_transition(struct vvm_dec_ctx *ctx, enum vvm_dec_trigger on)
 	if (next < 0)
 		return next;
 	if (next != from) {
-		dev_dbg(&ctx->dev->vfd.dev, "stream %u: %s -> %s\n",
+		dev_dbg(&ctx->dev->node.vfd.dev, "stream %u: %s -> %s\n",
 			ctx->stream_id, vvm_dec_state_names[from],
 			vvm_dec_state_names[next]);
 		WRITE_ONCE(ctx->state, next);
@@ -439,7 +439,7 @@ static int vvm_dec_call(struct vvm_dec_dev *dev, const void *cmd, size_t cmd_len
 	u32 used = 0;
 	int ret;
 
-	ret = vvm_core_call(&dev->core, VIRTIO_VIDEO_QUEUE_COMMAND, cmd,
+	ret = vvm_core_call(&dev->node.core, VIRTIO_VIDEO_QUEUE_COMMAND, cmd,
 			    cmd_len, data, data_len, resp, resp_len, &used);
 	if (ret)
 		return ret;
@@ -485,7 +485,7 @@ static int vvm_dec_queue_cmd(struct vvm_dec_ctx *ctx, u32 type, bool output_queu
  */
 static void vvm_dec_queue_clear(struct vvm_dec_ctx *ctx, struct vb2_queue *vq)
 {
-	struct vvm_core *core = &ctx->dev->core;
+	struct vvm_core *core = &ctx->dev->node.core;
 	bool output = V4L2_TYPE_IS_OUTPUT(vq->type);
 	int ret;
 
@@ -503,7 +503,7 @@ static int vvm_dec_ctx_check_alive(struct vvm_dec_ctx *ctx)
 {
 	if (vvm_dec_failed(ctx))
 		return -EIO;
-	return vvm_core_check_alive(&ctx->dev->core);
+	return vvm_core_check_alive(&ctx->dev->node.core);
 }
 
 static int vvm_dec_get_params(struct vvm_dec_ctx *ctx, bool output_queue,
@@ -942,7 +942,7 @@ static void vvm_dec_send_buffer(struct vvm_dec_ctx *ctx, struct vvm_dec_buf *buf
 	/* Bitstream waits for a stalled decoder, a picture buffer for a picture. */
 	buf->req.wait = VVM_WAIT_LONG;
 	buf->req.owner = vb->vb2_queue;
-	ret = vvm_core_submit(&ctx->dev->core, &buf->req,
+	ret = vvm_core_submit(&ctx->dev->node.core, &buf->req,
 			      VIRTIO_VIDEO_QUEUE_COMMAND, sgs, 1, 1);
 	if (!ret)
 		return;
@@ -1187,34 +1187,6 @@ static const struct vb2_ops vvm_dec_qops = {
 	.wait_finish = vb2_ops_wait_finish,
 };
 
-static int vvm_dec_queue_init(void *priv, struct vb2_queue *src,
-			      struct vb2_queue *dst)
-{
-	struct vvm_dec_ctx *ctx = priv;
-	struct vb2_queue *qs[2] = { src, dst };
-	unsigned int i;
-	int ret;
-
-	for (i = 0; i < 2; i++) {
-		struct vb2_queue *q = qs[i];
-
-		q->type = i ? V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE :
-			      V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE;
-		q->io_modes = VB2_MMAP | VB2_DMABUF;
-		q->drv_priv = ctx;
-		q->buf_struct_size = sizeof(struct vvm_dec_buf);
-		q->ops = &vvm_dec_qops;
-		q->mem_ops = &vb2_dma_sg_memops;
-		q->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
-		q->lock = &ctx->dev->lock;
-		q->dev = vvm_core_dma_device(&ctx->dev->core);
-		ret = vb2_queue_init(q);
-		if (ret)
-			return ret;
-	}
-	return 0;
-}
-
 /* ---- Resolution change and device events --------------------------------- */
 
 /*
@@ -1261,7 +1233,7 @@ static void vvm_dec_stream_error_work(struct kthread_work *work)
 
 	mutex_lock(&dev->lock);
 	if (!vvm_dec_failed(ctx)) {
-		dev_err(&dev->vfd.dev,
+		dev_err(&dev->node.vfd.dev,
 			"stream %u: the device reported a stream error; the stream fails\n",
 			ctx->stream_id);
 		vvm_dec_stream_fail(ctx);
@@ -1299,7 +1271,7 @@ static int vvm_dec_read_new_format(struct vvm_dec_ctx *ctx)
 	if (ret) {
 		/* A death failed the context already. */
 		if (!vvm_dec_failed(ctx)) {
-			dev_err(&dev->vfd.dev,
+			dev_err(&dev->node.vfd.dev,
 				"stream %u: reading the new format failed (%d); the stream fails\n",
 				ctx->stream_id, ret);
 			vvm_dec_stream_fail(ctx);
@@ -1308,7 +1280,7 @@ static int vvm_dec_read_new_format(struct vvm_dec_ctx *ctx)
 	}
 	ret = vvm_dec_apply_output_params(ctx, &params);
 	if (ret) {
-		dev_err(&dev->vfd.dev,
+		dev_err(&dev->node.vfd.dev,
 			"stream %u: the device reported an invalid picture layout; the stream fails\n",
 			ctx->stream_id);
 		vvm_dec_stream_fail(ctx);
@@ -1419,7 +1391,7 @@ static int vvm_dec_post_event(struct vvm_dec_dev *dev, struct vvm_dec_event *e)
 	vvm_request_init(&e->req, vvm_dec_event_done, dev);
 	e->req.wait = VVM_WAIT_EVENT;
 	sg_init_one(&sg, &e->ev, sizeof(e->ev));
-	return vvm_core_submit(&dev->core, &e->req, VIRTIO_VIDEO_QUEUE_EVENT,
+	return vvm_core_submit(&dev->node.core, &e->req, VIRTIO_VIDEO_QUEUE_EVENT,
 			       sgs, 0, 1);
 }
 
@@ -1506,7 +1478,7 @@ static void vvm_dec_drain_refused_work(struct kthread_work *work)
 		mutex_unlock(&dev->lock);
 		return;
 	}
-	dev_err(&dev->vfd.dev,
+	dev_err(&dev->node.vfd.dev,
 		"stream %u: the device refused a drain; it ends with an empty LAST buffer\n",
 		ctx->stream_id);
 	/* The event comes first: a client sees it before the LAST buffer. */
@@ -1516,18 +1488,6 @@ static void vvm_dec_drain_refused_work(struct kthread_work *work)
 }
 
 /* ---- ioctls -------------------------------------------------------------- */
-
-static int vvm_dec_querycap(struct file *file, void *priv,
-			    struct v4l2_capability *cap)
-{
-	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
-
-	strscpy(cap->driver, KBUILD_MODNAME, sizeof(cap->driver));
-	strscpy(cap->card, ctx->dev->vfd.name, sizeof(cap->card));
-	snprintf(cap->bus_info, sizeof(cap->bus_info), "platform:%s",
-		 dev_name(&ctx->dev->core.vdev->dev));
-	return 0;
-}
 
 static int vvm_dec_enum_fmt(struct file *file, void *priv, struct v4l2_fmtdesc *f)
 {
@@ -1906,7 +1866,7 @@ static int vvm_dec_stop(struct vvm_dec_ctx *ctx)
 	sg_init_one(&resp_sg, &drain->resp, sizeof(drain->resp));
 	sgs[0] = &cmd_sg;
 	sgs[1] = &resp_sg;
-	ret = vvm_core_submit(&ctx->dev->core, &drain->req,
+	ret = vvm_core_submit(&ctx->dev->node.core, &drain->req,
 			      VIRTIO_VIDEO_QUEUE_COMMAND, sgs, 1, 1);
 	if (ret) {
 		spin_lock_irqsave(&ctx->slock, flags);
@@ -1946,7 +1906,7 @@ static int vvm_dec_subscribe_event(struct v4l2_fh *fh,
 }
 
 static const struct v4l2_ioctl_ops vvm_dec_ioctl_ops = {
-	.vidioc_querycap = vvm_dec_querycap,
+	.vidioc_querycap = vvm_node_querycap,
 	.vidioc_enum_fmt_vid_cap = vvm_dec_enum_fmt,
 	.vidioc_enum_fmt_vid_out = vvm_dec_enum_fmt,
 	.vidioc_enum_framesizes = vvm_dec_enum_framesizes,
@@ -1977,14 +1937,20 @@ static const struct v4l2_ioctl_ops vvm_dec_ioctl_ops = {
 
 /* ---- File operations ----------------------------------------------------- */
 
-/* A new context: H.264 at 1080p into NV12 where the device has them. */
-static struct vvm_dec_ctx *vvm_dec_ctx_alloc(struct vvm_dec_dev *dev)
+static struct vvm_dec_ctx *vvm_dec_fh_ctx(struct v4l2_fh *fh)
 {
+	return container_of(fh, struct vvm_dec_ctx, fh);
+}
+
+/* A new context: H.264 at 1080p into NV12 where the device has them. */
+static struct v4l2_fh *vvm_dec_ctx_alloc(struct vvm_node *node)
+{
+	struct vvm_dec_dev *dev = container_of(node, struct vvm_dec_dev, node);
 	struct vvm_dec_ctx *ctx;
 
 	ctx = kzalloc(sizeof(*ctx), GFP_KERNEL);
 	if (!ctx)
-		return NULL;
+		return ERR_PTR(-ENOMEM);
 	ctx->dev = dev;
 	ctx->state = VVM_DEC_DECODING;
 	spin_lock_init(&ctx->slock);
@@ -2005,58 +1971,35 @@ static struct vvm_dec_ctx *vvm_dec_ctx_alloc(struct vvm_dec_dev *dev)
 					      V4L2_PIX_FMT_NV12) ?
 			  V4L2_PIX_FMT_NV12 : dev->raw[0].fourcc;
 	vvm_dec_reset_pic_fmt(ctx);
-	return ctx;
+	return &ctx->fh;
 }
 
-static int vvm_dec_open(struct file *file)
+/* Under dev->lock: the control, a stream id and the device's stream. */
+static int vvm_dec_ctx_open(struct v4l2_fh *fh)
 {
-	struct vvm_dec_dev *dev = video_drvdata(file);
-	struct vvm_dec_ctx *ctx;
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_ctx(fh);
+	struct vvm_dec_dev *dev = ctx->dev;
 	int ret;
-
-	if (mutex_lock_interruptible(&dev->lock))
-		return -ERESTARTSYS;
-	ret = vvm_core_check_alive(&dev->core);
-	if (ret)
-		goto unlock;
-
-	ctx = vvm_dec_ctx_alloc(dev);
-	if (!ctx) {
-		ret = -ENOMEM;
-		goto unlock;
-	}
-	v4l2_fh_init(&ctx->fh, video_devdata(file));
-	file->private_data = &ctx->fh;
 
 	v4l2_ctrl_handler_init(&ctx->hdl, 1);
 	ctx->min_bufs_ctrl = v4l2_ctrl_new_std(&ctx->hdl, NULL,
 					       V4L2_CID_MIN_BUFFERS_FOR_CAPTURE,
 					       1, VVM_DEC_MAX_MIN_BUFFERS, 1, 1);
-	ret = ctx->hdl.error;
-	if (ret)
-		goto free_hdl;
-	ctx->fh.ctrl_handler = &ctx->hdl;
-
-	ctx->fh.m2m_ctx = v4l2_m2m_ctx_init(dev->m2m_dev, ctx, vvm_dec_queue_init);
-	if (IS_ERR(ctx->fh.m2m_ctx)) {
-		ret = PTR_ERR(ctx->fh.m2m_ctx);
-		goto free_hdl;
-	}
-	ctx->fh.m2m_ctx->q_lock = &dev->lock;
+	if (ctx->hdl.error)
+		return ctx->hdl.error;
+	fh->ctrl_handler = &ctx->hdl;
 
 	ret = ida_alloc_min(&dev->stream_ida, 1, GFP_KERNEL);
 	if (ret < 0)
-		goto release_m2m;
+		return ret;
 	ctx->stream_id = ret;
 	/*
 	 * A device out of streams does not stop an open that only looks
 	 * (v4l2-compliance opens 100 times); REQBUFS tries again.
 	 */
 	ret = vvm_dec_stream_create(ctx);
-	if (ret == -ENOMEM)
-		ret = 0;
-	if (ret)
-		goto free_id;
+	if (ret && ret != -ENOMEM)
+		return ret;
 	/* The device's initial picture layout, if it already knows one. */
 	if (ctx->stream_ok)
 		vvm_dec_refresh_output_params(ctx);
@@ -2064,26 +2007,13 @@ static int vvm_dec_open(struct file *file)
 	spin_lock(&dev->ctx_slock);
 	list_add_tail(&ctx->list, &dev->ctxs);
 	spin_unlock(&dev->ctx_slock);
-	v4l2_fh_add(&ctx->fh);
-	mutex_unlock(&dev->lock);
 	return 0;
-
-free_id:
-	ida_free(&dev->stream_ida, ctx->stream_id);
-release_m2m:
-	v4l2_m2m_ctx_release(ctx->fh.m2m_ctx);
-free_hdl:
-	v4l2_ctrl_handler_free(&ctx->hdl);
-	v4l2_fh_exit(&ctx->fh);
-	kfree(ctx);
-unlock:
-	mutex_unlock(&dev->lock);
-	return ret;
 }
 
-static int vvm_dec_release(struct file *file)
+/* Without locks: the works take dev->lock. */
+static void vvm_dec_ctx_close(struct v4l2_fh *fh)
 {
-	struct vvm_dec_ctx *ctx = vvm_dec_fh_to_ctx(file);
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_ctx(fh);
 	struct vvm_dec_dev *dev = ctx->dev;
 
 	spin_lock(&dev->ctx_slock);
@@ -2092,29 +2022,20 @@ static int vvm_dec_release(struct file *file)
 	kthread_cancel_work_sync(&ctx->res_change);
 	kthread_cancel_work_sync(&ctx->drain_refused);
 	kthread_cancel_work_sync(&ctx->stream_error);
-
-	mutex_lock(&dev->lock);
-	v4l2_m2m_ctx_release(ctx->fh.m2m_ctx);
-	if (ctx->stream_ok)
-		vvm_dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
-	ida_free(&dev->stream_ida, ctx->stream_id);
-	mutex_unlock(&dev->lock);
-
-	v4l2_fh_del(&ctx->fh);
-	v4l2_fh_exit(&ctx->fh);
-	v4l2_ctrl_handler_free(&ctx->hdl);
-	kfree(ctx);
-	return 0;
 }
 
-static const struct v4l2_file_operations vvm_dec_fops = {
-	.owner = THIS_MODULE,
-	.open = vvm_dec_open,
-	.release = vvm_dec_release,
-	.poll = v4l2_m2m_fop_poll,
-	.unlocked_ioctl = video_ioctl2,
-	.mmap = v4l2_m2m_fop_mmap,
-};
+/* Under dev->lock, also for a context vvm_dec_ctx_open() left half done. */
+static void vvm_dec_ctx_free(struct v4l2_fh *fh)
+{
+	struct vvm_dec_ctx *ctx = vvm_dec_fh_ctx(fh);
+
+	if (ctx->stream_ok)
+		vvm_dec_simple_cmd(ctx, VIRTIO_VIDEO_CMD_STREAM_DESTROY);
+	if (ctx->stream_id)
+		ida_free(&ctx->dev->stream_ida, ctx->stream_id);
+	v4l2_ctrl_handler_free(&ctx->hdl);
+	kfree(ctx);
+}
 
 /*
  * Buffers never enter the m2m ready lists, so no job is ever scheduled;
@@ -2124,7 +2045,7 @@ static void vvm_dec_device_run(void *priv)
 {
 	struct vvm_dec_ctx *ctx = priv;
 
-	v4l2_m2m_job_finish(ctx->dev->m2m_dev, ctx->fh.m2m_ctx);
+	v4l2_m2m_job_finish(ctx->dev->node.m2m_dev, ctx->fh.m2m_ctx);
 }
 
 static const struct v4l2_m2m_ops vvm_dec_m2m_ops = {
@@ -2283,7 +2204,7 @@ static int vvm_dec_query_caps(struct vvm_dec_dev *dev, bool output_queue)
 		return -ENOMEM;
 	vvm_dec_fill_hdr(&cmd.hdr, VIRTIO_VIDEO_CMD_QUERY_CAPABILITY, 0);
 	cmd.queue_type = cpu_to_le32(vvm_dec_virtio_queue(output_queue));
-	ret = vvm_core_call(&dev->core, VIRTIO_VIDEO_QUEUE_COMMAND, &cmd,
+	ret = vvm_core_call(&dev->node.core, VIRTIO_VIDEO_QUEUE_COMMAND, &cmd,
 			    sizeof(cmd), NULL, 0, resp, dev->max_caps_len, &used);
 	if (!ret && used < sizeof(struct virtio_video_cmd_hdr))
 		ret = -EIO;
@@ -2302,69 +2223,61 @@ static void vvm_dec_dev_free(struct vvm_dec_dev *dev)
 	/* Every context is gone, and its work with it. */
 	if (dev->ctx_worker)
 		kthread_destroy_worker(dev->ctx_worker);
+	ida_destroy(&dev->stream_ida);
+	mutex_destroy(&dev->lock);
 	kfree(dev->ping_resp);
 	kfree(dev->events);
 	kfree(dev);
 }
 
-static void vvm_dec_v4l2_release(struct v4l2_device *v4l2_dev)
+static void vvm_dec_node_free(struct vvm_node *node)
 {
-	struct vvm_dec_dev *dev = container_of(v4l2_dev, struct vvm_dec_dev,
-					       v4l2_dev);
-	struct device *vdev_dev = &dev->core.vdev->dev;
-
-	vvm_core_release(&dev->core);
-	v4l2_m2m_release(dev->m2m_dev);
-	media_device_cleanup(&dev->mdev);
-	ida_destroy(&dev->stream_ida);
-	vvm_dec_dev_free(dev);
-	put_device(vdev_dev);
+	vvm_dec_dev_free(container_of(node, struct vvm_dec_dev, node));
 }
 
-static int vvm_dec_register(struct vvm_dec_dev *dev, struct virtio_device *vdev)
+/* DRIVER_OK: event buffers out, then what the device decodes into what. */
+static int vvm_dec_setup(struct vvm_node *node)
 {
-	struct video_device *vfd = &dev->vfd;
-	char name[33] = {};
+	struct vvm_dec_dev *dev = container_of(node, struct vvm_dec_dev, node);
 	int ret;
 
-	virtio_cread_bytes(vdev, offsetof(struct virtio_video_config,
-					  device_name), name, sizeof(name) - 1);
-	snprintf(vfd->name, sizeof(vfd->name), "virtio-video decoder%s%s",
-		 name[0] ? " " : "", name);
-	vfd->fops = &vvm_dec_fops;
-	vfd->ioctl_ops = &vvm_dec_ioctl_ops;
-	vfd->release = video_device_release_empty;
-	vfd->lock = &dev->lock;
-	vfd->v4l2_dev = &dev->v4l2_dev;
-	vfd->vfl_dir = VFL_DIR_M2M;
-	vfd->device_caps = V4L2_CAP_VIDEO_M2M_MPLANE | V4L2_CAP_STREAMING;
-	video_set_drvdata(vfd, dev);
-
-	ret = video_register_device(vfd, VFL_TYPE_VIDEO, -1);
+	ret = vvm_dec_post_events(dev);
+	if (!ret)
+		ret = vvm_dec_query_caps(dev, true);
+	if (!ret)
+		ret = vvm_dec_query_caps(dev, false);
 	if (ret)
-		return ret;
-	ret = v4l2_m2m_register_media_controller(dev->m2m_dev, vfd,
-						 MEDIA_ENT_F_PROC_VIDEO_DECODER);
-	if (ret)
-		goto unreg_video;
-	ret = media_device_register(&dev->mdev);
-	if (ret)
-		goto unreg_mc;
-	dev_info(&vdev->dev, "%s registered as %s\n", vfd->name,
-		 video_device_node_name(vfd));
-	return 0;
-
-unreg_mc:
-	v4l2_m2m_unregister_media_controller(dev->m2m_dev);
-unreg_video:
-	video_unregister_device(vfd);
+		dev_err(&node->core.vdev->dev, "capability query failed: %d\n",
+			ret);
 	return ret;
 }
+
+static const char * const vvm_dec_vq_names[] = { "command", "event" };
+
+static const struct vvm_node_ops vvm_dec_node_ops = {
+	.driver = KBUILD_MODNAME,
+	.model = "virtio-video-decoder",
+	.function = MEDIA_ENT_F_PROC_VIDEO_DECODER,
+	.ioctl_ops = &vvm_dec_ioctl_ops,
+	.m2m_ops = &vvm_dec_m2m_ops,
+	.core_ops = &vvm_dec_core_ops,
+	.vq_names = vvm_dec_vq_names,
+	.nvqs = ARRAY_SIZE(vvm_dec_vq_names),
+	.qops = &vvm_dec_qops,
+	.buf_struct_size = sizeof(struct vvm_dec_buf),
+	.setup = vvm_dec_setup,
+	.free = vvm_dec_node_free,
+	.ctx_alloc = vvm_dec_ctx_alloc,
+	.ctx_open = vvm_dec_ctx_open,
+	.ctx_close = vvm_dec_ctx_close,
+	.ctx_free = vvm_dec_ctx_free,
+};
 
 /* The device's state and buffers, sized by its configuration. */
 static struct vvm_dec_dev *vvm_dec_dev_alloc(struct virtio_device *vdev)
 {
 	struct vvm_dec_dev *dev;
+	char name[33] = {};
 	int ret;
 
 	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
@@ -2382,7 +2295,7 @@ static struct vvm_dec_dev *vvm_dec_dev_alloc(struct virtio_device *vdev)
 	    dev->max_caps_len > VVM_DEC_CAPS_MAX) {
 		dev_err(&vdev->dev, "bad max_caps_length %u\n",
 			dev->max_caps_len);
-		kfree(dev);
+		vvm_dec_dev_free(dev);
 		return ERR_PTR(-EINVAL);
 	}
 	dev->events = kcalloc(VVM_DEC_NUM_EVENTS, sizeof(*dev->events),
@@ -2402,14 +2315,18 @@ static struct vvm_dec_dev *vvm_dec_dev_alloc(struct virtio_device *vdev)
 	}
 	/* SCHED_FIFO 50, as the core's worker. */
 	sched_set_fifo(dev->ctx_worker->task);
+
+	virtio_cread_bytes(vdev, offsetof(struct virtio_video_config,
+					  device_name), name, sizeof(name) - 1);
+	snprintf(dev->node.vfd.name, sizeof(dev->node.vfd.name),
+		 "virtio-video decoder%s%s", name[0] ? " " : "", name);
+	dev->node.vfd.lock = &dev->lock;
 	return dev;
 }
 
 int vvm_decoder_probe(struct virtio_device *vdev)
 {
-	static const char * const names[] = { "command", "event" };
 	struct vvm_dec_dev *dev;
-	int ret;
 
 	if (!virtio_has_feature(vdev, VIRTIO_VIDEO_F_RESOURCE_GUEST_PAGES))
 		return -ENODEV;
@@ -2417,70 +2334,5 @@ int vvm_decoder_probe(struct virtio_device *vdev)
 	dev = vvm_dec_dev_alloc(vdev);
 	if (IS_ERR(dev))
 		return PTR_ERR(dev);
-	ret = vvm_core_init(&dev->core, vdev, &vvm_dec_core_ops, 2, names);
-	if (ret)
-		goto free_dev;
-	vvm_core_ready(&dev->core);
-	ret = vvm_dec_post_events(dev);
-	if (!ret)
-		ret = vvm_dec_query_caps(dev, true);
-	if (!ret)
-		ret = vvm_dec_query_caps(dev, false);
-	if (ret) {
-		dev_err(&vdev->dev, "capability query failed: %d\n", ret);
-		goto release_core;
-	}
-
-	dev->m2m_dev = v4l2_m2m_init(&vvm_dec_m2m_ops);
-	if (IS_ERR(dev->m2m_dev)) {
-		ret = PTR_ERR(dev->m2m_dev);
-		goto release_core;
-	}
-	dev->mdev.dev = &vdev->dev;
-	strscpy(dev->mdev.model, "virtio-video-decoder", sizeof(dev->mdev.model));
-	snprintf(dev->mdev.bus_info, sizeof(dev->mdev.bus_info), "platform:%s",
-		 dev_name(&vdev->dev));
-	media_device_init(&dev->mdev);
-	dev->v4l2_dev.mdev = &dev->mdev;
-
-	ret = v4l2_device_register(&vdev->dev, &dev->v4l2_dev);
-	if (ret)
-		goto release_mdev;
-	/*
-	 * From here on the node's memory goes with its last reference, and
-	 * so does the node's hold on the virtio device: open files outlive
-	 * removal, and their m2m work and logging still reach the device
-	 * structure after v4l2_device_unregister() dropped its own hold.
-	 */
-	get_device(&vdev->dev);
-	dev->v4l2_dev.release = vvm_dec_v4l2_release;
-	ret = vvm_dec_register(dev, vdev);
-	if (ret) {
-		v4l2_device_unregister(&dev->v4l2_dev);
-		v4l2_device_put(&dev->v4l2_dev);
-		return ret;
-	}
-	return 0;
-
-release_mdev:
-	media_device_cleanup(&dev->mdev);
-	v4l2_m2m_release(dev->m2m_dev);
-release_core:
-	vvm_core_release(&dev->core);
-free_dev:
-	vvm_dec_dev_free(dev);
-	return ret;
-}
-
-void vvm_decoder_remove(struct virtio_device *vdev)
-{
-	struct vvm_core *core = vdev->priv;
-	struct vvm_dec_dev *dev = vvm_dec_core_to_dev(core);
-
-	media_device_unregister(&dev->mdev);
-	v4l2_m2m_unregister_media_controller(dev->m2m_dev);
-	video_unregister_device(&dev->vfd);
-	vvm_core_remove(core);
-	v4l2_device_unregister(&dev->v4l2_dev);
-	v4l2_device_put(&dev->v4l2_dev);
+	return vvm_node_probe(&dev->node, vdev, &vvm_dec_node_ops);
 }

@@ -10,6 +10,5 @@
 #define VIRTIO_ID_VIDEO_DECODER 31
 
 int vvm_decoder_probe(struct virtio_device *vdev);
-void vvm_decoder_remove(struct virtio_device *vdev);
 
 #endif /* VVM_DECODER_H */

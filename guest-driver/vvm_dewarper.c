@@ -29,6 +29,7 @@
 
 #include "vvm_core.h"
 #include "vvm_dewarper.h"
+#include "vvm_node.h"
 
 #ifndef V4L2_CID_DW100_DEWARPING_16x16_VERTEX_MAP
 #define V4L2_CID_DW100_DEWARPING_16x16_VERTEX_MAP (V4L2_CID_USER_DW100_BASE + 1)
@@ -88,11 +89,7 @@ static const struct vvm_dw_fmt vvm_dw_formats[] = {
 };
 
 struct vvm_dewarper {
-	struct vvm_core core;
-	struct v4l2_device v4l2_dev;
-	struct video_device vfd;
-	struct media_device mdev;
-	struct v4l2_m2m_dev *m2m_dev;
+	struct vvm_node node;
 	struct v4l2_frmsize_stepwise frmsize;
 	unsigned int vq_size;
 	atomic_t next_context_id;
@@ -202,6 +199,9 @@ struct vvm_dw_ctx {
 	spinlock_t in_order_lock;
 };
 
+/* The node layer hands the fh to m2m and vb2 as the context (vvm_node.h). */
+static_assert(offsetof(struct vvm_dw_ctx, fh) == 0);
+
 /*
  * One m2m job on its way through the device. The scatterlists point at the
  * vb2 planes, the map snapshot and the header/status below, all of which
@@ -253,7 +253,7 @@ static struct vvm_dw_buf *to_vvm_dw_buf(struct vb2_v4l2_buffer *vbuf)
 
 static struct device *ctx_dev(struct vvm_dw_ctx *ctx)
 {
-	return &ctx->dw->core.vdev->dev;
+	return &ctx->dw->node.core.vdev->dev;
 }
 
 static u32 vvm_dw_fmt_type(enum v4l2_buf_type type)
@@ -687,7 +687,7 @@ static int vvm_dw_job_send(struct vvm_dw_job *job)
 	vvm_request_init(&job->req, vvm_dw_job_done, job);
 
 	atomic_inc(&dw->on_device);
-	ret = vvm_core_submit(&dw->core, &job->req, 0, parts, out, in);
+	ret = vvm_core_submit(&dw->node.core, &job->req, 0, parts, out, in);
 	if (ret)
 		atomic_dec(&dw->on_device);
 	return ret;
@@ -802,7 +802,7 @@ static void vvm_dw_send_deferred(struct vvm_dewarper *dw)
 				     le32_to_cpu(job->hdr.sequence), ret);
 		vvm_dw_job_complete(job, VB2_BUF_STATE_ERROR);
 	}
-	v4l2_m2m_job_finish(dw->m2m_dev, ctx->fh.m2m_ctx);
+	v4l2_m2m_job_finish(dw->node.m2m_dev, ctx->fh.m2m_ctx);
 }
 
 /* Threaded half: may sleep, may call into vb2 and mem2mem. */
@@ -891,7 +891,7 @@ static void vvm_dw_device_run(void *priv)
 	v4l2_m2m_buf_copy_metadata(src, dst, true);
 
 	if (!ret)
-		ret = vvm_core_check_alive(&dw->core);
+		ret = vvm_core_check_alive(&dw->node.core);
 	if (!ret) {
 		job = vvm_dw_job_create(ctx, src, dst);
 		ret = PTR_ERR_OR_ZERO(job);
@@ -924,7 +924,7 @@ static void vvm_dw_device_run(void *priv)
 	}
 next:
 	/* The device takes several jobs: let mem2mem schedule the next one. */
-	v4l2_m2m_job_finish(dw->m2m_dev, ctx->fh.m2m_ctx);
+	v4l2_m2m_job_finish(dw->node.m2m_dev, ctx->fh.m2m_ctx);
 }
 
 static int vvm_dw_job_ready(void *priv)
@@ -1070,35 +1070,6 @@ static const struct vb2_ops vvm_dw_qops = {
 	.wait_finish = vb2_ops_wait_finish,
 };
 
-static int vvm_dw_queue_init(void *priv, struct vb2_queue *src_vq,
-			     struct vb2_queue *dst_vq)
-{
-	struct vvm_dw_ctx *ctx = priv;
-	struct vb2_queue *qs[] = { src_vq, dst_vq };
-	unsigned int i;
-	int ret;
-
-	for (i = 0; i < ARRAY_SIZE(qs); i++) {
-		struct vb2_queue *q = qs[i];
-
-		q->type = i == 0 ? V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE :
-				   V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE;
-		q->io_modes = VB2_MMAP | VB2_DMABUF;
-		q->drv_priv = ctx;
-		q->buf_struct_size = sizeof(struct vvm_dw_buf);
-		q->ops = &vvm_dw_qops;
-		q->mem_ops = &vb2_dma_sg_memops;
-		q->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
-		q->lock = &ctx->vq_lock;
-		q->dev = vvm_core_dma_device(&ctx->dw->core);
-		q->supports_requests = i == 0;
-		ret = vb2_queue_init(q);
-		if (ret)
-			return ret;
-	}
-	return 0;
-}
-
 /* ---- File operations ----------------------------------------------------- */
 
 static void vvm_dw_default_fmt(struct vvm_dw_q_data *q)
@@ -1118,20 +1089,19 @@ static void vvm_dw_default_fmt(struct vvm_dw_q_data *q)
 	q->crop = (struct v4l2_rect){ 0, 0, VVM_DW_DEF_W, VVM_DW_DEF_H };
 }
 
-static int vvm_dw_open(struct file *file)
+static struct vvm_dw_ctx *vvm_dw_fh_ctx(struct v4l2_fh *fh)
 {
-	struct vvm_dewarper *dw = video_drvdata(file);
-	struct vvm_dw_ctx *ctx;
-	int ret;
+	return container_of(fh, struct vvm_dw_ctx, fh);
+}
 
-	ret = vvm_core_check_alive(&dw->core);
-	if (ret)
-		return ret;
+static struct v4l2_fh *vvm_dw_ctx_alloc(struct vvm_node *node)
+{
+	struct vvm_dewarper *dw = container_of(node, struct vvm_dewarper, node);
+	struct vvm_dw_ctx *ctx;
 
 	ctx = kzalloc(sizeof(*ctx), GFP_KERNEL);
 	if (!ctx)
-		return -ENOMEM;
-
+		return ERR_PTR(-ENOMEM);
 	ctx->dw = dw;
 	ctx->context_id = atomic_inc_return(&dw->next_context_id);
 	mutex_init(&ctx->vq_lock);
@@ -1140,100 +1110,46 @@ static int vvm_dw_open(struct file *file)
 	spin_lock_init(&ctx->crop_lock);
 	INIT_LIST_HEAD(&ctx->in_order);
 	spin_lock_init(&ctx->in_order_lock);
-	v4l2_fh_init(&ctx->fh, video_devdata(file));
-	file->private_data = &ctx->fh;
-
 	vvm_dw_default_fmt(&ctx->q_data[VVM_DW_Q_SRC]);
 	ctx->q_data[VVM_DW_Q_DST] = ctx->q_data[VVM_DW_Q_SRC];
+	return &ctx->fh;
+}
+
+static int vvm_dw_ctx_open(struct v4l2_fh *fh)
+{
+	struct vvm_dw_ctx *ctx = vvm_dw_fh_ctx(fh);
 
 	v4l2_ctrl_handler_init(&ctx->hdl, 1);
 	ctx->map_ctrl = v4l2_ctrl_new_custom(&ctx->hdl, &vvm_dw_map_ctrl, NULL);
-	if (ctx->hdl.error) {
-		ret = ctx->hdl.error;
-		goto err_free;
-	}
-	ctx->fh.ctrl_handler = &ctx->hdl;
-	ret = vvm_dw_map_publish_cur(ctx);
-	if (ret)
-		goto err_free;
-
-	ctx->fh.m2m_ctx = v4l2_m2m_ctx_init(dw->m2m_dev, ctx,
-					    vvm_dw_queue_init);
-	if (IS_ERR(ctx->fh.m2m_ctx)) {
-		ret = PTR_ERR(ctx->fh.m2m_ctx);
-		goto err_free;
-	}
-
-	v4l2_fh_add(&ctx->fh);
-	return 0;
-
-err_free:
-	v4l2_ctrl_handler_free(&ctx->hdl);
-	vvm_dw_map_put(ctx->map_set);
-	v4l2_fh_exit(&ctx->fh);
-	mutex_destroy(&ctx->fmt_lock);
-	mutex_destroy(&ctx->vq_lock);
-	kfree(ctx);
-	return ret;
+	if (ctx->hdl.error)
+		return ctx->hdl.error;
+	fh->ctrl_handler = &ctx->hdl;
+	return vvm_dw_map_publish_cur(ctx);
 }
 
 /*
  * Takes only the context's own locks: no ioctl of this file runs any more,
- * and waits for its jobs, which the watchdog bounds.
+ * and the m2m context's release waited for its jobs, which the watchdog
+ * bounds.
  */
-static int vvm_dw_release(struct file *file)
+static void vvm_dw_ctx_free(struct v4l2_fh *fh)
 {
-	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+	struct vvm_dw_ctx *ctx = vvm_dw_fh_ctx(fh);
 
-	v4l2_fh_del(&ctx->fh);
-	v4l2_fh_exit(&ctx->fh);
-	mutex_lock(&ctx->vq_lock);
-	v4l2_m2m_ctx_release(ctx->fh.m2m_ctx);
-	mutex_unlock(&ctx->vq_lock);
 	v4l2_ctrl_handler_free(&ctx->hdl);
 	vvm_dw_map_put(ctx->map);
 	vvm_dw_map_put(ctx->map_set);
 	mutex_destroy(&ctx->fmt_lock);
 	mutex_destroy(&ctx->vq_lock);
 	kfree(ctx);
-	return 0;
 }
 
-static const struct v4l2_file_operations vvm_dw_fops = {
-	.owner = THIS_MODULE,
-	.open = vvm_dw_open,
-	.release = vvm_dw_release,
-	.poll = v4l2_m2m_fop_poll,
-	.unlocked_ioctl = video_ioctl2,
-	.mmap = v4l2_m2m_fop_mmap,
-};
+static struct mutex *vvm_dw_queue_lock(struct v4l2_fh *fh)
+{
+	return &vvm_dw_fh_ctx(fh)->vq_lock;
+}
 
 /* ---- ioctls -------------------------------------------------------------- */
-
-/*
- * The location of the virtio function: "PCI:<address>" for virtio-pci, as a
- * PCI media device reports it, else the virtio device on the platform bus.
- */
-static void vvm_dw_bus_info(struct vvm_dewarper *dw, char *buf, size_t size)
-{
-	struct device *parent = dw->core.vdev->dev.parent;
-
-	if (parent && dev_is_pci(parent))
-		snprintf(buf, size, "PCI:%s", dev_name(parent));
-	else
-		snprintf(buf, size, "platform:%s", dev_name(&dw->core.vdev->dev));
-}
-
-static int vvm_dw_querycap(struct file *file, void *priv,
-			   struct v4l2_capability *cap)
-{
-	struct vvm_dewarper *dw = video_drvdata(file);
-
-	strscpy(cap->driver, VVM_DW_DRIVER_NAME, sizeof(cap->driver));
-	strscpy(cap->card, VVM_DW_CARD, sizeof(cap->card));
-	vvm_dw_bus_info(dw, cap->bus_info, sizeof(cap->bus_info));
-	return 0;
-}
 
 static int vvm_dw_enum_fmt(struct file *file, void *priv,
 			   struct v4l2_fmtdesc *f)
@@ -1255,7 +1171,7 @@ static int vvm_dw_enum_fmt(struct file *file, void *priv,
 static int vvm_dw_enum_framesizes(struct file *file, void *priv,
 				  struct v4l2_frmsizeenum *fsize)
 {
-	struct vvm_dewarper *dw = video_drvdata(file);
+	struct vvm_dewarper *dw = file_to_ctx(file)->dw;
 
 	if (fsize->index ||
 	    !vvm_dw_find_fmt(fsize->pixel_format,
@@ -1484,7 +1400,7 @@ static int vvm_dw_s_selection(struct file *file, void *priv,
 }
 
 static const struct v4l2_ioctl_ops vvm_dw_ioctl_ops = {
-	.vidioc_querycap = vvm_dw_querycap,
+	.vidioc_querycap = vvm_node_querycap,
 
 	.vidioc_enum_fmt_vid_cap = vvm_dw_enum_fmt,
 	.vidioc_enum_framesizes = vvm_dw_enum_framesizes,
@@ -1629,9 +1545,9 @@ static const struct media_device_ops vvm_dw_media_ops = {
 	.req_queue = vvm_dw_req_queue,
 };
 
-static int vvm_dw_read_config(struct vvm_dewarper *dw)
+static int vvm_dw_read_config(struct vvm_dewarper *dw,
+			      struct virtio_device *vdev)
 {
-	struct virtio_device *vdev = dw->core.vdev;
 	u32 version, max_w, max_h, slots;
 
 	virtio_cread_le(vdev, struct vvm_dw_config, version, &version);
@@ -1658,131 +1574,67 @@ static int vvm_dw_read_config(struct vvm_dewarper *dw)
 	return 0;
 }
 
-/* Last reference to the node gone: every open file is closed. */
-static void vvm_dw_v4l2_release(struct v4l2_device *v4l2_dev)
+static void vvm_dw_free(struct vvm_node *node)
 {
-	struct vvm_dewarper *dw = container_of(v4l2_dev, struct vvm_dewarper,
-					       v4l2_dev);
-	struct device *vdev_dev = &dw->core.vdev->dev;
+	struct vvm_dewarper *dw = container_of(node, struct vvm_dewarper, node);
 
-	vvm_core_release(&dw->core);
-	media_device_cleanup(&dw->mdev);
-	v4l2_m2m_release(dw->m2m_dev);
 	mutex_destroy(&dw->send_lock);
 	kfree(dw);
-	put_device(vdev_dev);
 }
+
+static int vvm_dw_setup(struct vvm_node *node)
+{
+	struct vvm_dewarper *dw = container_of(node, struct vvm_dewarper, node);
+
+	dw->vq_size = virtqueue_get_vring_size(node->core.vqs[0]);
+	return 0;
+}
+
+static const char * const vvm_dw_vq_names[] = { "jobq" };
+
+static const struct vvm_node_ops vvm_dw_node_ops = {
+	.driver = VVM_DW_DRIVER_NAME,
+	.card = VVM_DW_CARD,
+	.model = VVM_DW_DRIVER_NAME,
+	.function = MEDIA_ENT_F_PROC_VIDEO_SCALER,
+	.ioctl_ops = &vvm_dw_ioctl_ops,
+	.m2m_ops = &vvm_dw_m2m_ops,
+	.media_ops = &vvm_dw_media_ops,
+	.core_ops = &vvm_dw_core_ops,
+	.vq_names = vvm_dw_vq_names,
+	.nvqs = ARRAY_SIZE(vvm_dw_vq_names),
+	.qops = &vvm_dw_qops,
+	.buf_struct_size = sizeof(struct vvm_dw_buf),
+	.output_requests = true,
+	.setup = vvm_dw_setup,
+	.free = vvm_dw_free,
+	.ctx_alloc = vvm_dw_ctx_alloc,
+	.ctx_open = vvm_dw_ctx_open,
+	.ctx_free = vvm_dw_ctx_free,
+	.queue_lock = vvm_dw_queue_lock,
+};
 
 int vvm_dewarper_probe(struct virtio_device *vdev)
 {
-	static const char * const vq_names[] = { "jobq" };
 	struct vvm_dewarper *dw;
-	struct video_device *vfd;
 	int ret;
 
 	dw = kzalloc(sizeof(*dw), GFP_KERNEL);
 	if (!dw)
 		return -ENOMEM;
 	mutex_init(&dw->send_lock);
-
-	dw->core.premapped = true;
-	ret = vvm_core_init(&dw->core, vdev, &vvm_dw_core_ops, 1, vq_names);
-	if (ret)
-		goto err_free;
-	ret = vvm_dw_read_config(dw);
-	if (ret)
-		goto err_core;
-	dw->vq_size = virtqueue_get_vring_size(dw->core.vqs[0]);
-
-	dw->m2m_dev = v4l2_m2m_init(&vvm_dw_m2m_ops);
-	if (IS_ERR(dw->m2m_dev)) {
-		ret = PTR_ERR(dw->m2m_dev);
-		goto err_core;
+	ret = vvm_dw_read_config(dw, vdev);
+	if (ret) {
+		vvm_dw_free(&dw->node);
+		return ret;
 	}
-
-	ret = v4l2_device_register(&vdev->dev, &dw->v4l2_dev);
-	if (ret)
-		goto err_m2m;
-
-	dw->mdev.dev = &vdev->dev;
-	strscpy(dw->mdev.model, VVM_DW_DRIVER_NAME, sizeof(dw->mdev.model));
-	strscpy(dw->mdev.driver_name, VVM_DW_DRIVER_NAME,
-		sizeof(dw->mdev.driver_name));
-	media_device_init(&dw->mdev);
-	vvm_dw_bus_info(dw, dw->mdev.bus_info, sizeof(dw->mdev.bus_info));
-	dw->mdev.ops = &vvm_dw_media_ops;
-	dw->v4l2_dev.mdev = &dw->mdev;
+	dw->node.core.premapped = true;
+	strscpy(dw->node.vfd.name, VVM_DW_DRIVER_NAME,
+		sizeof(dw->node.vfd.name));
 	/*
-	 * From here on the node's memory goes with its last reference, and
-	 * so does the node's hold on the virtio device: open files outlive
-	 * removal, and their m2m work and logging still reach the device
-	 * structure after v4l2_device_unregister() dropped its own hold.
+	 * No device-wide ioctl lock (vfd.lock stays NULL): the queue ioctls
+	 * take the context's vq_lock (m2m_ctx->q_lock), the others lock what
+	 * they touch.
 	 */
-	get_device(&vdev->dev);
-	dw->v4l2_dev.release = vvm_dw_v4l2_release;
-
-	vfd = &dw->vfd;
-	strscpy(vfd->name, VVM_DW_DRIVER_NAME, sizeof(vfd->name));
-	vfd->vfl_dir = VFL_DIR_M2M;
-	vfd->fops = &vvm_dw_fops;
-	vfd->ioctl_ops = &vvm_dw_ioctl_ops;
-	vfd->device_caps = V4L2_CAP_VIDEO_M2M_MPLANE | V4L2_CAP_STREAMING;
-	vfd->minor = -1;
-	vfd->release = video_device_release_empty;
-	vfd->v4l2_dev = &dw->v4l2_dev;
-	/*
-	 * No device-wide ioctl lock: the queue ioctls take the context's
-	 * vq_lock (m2m_ctx->q_lock), the others lock what they touch.
-	 */
-	vfd->lock = NULL;
-	video_set_drvdata(vfd, dw);
-
-	vvm_core_ready(&dw->core);
-
-	ret = video_register_device(vfd, VFL_TYPE_VIDEO, -1);
-	if (ret)
-		goto err_v4l2;
-	ret = v4l2_m2m_register_media_controller(dw->m2m_dev, vfd,
-						 MEDIA_ENT_F_PROC_VIDEO_SCALER);
-	if (ret)
-		goto err_video;
-	ret = media_device_register(&dw->mdev);
-	if (ret)
-		goto err_mc;
-
-	dev_info(&vdev->dev, "dewarper registered as /dev/video%d (%ux%u max)\n",
-		 vfd->num, dw->frmsize.max_width, dw->frmsize.max_height);
-	return 0;
-
-err_mc:
-	v4l2_m2m_unregister_media_controller(dw->m2m_dev);
-err_video:
-	video_unregister_device(vfd);
-err_v4l2:
-	vvm_core_remove(&dw->core);
-	v4l2_device_unregister(&dw->v4l2_dev);
-	v4l2_device_put(&dw->v4l2_dev);
-	return ret;
-err_m2m:
-	v4l2_m2m_release(dw->m2m_dev);
-err_core:
-	vvm_core_release(&dw->core);
-err_free:
-	mutex_destroy(&dw->send_lock);
-	kfree(dw);
-	return ret;
-}
-
-void vvm_dewarper_remove(struct virtio_device *vdev)
-{
-	struct vvm_core *core = vdev->priv;
-	struct vvm_dewarper *dw = container_of(core, struct vvm_dewarper, core);
-
-	media_device_unregister(&dw->mdev);
-	v4l2_m2m_unregister_media_controller(dw->m2m_dev);
-	video_unregister_device(&dw->vfd);
-	/* Fails every job on the device; open files see errors from now on. */
-	vvm_core_remove(&dw->core);
-	v4l2_device_unregister(&dw->v4l2_dev);
-	v4l2_device_put(&dw->v4l2_dev);
+	return vvm_node_probe(&dw->node, vdev, &vvm_dw_node_ops);
 }

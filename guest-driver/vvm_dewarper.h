@@ -130,12 +130,4 @@ static_assert(sizeof(struct vvm_dw_status) == 16);
  */
 int vvm_dewarper_probe(struct virtio_device *vdev);
 
-/**
- * vvm_dewarper_remove() - unbind: fail all work and unregister the node
- * @vdev: the device passed to vvm_dewarper_probe().
- *
- * Open file handles may outlive this call; their jobs fail with an error.
- */
-void vvm_dewarper_remove(struct virtio_device *vdev);
-
 #endif /* VVM_DEWARPER_H */

@@ -10,6 +10,7 @@
 
 #include "vvm_decoder.h"
 #include "vvm_dewarper.h"
+#include "vvm_node.h"
 #include "vvm_virtio_video.h"
 
 static const struct virtio_device_id vvm_id_table[] = {
@@ -28,20 +29,6 @@ static int vvm_probe(struct virtio_device *vdev)
 		return vvm_dewarper_probe(vdev);
 	default:
 		return -ENODEV;
-	}
-}
-
-static void vvm_remove(struct virtio_device *vdev)
-{
-	switch (vdev->id.device) {
-	case VIRTIO_ID_VIDEO_DECODER:
-		vvm_decoder_remove(vdev);
-		break;
-	case VIRTIO_ID_DEWARPER:
-		vvm_dewarper_remove(vdev);
-		break;
-	default:
-		break;
 	}
 }
 
@@ -99,7 +86,7 @@ static struct virtio_driver vvm_driver = {
 	.feature_table_size = ARRAY_SIZE(vvm_features),
 	.validate = vvm_validate,
 	.probe = vvm_probe,
-	.remove = vvm_remove,
+	.remove = vvm_node_remove,
 };
 module_virtio_driver(vvm_driver);
 
