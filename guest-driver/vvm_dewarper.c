@@ -241,17 +241,17 @@ struct vvm_dw_probe {
 	struct scatterlist status_sg;
 };
 
-static struct vvm_dw_ctx *file_to_ctx(struct file *file)
+static struct vvm_dw_ctx *vvm_dw_fh_to_ctx(struct file *file)
 {
 	return container_of(file->private_data, struct vvm_dw_ctx, fh);
 }
 
-static struct vvm_dw_buf *to_vvm_dw_buf(struct vb2_v4l2_buffer *vbuf)
+static struct vvm_dw_buf *vvm_dw_vbuf_to_buf(struct vb2_v4l2_buffer *vbuf)
 {
 	return container_of(vbuf, struct vvm_dw_buf, m2m.vb);
 }
 
-static struct device *ctx_dev(struct vvm_dw_ctx *ctx)
+static struct device *vvm_dw_ctx_dev(struct vvm_dw_ctx *ctx)
 {
 	return &ctx->dw->node.core.vdev->dev;
 }
@@ -567,6 +567,66 @@ static void vvm_dw_job_free(struct vvm_dw_job *job)
 static void vvm_dw_job_done(struct vvm_request *req, int status);
 
 /*
+ * Counts the scatterlist entries of each plane of @buf into @counts and
+ * adds them to @total; 0 when a plane has no memory behind its size.
+ */
+static int vvm_dw_count_plane_sgs(struct vb2_v4l2_buffer *buf,
+				  const struct vvm_dw_q_data *q,
+				  unsigned int *counts, unsigned int *total)
+{
+	unsigned int i;
+
+	for (i = 0; i < q->pix.num_planes; i++) {
+		counts[i] = vvm_dw_sg_count(vb2_dma_sg_plane_desc(&buf->vb2_buf, i),
+					    q->pix.plane_fmt[i].sizeimage);
+		if (!counts[i])
+			return -EINVAL;
+		*total += counts[i];
+	}
+	return 0;
+}
+
+/* Describes each plane of @buf from @next on; returns the entry after. */
+static struct scatterlist *
+vvm_dw_fill_plane_sgs(struct scatterlist *next, struct vb2_v4l2_buffer *buf,
+		      const struct vvm_dw_q_data *q, const unsigned int *counts,
+		      struct scatterlist **planes)
+{
+	unsigned int i;
+
+	for (i = 0; i < q->pix.num_planes; i++) {
+		planes[i] = next;
+		vvm_dw_sg_fill(next, counts[i],
+			       vb2_dma_sg_plane_desc(&buf->vb2_buf, i),
+			       q->pix.plane_fmt[i].sizeimage);
+		next += counts[i];
+	}
+	return next;
+}
+
+static void vvm_dw_fill_job_hdr(struct vvm_dw_job *job)
+{
+	struct vvm_dw_ctx *ctx = job->ctx;
+	const struct vvm_dw_q_data *sq = &ctx->q_data[VVM_DW_Q_SRC];
+	struct v4l2_rect crop;
+
+	job->hdr.context_id = cpu_to_le32(ctx->context_id);
+	job->hdr.sequence = cpu_to_le32(job->src->sequence);
+	job->hdr.map_generation = cpu_to_le32(job->map->generation);
+	job->hdr.map_width = cpu_to_le32(job->map->width);
+	job->hdr.map_height = cpu_to_le32(job->map->height);
+	spin_lock(&ctx->crop_lock);
+	crop = sq->crop;
+	spin_unlock(&ctx->crop_lock);
+	job->hdr.crop_left = cpu_to_le32(crop.left);
+	job->hdr.crop_top = cpu_to_le32(crop.top);
+	job->hdr.crop_width = cpu_to_le32(crop.width);
+	job->hdr.crop_height = cpu_to_le32(crop.height);
+	vvm_dw_fill_image(&job->hdr.src, sq, false);
+	vvm_dw_fill_image(&job->hdr.dst, &ctx->q_data[VVM_DW_Q_DST], true);
+}
+
+/*
  * Builds the chain of one job: header, map, source planes; status,
  * destination planes. The map is always described so that a job can be
  * sent again with it after ERR_MAP_REQUIRED.
@@ -581,27 +641,15 @@ static struct vvm_dw_job *vvm_dw_job_create(struct vvm_dw_ctx *ctx,
 	unsigned int nmap, total, i;
 	struct scatterlist *next;
 	struct vvm_dw_job *job;
-	struct v4l2_rect crop;
 
 	if (!ctx->map)
 		return ERR_PTR(-EINVAL);
 
 	nmap = vvm_dw_map_sg_count(ctx->map);
 	total = 2 + nmap;
-	for (i = 0; i < sq->pix.num_planes; i++) {
-		nsrc[i] = vvm_dw_sg_count(vb2_dma_sg_plane_desc(&src->vb2_buf, i),
-					  sq->pix.plane_fmt[i].sizeimage);
-		if (!nsrc[i])
-			return ERR_PTR(-EINVAL);
-		total += nsrc[i];
-	}
-	for (i = 0; i < dq->pix.num_planes; i++) {
-		ndst[i] = vvm_dw_sg_count(vb2_dma_sg_plane_desc(&dst->vb2_buf, i),
-					  dq->pix.plane_fmt[i].sizeimage);
-		if (!ndst[i])
-			return ERR_PTR(-EINVAL);
-		total += ndst[i];
-	}
+	if (vvm_dw_count_plane_sgs(src, sq, nsrc, &total) ||
+	    vvm_dw_count_plane_sgs(dst, dq, ndst, &total))
+		return ERR_PTR(-EINVAL);
 	/* A chain may not be longer than the queue (virtio 1.2, 2.7.5.3.1). */
 	if (total > ctx->dw->vq_size)
 		return ERR_PTR(-E2BIG);
@@ -620,21 +668,7 @@ static struct vvm_dw_job *vvm_dw_job_create(struct vvm_dw_ctx *ctx,
 	job->dst = dst;
 	kref_get(&ctx->map->ref);
 	job->map = ctx->map;
-
-	job->hdr.context_id = cpu_to_le32(ctx->context_id);
-	job->hdr.sequence = cpu_to_le32(src->sequence);
-	job->hdr.map_generation = cpu_to_le32(job->map->generation);
-	job->hdr.map_width = cpu_to_le32(job->map->width);
-	job->hdr.map_height = cpu_to_le32(job->map->height);
-	spin_lock(&ctx->crop_lock);
-	crop = sq->crop;
-	spin_unlock(&ctx->crop_lock);
-	job->hdr.crop_left = cpu_to_le32(crop.left);
-	job->hdr.crop_top = cpu_to_le32(crop.top);
-	job->hdr.crop_width = cpu_to_le32(crop.width);
-	job->hdr.crop_height = cpu_to_le32(crop.height);
-	vvm_dw_fill_image(&job->hdr.src, sq, false);
-	vvm_dw_fill_image(&job->hdr.dst, dq, true);
+	vvm_dw_fill_job_hdr(job);
 
 	sg_init_one(&job->hdr_sg, &job->hdr, sizeof(job->hdr));
 	vvm_core_premap(&job->hdr_sg, 1);
@@ -646,21 +680,10 @@ static struct vvm_dw_job *vvm_dw_job_create(struct vvm_dw_ctx *ctx,
 	vvm_dw_map_sg_fill(next, nmap, job->map);
 	vvm_core_premap(next, nmap);
 	next += nmap;
-	for (i = 0; i < sq->pix.num_planes; i++) {
-		job->src_sg[i] = next;
-		vvm_dw_sg_fill(next, nsrc[i],
-			       vb2_dma_sg_plane_desc(&src->vb2_buf, i),
-			       sq->pix.plane_fmt[i].sizeimage);
-		next += nsrc[i];
-	}
-	for (i = 0; i < dq->pix.num_planes; i++) {
-		job->dst_sg[i] = next;
-		vvm_dw_sg_fill(next, ndst[i],
-			       vb2_dma_sg_plane_desc(&dst->vb2_buf, i),
-			       dq->pix.plane_fmt[i].sizeimage);
-		next += ndst[i];
+	next = vvm_dw_fill_plane_sgs(next, src, sq, nsrc, job->src_sg);
+	vvm_dw_fill_plane_sgs(next, dst, dq, ndst, job->dst_sg);
+	for (i = 0; i < dq->pix.num_planes; i++)
 		job->dst_bytes += dq->pix.plane_fmt[i].sizeimage;
-	}
 	return job;
 }
 
@@ -798,7 +821,7 @@ static void vvm_dw_send_deferred(struct vvm_dewarper *dw)
 	/* Its mem2mem job is still running, so the context is alive. */
 	ctx = job->ctx;
 	if (ret) {
-		dev_warn_ratelimited(ctx_dev(ctx), "job %u not sent: %d\n",
+		dev_warn_ratelimited(vvm_dw_ctx_dev(ctx), "job %u not sent: %d\n",
 				     le32_to_cpu(job->hdr.sequence), ret);
 		vvm_dw_job_complete(job, VB2_BUF_STATE_ERROR);
 	}
@@ -816,7 +839,7 @@ static void vvm_dw_job_done(struct vvm_request *req, int status)
 
 	atomic_dec(&dw->on_device);
 	if (status) {
-		dev_warn_ratelimited(ctx_dev(ctx), "job %u failed: %d\n",
+		dev_warn_ratelimited(vvm_dw_ctx_dev(ctx), "job %u failed: %d\n",
 				     sequence, status);
 		goto finish;
 	}
@@ -826,7 +849,7 @@ static void vvm_dw_job_done(struct vvm_request *req, int status)
 	switch (code) {
 	case VVM_DW_OK:
 		if (req->used_len != sizeof(job->status) + job->dst_bytes) {
-			dev_warn_ratelimited(ctx_dev(ctx),
+			dev_warn_ratelimited(vvm_dw_ctx_dev(ctx),
 					     "job %u: device wrote %u bytes, expected %zu\n",
 					     sequence, req->used_len,
 					     sizeof(job->status) + job->dst_bytes);
@@ -846,7 +869,7 @@ static void vvm_dw_job_done(struct vvm_request *req, int status)
 		}
 		fallthrough;
 	default:
-		dev_warn_ratelimited(ctx_dev(ctx), "job %u: %s (%u)\n",
+		dev_warn_ratelimited(vvm_dw_ctx_dev(ctx), "job %u: %s (%u)\n",
 				     sequence, vvm_dw_status_name(code), code);
 		break;
 	}
@@ -854,6 +877,27 @@ finish:
 	vvm_dw_job_complete(job, state);
 out:
 	vvm_dw_send_deferred(dw);
+}
+
+/*
+ * As on the dw100, a new map reaches the device only with a request: the
+ * one @src's request carried becomes the context's. Returns the error the
+ * request's map had, if any.
+ */
+static int vvm_dw_adopt_request_map(struct vvm_dw_ctx *ctx,
+				    struct vb2_v4l2_buffer *src)
+{
+	struct vvm_dw_buf *sbuf = vvm_dw_vbuf_to_buf(src);
+
+	if (sbuf->map) {
+		vvm_dw_map_put(ctx->map);
+		ctx->map = sbuf->map;
+		sbuf->map = NULL;
+	} else if (READ_ONCE(ctx->map_set_new)) {
+		dev_warn_once(vvm_dw_ctx_dev(ctx),
+			      "the vertex map changes while streaming only through requests\n");
+	}
+	return sbuf->map_err;
 }
 
 /*
@@ -866,23 +910,11 @@ static void vvm_dw_device_run(void *priv)
 	struct vvm_dewarper *dw = ctx->dw;
 	struct vb2_v4l2_buffer *src, *dst;
 	struct vvm_dw_job *job = NULL;
-	struct vvm_dw_buf *sbuf;
 	int ret;
 
 	src = v4l2_m2m_next_src_buf(ctx->fh.m2m_ctx);
 	dst = v4l2_m2m_next_dst_buf(ctx->fh.m2m_ctx);
-
-	/* As on the dw100, a new map reaches the device only with a request. */
-	sbuf = to_vvm_dw_buf(src);
-	ret = sbuf->map_err;
-	if (sbuf->map) {
-		vvm_dw_map_put(ctx->map);
-		ctx->map = sbuf->map;
-		sbuf->map = NULL;
-	} else if (READ_ONCE(ctx->map_set_new)) {
-		dev_warn_once(ctx_dev(ctx),
-			      "the vertex map changes while streaming only through requests\n");
-	}
+	ret = vvm_dw_adopt_request_map(ctx, src);
 
 	v4l2_m2m_src_buf_remove(ctx->fh.m2m_ctx);
 	v4l2_m2m_dst_buf_remove(ctx->fh.m2m_ctx);
@@ -897,7 +929,7 @@ static void vvm_dw_device_run(void *priv)
 		ret = PTR_ERR_OR_ZERO(job);
 	}
 	if (ret) {
-		dev_warn_ratelimited(ctx_dev(ctx), "job %u not built: %d\n",
+		dev_warn_ratelimited(vvm_dw_ctx_dev(ctx), "job %u not built: %d\n",
 				     src->sequence, ret);
 		v4l2_m2m_buf_done(src, VB2_BUF_STATE_ERROR);
 		v4l2_m2m_buf_done(dst, VB2_BUF_STATE_ERROR);
@@ -918,7 +950,7 @@ static void vvm_dw_device_run(void *priv)
 	if (ret == -EAGAIN)
 		return;
 	if (ret) {
-		dev_warn_ratelimited(ctx_dev(ctx), "job %u not sent: %d\n",
+		dev_warn_ratelimited(vvm_dw_ctx_dev(ctx), "job %u not sent: %d\n",
 				     src->sequence, ret);
 		vvm_dw_job_complete(job, VB2_BUF_STATE_ERROR);
 	}
@@ -1001,7 +1033,7 @@ static void vvm_dw_buf_queue(struct vb2_buffer *vb)
 /* A map its request set but no job used. */
 static void vvm_dw_buf_finish(struct vb2_buffer *vb)
 {
-	struct vvm_dw_buf *buf = to_vvm_dw_buf(to_vb2_v4l2_buffer(vb));
+	struct vvm_dw_buf *buf = vvm_dw_vbuf_to_buf(to_vb2_v4l2_buffer(vb));
 
 	vvm_dw_map_put(buf->map);
 	buf->map = NULL;
@@ -1171,7 +1203,7 @@ static int vvm_dw_enum_fmt(struct file *file, void *priv,
 static int vvm_dw_enum_framesizes(struct file *file, void *priv,
 				  struct v4l2_frmsizeenum *fsize)
 {
-	struct vvm_dewarper *dw = file_to_ctx(file)->dw;
+	struct vvm_dewarper *dw = vvm_dw_fh_to_ctx(file)->dw;
 
 	if (fsize->index ||
 	    !vvm_dw_find_fmt(fsize->pixel_format,
@@ -1185,7 +1217,7 @@ static int vvm_dw_enum_framesizes(struct file *file, void *priv,
 
 static int vvm_dw_g_fmt(struct file *file, void *priv, struct v4l2_format *f)
 {
-	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+	struct vvm_dw_ctx *ctx = vvm_dw_fh_to_ctx(file);
 
 	mutex_lock(&ctx->vq_lock);
 	f->fmt.pix_mp = vvm_dw_q_data(ctx, f->type)->pix;
@@ -1236,7 +1268,7 @@ static void vvm_dw_try_fmt(struct vvm_dw_ctx *ctx, struct v4l2_format *f)
 static int vvm_dw_try_fmt_vid(struct file *file, void *priv,
 			      struct v4l2_format *f)
 {
-	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+	struct vvm_dw_ctx *ctx = vvm_dw_fh_to_ctx(file);
 
 	mutex_lock(&ctx->vq_lock);
 	vvm_dw_try_fmt(ctx, f);
@@ -1279,7 +1311,7 @@ static int vvm_dw_set_fmt(struct vvm_dw_ctx *ctx, struct v4l2_format *f)
 static int vvm_dw_s_fmt_vid(struct file *file, void *priv,
 			    struct v4l2_format *f)
 {
-	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+	struct vvm_dw_ctx *ctx = vvm_dw_fh_to_ctx(file);
 	u32 dims[V4L2_CTRL_MAX_DIMS] = {};
 	int ret;
 
@@ -1304,7 +1336,7 @@ out:
 static int vvm_dw_g_selection(struct file *file, void *priv,
 			      struct v4l2_selection *sel)
 {
-	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+	struct vvm_dw_ctx *ctx = vvm_dw_fh_to_ctx(file);
 	const struct vvm_dw_q_data *src = &ctx->q_data[VVM_DW_Q_SRC];
 	int ret = 0;
 
@@ -1390,7 +1422,7 @@ static int vvm_dw_set_crop(struct vvm_dw_ctx *ctx, struct v4l2_selection *sel)
 static int vvm_dw_s_selection(struct file *file, void *priv,
 			      struct v4l2_selection *sel)
 {
-	struct vvm_dw_ctx *ctx = file_to_ctx(file);
+	struct vvm_dw_ctx *ctx = vvm_dw_fh_to_ctx(file);
 	int ret;
 
 	mutex_lock(&ctx->vq_lock);
@@ -1524,7 +1556,7 @@ static void vvm_dw_req_queue(struct media_request *req)
 		if (!vb2_request_object_is_buffer(obj))
 			continue;
 		vb = container_of(obj, struct vb2_buffer, req_obj);
-		buf = to_vvm_dw_buf(to_vb2_v4l2_buffer(vb));
+		buf = vvm_dw_vbuf_to_buf(to_vb2_v4l2_buffer(vb));
 		buf->map_err = ret;
 		if (map)
 			kref_get(&map->ref);
