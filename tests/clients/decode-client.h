@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * What the decoder test clients share: the node they drive, failing with a
- * TAP line, a whole stream in one OUTPUT buffer, and dequeuing CAPTURE
- * buffers. Included by one client per program, not compiled alone; the
- * client defines WAIT_SECONDS, how long a CAPTURE buffer may take.
+ * TAP line, a whole stream in one OUTPUT buffer, and queuing and dequeuing
+ * CAPTURE buffers. Included by one client per program, not compiled alone;
+ * the client defines WAIT_SECONDS, how long a CAPTURE buffer may take.
  */
 #ifndef VDV_DECODE_CLIENT_H
 #define VDV_DECODE_CLIENT_H
@@ -93,6 +93,41 @@ static inline void queue_stream(const char *path, int drain)
 	xioctl(VIDIOC_STREAMON, &rb.type, "STREAMON OUTPUT");
 	if (drain)
 		xioctl(VIDIOC_DECODER_CMD, &stop, "DECODER_CMD STOP");
+}
+
+/* QBUFs CAPTURE buffer @index, which must not come back done already. */
+static inline void queue_capture(unsigned int index)
+{
+	struct v4l2_plane plane = {};
+	struct v4l2_buffer b = {
+		.type = CAP,
+		.memory = V4L2_MEMORY_MMAP,
+		.index = index,
+		.length = 1,
+		.m.planes = &plane,
+	};
+
+	xioctl(VIDIOC_QBUF, &b, "QBUF CAPTURE");
+	if (b.flags & (V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_LAST))
+		fail("QBUF CAPTURE reports buffer %u done (flags 0x%x) before DQBUF",
+		     index, b.flags);
+}
+
+/* REQBUFS COUNT CAPTURE buffers of the current format, all queued. */
+static inline unsigned int setup_capture(unsigned int count)
+{
+	struct v4l2_requestbuffers rb = {
+		.type = CAP,
+		.memory = V4L2_MEMORY_MMAP,
+		.count = count,
+	};
+	unsigned int i;
+
+	xioctl(VIDIOC_REQBUFS, &rb, "REQBUFS CAPTURE");
+	for (i = 0; i < rb.count; i++)
+		queue_capture(i);
+	xioctl(VIDIOC_STREAMON, &rb.type, "STREAMON CAPTURE");
+	return rb.count;
 }
 
 /* A CAPTURE buffer as DQBUF gave it. */

@@ -99,40 +99,6 @@ static void open_node(const char *node, unsigned int width,
 	xioctl(VIDIOC_S_FMT, &f, "S_FMT OUTPUT");
 }
 
-static void queue_capture(unsigned int index)
-{
-	struct v4l2_plane plane = {};
-	struct v4l2_buffer b = {
-		.type = CAP,
-		.memory = V4L2_MEMORY_MMAP,
-		.index = index,
-		.length = 1,
-		.m.planes = &plane,
-	};
-
-	xioctl(VIDIOC_QBUF, &b, "QBUF CAPTURE");
-	if (b.flags & (V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_LAST))
-		fail("QBUF CAPTURE reports buffer %u done (flags 0x%x) before DQBUF",
-		     index, b.flags);
-}
-
-/* REQBUFS COUNT CAPTURE buffers of the current format, all queued. */
-static unsigned int setup_capture(unsigned int count)
-{
-	struct v4l2_requestbuffers rb = {
-		.type = CAP,
-		.memory = V4L2_MEMORY_MMAP,
-		.count = count,
-	};
-	unsigned int i;
-
-	xioctl(VIDIOC_REQBUFS, &rb, "REQBUFS CAPTURE");
-	for (i = 0; i < rb.count; i++)
-		queue_capture(i);
-	xioctl(VIDIOC_STREAMON, &rb.type, "STREAMON CAPTURE");
-	return rb.count;
-}
-
 /*
  * Dequeues and re-queues CAPTURE buffers until the LAST one; returns the
  * pictures seen.

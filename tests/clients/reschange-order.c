@@ -37,35 +37,16 @@
 
 static unsigned int capture_count;
 
-static void setup_capture(unsigned int width, unsigned int height)
+/* Checks CAPTURE is @width x @height, then sets it up and streams it. */
+static void setup_sized_capture(unsigned int width, unsigned int height)
 {
-	struct v4l2_requestbuffers rb = {
-		.type = CAP,
-		.memory = V4L2_MEMORY_MMAP,
-		.count = CAPTURE_BUFFERS,
-	};
 	struct v4l2_format f = { .type = CAP };
-	unsigned int i;
 
 	xioctl(VIDIOC_G_FMT, &f, "G_FMT CAPTURE");
 	if (f.fmt.pix_mp.width != width || f.fmt.pix_mp.height != height)
 		fail("CAPTURE is %ux%u, the stream %ux%u", f.fmt.pix_mp.width,
 		     f.fmt.pix_mp.height, width, height);
-	xioctl(VIDIOC_REQBUFS, &rb, "REQBUFS CAPTURE");
-	capture_count = rb.count;
-	for (i = 0; i < rb.count; i++) {
-		struct v4l2_plane plane = {};
-		struct v4l2_buffer b = {
-			.type = rb.type,
-			.memory = rb.memory,
-			.index = i,
-			.length = 1,
-			.m.planes = &plane,
-		};
-
-		xioctl(VIDIOC_QBUF, &b, "QBUF CAPTURE");
-	}
-	xioctl(VIDIOC_STREAMON, &rb.type, "STREAMON CAPTURE");
+	capture_count = setup_capture(CAPTURE_BUFFERS);
 }
 
 /* How many CAPTURE buffers are done, and how many of those hold pictures. */
@@ -140,7 +121,7 @@ int main(int argc, char **argv)
 	f.fmt.pix_mp.height = height;
 	f.fmt.pix_mp.num_planes = 1;
 	xioctl(VIDIOC_S_FMT, &f, "S_FMT OUTPUT");
-	setup_capture(width, height);
+	setup_sized_capture(width, height);
 	queue_stream(argv[2], 1);
 
 	deadline = time(NULL) + WAIT_SECONDS;
@@ -180,7 +161,7 @@ int main(int argc, char **argv)
 	teardown_capture();
 	f.type = CAP;
 	xioctl(VIDIOC_G_FMT, &f, "G_FMT CAPTURE");
-	setup_capture(f.fmt.pix_mp.width, f.fmt.pix_mp.height);
+	setup_sized_capture(f.fmt.pix_mp.width, f.fmt.pix_mp.height);
 	do {
 		if (dequeue_capture(&d))
 			fail("DQBUF gave EPIPE before a LAST buffer");

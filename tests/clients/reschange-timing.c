@@ -45,35 +45,6 @@ static long now_ms(void)
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-static void queue_capture(unsigned int index)
-{
-	struct v4l2_plane plane = {};
-	struct v4l2_buffer b = {
-		.type = CAP,
-		.memory = V4L2_MEMORY_MMAP,
-		.index = index,
-		.length = 1,
-		.m.planes = &plane,
-	};
-
-	xioctl(VIDIOC_QBUF, &b, "QBUF CAPTURE");
-}
-
-static void setup_capture(void)
-{
-	struct v4l2_requestbuffers rb = {
-		.type = CAP,
-		.memory = V4L2_MEMORY_MMAP,
-		.count = CAPTURE_BUFFERS,
-	};
-	unsigned int i;
-
-	xioctl(VIDIOC_REQBUFS, &rb, "REQBUFS CAPTURE");
-	for (i = 0; i < rb.count; i++)
-		queue_capture(i);
-	xioctl(VIDIOC_STREAMON, &rb.type, "STREAMON CAPTURE");
-}
-
 /* Dequeues one CAPTURE buffer if one is done; returns 0 when none is. */
 static int try_dequeue(struct dequeued *d)
 {
@@ -119,7 +90,7 @@ static void round_trip(const char *node, const char *stream,
 	f.fmt.pix_mp.height = height;
 	f.fmt.pix_mp.num_planes = 1;
 	xioctl(VIDIOC_S_FMT, &f, "S_FMT OUTPUT");
-	setup_capture();
+	setup_capture(CAPTURE_BUFFERS);
 	start = now_ms();
 	queue_stream(stream, 1);
 
@@ -136,7 +107,7 @@ static void round_trip(const char *node, const char *stream,
 				continue;
 			change = now_ms();
 			teardown_capture();
-			setup_capture();
+			setup_capture(CAPTURE_BUFFERS);
 			continue;
 		}
 		if (!try_dequeue(&d))
