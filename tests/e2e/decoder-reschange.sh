@@ -30,6 +30,7 @@
 # depending on where in that period it came.
 . "$REPO/tests/clients/decode-lib.sh"
 . "$REPO/tests/clients/host-lib.sh"
+. "$REPO/tests/clients/rt-hog-lib.sh"
 node=$(decoder_node) || { echo "not ok - no decoder node"; exit 1; }
 client=$(client_path reschange-order) || { echo "not ok - no test client"; exit 1; }
 timing=$(client_path reschange-timing) || { echo "not ok - no test client"; exit 1; }
@@ -72,24 +73,12 @@ idle_all=$timed_all
 # fair server's wait once a round; stopped once the rounds are over.
 hog_s=$((idle_ms * 2 / 1000 + ROUNDS + 4))
 [ "$hog_s" -le 40 ] || hog_s=40
-hogs=
-cpu=0
-while [ "$cpu" -lt "$CPUS" ]; do
-	"$hog" --cpu "$cpu" --priority 49 --busy-ms 1000 --idle-ms 0 \
-		--seconds "$hog_s" &
-	hogs="$hogs $!"
-	cpu=$((cpu + 1))
-done
+rt_hogs_start "$hog" "$hog_s"
 timed hog
-# A hog that could not get its priority has ended at once, with status 1.
-for pid in $hogs; do
-	if kill -0 "$pid" 2>/dev/null; then
-		kill "$pid"
-		wait "$pid" 2>/dev/null || true
-	elif ! wait "$pid"; then
-		echo "not ok - rt-hog $pid ran"
-		failures=$((failures + 1))
-	fi
+rt_hogs_stop
+for pid in $rt_hogs_failed; do
+	echo "not ok - rt-hog $pid ran"
+	failures=$((failures + 1))
 done
 echo "measure: last old picture to source-change event, ms per round; idle: $idle_all; under rt-hog FIFO 49 on $CPUS CPUs: $timed_all"
 if [ "$timed_max" -ge 0 ] && [ "$timed_max" -lt "$MAX_CHANGE_MS" ] &&

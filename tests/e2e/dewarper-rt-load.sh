@@ -29,6 +29,7 @@
 # declared dead.
 . "$REPO/tests/clients/fault-lib.sh"
 . "$REPO/tests/clients/dewarp-lib.sh"
+. "$REPO/tests/clients/rt-hog-lib.sh"
 DW_CLIENT=$(dw_client)
 HOG="$REPO/tests/clients/rt-hog"
 FRAMES=200
@@ -48,22 +49,11 @@ while [ "$i" -lt "$DEATH_FRAMES" ]; do
 	i=$((i + 2))
 done
 
-# start_hogs SECONDS: rt-hog on every CPU, spinning without a pause.
-hogs=
-start_hogs() {
-	hogs=
-	cpu=0
-	while [ "$cpu" -lt "$CPUS" ]; do
-		"$HOG" --cpu "$cpu" --priority 49 --busy-ms 1000 --idle-ms 0 \
-			--seconds "$1" &
-		hogs="$hogs $!"
-		cpu=$((cpu + 1))
-	done
-}
-
-wait_hogs() {
-	for pid in $hogs; do
-		wait "$pid" || fault_check "rt-hog $pid ran" false
+# stop_hogs: ends the hogs; each must have run.
+stop_hogs() {
+	rt_hogs_stop
+	for pid in $rt_hogs_failed; do
+		fault_check "rt-hog $pid ran" false
 	done
 }
 
@@ -110,9 +100,9 @@ fault_check "idle: every frame unchanged" cmp -s /tmp/expected.raw /tmp/idle.raw
 # Long enough for the whole stream to run under load, at the idle pace.
 hog_s=$((idle_ms * 2 / 1000 + 4))
 [ "$hog_s" -le 30 ] || hog_s=30
-start_hogs "$hog_s"
+rt_hogs_start "$HOG" "$hog_s"
 stream hog "$FRAMES"
-wait_hogs
+stop_hogs
 fault_check "under rt-hog: client exit status $stream_status" [ "$stream_status" -eq 0 ]
 fault_check "under rt-hog: every frame unchanged" cmp -s /tmp/expected.raw /tmp/hog.raw
 
@@ -139,9 +129,9 @@ until [ -s /tmp/death.raw ] || ! kill -0 "$stream_pid" 2>/dev/null; do
 	sleep 0.1
 done
 host_do kill dewarper
-start_hogs 10
+rt_hogs_start "$HOG" 10
 wait "$stream_pid" || true
-wait_hogs
+stop_hogs
 first_error=$(awk '/^frame [0-9]+: error/ { sub(":", "", $2); print $2; exit }' /tmp/death.err)
 death_ms=$(awk -v f="${first_error:-none}" '$1 == "frame" && $2 == f && $3 == "round_trip_us" { print int($4 / 1000); exit }' /tmp/death.txt)
 echo "measure: under rt-hog, the job in flight at the backend's death failed after ${death_ms:-never} ms"
