@@ -50,6 +50,27 @@ static inline void xioctl(unsigned long request, void *arg, const char *name)
 }
 
 /*
+ * Opens @node non-blocking, subscribes to source changes and sets OUTPUT to
+ * H.264 at @width x @height.
+ */
+static inline void open_node(const char *node, unsigned int width,
+			     unsigned int height)
+{
+	struct v4l2_event_subscription sub = { .type = V4L2_EVENT_SOURCE_CHANGE };
+	struct v4l2_format f = { .type = OUT };
+
+	fd = open(node, O_RDWR | O_NONBLOCK);
+	if (fd < 0)
+		fail("%s: %s", node, strerror(errno));
+	xioctl(VIDIOC_SUBSCRIBE_EVENT, &sub, "SUBSCRIBE_EVENT SOURCE_CHANGE");
+	f.fmt.pix_mp.pixelformat = V4L2_PIX_FMT_H264;
+	f.fmt.pix_mp.width = width;
+	f.fmt.pix_mp.height = height;
+	f.fmt.pix_mp.num_planes = 1;
+	xioctl(VIDIOC_S_FMT, &f, "S_FMT OUTPUT");
+}
+
+/*
  * Puts the file at @path in one OUTPUT buffer (timestamp 1 s) and streams
  * OUTPUT; with @drain, then sends V4L2_DEC_CMD_STOP.
  */

@@ -82,23 +82,6 @@ static void expect_busy(unsigned long request, void *arg, const char *name)
 		fail("%s: %s, expected EBUSY", name, strerror(errno));
 }
 
-static void open_node(const char *node, unsigned int width,
-		      unsigned int height)
-{
-	struct v4l2_event_subscription sub = { .type = V4L2_EVENT_SOURCE_CHANGE };
-	struct v4l2_format f = { .type = OUT };
-
-	fd = open(node, O_RDWR | O_NONBLOCK);
-	if (fd < 0)
-		fail("%s: %s", node, strerror(errno));
-	xioctl(VIDIOC_SUBSCRIBE_EVENT, &sub, "SUBSCRIBE_EVENT SOURCE_CHANGE");
-	f.fmt.pix_mp.pixelformat = V4L2_PIX_FMT_H264;
-	f.fmt.pix_mp.width = width;
-	f.fmt.pix_mp.height = height;
-	f.fmt.pix_mp.num_planes = 1;
-	xioctl(VIDIOC_S_FMT, &f, "S_FMT OUTPUT");
-}
-
 /*
  * Dequeues and re-queues CAPTURE buffers until the LAST one; returns the
  * pictures seen.

@@ -88,7 +88,7 @@ static int event_pending(void)
 int main(int argc, char **argv)
 {
 	struct v4l2_event_subscription sub = {};
-	struct v4l2_format f = { .type = OUT };
+	struct v4l2_format f = { .type = CAP };
 	unsigned int width, height, old, total, done, ready, pictures = 0;
 	struct v4l2_event ev;
 	struct dequeued d;
@@ -107,20 +107,10 @@ int main(int argc, char **argv)
 		fail("%u pictures before the change need more than %d buffers",
 		     old, CAPTURE_BUFFERS);
 
-	fd = open(argv[1], O_RDWR | O_NONBLOCK);
-	if (fd < 0)
-		fail("%s: %s", argv[1], strerror(errno));
-	sub.type = V4L2_EVENT_SOURCE_CHANGE;
-	xioctl(VIDIOC_SUBSCRIBE_EVENT, &sub, "SUBSCRIBE_EVENT SOURCE_CHANGE");
+	/* The first size on OUTPUT: CAPTURE can be set up at once. */
+	open_node(argv[1], width, height);
 	sub.type = V4L2_EVENT_EOS;
 	xioctl(VIDIOC_SUBSCRIBE_EVENT, &sub, "SUBSCRIBE_EVENT EOS");
-
-	/* The first size on OUTPUT: CAPTURE can be set up at once. */
-	f.fmt.pix_mp.pixelformat = V4L2_PIX_FMT_H264;
-	f.fmt.pix_mp.width = width;
-	f.fmt.pix_mp.height = height;
-	f.fmt.pix_mp.num_planes = 1;
-	xioctl(VIDIOC_S_FMT, &f, "S_FMT OUTPUT");
 	setup_sized_capture(width, height);
 	queue_stream(argv[2], 1);
 
@@ -159,7 +149,6 @@ int main(int argc, char **argv)
 	if (ev.type != V4L2_EVENT_SOURCE_CHANGE)
 		fail("event %u instead of SOURCE_CHANGE", ev.type);
 	teardown_capture();
-	f.type = CAP;
 	xioctl(VIDIOC_G_FMT, &f, "G_FMT CAPTURE");
 	setup_sized_capture(f.fmt.pix_mp.width, f.fmt.pix_mp.height);
 	do {

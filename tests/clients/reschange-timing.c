@@ -73,23 +73,12 @@ static void round_trip(const char *node, const char *stream,
 		       unsigned int width, unsigned int height,
 		       unsigned int expected, unsigned int round)
 {
-	struct v4l2_event_subscription sub = {};
-	struct v4l2_format f = { .type = OUT };
 	long start, last_old = -1, change = -1;
 	unsigned int pictures = 0;
 	struct pollfd p;
 	struct dequeued d;
 
-	fd = open(node, O_RDWR | O_NONBLOCK);
-	if (fd < 0)
-		fail("%s: %s", node, strerror(errno));
-	sub.type = V4L2_EVENT_SOURCE_CHANGE;
-	xioctl(VIDIOC_SUBSCRIBE_EVENT, &sub, "SUBSCRIBE_EVENT SOURCE_CHANGE");
-	f.fmt.pix_mp.pixelformat = V4L2_PIX_FMT_H264;
-	f.fmt.pix_mp.width = width;
-	f.fmt.pix_mp.height = height;
-	f.fmt.pix_mp.num_planes = 1;
-	xioctl(VIDIOC_S_FMT, &f, "S_FMT OUTPUT");
+	open_node(node, width, height);
 	setup_capture(CAPTURE_BUFFERS);
 	start = now_ms();
 	queue_stream(stream, 1);
