@@ -439,6 +439,17 @@ static void vvm_remove_work(struct kthread_work *work)
 		 VVM_CORE_REMOVED, NULL);
 }
 
+struct kthread_worker *vvm_fifo_worker_create(struct virtio_device *vdev,
+					      const char *prefix)
+{
+	struct kthread_worker *worker;
+
+	worker = kthread_create_worker(0, "%s-%s", prefix, dev_name(&vdev->dev));
+	if (!IS_ERR(worker))
+		sched_set_fifo(worker->task);
+	return worker;
+}
+
 int vvm_core_init(struct vvm_core *core, struct virtio_device *vdev,
 		  const struct vvm_core_ops *ops, unsigned int nvqs,
 		  const char * const names[])
@@ -469,14 +480,12 @@ int vvm_core_init(struct vvm_core *core, struct virtio_device *vdev,
 		     HRTIMER_MODE_ABS_HARD);
 	core->watchdog_timer.function = vvm_watchdog_fire;
 
-	core->worker = kthread_create_worker(0, "vvm-%s", dev_name(&vdev->dev));
+	core->worker = vvm_fifo_worker_create(vdev, "vvm");
 	if (IS_ERR(core->worker)) {
 		ret = PTR_ERR(core->worker);
 		core->worker = NULL;
 		return ret;
 	}
-	/* SCHED_FIFO 50: the priority of the interrupt threads on PREEMPT_RT. */
-	sched_set_fifo(core->worker->task);
 
 	vdev->priv = core;
 	ret = vvm_find_vqs(core);

@@ -199,6 +199,20 @@ struct vvm_core {
 };
 
 /**
+ * vvm_fifo_worker_create() - a kthread worker for completion-side work
+ * @vdev: the virtio device the worker serves.
+ * @prefix: the thread's name before the device's name.
+ *
+ * The worker runs at SCHED_FIFO 50, the priority of the interrupt threads
+ * on PREEMPT_RT, so that a real-time load below them delays its work no
+ * more than their own.
+ *
+ * Return: the worker, or an ERR_PTR().
+ */
+struct kthread_worker *vvm_fifo_worker_create(struct virtio_device *vdev,
+					      const char *prefix);
+
+/**
  * vvm_core_init() - set up the core and find the virtqueues
  * @core: core embedded in the node's state; vdev->priv is set to it.
  * @vdev: the virtio device being probed.

@@ -2305,16 +2305,13 @@ static struct vvm_dec_dev *vvm_dec_dev_alloc(struct virtio_device *vdev)
 		vvm_dec_dev_free(dev);
 		return ERR_PTR(-ENOMEM);
 	}
-	dev->ctx_worker = kthread_create_worker(0, "vvm-dec-%s",
-						dev_name(&vdev->dev));
+	dev->ctx_worker = vvm_fifo_worker_create(vdev, "vvm-dec");
 	if (IS_ERR(dev->ctx_worker)) {
 		ret = PTR_ERR(dev->ctx_worker);
 		dev->ctx_worker = NULL;
 		vvm_dec_dev_free(dev);
 		return ERR_PTR(ret);
 	}
-	/* SCHED_FIFO 50, as the core's worker. */
-	sched_set_fifo(dev->ctx_worker->task);
 
 	virtio_cread_bytes(vdev, offsetof(struct virtio_video_config,
 					  device_name), name, sizeof(name) - 1);
